@@ -1,0 +1,40 @@
+"""Baton's HTTP API: a Flask app factory over the domain in ``etl_tasks``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import Flask
+
+from etl_tasks.publisher import Publisher
+from etl_tasks.settings import Settings, load_settings
+from etl_tasks.state.db import StateDB
+
+
+@dataclass
+class BatonExtension:
+    """What every request handler needs, injected once per app."""
+
+    settings: Settings
+    db: StateDB
+    publisher: Publisher
+
+
+def create_app(settings: Settings | None = None, publisher: Publisher | None = None) -> Flask:
+    """Build the API; settings and publisher are injected (tests pass their own)."""
+    from api.errors import register_error_handlers
+    from api.routes import migrations, system
+
+    settings = settings or load_settings()
+    if publisher is None:
+        from worker.celery_app import CeleryPublisher, create_celery
+
+        publisher = CeleryPublisher(create_celery(settings))
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["baton"] = BatonExtension(settings, StateDB(settings.database_url), publisher)
+    register_error_handlers(app)
+    app.register_blueprint(migrations.bp)
+    app.register_blueprint(system.bp)
+    return app

@@ -1,0 +1,36 @@
+"""The one place where Baton's errors become HTTP answers."""
+
+from __future__ import annotations
+
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from etl_tasks.errors import BatonError, Conflict, NotFound, SpecError
+
+
+def _json(status: int, message: str, **extra: object) -> ResponseReturnValue:
+    return jsonify({"error": message, **extra}), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(SpecError)
+    def _spec(exc: SpecError) -> ResponseReturnValue:
+        errors = [{"path": e.path, "message": e.message} for e in exc.errors]
+        return _json(422, "the spec is not valid", errors=errors)
+
+    @app.errorhandler(NotFound)
+    def _not_found(exc: NotFound) -> ResponseReturnValue:
+        return _json(404, str(exc))
+
+    @app.errorhandler(Conflict)
+    def _conflict(exc: Conflict) -> ResponseReturnValue:
+        return _json(409, str(exc))
+
+    @app.errorhandler(BatonError)
+    def _baton(exc: BatonError) -> ResponseReturnValue:
+        return _json(500, str(exc))
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> ResponseReturnValue:
+        return _json(exc.code or 500, exc.description or exc.name)

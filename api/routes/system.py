@@ -1,0 +1,53 @@
+"""Health, readiness, workers, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify
+from flask.typing import ResponseReturnValue
+from sqlalchemy import text
+
+from api.auth import require
+from api.metrics import render_metrics
+from api.openapi import openapi_document
+from etl_tasks import __version__
+from etl_tasks.workers import list_workers
+
+bp = Blueprint("system", __name__)
+
+
+def _ext() -> Any:
+    return current_app.extensions["baton"]
+
+
+@bp.get("/healthz")
+def healthz() -> ResponseReturnValue:
+    return jsonify({"status": "ok", "version": __version__})
+
+
+@bp.get("/readyz")
+def readyz() -> ResponseReturnValue:
+    try:
+        with _ext().db.session() as s:
+            s.execute(text("SELECT 1"))
+    except Exception as exc:
+        return jsonify({"ready": False, "reason": f"state DB: {exc}"}), 503
+    return jsonify({"ready": True, "version": __version__})
+
+
+@bp.get("/api/v1/workers")
+@require("viewer")
+def workers() -> ResponseReturnValue:
+    return jsonify({"items": list_workers(_ext().db)})
+
+
+@bp.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    body, content_type = render_metrics(_ext().db)
+    return Response(body, content_type=content_type)
+
+
+@bp.get("/openapi.json")
+def openapi() -> ResponseReturnValue:
+    return jsonify(openapi_document(__version__))

@@ -1,0 +1,183 @@
+"""Moving a migration forward: prepare streams, plan chunks, publish them, settle states.
+
+``advance`` is idempotent and cheap when there is nothing to do. It runs in
+the plan task (sent by the API at submit and by every finished load) and in
+the sweeper, so a lost message only costs one sweep interval.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from etl_tasks import planning
+from etl_tasks.bindings import target_columns
+from etl_tasks.chunk_lease import fail_migration
+from etl_tasks.connectors.sql_schema import ensure_ledger, ensure_table
+from etl_tasks.connectors.sql_source import reflect_table
+from etl_tasks.errors import PermanentError, TransientError
+from etl_tasks.publisher import publish_step
+from etl_tasks.runtime import Runtime
+from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
+from etl_tasks.state.models import Chunk, Event, Migration, Stream
+
+log = logging.getLogger(__name__)
+
+
+def advance(rt: Runtime, migration_id: str) -> None:
+    """Do whatever the migration needs next; safe to call any time, from anywhere."""
+    for _ in range(3):  # again when a stream finished: the streams after it may start now
+        if not _advance_once(rt, migration_id):
+            return
+
+
+def _advance_once(rt: Runtime, migration_id: str) -> bool:
+    if not _start(rt, migration_id):
+        return False
+    try:
+        _prepare_ready_streams(rt, migration_id)
+        for stream_id in _streams_to_plan(rt, migration_id):
+            planning.plan_more(rt, migration_id, stream_id)
+    except TransientError as exc:
+        _set_waiting(rt, migration_id, str(exc))
+    except PermanentError as exc:
+        with rt.db.session() as s:
+            fail_migration(s, migration_id, rt.db.now(s), str(exc))
+        return False
+    publish_ready(rt, migration_id)
+    return settle(rt, migration_id)
+
+
+def _start(rt: Runtime, migration_id: str) -> bool:
+    with rt.db.session() as s:
+        mig = s.get(Migration, migration_id)
+        if mig is None:
+            return False
+        if mig.state == MigrationState.PENDING:
+            now = rt.db.now(s)
+            mig.state = MigrationState.RUNNING
+            mig.started_at = now
+            mig.updated_at = now
+        return mig.state == MigrationState.RUNNING
+
+
+def _set_waiting(rt: Runtime, migration_id: str, reason: str) -> None:
+    with rt.db.session() as s:
+        mig = s.get(Migration, migration_id)
+        if mig is not None:
+            mig.waiting_reason = reason[:500]
+
+
+def _prepare_ready_streams(rt: Runtime, migration_id: str) -> None:
+    """Prepare each stream whose predecessors are done: ledger, and its table if asked."""
+    with rt.db.session() as s:
+        streams = list(s.scalars(select(Stream).where(Stream.migration_id == migration_id)))
+    done = {st.name for st in streams if st.state == StreamState.DONE}
+    spec = rt.spec(migration_id)
+    for st in streams:
+        if st.state != StreamState.PENDING or not set(spec.stream(st.name).after) <= done:
+            continue
+        prepare(rt, migration_id, st.name)
+        with rt.db.session() as s:
+            row = s.get(Stream, st.id)
+            if row is not None and row.state == StreamState.PENDING:
+                row.state = StreamState.RUNNING
+                row.prepared = True
+                row.started_at = rt.db.now(s)
+
+
+def prepare(rt: Runtime, migration_id: str, stream: str) -> None:
+    """Create the ledger and, with ``create_target``, the target table: once, under a lock."""
+    spec = rt.spec(migration_id)
+    engine = rt.engines.get(rt.target_url(migration_id))
+    ensure_ledger(engine)
+    st = spec.stream(stream)
+    if not st.create_target:
+        return
+    binding = rt.binding(migration_id, stream)
+    source_table = binding.source.table
+    created = ensure_table(engine, st.target_table, target_columns(st, source_table),
+                           binding.target_key)
+    if created:
+        log.info("created target table %s", st.target_table,
+                 extra={"migration_id": migration_id, "stream": stream})
+    reflect_table(engine, st.target_table)
+
+
+def _streams_to_plan(rt: Runtime, migration_id: str) -> list[int]:
+    with rt.db.session() as s:
+        return list(s.scalars(select(Stream.id).where(
+            Stream.migration_id == migration_id, Stream.state == StreamState.RUNNING,
+            Stream.fully_planned.is_(False)).order_by(Stream.position)))
+
+
+def publish_ready(rt: Runtime, migration_id: str) -> int:
+    """Publish pending chunks, keeping at most ``max_queued_chunks`` queued or running."""
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        busy = s.scalar(select(func.count()).select_from(Chunk).where(
+            Chunk.migration_id == migration_id,
+            or_(Chunk.state == ChunkState.RUNNING,
+                and_(Chunk.state == ChunkState.PENDING, Chunk.queued_at.is_not(None))))) or 0
+        room = rt.settings.max_queued_chunks - busy
+        if room <= 0:
+            return 0
+        chunks = list(s.scalars(
+            select(Chunk).where(
+                Chunk.migration_id == migration_id, Chunk.state == ChunkState.PENDING,
+                Chunk.queued_at.is_(None),
+                or_(Chunk.not_before.is_(None), Chunk.not_before <= now))
+            .order_by(Chunk.id).limit(room).with_for_update(skip_locked=True)))
+        for chunk in chunks:
+            chunk.queued_at = now
+        ids = [c.id for c in chunks]
+    for chunk_id in ids:
+        publish_step(rt.publisher, "extract", chunk_id)
+    return len(ids)
+
+
+def settle(rt: Runtime, migration_id: str) -> bool:
+    """Finish streams whose chunks are all done, and the migration when every stream is.
+
+    Returns True when a stream finished and others still wait to start.
+    """
+    finished = False
+    newly_done = False
+    with rt.db.session() as s:
+        mig = s.get(Migration, migration_id, with_for_update=True)
+        if mig is None or mig.state != MigrationState.RUNNING:
+            return False
+        now = rt.db.now(s)
+        streams = list(s.scalars(select(Stream).where(Stream.migration_id == migration_id)))
+        for st in streams:
+            if st.state == StreamState.RUNNING and st.fully_planned:
+                _settle_stream(s, st, now)
+                newly_done = newly_done or st.state == StreamState.DONE
+        if any(st.state == StreamState.FAILED for st in streams):
+            fail_migration(s, migration_id, now, mig.error or "a stream failed")
+        elif all(st.state == StreamState.DONE for st in streams):
+            mig.state = MigrationState.SUCCEEDED
+            mig.finished_at = now
+            mig.updated_at = now
+            mig.waiting_reason = None
+            s.add(Event(migration_id=migration_id, kind="migration_succeeded",
+                        message="all streams done", at=now))
+            finished = True
+    if finished:
+        log.info("migration succeeded", extra={"migration_id": migration_id})
+        rt.release(migration_id)
+        return False
+    return newly_done and any(st.state == StreamState.PENDING for st in streams)
+
+
+def _settle_stream(s: Session, st: Stream, now: object) -> None:
+    counts = dict(s.execute(
+        select(Chunk.state, func.count()).where(Chunk.stream_id == st.id).group_by(Chunk.state)
+    ).tuples().all())
+    if counts.get(ChunkState.FAILED):
+        st.state = StreamState.FAILED
+    elif not counts.get(ChunkState.PENDING) and not counts.get(ChunkState.RUNNING):
+        st.state = StreamState.DONE
+        st.finished_at = now  # type: ignore[assignment]

@@ -1,0 +1,180 @@
+"""Claiming, committing and releasing a chunk's lease in the state DB.
+
+A step claims the chunk (owner, a new fencing token, an expiry by the DB's
+clock), works, then commits its outcome *only if its token is still the
+chunk's*: a step whose lease was taken over changes nothing. Attempts are
+counted at claim, so a chunk that keeps killing its worker is failed after
+``max_attempts`` without anyone having to catch anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from etl_tasks.runtime import Runtime
+from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
+from etl_tasks.state.models import Chunk, Event, Migration, Stream
+
+log = logging.getLogger(__name__)
+
+NOW: Any = object()  # placeholder in commit(): "the DB's clock at commit time"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A step's hold on a chunk: what it needs to do its work."""
+
+    chunk_id: int
+    migration_id: str
+    stream: str
+    step: str
+    token: int
+    stage_token: int | None
+    lower: list[Any] | None
+    upper: list[Any] | None
+    attempts: int
+
+
+def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
+    """Take the chunk's lease for ``step``; ``None`` when this message has nothing to do."""
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        chunk = s.get(Chunk, chunk_id, with_for_update=True)
+        if chunk is None or chunk.step != step:
+            return None
+        mig = s.get(Migration, chunk.migration_id)
+        if not _claimable(chunk, mig, now):
+            return None
+        if chunk.attempts >= rt.settings.max_attempts:
+            reason = f"{step} did not finish after {chunk.attempts} attempts"
+            fail_chunk(s, chunk, now, chunk.last_error or reason)
+            return None
+        chunk.attempts += 1
+        chunk.lease_token += 1
+        chunk.lease_owner = rt.worker_name
+        chunk.lease_expires_at = now + timedelta(seconds=rt.settings.lease_s)
+        chunk.state = ChunkState.RUNNING
+        chunk.worker = rt.worker_name
+        chunk.queued_at = None
+        chunk.started_at = chunk.started_at or now
+        stream = s.get(Stream, chunk.stream_id)
+        assert stream is not None
+        return Claim(chunk.id, chunk.migration_id, stream.name, step, chunk.lease_token,
+                     chunk.stage_token, chunk.lower, chunk.upper, chunk.attempts)
+
+
+def _claimable(chunk: Chunk, mig: Migration | None, now: datetime) -> bool:
+    if mig is None or mig.state != MigrationState.RUNNING:
+        return False
+    if chunk.state not in (ChunkState.PENDING, ChunkState.RUNNING):
+        return False
+    if chunk.lease_owner and chunk.lease_expires_at and chunk.lease_expires_at > now:
+        return False  # another step holds it and is alive
+    return not (chunk.not_before and chunk.not_before > now)
+
+
+def commit(rt: Runtime, c: Claim, **values: Any) -> bool:
+    """Write the step's outcome and release the lease, if the token is still ours."""
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        values.setdefault("lease_owner", None)
+        values.setdefault("lease_expires_at", None)
+        values = {k: (now if v is NOW else v) for k, v in values.items()}
+        result = s.execute(
+            update(Chunk)
+            .where(Chunk.id == c.chunk_id, Chunk.lease_token == c.token)
+            .values(**values)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def retry_later(rt: Runtime, c: Claim, error: str) -> None:
+    """A transient failure: release the lease and set ``not_before`` (never a countdown)."""
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        chunk = s.get(Chunk, c.chunk_id, with_for_update=True)
+        if chunk is None or chunk.lease_token != c.token:
+            return
+        first = chunk.first_failure_at or now
+        window = timedelta(seconds=rt.settings.retry_window_s)
+        if now - first > window:
+            fail_chunk(s, chunk, now, f"still failing after {window}: {error}")
+            return
+        delay = min(rt.settings.retry_backoff_s * 2 ** chunk.retries, rt.settings.retry_backoff_max_s)
+        chunk.retries += 1
+        chunk.attempts = max(0, chunk.attempts - 1)  # it did not crash: not a lost attempt
+        chunk.first_failure_at = first
+        chunk.not_before = now + timedelta(seconds=delay)
+        chunk.lease_owner = None
+        chunk.lease_expires_at = None
+        chunk.queued_at = None
+        chunk.last_error = error[:2000]
+        mig = s.get(Migration, c.migration_id)
+        if mig is not None:
+            mig.waiting_reason = error[:500]
+            mig.updated_at = now
+    log.warning("chunk will retry", extra={"chunk_id": c.chunk_id, "error": error})
+
+
+def release_after_error(rt: Runtime, c: Claim, error: str) -> None:
+    """An unexpected error: release the lease with a backoff; the attempt stays counted."""
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        chunk = s.get(Chunk, c.chunk_id, with_for_update=True)
+        if chunk is None or chunk.lease_token != c.token:
+            return
+        delay = min(rt.settings.retry_backoff_s * 2 ** (chunk.attempts - 1),
+                    rt.settings.retry_backoff_max_s)
+        chunk.not_before = now + timedelta(seconds=delay)
+        chunk.lease_owner = None
+        chunk.lease_expires_at = None
+        chunk.queued_at = None
+        chunk.last_error = error[:2000]
+
+
+def fail_claimed(rt: Runtime, c: Claim, error: str) -> None:
+    """A permanent failure of the step holding ``c``."""
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        chunk = s.get(Chunk, c.chunk_id, with_for_update=True)
+        if chunk is not None and chunk.lease_token == c.token:
+            fail_chunk(s, chunk, now, error)
+
+
+def back_to_extract(rt: Runtime, c: Claim) -> bool:
+    """The staged input is gone: the chunk starts over from extract (rows are re-read)."""
+    return commit(rt, c, step="extract", stage_token=None, queued_at=NOW, attempts=0)
+
+
+def fail_chunk(s: Session, chunk: Chunk, now: datetime, error: str) -> None:
+    """The chunk cannot succeed: fail it, its stream and its migration."""
+    chunk.state = ChunkState.FAILED
+    chunk.lease_owner = None
+    chunk.lease_expires_at = None
+    chunk.queued_at = None
+    chunk.finished_at = now
+    chunk.last_error = error[:2000]
+    stream = s.get(Stream, chunk.stream_id)
+    if stream is not None:
+        stream.state = StreamState.FAILED
+    fail_migration(s, chunk.migration_id, now, f"chunk {chunk.id} failed: {error}")
+    s.add(Event(migration_id=chunk.migration_id, chunk_id=chunk.id, kind="chunk_failed",
+                message=error[:2000], at=now))
+
+
+def fail_migration(s: Session, migration_id: str, now: datetime, error: str) -> None:
+    mig = s.get(Migration, migration_id, with_for_update=True)
+    if mig is None or mig.state in (MigrationState.FAILED, MigrationState.CANCELLED,
+                                    MigrationState.SUCCEEDED):
+        return
+    mig.state = MigrationState.FAILED
+    mig.error = error[:2000]
+    mig.finished_at = now
+    mig.updated_at = now
+    s.add(Event(migration_id=migration_id, kind="migration_failed", message=error[:2000], at=now))

@@ -1,0 +1,132 @@
+"""Typed values through JSON: key bounds in the state DB and rows in the staging store.
+
+JSON knows ints, floats, strings, booleans and null. Keys and rows also hold
+``Decimal``, dates, timestamps, UUIDs and bytes, which must come back as the
+same type (a NUMERIC key compared as a float would skip or repeat rows).
+Staged rows are stored column by column so one tag describes a whole column.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import uuid
+from collections.abc import Callable, Sequence
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+
+_NATIVE = (str, int, float, bool)
+
+_ENCODE: dict[type, tuple[str, Callable[[Any], Any]]] = {
+    Decimal: ("dec", str),
+    datetime: ("dt", datetime.isoformat),
+    date: ("d", date.isoformat),
+    time: ("t", time.isoformat),
+    timedelta: ("td", timedelta.total_seconds),
+    uuid.UUID: ("uuid", str),
+    bytes: ("b", lambda v: base64.b64encode(v).decode()),
+    float: ("f", repr),  # only for non-finite floats, which JSON cannot hold
+}
+_DECODE: dict[str, Callable[[Any], Any]] = {
+    "dec": Decimal,
+    "dt": datetime.fromisoformat,
+    "d": date.fromisoformat,
+    "t": time.fromisoformat,
+    "td": lambda s: timedelta(seconds=s),
+    "uuid": uuid.UUID,
+    "b": base64.b64decode,
+    "f": float,
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, memoryview | bytearray):
+        return bytes(value)
+    return value
+
+
+def _is_native(value: Any) -> bool:
+    return value is None or (
+        isinstance(value, _NATIVE) and not (isinstance(value, float) and not math.isfinite(value))
+    )
+
+
+def encode_value(value: Any) -> Any:
+    """One value as JSON: natives as they are, others as ``{"$": tag, "v": text}``."""
+    value = _plain(value)
+    if _is_native(value):
+        return value
+    entry = _ENCODE.get(type(value))
+    if entry is None:
+        raise TypeError(f"cannot stage a value of type {type(value).__name__}")
+    tag, enc = entry
+    return {"$": tag, "v": enc(value)}
+
+
+def decode_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return _DECODE[value["$"]](value["v"])
+    return value
+
+
+def encode_key(values: Sequence[Any] | None) -> list[Any] | None:
+    """A key (one value per key column) for a JSON column; ``None`` stays ``None``."""
+    return None if values is None else [encode_value(v) for v in values]
+
+
+def decode_key(values: Sequence[Any] | None) -> tuple[Any, ...] | None:
+    return None if values is None else tuple(decode_value(v) for v in values)
+
+
+def _encode_column(values: Sequence[Any]) -> tuple[str, list[Any]]:
+    kinds = {type(v) for v in values if v is not None}
+    if all(_is_native(v) for v in values):
+        return "raw", list(values)
+    if len(kinds) == 1:
+        kind = kinds.pop()
+        if kind in (memoryview, bytearray):
+            kind = bytes
+        entry = _ENCODE.get(kind)
+        if entry is not None and kind is not float:
+            tag, enc = entry
+            return tag, [None if v is None else enc(_plain(v)) for v in values]
+    return "mixed", [encode_value(v) for v in values]
+
+
+def _decode_column(tag: str, values: list[Any]) -> list[Any]:
+    if tag == "raw":
+        return values
+    if tag == "mixed":
+        return [decode_value(v) for v in values]
+    dec = _DECODE[tag]
+    return [None if v is None else dec(v) for v in values]
+
+
+def encode_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], **extra: Any) -> bytes:
+    """Rows (tuples in ``columns`` order) as compact JSON, column by column."""
+    data = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    encoded = [_encode_column(col) for col in data]
+    payload = {
+        "columns": list(columns),
+        "n": len(rows),
+        "tags": [tag for tag, _ in encoded],
+        "data": [vals for _, vals in encoded],
+        "extra": extra,
+    }
+    return orjson.dumps(payload)
+
+
+def decode_rows(blob: bytes) -> tuple[list[str], list[tuple[Any, ...]], dict[str, Any]]:
+    """The inverse of :func:`encode_rows`: ``(columns, rows, extra)``."""
+    payload = orjson.loads(blob)
+    cols = [_decode_column(t, v) for t, v in zip(payload["tags"], payload["data"], strict=True)]
+    rows = list(zip(*cols, strict=True)) if payload["n"] else []
+    return payload["columns"], rows, payload["extra"]
+
+
+def dumps(value: Any) -> str:
+    """JSON text of plain data, with typed values encoded (for quarantined rows)."""
+    return orjson.dumps(value, default=encode_value).decode()

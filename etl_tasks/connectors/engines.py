@@ -1,0 +1,129 @@
+"""SQLAlchemy engines for the state DB, sources and targets.
+
+One place decides the driver for each URL (a plain ``postgresql://`` means
+psycopg2, ``mysql://`` means PyMySQL), how SQLite is made safe for several
+processes (WAL, a busy timeout, write transactions that take the lock up
+front), and how big connection pools may grow.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.pool import NullPool
+
+log = logging.getLogger(__name__)
+
+_DRIVERS = {"postgresql": "postgresql+psycopg2", "postgres": "postgresql+psycopg2",
+            "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Pick Baton's driver for a URL that names none."""
+    u = make_url(url)
+    if u.drivername in _DRIVERS:
+        u = u.set(drivername=_DRIVERS[u.drivername])
+    return u
+
+
+def redact(url: str) -> str:
+    """A URL safe to log or show: the password replaced."""
+    try:
+        return normalize_url(url).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL is shown by its scheme only
+        return url.split(":", 1)[0] + "://…"
+
+
+def create_sql_engine(
+    url: str | URL, *, pool_size: int = 2, connect_timeout_s: float | None = None
+) -> Engine:
+    """An engine with bounded pools; SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE``."""
+    u = normalize_url(url)
+    backend = u.get_backend_name()
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    connect_args: dict[str, Any] = {}
+    if backend == "sqlite":
+        connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
+        connect_args["check_same_thread"] = False
+        kwargs["poolclass"] = NullPool
+        kwargs.pop("pool_pre_ping")
+    else:
+        kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
+        if connect_timeout_s is not None:
+            timeout = max(1, int(connect_timeout_s))
+            key = "connect_timeout"
+            connect_args[key] = timeout
+    if backend == "postgresql":
+        connect_args.setdefault("application_name", "baton")
+    engine = create_engine(u, connect_args=connect_args, **kwargs)
+    if backend == "sqlite":
+        _make_sqlite_safe(engine)
+    return engine
+
+
+def _make_sqlite_safe(engine: Engine) -> None:
+    """Several processes share one SQLite file: WAL, wait on locks, take write locks up front."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cur = dbapi_conn.cursor()
+        if engine.url.database not in (None, "", ":memory:"):
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+class EngineCache:
+    """Engines for sources and targets, per process, bounded and released when done.
+
+    Keyed by the resolved URL; an engine is created lazily after a fork (the
+    pid is part of the key), and the least recently used is disposed when more
+    than ``max_engines`` are open.
+    """
+
+    def __init__(self, max_engines: int = 8, pool_size: int = 2) -> None:
+        self._engines: OrderedDict[tuple[int, str], Engine] = OrderedDict()
+        self._lock = threading.Lock()
+        self._max = max_engines
+        self._pool_size = pool_size
+
+    def get(self, url: str) -> Engine:
+        key = (os.getpid(), url)
+        with self._lock:
+            engine = self._engines.get(key)
+            if engine is not None:
+                self._engines.move_to_end(key)
+                return engine
+            engine = create_sql_engine(url, pool_size=self._pool_size)
+            self._engines[key] = engine
+            while len(self._engines) > self._max:
+                _, old = self._engines.popitem(last=False)
+                old.dispose()
+            return engine
+
+    def release(self, url: str) -> None:
+        """Dispose the engine for a URL (its migrations finished)."""
+        with self._lock:
+            engine = self._engines.pop((os.getpid(), url), None)
+        if engine is not None:
+            engine.dispose()
+
+    def dispose_all(self) -> None:
+        with self._lock:
+            engines = list(self._engines.values())
+            self._engines.clear()
+        for engine in engines:
+            engine.dispose()

@@ -1,0 +1,99 @@
+"""The target ledger: one row per committed chunk, written in the chunk's own transaction.
+
+Because the ledger row and the chunk's rows commit together, a second
+delivery of the same load finds the ledger row and changes nothing: the
+chunk's effect happens exactly once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    insert,
+    select,
+    update,
+)
+
+from etl_tasks.constants import LEDGER_TABLE
+
+
+@dataclass(frozen=True)
+class QuarantineEntry:
+    """A rejected row: its key (JSON text), why, and the row itself (JSON-able)."""
+
+    key: str
+    reason: str
+    row: dict[str, Any] | None
+
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    fencing_token: int
+    rows_loaded: int
+    quarantine: list[QuarantineEntry]
+
+
+def ledger_table(metadata: MetaData | None = None) -> Table:
+    return Table(
+        LEDGER_TABLE,
+        metadata or MetaData(),
+        Column("migration_id", String(32), primary_key=True),
+        Column("stream", String(200), primary_key=True),
+        Column("chunk_id", BigInteger, primary_key=True, autoincrement=False),
+        Column("fencing_token", Integer, nullable=False),
+        Column("rows_loaded", Integer, nullable=False),
+        Column("rows_quarantined", Integer, nullable=False),
+        Column("quarantine", Text, nullable=False),
+        Column("committed_at", DateTime, nullable=False),
+    )
+
+
+LEDGER = ledger_table()
+
+
+def claim(conn: Connection, migration_id: str, stream: str, chunk_id: int, token: int) -> None:
+    """Insert the chunk's ledger row first: a concurrent load of the same chunk waits on it."""
+    conn.execute(
+        insert(LEDGER).values(
+            migration_id=migration_id, stream=stream, chunk_id=chunk_id, fencing_token=token,
+            rows_loaded=0, rows_quarantined=0, quarantine="[]",
+            committed_at=datetime.now(UTC).replace(tzinfo=None),
+        )
+    )
+
+
+def finish(conn: Connection, migration_id: str, stream: str, chunk_id: int,
+           rows_loaded: int, quarantine: list[QuarantineEntry]) -> None:
+    body = orjson.dumps([[q.key, q.reason, q.row] for q in quarantine]).decode()
+    conn.execute(
+        update(LEDGER)
+        .where(LEDGER.c.migration_id == migration_id, LEDGER.c.stream == stream,
+               LEDGER.c.chunk_id == chunk_id)
+        .values(rows_loaded=rows_loaded, rows_quarantined=len(quarantine), quarantine=body)
+    )
+
+
+def read(conn: Connection, migration_id: str, stream: str, chunk_id: int) -> LedgerRecord | None:
+    row = conn.execute(
+        select(LEDGER.c.fencing_token, LEDGER.c.rows_loaded, LEDGER.c.quarantine).where(
+            LEDGER.c.migration_id == migration_id, LEDGER.c.stream == stream,
+            LEDGER.c.chunk_id == chunk_id,
+        )
+    ).first()
+    if row is None:
+        return None
+    entries = [QuarantineEntry(k, r, d) for k, r, d in orjson.loads(row.quarantine)]
+    return LedgerRecord(row.fencing_token, row.rows_loaded, entries)

@@ -1,0 +1,70 @@
+"""Creating target tables and the ledger, once per stream, under a lock.
+
+Types are SQLAlchemy's generic ones so a table read from SQLite can be
+created in PostgreSQL or MariaDB; the key becomes the primary key; no foreign
+keys are copied (streams load in parallel, in any order).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, inspect, text
+from sqlalchemy.types import NullType, TypeEngine
+
+from etl_tasks.connectors.ledger import ledger_table
+from etl_tasks.connectors.sql_source import split_name
+
+
+def portable_type(sa_type: TypeEngine[Any]) -> TypeEngine[Any]:
+    """The generic form of a reflected type; untyped SQLite columns become text."""
+    if isinstance(sa_type, NullType):
+        return Text()
+    try:
+        generic = sa_type.as_generic()
+    except NotImplementedError:
+        return Text()
+    return Text() if isinstance(generic, NullType) else generic
+
+
+def _key_safe(sa_type: TypeEngine[Any], dialect: str) -> TypeEngine[Any]:
+    """MySQL cannot index unbounded text: a text key column gets a length."""
+    if dialect in ("mysql", "mariadb") and isinstance(sa_type, Text | String):
+        if getattr(sa_type, "length", None) is None or isinstance(sa_type, Text):
+            return String(255)
+    return sa_type
+
+
+def _lock(conn: Connection, name: str) -> None:
+    """Serialise DDL on PostgreSQL with a transaction-scoped advisory lock (never leaks)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(name.encode())})
+
+
+def ensure_table(engine: Engine, name: str, columns: Sequence[tuple[str, TypeEngine[Any], bool]],
+                 key: Sequence[str]) -> bool:
+    """Create the target table if it is missing; return whether it was created."""
+    schema, table_name = split_name(name)
+    dialect = engine.dialect.name
+    cols = [
+        Column(n, _key_safe(t, dialect) if n in key else t, primary_key=n in key,
+               nullable=(n not in key and nullable), autoincrement=False)
+        for n, t, nullable in columns
+    ]
+    with engine.begin() as conn:
+        _lock(conn, f"baton:ddl:{name}")
+        if inspect(conn).has_table(table_name, schema=schema):
+            return False
+        Table(table_name, MetaData(), *cols, schema=schema).create(conn)
+        return True
+
+
+def ensure_ledger(engine: Engine) -> None:
+    """Create the target's ledger table if it is missing."""
+    table = ledger_table()
+    with engine.begin() as conn:
+        _lock(conn, "baton:ddl:ledger")
+        if not inspect(conn).has_table(table.name):
+            table.create(conn)

@@ -1,0 +1,129 @@
+"""Reading a SQL source by key ranges (keyset, never OFFSET paging).
+
+Names are used exactly as written: SQLAlchemy quotes any name that needs it.
+Chunk boundaries come from index scans (``ORDER BY key LIMIT 1 OFFSET n``
+after the previous boundary), so the API never reads a table's keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    ColumnElement,
+    Connection,
+    MetaData,
+    Select,
+    Table,
+    and_,
+    select,
+    true,
+    tuple_,
+)
+from sqlalchemy.engine import Engine
+
+from etl_tasks.spec import Filter
+
+
+def split_name(name: str) -> tuple[str | None, str]:
+    """``schema.table`` → (schema, table); a plain name has no schema."""
+    if "." in name:
+        schema, _, table = name.partition(".")
+        return schema, table
+    return None, name
+
+
+def reflect_table(engine: Engine | Connection, name: str) -> Table:
+    """The table as the database describes it (raises ``NoSuchTableError``)."""
+    schema, table = split_name(name)
+    return Table(table, MetaData(), schema=schema, autoload_with=engine)
+
+
+def key_expr(cols: Sequence[Column[Any]]) -> ColumnElement[Any]:
+    return cols[0] if len(cols) == 1 else tuple_(*cols)
+
+
+def key_value(values: Sequence[Any]) -> Any:
+    return values[0] if len(values) == 1 else tuple_(*values)
+
+
+def filters(table: Table, where: Sequence[Filter]) -> ColumnElement[bool]:
+    """The spec's ``where`` list as one SQL condition."""
+    conds: list[ColumnElement[bool]] = []
+    for f in where:
+        col = table.c[f.column]
+        match f.op:
+            case "=":
+                conds.append(col == f.value)
+            case "!=":
+                conds.append(col != f.value)
+            case "<":
+                conds.append(col < f.value)
+            case "<=":
+                conds.append(col <= f.value)
+            case ">":
+                conds.append(col > f.value)
+            case ">=":
+                conds.append(col >= f.value)
+            case "in":
+                conds.append(col.in_(f.value))
+            case "is_null":
+                conds.append(col.is_(None) if f.value in (None, True) else col.is_not(None))
+    return and_(true(), *conds)
+
+
+def range_condition(
+    key_cols: Sequence[Column[Any]],
+    lower: Sequence[Any] | None,
+    upper: Sequence[Any] | None,
+) -> ColumnElement[bool]:
+    """``lower < key <= upper``; a missing bound is open."""
+    k = key_expr(key_cols)
+    conds: list[ColumnElement[bool]] = []
+    if lower is not None:
+        conds.append(k > key_value(lower))
+    if upper is not None:
+        conds.append(k <= key_value(upper))
+    return and_(true(), *conds)
+
+
+class SqlSource:
+    """One source table of one stream, ready to be read chunk by chunk."""
+
+    def __init__(self, table: Table, key: Sequence[str], columns: Sequence[str],
+                 where: Sequence[Filter]) -> None:
+        self.table = table
+        self.key_cols = [table.c[k] for k in key]
+        self.columns = list(columns)
+        self.where = filters(table, where)
+
+    def select_range(self, lower: Sequence[Any] | None, upper: Sequence[Any] | None) -> Select[Any]:
+        cols = [self.table.c[c] for c in self.columns]
+        return (
+            select(*cols)
+            .where(self.where, range_condition(self.key_cols, lower, upper))
+            .order_by(*self.key_cols)
+        )
+
+    def read_range(
+        self, conn: Connection, lower: Sequence[Any] | None, upper: Sequence[Any] | None
+    ) -> list[tuple[Any, ...]]:
+        """Every row of the range, in key order, as tuples in ``columns`` order."""
+        result = conn.execute(self.select_range(lower, upper))
+        return [tuple(r) for r in result]
+
+    def next_boundary(
+        self, conn: Connection, lower: Sequence[Any] | None, rows: int
+    ) -> tuple[Any, ...] | None:
+        """The key ``rows`` rows after ``lower``, or ``None`` when fewer remain (an index scan)."""
+        stmt = (
+            select(*self.key_cols)
+            .where(self.where, range_condition(self.key_cols, lower, None))
+            .order_by(*self.key_cols)
+            .offset(rows - 1)
+            .limit(1)
+        )
+        row = conn.execute(stmt).first()
+        return None if row is None else tuple(row)

@@ -1,0 +1,222 @@
+"""Writing one chunk into a SQL target, exactly once.
+
+In one target transaction: claim the chunk's ledger row (a second delivery
+stops there), write the rows, record the quarantined ones in the ledger row,
+commit. PostgreSQL gets COPY: straight into the table when the chunk's key
+range is still empty there, otherwise through a temporary stage and an
+upsert. A batch that fails on a bad row is bisected inside savepoints until
+the bad rows are isolated; they are quarantined and the rest loads.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from sqlalchemy import Connection, Engine, Table, exists, select
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+
+from etl_tasks import codec
+from etl_tasks.connectors import ledger
+from etl_tasks.connectors.ledger import LedgerRecord, QuarantineEntry
+from etl_tasks.connectors.pg_copy import copy_into
+from etl_tasks.connectors.sql_source import range_condition
+from etl_tasks.errors import PermanentError, TransientError
+
+log = logging.getLogger(__name__)
+
+WriteMode = Literal["upsert", "insert", "skip_existing"]
+STAGE_MIN_ROWS = 200  # below this a multi-row INSERT beats COPY into a stage
+
+
+@dataclass
+class LoadRequest:
+    """One chunk's transformed rows, ready for the target."""
+
+    migration_id: str
+    stream: str
+    chunk_id: int
+    token: int
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    quarantine: list[QuarantineEntry] = field(default_factory=list)
+    key_range: tuple[Sequence[Any] | None, Sequence[Any] | None] | None = None
+    fail_on_bad: bool = False  # on_bad_row "fail": a refused row fails the whole chunk
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    record: LedgerRecord
+    already_committed: bool
+    direct_copy: bool = False
+
+
+def is_bad_row_error(exc: Exception) -> bool:
+    """A failure caused by the data (a constraint, a value the column refuses)."""
+    if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError):
+        return True
+    if isinstance(exc, sa_exc.DBAPIError):
+        return False
+    return isinstance(exc, sa_exc.StatementError | ValueError | TypeError)
+
+
+def is_transient_error(exc: Exception) -> bool:
+    """A failure of the connection (down, restarting, timed out): try again later."""
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
+
+
+def error_reason(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return (text[0] if text else type(orig).__name__)[:500]
+
+
+class SqlTarget:
+    """One target table of one stream."""
+
+    def __init__(self, engine: Engine, table: Table, key: Sequence[str], write: WriteMode,
+                 identity_key: bool) -> None:
+        self.engine = engine
+        self.table = table
+        self.key = list(key)
+        self.write = write
+        self.identity_key = identity_key  # target key values equal the source key values
+        self.dialect = engine.dialect.name
+
+    def load(self, req: LoadRequest) -> LoadResult:
+        """Commit the chunk's rows and its ledger row together; a replay changes nothing."""
+        try:
+            return self._load(req)
+        except sa_exc.SQLAlchemyError as exc:
+            if is_transient_error(exc):
+                raise TransientError(f"target unavailable: {error_reason(exc)}") from exc
+            raise PermanentError(f"target refused the chunk: {error_reason(exc)}") from exc
+
+    def _load(self, req: LoadRequest) -> LoadResult:
+        with self.engine.connect() as conn:
+            try:
+                with conn.begin():
+                    ledger.claim(conn, req.migration_id, req.stream, req.chunk_id, req.token)
+                    direct = self._range_is_empty(conn, req)
+                    bad = self._write_bisecting(conn, req.columns, req.rows, direct=direct)
+                    if bad and req.fail_on_bad:
+                        raise PermanentError(f"the target refused a row: {bad[0][1]}")
+                    quarantine = req.quarantine + [self._entry(req, row, why) for row, why in bad]
+                    loaded = len(req.rows) - len(bad)
+                    ledger.finish(conn, req.migration_id, req.stream, req.chunk_id, loaded,
+                                  quarantine)
+                return LoadResult(LedgerRecord(req.token, loaded, quarantine), False, direct)
+            except sa_exc.IntegrityError:
+                record = self._committed(conn, req)
+                if record is None:
+                    raise
+                return LoadResult(record, True)
+
+    def _committed(self, conn: Connection, req: LoadRequest) -> LedgerRecord | None:
+        if conn.in_transaction():
+            conn.rollback()
+        with conn.begin():
+            return ledger.read(conn, req.migration_id, req.stream, req.chunk_id)
+
+    def _entry(self, req: LoadRequest, row: tuple[Any, ...], why: str) -> QuarantineEntry:
+        by_name = dict(zip(req.columns, row, strict=True))
+        key = codec.dumps([by_name[k] for k in self.key])
+        return QuarantineEntry(key, why, {c: codec.encode_value(v) for c, v in by_name.items()})
+
+    def _range_is_empty(self, conn: Connection, req: LoadRequest) -> bool:
+        """Whether COPY may go straight into the table (PostgreSQL, fresh key range)."""
+        if self.dialect != "postgresql" or not self.identity_key or req.key_range is None:
+            return False
+        key_cols = [self.table.c[k] for k in self.key]
+        cond = range_condition(key_cols, *req.key_range)
+        return not conn.execute(select(exists().where(cond))).scalar()
+
+    def _write_bisecting(self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]],
+                         *, direct: bool) -> list[tuple[tuple[Any, ...], str]]:
+        """Write rows; return the ones the target refused, each with its reason."""
+        if not rows:
+            return []
+        try:
+            with conn.begin_nested():
+                self._write(conn, columns, rows, direct=direct)
+            return []
+        except (sa_exc.StatementError, ValueError, TypeError) as exc:
+            if not is_bad_row_error(exc):
+                raise
+            if len(rows) == 1:
+                return [(rows[0], error_reason(exc))]
+        mid = len(rows) // 2
+        return (self._write_bisecting(conn, columns, rows[:mid], direct=False)
+                + self._write_bisecting(conn, columns, rows[mid:], direct=False))
+
+    def _write(self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]],
+               *, direct: bool) -> None:
+        if self.dialect == "postgresql" and (direct or len(rows) >= STAGE_MIN_ROWS):
+            self._pg_copy(conn, columns, rows, direct=direct)
+        else:
+            params = [dict(zip(columns, r, strict=True)) for r in rows]
+            conn.execute(self._insert_stmt(columns), params)
+
+    def _insert_stmt(self, columns: list[str]) -> Any:
+        """INSERT with the write mode's conflict clause, in the target's dialect."""
+        others = [c for c in columns if c not in self.key]
+        if self.dialect == "mysql" or self.dialect == "mariadb":
+            stmt = mysql.insert(self.table)
+            if self.write == "insert":
+                return stmt
+            cols = others if self.write == "upsert" and others else self.key[:1]
+            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in cols})
+        dialect_mod = postgresql if self.dialect == "postgresql" else sqlite
+        stmt = dialect_mod.insert(self.table)
+        if self.write == "insert":
+            return stmt
+        if self.write == "skip_existing" or not others:
+            return stmt.on_conflict_do_nothing(index_elements=self.key)
+        return stmt.on_conflict_do_update(
+            index_elements=self.key, set_={c: stmt.excluded[c] for c in others}
+        )
+
+    def _pg_copy(self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]],
+                 *, direct: bool) -> None:
+        prep = conn.dialect.identifier_preparer
+        cols_sql = ", ".join(prep.quote(c) for c in columns)
+        table_sql = prep.format_table(self.table)
+        if direct:
+            self._copy(conn, table_sql, cols_sql, rows)
+            return
+        stage = '"_baton_stage"'
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table_sql} INCLUDING DEFAULTS)"
+            " ON COMMIT DROP"
+        )
+        conn.exec_driver_sql(f"TRUNCATE {stage}")
+        self._copy(conn, stage, cols_sql, rows)
+        conn.exec_driver_sql(
+            f"INSERT INTO {table_sql} ({cols_sql}) SELECT {cols_sql} FROM {stage}"
+            + self._pg_conflict_sql(columns)
+        )
+
+    @staticmethod
+    def _copy(conn: Connection, table_sql: str, cols_sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """COPY through the raw driver, its errors turned into SQLAlchemy's kinds."""
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        try:
+            copy_into(conn.connection.dbapi_connection, table_sql, cols_sql, rows)
+        except dbapi_error as exc:
+            raise sa_exc.DBAPIError.instance("COPY", None, exc, dbapi_error) from exc
+
+    def _pg_conflict_sql(self, columns: list[str]) -> str:
+        if self.write == "insert":
+            return ""
+        prep = self.engine.dialect.identifier_preparer
+        keys = ", ".join(prep.quote(k) for k in self.key)
+        others = [c for c in columns if c not in self.key]
+        if self.write == "skip_existing" or not others:
+            return f" ON CONFLICT ({keys}) DO NOTHING"
+        sets = ", ".join(f"{prep.quote(c)} = EXCLUDED.{prep.quote(c)}" for c in others)
+        return f" ON CONFLICT ({keys}) DO UPDATE SET {sets}"

@@ -1,0 +1,145 @@
+"""What operators do to migrations: submit, pause, resume, cancel, retry.
+
+Every function takes the state DB explicitly and returns the migration's id;
+publishing the plan task afterwards is the caller's job (a lost message only
+costs one sweep, see :mod:`etl_tasks.sweeper`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import exc as sa_exc
+from sqlalchemy import select, update
+
+from etl_tasks.errors import Conflict, NotFound
+from etl_tasks.spec import MigrationSpec
+from etl_tasks.state.db import StateDB
+from etl_tasks.state.enums import ChunkState, MigrationState, Step, StreamState
+from etl_tasks.state.models import Chunk, Event, Migration, Stream
+
+
+def request_hash(body: Any) -> str:
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+def create_migration(db: StateDB, spec: MigrationSpec, keys: dict[str, Sequence[str]], *,
+                     idempotency_key: str | None = None,
+                     body_hash: str | None = None) -> tuple[str, bool]:
+    """Record a validated, preflighted spec; return ``(id, created)``.
+
+    With an ``Idempotency-Key``, the same key and body return the first
+    migration again; the same key with another body is a :class:`Conflict`.
+    """
+    if idempotency_key:
+        existing = _by_key(db, idempotency_key, body_hash)
+        if existing:
+            return existing, False
+    migration_id = uuid.uuid4().hex
+    try:
+        with db.session() as s:
+            now = db.now(s)
+            s.add(Migration(id=migration_id, name=spec.name, state=MigrationState.PENDING,
+                            spec=spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+                            idempotency_key=idempotency_key, request_hash=body_hash,
+                            created_at=now, updated_at=now))
+            s.flush()
+            for position, st in enumerate(spec.streams):
+                s.add(Stream(migration_id=migration_id, name=st.stream_name, position=position,
+                             state=StreamState.PENDING, prepared=False,
+                             key_columns=list(keys[st.stream_name]), fully_planned=False,
+                             plan_seq=0, chunk_rows=spec.chunk_rows))
+            s.add(Event(migration_id=migration_id, kind="submitted", message=spec.name, at=now))
+    except sa_exc.IntegrityError:
+        if idempotency_key:
+            existing = _by_key(db, idempotency_key, body_hash)
+            if existing:
+                return existing, False
+        raise
+    return migration_id, True
+
+
+def _by_key(db: StateDB, key: str, body_hash: str | None) -> str | None:
+    with db.session() as s:
+        mig = s.scalar(select(Migration).where(Migration.idempotency_key == key))
+        if mig is None:
+            return None
+        if mig.request_hash != body_hash:
+            raise Conflict("this Idempotency-Key was used with a different request body")
+        return mig.id
+
+
+def _load(db: StateDB, migration_id: str) -> Migration:
+    with db.session() as s:
+        mig = s.get(Migration, migration_id)
+        if mig is None:
+            raise NotFound(f"no migration {migration_id}")
+        return mig
+
+
+def _transition(db: StateDB, migration_id: str, allowed: set[str], to: str, kind: str) -> None:
+    with db.session() as s:
+        mig = s.get(Migration, migration_id, with_for_update=True)
+        if mig is None:
+            raise NotFound(f"no migration {migration_id}")
+        if mig.state not in allowed:
+            raise Conflict(f"cannot {kind} a migration that is {mig.state}")
+        now = db.now(s)
+        mig.state = to
+        mig.updated_at = now
+        if to in (MigrationState.CANCELLED,):
+            mig.finished_at = now
+        s.add(Event(migration_id=migration_id, kind=kind, message=f"{kind} by operator", at=now))
+
+
+def pause(db: StateDB, migration_id: str) -> None:
+    """Steps in hand finish; no new step starts until resume."""
+    _transition(db, migration_id, {MigrationState.PENDING, MigrationState.RUNNING},
+                MigrationState.PAUSED, "pause")
+
+
+def resume(db: StateDB, migration_id: str) -> None:
+    _transition(db, migration_id, {MigrationState.PAUSED}, MigrationState.RUNNING, "resume")
+    _forget_queued(db, migration_id)
+
+
+def cancel(db: StateDB, migration_id: str) -> None:
+    _transition(db, migration_id, {MigrationState.PENDING, MigrationState.RUNNING,
+                                   MigrationState.PAUSED}, MigrationState.CANCELLED, "cancel")
+
+
+def retry(db: StateDB, migration_id: str) -> None:
+    """A failed migration runs again from its failed chunks; done chunks stay done."""
+    with db.session() as s:
+        mig = s.get(Migration, migration_id, with_for_update=True)
+        if mig is None:
+            raise NotFound(f"no migration {migration_id}")
+        if mig.state != MigrationState.FAILED:
+            raise Conflict(f"cannot retry a migration that is {mig.state}")
+        now = db.now(s)
+        s.execute(update(Chunk).where(Chunk.migration_id == migration_id,
+                                      Chunk.state == ChunkState.FAILED)
+                  .values(state=ChunkState.PENDING, step=Step.EXTRACT, attempts=0, retries=0,
+                          lease_owner=None, lease_expires_at=None, not_before=None,
+                          queued_at=None, first_failure_at=None, stage_token=None))
+        s.execute(update(Stream).where(Stream.migration_id == migration_id,
+                                       Stream.state == StreamState.FAILED)
+                  .values(state=StreamState.RUNNING))
+        mig.state = MigrationState.RUNNING
+        mig.error = None
+        mig.finished_at = None
+        mig.updated_at = now
+        s.add(Event(migration_id=migration_id, kind="retry", message="retry by operator", at=now))
+    _forget_queued(db, migration_id)
+
+
+def _forget_queued(db: StateDB, migration_id: str) -> None:
+    """Messages dropped while paused are gone: let the planner and sweeper resend them."""
+    with db.session() as s:
+        s.execute(update(Chunk).where(Chunk.migration_id == migration_id,
+                                      Chunk.state.in_([ChunkState.PENDING, ChunkState.RUNNING]))
+                  .values(queued_at=None))

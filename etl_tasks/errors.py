@@ -1,0 +1,79 @@
+"""One exception hierarchy for all of Baton.
+
+Whether a failure is retried or not is decided by its *type*, never by its
+message: ``TransientError`` means "try again later", ``PermanentError`` means
+"retrying cannot help".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+class BatonError(Exception):
+    """Raised for any failure Baton itself understands."""
+
+
+class ConfigError(BatonError):
+    """Raised when the settings read from the environment are invalid."""
+
+
+class TransientError(BatonError):
+    """Raised when a step failed for a reason that may pass (a target down, a timeout)."""
+
+
+class PermanentError(BatonError):
+    """Raised when a step failed for a reason that retrying cannot fix."""
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One problem with a submitted spec, located by a JSON-pointer-like path."""
+
+    path: str
+    message: str
+
+
+class SpecError(PermanentError):
+    """Raised when a spec is invalid or fails preflight; carries every problem found."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.path}: {e.message}" for e in errors))
+        self.errors = errors
+
+
+class BadRowError(PermanentError):
+    """Raised when one source row cannot be transformed or written; it is quarantined."""
+
+    def __init__(self, reason: str, column: str | None = None) -> None:
+        super().__init__(reason if column is None else f"{column}: {reason}")
+        self.reason = reason
+        self.column = column
+
+
+class TooManyBadRows(PermanentError):
+    """Raised when a migration quarantined more rows than its ``max_bad_rows``."""
+
+
+class LeaseLost(BatonError):
+    """Raised when a step's lease was taken over (its fencing token is stale): it must stop."""
+
+
+class StagingMissing(BatonError):
+    """Raised when a step's staged input is gone (staging Redis restarted or TTL passed)."""
+
+
+class NotFound(BatonError):
+    """Raised when a migration, chunk or worker asked for does not exist."""
+
+
+class Conflict(BatonError):
+    """Raised when a control action does not fit the migration's current state."""
+
+
+@dataclass
+class StepOutcome:
+    """What a step reports back to its task shim (for logs and metrics)."""
+
+    status: str
+    detail: dict[str, object] = field(default_factory=dict)

@@ -1,0 +1,81 @@
+"""The one settings object, read from ``BATON_*`` environment variables.
+
+Every process (API, worker, CLI) builds it once at start-up and passes it
+explicitly. Each default is documented beside its value, with its unit.
+Tests shrink the timing settings instead of sleeping in real time.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from etl_tasks import __version__
+
+
+class Settings(BaseSettings):
+    """Configuration for every Baton process."""
+
+    model_config = SettingsConfigDict(env_prefix="BATON_", frozen=True, extra="ignore")
+
+    broker_url: str = "redis://127.0.0.1:6379/0"  # Celery broker
+    database_url: str = "sqlite:///.baton/state.db"  # state DB (SQLAlchemy URL)
+    staging_url: str | None = None  # Redis for rows between steps; default: the broker
+    key_prefix: str = "baton:"  # prefix of every Redis key Baton writes (broker and staging)
+
+    step_budget_s: float = Field(2.0, gt=0)  # how long one step may take (seconds)
+    lease_s: float = Field(30.0, gt=0)  # a step's lease; renewed while it works (seconds)
+    staging_ttl_s: int = Field(3600, gt=0)  # staged rows expire after this (seconds)
+    visibility_timeout_s: int = Field(300, gt=0)  # Redis redelivers unacked messages after this
+    max_attempts: int = Field(5, ge=1)  # claims of one step before its chunk fails
+    retry_backoff_s: float = Field(1.0, gt=0)  # first wait after a transient error (seconds)
+    retry_backoff_max_s: float = Field(30.0, gt=0)  # longest wait between retries (seconds)
+    retry_window_s: float = Field(3600.0, gt=0)  # a chunk retries transient errors this long
+
+    sweep_interval_s: float = Field(5.0, gt=0)  # how often a worker runs the sweeper (seconds)
+    requeue_after_s: float = Field(120.0, gt=0)  # a queued chunk not started by then is resent
+    max_queued_chunks: int = Field(8, ge=1)  # chunks of one migration queued or running at once
+    plan_ahead: int = Field(16, ge=1)  # planned-but-unstarted chunks kept per stream
+
+    worker_concurrency: int = Field(4, ge=1)  # steps one worker runs at once (threads)
+    worker_http_port: int = Field(0, ge=0, le=65535)  # worker probe port; 0 picks a free one
+    worker_heartbeat_s: float = Field(5.0, gt=0)  # how often a worker refreshes its row
+
+    max_body_bytes: int = Field(1_048_576, gt=0)  # largest API request body (bytes)
+    api_url: str = "http://127.0.0.1:8080"  # where the CLI finds the API
+    api_token: str | None = None  # the bearer token the CLI sends
+    auth: Literal["on", "off"] = "on"  # bearer tokens on the API
+    preflight_timeout_s: float = Field(5.0, gt=0)  # connect timeout when checking a spec
+    worker_http_host: str = "127.0.0.1"  # where each worker's probe listens (0.0.0.0 in containers)
+
+    log_format: Literal["text", "json"] = "text"
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        if self.lease_s <= self.step_budget_s:
+            raise ValueError("BATON_LEASE_S must be longer than BATON_STEP_BUDGET_S")
+        if self.visibility_timeout_s <= self.lease_s:
+            raise ValueError("BATON_VISIBILITY_TIMEOUT_S must be longer than BATON_LEASE_S")
+        return self
+
+    @cached_property
+    def effective_staging_url(self) -> str:
+        """Where staged rows live: ``BATON_STAGING_URL``, else the broker when it is Redis."""
+        if self.staging_url:
+            return self.staging_url
+        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+            return self.broker_url
+        raise ValueError("BATON_STAGING_URL is required when the broker is not Redis")
+
+    @property
+    def version(self) -> str:
+        return __version__
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment, with explicit overrides on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,184 @@
+"""The migration spec: what an operator submits, validated with pydantic.
+
+This module checks the spec's *shape*; :mod:`etl_tasks.preflight` checks it
+against the real source and target.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from etl_tasks.errors import FieldError, SpecError
+
+FilterOp = Literal["=", "!=", "<", "<=", ">", ">=", "in", "is_null"]
+WriteMode = Literal["upsert", "insert", "skip_existing"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Endpoint(_Model):
+    """A source or target: a SQLAlchemy URL, given directly or by environment variable."""
+
+    url: str | None = None
+    url_env: str | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> Endpoint:
+        if (self.url is None) == (self.url_env is None):
+            raise ValueError("give exactly one of 'url' or 'url_env'")
+        return self
+
+    def resolve(self) -> str:
+        """The URL to connect to; resolved when a step runs, never stored resolved."""
+        if self.url is not None:
+            return self.url
+        assert self.url_env is not None
+        value = os.environ.get(self.url_env)
+        if not value:
+            raise SpecError([FieldError("url_env", f"environment variable {self.url_env} is not set")])
+        return value
+
+
+class Filter(_Model):
+    column: str
+    op: FilterOp
+    value: Any = None
+
+    @model_validator(mode="after")
+    def _value_fits_op(self) -> Filter:
+        if self.op == "in" and not isinstance(self.value, list):
+            raise ValueError("'in' takes a list as its value")
+        if self.op not in ("in", "is_null") and isinstance(self.value, (list, dict)):
+            raise ValueError(f"'{self.op}' takes a single value")
+        return self
+
+
+class ColumnFrom(_Model):
+    """A target column taken from a source column, optionally through a transform."""
+
+    from_: str = Field(alias="from")
+    transform: str | None = None
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class ColumnValue(_Model):
+    """A target column holding a constant (a tenant id, say)."""
+
+    value: Any
+
+
+ColumnSpec = str | ColumnFrom | ColumnValue
+
+
+class Stream(_Model):
+    """One source table to one target table."""
+
+    source_table: str = Field(min_length=1)
+    target_table: str = Field(min_length=1)
+    name: str | None = None
+    key: str | list[str] | None = None
+    where: list[Filter] = Field(default_factory=list)
+    columns: dict[str, ColumnSpec] | None = None
+    create_target: bool = False
+    write: WriteMode = "upsert"
+    after: list[str] = Field(default_factory=list)
+
+    @property
+    def stream_name(self) -> str:
+        return self.name or self.target_table
+
+    @property
+    def key_columns(self) -> list[str] | None:
+        if self.key is None:
+            return None
+        return [self.key] if isinstance(self.key, str) else list(self.key)
+
+    @field_validator("key")
+    @classmethod
+    def _key_not_empty(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
+            raise ValueError("a key list must be non-empty and without repeats")
+        return v
+
+    @field_validator("columns")
+    @classmethod
+    def _columns_not_empty(cls, v: dict[str, ColumnSpec] | None) -> dict[str, ColumnSpec] | None:
+        if v is not None and not v:
+            raise ValueError("give at least one column, or leave 'columns' out")
+        return v
+
+
+class MigrationSpec(_Model):
+    """The whole spec, exactly as CONTRACT.md describes it."""
+
+    name: str = Field(min_length=1, max_length=200)
+    source: Endpoint
+    target: Endpoint
+    streams: list[Stream] = Field(min_length=1)
+    chunk_rows: int = Field(5000, ge=1, le=1_000_000)
+    on_bad_row: Literal["quarantine", "fail"] = "quarantine"
+    max_bad_rows: int = Field(1000, ge=0)
+
+    @model_validator(mode="after")
+    def _streams_graph(self) -> MigrationSpec:
+        names = [s.stream_name for s in self.streams]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"stream names must be unique; repeated: {', '.join(dupes)}")
+        known = set(names)
+        for s in self.streams:
+            for dep in s.after:
+                if dep not in known:
+                    raise ValueError(f"stream {s.stream_name!r} waits for unknown stream {dep!r}")
+        _check_acyclic({s.stream_name: s.after for s in self.streams})
+        return self
+
+    def stream(self, name: str) -> Stream:
+        for s in self.streams:
+            if s.stream_name == name:
+                return s
+        raise KeyError(name)
+
+
+def _check_acyclic(graph: dict[str, list[str]]) -> None:
+    visiting: set[str] = set()
+    done: set[str] = set()
+
+    def visit(node: str) -> None:
+        if node in done:
+            return
+        if node in visiting:
+            raise ValueError(f"streams wait for each other in a cycle through {node!r}")
+        visiting.add(node)
+        for dep in graph[node]:
+            visit(dep)
+        visiting.discard(node)
+        done.add(node)
+
+    for node in graph:
+        visit(node)
+
+
+def parse_spec(data: object) -> MigrationSpec:
+    """Validate a decoded JSON body; raise :class:`SpecError` listing every problem."""
+    if not isinstance(data, dict):
+        raise SpecError([FieldError("", "the spec must be a JSON object")])
+    try:
+        return MigrationSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError([_field_error(e) for e in exc.errors()]) from None
+
+
+def _field_error(err: Any) -> FieldError:
+    path = "/".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    return FieldError(path, msg)
+
+
+def _is_union_tag(part: object) -> bool:
+    return isinstance(part, str) and part in {"str", "ColumnFrom", "ColumnValue"}

@@ -1,0 +1,76 @@
+"""The state DB's engine, sessions, clock and schema upgrades."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from etl_tasks.connectors.engines import create_sql_engine, normalize_url
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+class StateDB:
+    """The state DB of one process: an engine and a session factory."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        u = normalize_url(url)
+        if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:"):
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        self.engine: Engine = create_sql_engine(u, pool_size=pool_size)
+        self.dialect = self.engine.dialect.name
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[Session]:
+        """A session whose transaction commits on success and rolls back on error."""
+        with self._sessions() as s, s.begin():
+            yield s
+
+    def now(self, s: Session) -> datetime:
+        """The database's clock (naive UTC): leases are judged by it, never by a worker's."""
+        return db_now(s, self.dialect)
+
+    def upgrade(self) -> None:
+        """Bring the schema to this version (safe to run again)."""
+        upgrade(self.url)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def db_now(s: Session, dialect: str) -> datetime:
+    if dialect == "postgresql":
+        value = s.execute(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar_one()
+    elif dialect in ("mysql", "mariadb"):
+        value = s.execute(text("SELECT UTC_TIMESTAMP(6)")).scalar_one()
+    else:
+        raw = s.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+        value = datetime.fromisoformat(raw)
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    assert isinstance(value, datetime)
+    return value
+
+
+def alembic_config(url: str) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.set_main_option("sqlalchemy.url", normalize_url(url).render_as_string(hide_password=False).replace("%", "%%"))
+    return cfg
+
+
+def upgrade(url: str, revision: str = "head") -> None:
+    """Run the Alembic migrations shipped inside the package."""
+    u = normalize_url(url)
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:"):
+        Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+    command.upgrade(alembic_config(url), revision)

@@ -1,0 +1,48 @@
+"""Status values, as ``str`` enums so they read the same in the DB, the API and logs."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class MigrationState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (MigrationState.SUCCEEDED, MigrationState.FAILED, MigrationState.CANCELLED)
+
+
+class StreamState(StrEnum):
+    PENDING = "pending"  # waiting for the streams it comes after, or for its prepare step
+    RUNNING = "running"  # prepared; chunks are planned and executed
+    DONE = "done"
+    FAILED = "failed"
+
+
+class ChunkState(StrEnum):
+    PENDING = "pending"  # planned, not yet claimed
+    RUNNING = "running"  # some step has claimed it at least once
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Step(StrEnum):
+    EXTRACT = "extract"
+    TRANSFORM = "transform"
+    LOAD = "load"
+
+    @property
+    def next(self) -> Step | None:
+        return {Step.EXTRACT: Step.TRANSFORM, Step.TRANSFORM: Step.LOAD}.get(self)
+
+
+class WorkerState(StrEnum):
+    ACTIVE = "active"
+    DRAINING = "draining"
+    STOPPED = "stopped"

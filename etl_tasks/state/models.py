@@ -1,0 +1,170 @@
+"""SQLAlchemy 2 models of the state DB.
+
+Timestamps are naive UTC and always come from the database's clock (see
+:func:`etl_tasks.state.db.db_now`), never a worker's. Schema changes go through
+Alembic, expand-then-contract, so versions N and N+1 can share this DB.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+BigId = BigInteger().with_variant(Integer, "sqlite")
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Migration(Base):
+    __tablename__ = "migrations"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    waiting_reason: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Stream(Base):
+    __tablename__ = "streams"
+    __table_args__ = (UniqueConstraint("migration_id", "name"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    migration_id: Mapped[str] = mapped_column(ForeignKey("migrations.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(200))
+    position: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16))
+    prepared: Mapped[bool] = mapped_column(Boolean, default=False)
+    key_columns: Mapped[list[str]] = mapped_column(JSON)
+    planned_until: Mapped[list[Any] | None] = mapped_column(JSON)  # typed key, see keys.py
+    fully_planned: Mapped[bool] = mapped_column(Boolean, default=False)
+    plan_seq: Mapped[int] = mapped_column(Integer, default=0)  # optimistic lock for planning
+    chunk_rows: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class Chunk(Base):
+    __tablename__ = "chunks"
+    __table_args__ = (
+        UniqueConstraint("stream_id", "seq"),
+        Index("ix_chunks_migration_state", "migration_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    migration_id: Mapped[str] = mapped_column(ForeignKey("migrations.id", ondelete="CASCADE"))
+    stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)
+    lower: Mapped[list[Any] | None] = mapped_column(JSON)  # exclusive; None: from the start
+    upper: Mapped[list[Any] | None] = mapped_column(JSON)  # inclusive; None: open-ended
+    state: Mapped[str] = mapped_column(String(16))
+    step: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims of the current step
+    retries: Mapped[int] = mapped_column(Integer, default=0)  # transient failures so far
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_token: Mapped[int] = mapped_column(Integer, default=0)  # fencing token
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime)
+    stage_token: Mapped[int | None] = mapped_column(Integer)  # token under which input is staged
+    rows_in: Mapped[int | None] = mapped_column(Integer)
+    rows_out: Mapped[int | None] = mapped_column(Integer)
+    rows_quarantined: Mapped[int | None] = mapped_column(Integer)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    first_failure_at: Mapped[datetime | None] = mapped_column(DateTime)
+    extract_ms: Mapped[int | None] = mapped_column(Integer)
+    transform_ms: Mapped[int | None] = mapped_column(Integer)
+    load_ms: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class QuarantinedRow(Base):
+    __tablename__ = "quarantine"
+    __table_args__ = (UniqueConstraint("stream_id", "chunk_id", "key"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    migration_id: Mapped[str] = mapped_column(
+        ForeignKey("migrations.id", ondelete="CASCADE"), index=True
+    )
+    stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"))
+    chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(500))  # the row's key, JSON-encoded
+    reason: Mapped[str] = mapped_column(Text)
+    row: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    fencing_token: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    migration_id: Mapped[str | None] = mapped_column(String(32), index=True)
+    chunk_id: Mapped[int | None] = mapped_column(BigId)
+    kind: Mapped[str] = mapped_column(String(50))
+    message: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class NamedLease(Base):
+    """A lease on a singleton duty (the sweeper), judged by the DB clock."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(50), primary_key=True)
+    owner: Mapped[str | None] = mapped_column(String(200))
+    token: Mapped[int] = mapped_column(Integer, default=0)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Worker(Base):
+    __tablename__ = "workers"
+
+    name: Mapped[str] = mapped_column(String(200), primary_key=True)
+    version: Mapped[str] = mapped_column(String(50))
+    host: Mapped[str] = mapped_column(String(200))
+    pid: Mapped[int] = mapped_column(Integer)
+    probe_url: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[str] = mapped_column(String(16))
+    in_flight: Mapped[int] = mapped_column(Integer, default=0)
+    steps_done: Mapped[int] = mapped_column(Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime)

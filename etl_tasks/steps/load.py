@@ -1,0 +1,79 @@
+"""Load: commit the chunk's rows and its ledger record in one target transaction."""
+
+from __future__ import annotations
+
+import time
+
+from sqlalchemy import func, select
+
+from etl_tasks import codec
+from etl_tasks.chunk_lease import Claim, fail_migration
+from etl_tasks.connectors.ledger import LedgerRecord, QuarantineEntry
+from etl_tasks.connectors.sql_target import LoadRequest
+from etl_tasks.errors import StagingMissing
+from etl_tasks.publisher import publish_plan
+from etl_tasks.runtime import Runtime
+from etl_tasks.state.enums import ChunkState
+from etl_tasks.state.models import Chunk, Migration, QuarantinedRow
+from etl_tasks.steps import transform as transform_step
+from etl_tasks.steps.common import elapsed_ms, run_step
+
+
+def load(rt: Runtime, chunk_id: int) -> str:
+    return run_step(rt, chunk_id, "load", lambda c: _load(rt, c))
+
+
+def _load(rt: Runtime, c: Claim) -> None:
+    started = time.monotonic()
+    if c.stage_token is None:
+        raise StagingMissing()
+    blob = rt.staging.get(c.chunk_id, c.stage_token, transform_step.STAGE)
+    if blob is None:
+        raise StagingMissing()
+    columns, rows, extra = codec.decode_rows(blob)
+    request = LoadRequest(
+        migration_id=c.migration_id, stream=c.stream, chunk_id=c.chunk_id, token=c.token,
+        columns=columns, rows=rows,
+        quarantine=[QuarantineEntry(k, r, d) for k, r, d in extra["quarantine"]],
+        key_range=(codec.decode_key(c.lower), codec.decode_key(c.upper)),
+        fail_on_bad=rt.spec(c.migration_id).on_bad_row == "fail",
+    )
+    result = rt.target(c.migration_id, c.stream).load(request)
+    finish(rt, c, result.record, elapsed_ms(started))
+    rt.staging.delete(c.chunk_id, c.stage_token, transform_step.STAGE)
+    publish_plan(rt.publisher, c.migration_id)
+
+
+def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int) -> None:
+    """Record the committed chunk in the state DB; counts come from the ledger, not increments."""
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        chunk = s.get(Chunk, c.chunk_id, with_for_update=True)
+        if chunk is None or chunk.lease_token != c.token:
+            return  # a newer claim will find the same ledger row and finish the chunk
+        known = set(s.scalars(select(QuarantinedRow.key).where(
+            QuarantinedRow.stream_id == chunk.stream_id, QuarantinedRow.chunk_id == chunk.id)))
+        for q in record.quarantine:
+            if q.key not in known:
+                known.add(q.key)
+                s.add(QuarantinedRow(migration_id=c.migration_id, stream_id=chunk.stream_id,
+                                     chunk_id=chunk.id, key=q.key, reason=q.reason, row=q.row,
+                                     fencing_token=record.fencing_token, created_at=now))
+        chunk.state = ChunkState.DONE
+        chunk.finished_at = now
+        chunk.rows_out = record.rows_loaded
+        chunk.rows_quarantined = len(record.quarantine)
+        chunk.load_ms = load_ms
+        chunk.lease_owner = None
+        chunk.lease_expires_at = None
+        chunk.queued_at = None
+        mig = s.get(Migration, c.migration_id)
+        if mig is not None and mig.waiting_reason:
+            mig.waiting_reason = None
+        s.flush()
+        bad = s.scalar(select(func.count()).select_from(QuarantinedRow)
+                       .where(QuarantinedRow.migration_id == c.migration_id)) or 0
+        limit = rt.spec(c.migration_id).max_bad_rows
+        if bad > limit:
+            fail_migration(s, c.migration_id, now,
+                           f"{bad} rows quarantined, more than max_bad_rows ({limit})")

@@ -1,0 +1,130 @@
+"""The sweeper: repairs whatever the broker forgot, from what the state DB knows.
+
+It runs inside every worker but works in one at a time, under a lease row in
+the state DB (not an advisory lock: pooled connections leak those and SQLite
+has none). Each pass it re-publishes chunks whose lease expired, whose
+``not_before`` came, or whose message was lost (the broker's epoch key
+vanished, or the chunk has been queued for longer than any queue should
+take), then advances every active migration.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import redis
+from sqlalchemy import and_, or_, select
+
+from etl_tasks.advance import advance
+from etl_tasks.constants import BROKER_EPOCH_KEY, SWEEPER_LEASE
+from etl_tasks.publisher import publish_step
+from etl_tasks.runtime import Runtime
+from etl_tasks.state.enums import ChunkState, MigrationState
+from etl_tasks.state.models import Chunk, Migration, NamedLease
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepReport:
+    ran: bool = False
+    broker_lost: bool = False
+    republished: list[int] = field(default_factory=list)
+    migrations: int = 0
+
+
+def sweep(rt: Runtime) -> SweepReport:
+    """One pass, if this worker holds (or takes) the sweeper lease."""
+    report = SweepReport()
+    epoch = _acquire(rt)
+    if epoch is None:
+        return report
+    report.ran = True
+    report.broker_lost = _broker_lost(rt, epoch)
+    with rt.db.session() as s:
+        active = list(s.scalars(select(Migration.id).where(
+            Migration.state.in_([MigrationState.PENDING, MigrationState.RUNNING]))))
+    for migration_id in active:
+        report.republished += republish_stuck(rt, migration_id, report.broker_lost)
+        advance(rt, migration_id)
+    report.migrations = len(active)
+    if report.republished or report.broker_lost:
+        log.info("sweeper re-published %d chunks (broker lost: %s)",
+                 len(report.republished), report.broker_lost)
+    return report
+
+
+def _acquire(rt: Runtime) -> str | None:
+    """Take or renew the sweeper lease; return the broker epoch it last saw ('' if none)."""
+    ttl = timedelta(seconds=max(3 * rt.settings.sweep_interval_s, 10))
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        lease = s.get(NamedLease, SWEEPER_LEASE, with_for_update=True)
+        if lease is None:
+            lease = NamedLease(name=SWEEPER_LEASE, token=0, data={})
+            s.add(lease)
+        elif lease.owner not in (None, rt.worker_name) and lease.expires_at and lease.expires_at > now:
+            return None
+        if lease.owner != rt.worker_name:
+            lease.token += 1
+        lease.owner = rt.worker_name
+        lease.expires_at = now + ttl
+        return str((lease.data or {}).get("epoch", ""))
+
+
+def _broker_lost(rt: Runtime, known: str) -> bool:
+    """Whether the broker restarted empty since the last pass (its epoch key vanished)."""
+    url = rt.settings.broker_url
+    if not url.startswith(("redis://", "rediss://", "unix://")):
+        return False
+    key = rt.settings.key_prefix + BROKER_EPOCH_KEY
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        with client:
+            current = client.get(key)
+            if current is None:
+                current = uuid.uuid4().hex.encode()
+                client.set(key, current)
+    except redis.RedisError as exc:
+        log.warning("broker unreachable: %s", exc)
+        return False
+    value = current.decode() if isinstance(current, bytes) else str(current)
+    if value == known:
+        return False
+    with rt.db.session() as s:
+        lease = s.get(NamedLease, SWEEPER_LEASE)
+        if lease is not None:
+            lease.data = {**(lease.data or {}), "epoch": value}
+    return bool(known)
+
+
+def republish_stuck(rt: Runtime, migration_id: str, broker_lost: bool) -> list[int]:
+    """Re-publish the current step of every chunk that no live message or lease covers."""
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        stale = now - timedelta(seconds=rt.settings.requeue_after_s)
+        chunks = list(s.scalars(select(Chunk).where(
+            Chunk.migration_id == migration_id,
+            _needs_message(now, stale, broker_lost)).with_for_update(skip_locked=True)))
+        for chunk in chunks:
+            chunk.queued_at = now
+        todo = [(c.id, c.step) for c in chunks]
+    for chunk_id, step in todo:
+        publish_step(rt.publisher, step, chunk_id)
+    return [chunk_id for chunk_id, _ in todo]
+
+
+def _needs_message(now: datetime, stale: datetime, broker_lost: bool):  # type: ignore[no-untyped-def]
+    no_live_lease = or_(Chunk.lease_expires_at.is_(None), Chunk.lease_expires_at <= now)
+    due = or_(Chunk.not_before.is_(None), Chunk.not_before <= now)
+    lost = Chunk.queued_at.is_not(None) if broker_lost else Chunk.queued_at <= stale
+    running_unqueued = and_(Chunk.state == ChunkState.RUNNING, Chunk.queued_at.is_(None))
+    return and_(
+        Chunk.state.in_([ChunkState.PENDING, ChunkState.RUNNING]),
+        no_live_lease,
+        due,
+        or_(lost, running_unqueued),
+    )

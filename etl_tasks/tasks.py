@@ -1,0 +1,72 @@
+"""The thin Celery shims over the steps: the only place ``etl_tasks`` touches Celery.
+
+Task names are explicit constants (wire protocol). Arguments are keyword-only
+ids plus the message schema; unknown extra keys are ignored so a newer
+producer's additions never break an older consumer.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from celery import shared_task
+
+from etl_tasks.advance import advance
+from etl_tasks.constants import MESSAGE_SCHEMA, TASK_EXTRACT, TASK_LOAD, TASK_PLAN, TASK_TRANSFORM
+from etl_tasks.runtime import Runtime
+from etl_tasks.steps.extract import extract
+from etl_tasks.steps.load import load
+from etl_tasks.steps.transform import transform
+
+log = logging.getLogger(__name__)
+
+_factory: Callable[[], Runtime] | None = None
+_runtime: Runtime | None = None
+_lock = threading.Lock()
+
+
+def install_runtime(factory: Callable[[], Runtime]) -> None:
+    """Tell the shims how to build this process's :class:`Runtime` (the worker does this)."""
+    global _factory, _runtime
+    with _lock:
+        _factory, _runtime = factory, None
+
+
+def runtime() -> Runtime:
+    global _runtime
+    with _lock:
+        if _runtime is None:
+            if _factory is None:
+                raise RuntimeError("no runtime installed: run tasks inside a Baton worker")
+            _runtime = _factory()
+        return _runtime
+
+
+def _schema_ok(schema: int) -> bool:
+    if schema > MESSAGE_SCHEMA:
+        log.error("message schema %s is newer than this worker's %s", schema, MESSAGE_SCHEMA)
+        return False
+    return True
+
+
+@shared_task(name=TASK_PLAN, acks_late=True, ignore_result=True)
+def plan_task(*, migration_id: str, schema: int = 1, **_: object) -> None:
+    if _schema_ok(schema):
+        advance(runtime(), migration_id)
+
+
+@shared_task(name=TASK_EXTRACT, acks_late=True, ignore_result=True)
+def extract_task(*, chunk_id: int, schema: int = 1, **_: object) -> str | None:
+    return extract(runtime(), chunk_id) if _schema_ok(schema) else None
+
+
+@shared_task(name=TASK_TRANSFORM, acks_late=True, ignore_result=True)
+def transform_task(*, chunk_id: int, schema: int = 1, **_: object) -> str | None:
+    return transform(runtime(), chunk_id) if _schema_ok(schema) else None
+
+
+@shared_task(name=TASK_LOAD, acks_late=True, ignore_result=True)
+def load_task(*, chunk_id: int, schema: int = 1, **_: object) -> str | None:
+    return load(runtime(), chunk_id) if _schema_ok(schema) else None

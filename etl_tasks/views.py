@@ -1,0 +1,144 @@
+"""Read models for the API and CLI: migrations, streams and chunks as plain dicts.
+
+Counts are derived from chunks and the quarantine table, never stored
+counters, so they are right after any number of redeliveries.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from etl_tasks.connectors.engines import redact
+from etl_tasks.errors import NotFound
+from etl_tasks.state.db import StateDB
+from etl_tasks.state.enums import ChunkState, MigrationState
+from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat() + "Z"
+
+
+def _endpoint(spec: dict[str, Any], which: str) -> dict[str, str]:
+    ep = spec.get(which, {})
+    if "url" in ep:
+        return {"url": redact(ep["url"])}
+    return {"url_env": ep.get("url_env", "")}
+
+
+def _stream_counts(s: Session, migration_id: str) -> dict[int, dict[str, int]]:
+    rows = s.execute(
+        select(Chunk.stream_id, Chunk.state, func.count(), func.coalesce(func.sum(Chunk.rows_out), 0))
+        .where(Chunk.migration_id == migration_id).group_by(Chunk.stream_id, Chunk.state)
+    ).all()
+    out: dict[int, dict[str, int]] = {}
+    for stream_id, state, n, rows_out in rows:
+        c = out.setdefault(stream_id, {"total": 0, "done": 0, "failed": 0, "rows": 0})
+        c["total"] += n
+        if state == ChunkState.DONE:
+            c["done"] += n
+            c["rows"] += int(rows_out)
+        elif state == ChunkState.FAILED:
+            c["failed"] += n
+    return out
+
+
+def _quarantine_counts(s: Session, migration_id: str) -> dict[int, int]:
+    rows = s.execute(select(QuarantinedRow.stream_id, func.count())
+                     .where(QuarantinedRow.migration_id == migration_id)
+                     .group_by(QuarantinedRow.stream_id)).all()
+    return {sid: n for sid, n in rows}
+
+
+def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
+    with db.session() as s:
+        mig = s.get(Migration, migration_id)
+        if mig is None:
+            raise NotFound(f"no migration {migration_id}")
+        now = db.now(s)
+        streams = list(s.scalars(select(Stream).where(Stream.migration_id == migration_id)
+                                 .order_by(Stream.position)))
+        counts = _stream_counts(s, migration_id)
+        bad = _quarantine_counts(s, migration_id)
+    items = []
+    for st in streams:
+        c = counts.get(st.id, {"total": 0, "done": 0, "failed": 0, "rows": 0})
+        items.append({"name": st.name, "state": st.state, "rows_loaded": c["rows"],
+                      "rows_quarantined": bad.get(st.id, 0), "chunks_total": c["total"],
+                      "chunks_done": c["done"], "chunks_failed": c["failed"],
+                      "fully_planned": st.fully_planned, "started_at": _iso(st.started_at),
+                      "finished_at": _iso(st.finished_at)})
+    view = _summary(mig)
+    view["streams"] = items
+    view.update(_progress(mig, items, now))
+    return view
+
+
+def _summary(mig: Migration) -> dict[str, Any]:
+    return {"id": mig.id, "name": mig.name, "state": mig.state,
+            "waiting_reason": mig.waiting_reason, "error": mig.error,
+            "source": _endpoint(mig.spec, "source"), "target": _endpoint(mig.spec, "target"),
+            "created_at": _iso(mig.created_at), "started_at": _iso(mig.started_at),
+            "finished_at": _iso(mig.finished_at), "updated_at": _iso(mig.updated_at)}
+
+
+def _progress(mig: Migration, streams: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+    loaded = sum(st["rows_loaded"] for st in streams)
+    bad = sum(st["rows_quarantined"] for st in streams)
+    done = sum(st["chunks_done"] for st in streams)
+    total = sum(st["chunks_total"] for st in streams)
+    end = mig.finished_at or now
+    elapsed = (end - mig.started_at).total_seconds() if mig.started_at else 0.0
+    rate = (loaded + bad) / elapsed if elapsed > 0 else 0.0
+    eta = None
+    planned = all(st["fully_planned"] for st in streams)
+    if mig.state == MigrationState.RUNNING and planned and done and rate > 0:
+        per_chunk = (loaded + bad) / done
+        eta = round((total - done) * per_chunk / rate, 1)
+    return {"rows_loaded": loaded, "rows_quarantined": bad, "chunks_total": total,
+            "chunks_done": done, "fully_planned": planned, "elapsed_s": round(elapsed, 3),
+            "throughput_rows_per_s": round(rate, 1), "eta_s": eta}
+
+
+def list_migrations(db: StateDB, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    with db.session() as s:
+        q = select(Migration).order_by(Migration.created_at.desc(), Migration.id).limit(limit)
+        if state:
+            q = q.where(Migration.state == state)
+        return [_summary(m) for m in s.scalars(q)]
+
+
+def chunk_view(c: Chunk, stream: str) -> dict[str, Any]:
+    return {"id": c.id, "stream": stream, "seq": c.seq, "state": c.state, "step": c.step,
+            "lower": c.lower, "upper": c.upper,
+            "attempts": c.attempts, "retries": c.retries, "worker": c.worker,
+            "lease_owner": c.lease_owner, "rows_in": c.rows_in, "rows_out": c.rows_out,
+            "rows_quarantined": c.rows_quarantined, "last_error": c.last_error,
+            "created_at": _iso(c.created_at), "started_at": _iso(c.started_at),
+            "finished_at": _iso(c.finished_at), "extract_ms": c.extract_ms,
+            "transform_ms": c.transform_ms, "load_ms": c.load_ms}
+
+
+def list_chunks(db: StateDB, migration_id: str, state: str | None = None,
+                limit: int = 1000) -> list[dict[str, Any]]:
+    with db.session() as s:
+        if s.get(Migration, migration_id) is None:
+            raise NotFound(f"no migration {migration_id}")
+        q = (select(Chunk, Stream.name).join(Stream, Stream.id == Chunk.stream_id)
+             .where(Chunk.migration_id == migration_id).order_by(Chunk.id).limit(limit))
+        if state:
+            q = q.where(Chunk.state == state)
+        return [chunk_view(c, name) for c, name in s.execute(q).tuples()]
+
+
+def list_quarantine(db: StateDB, migration_id: str, limit: int = 1000) -> list[dict[str, Any]]:
+    with db.session() as s:
+        q = (select(QuarantinedRow, Stream.name).join(Stream, Stream.id == QuarantinedRow.stream_id)
+             .where(QuarantinedRow.migration_id == migration_id)
+             .order_by(QuarantinedRow.id).limit(limit))
+        return [{"stream": name, "chunk_id": r.chunk_id, "key": r.key, "reason": r.reason,
+                 "row": r.row} for r, name in s.execute(q).tuples()]

@@ -1,0 +1,70 @@
+"""The workers' registry in the state DB: who is alive, draining, and busy with what."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from etl_tasks.state.db import StateDB
+from etl_tasks.state.enums import WorkerState
+from etl_tasks.state.models import Worker
+
+
+@dataclass(frozen=True)
+class WorkerInfo:
+    name: str
+    version: str
+    host: str
+    pid: int
+    probe_url: str | None
+
+
+def heartbeat(db: StateDB, info: WorkerInfo, *, state: str, in_flight: int,
+              steps_done: int) -> None:
+    """Insert or refresh this worker's row (by the DB's clock)."""
+    with db.session() as s:
+        now = db.now(s)
+        row = s.get(Worker, info.name)
+        if row is None:
+            row = Worker(name=info.name, started_at=now)
+            s.add(row)
+        row.version = info.version
+        row.host = info.host
+        row.pid = info.pid
+        row.probe_url = info.probe_url
+        row.state = state
+        row.in_flight = in_flight
+        row.steps_done = steps_done
+        row.heartbeat_at = now
+
+
+def mark_stopped(db: StateDB, name: str, steps_done: int) -> None:
+    with db.session() as s:
+        row = s.get(Worker, name)
+        if row is not None:
+            row.state = WorkerState.STOPPED
+            row.in_flight = 0
+            row.steps_done = steps_done
+            row.heartbeat_at = db.now(s)
+
+
+def list_workers(db: StateDB, *, include_stopped: bool = False,
+                 stale_after_s: float = 60.0) -> list[dict[str, object]]:
+    """Workers seen recently, newest first; a silent worker is reported as ``stopped``."""
+    with db.session() as s:
+        now = db.now(s)
+        rows = list(s.scalars(select(Worker).order_by(Worker.started_at.desc())))
+    out: list[dict[str, object]] = []
+    for w in rows:
+        state = w.state
+        if state != WorkerState.STOPPED and now - w.heartbeat_at > timedelta(seconds=stale_after_s):
+            state = WorkerState.STOPPED
+        if state == WorkerState.STOPPED and not include_stopped:
+            continue
+        out.append({"name": w.name, "version": w.version, "host": w.host, "pid": w.pid,
+                    "state": state, "in_flight": w.in_flight, "steps_done": w.steps_done,
+                    "probe_url": w.probe_url, "started_at": w.started_at.isoformat() + "Z",
+                    "last_heartbeat": w.heartbeat_at.isoformat() + "Z"})
+    return out

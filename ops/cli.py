@@ -1,0 +1,193 @@
+"""The ``baton`` command: run the processes, submit and watch migrations."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from etl_tasks.settings import load_settings
+
+
+@click.group()
+@click.version_option(package_name="baton")
+def main() -> None:
+    """Baton: long data migrations that survive any deploy."""
+
+
+@main.group()
+def db() -> None:
+    """The state DB."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Bring the state DB's schema to this version (safe to run again)."""
+    from etl_tasks.connectors.engines import redact
+    from etl_tasks.state.db import upgrade
+
+    settings = load_settings()
+    upgrade(settings.database_url)
+    click.echo(f"state DB at {redact(settings.database_url)} is up to date")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8080, show_default=True, type=int)
+@click.option("--workers", "processes", default=2, show_default=True, help="gunicorn processes")
+@click.option("--dev", is_flag=True, help="Flask's development server instead of gunicorn")
+def api(host: str, port: int, processes: int, dev: bool) -> None:
+    """Serve the HTTP API (gunicorn; --dev for Flask's server)."""
+    settings = load_settings()
+    if settings.auth == "off" and not _is_loopback(host):
+        raise click.UsageError("BATON_AUTH=off is only allowed when the API listens on loopback")
+    from api import create_app
+    from etl_tasks.logs import configure_logging
+
+    configure_logging(settings)
+    app = create_app(settings)
+    if dev:
+        app.run(host=host, port=port, threaded=True, use_reloader=False)
+        return
+    from ops.gunicorn_app import serve
+
+    serve(app, f"{host}:{port}", processes)
+
+
+@main.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+def worker(celery_args: tuple[str, ...]) -> None:
+    """Run a worker: ``celery -A worker worker`` with Baton's defaults, then CELERY_ARGS."""
+    args = list(celery_args)
+    if not any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in args):
+        args += ["-n", f"baton-{secrets.token_hex(3)}@%h"]
+    argv = [sys.executable, "-m", "celery", "-A", "worker", "worker",
+            "--without-mingle", "--without-gossip", *args]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)  # exec: signals reach Celery's main process directly
+
+
+@main.command()
+@click.option("--workers", "count", default=2, show_default=True)
+@click.option("--port", default=8080, show_default=True)
+@click.option("--home", default=".baton", show_default=True, type=click.Path(path_type=Path))
+def up(count: int, port: int, home: Path) -> None:
+    """Everything at once: embedded Redis, SQLite state DB, the API and workers."""
+    import signal
+    import time
+
+    from ops.embedded import Embedded
+
+    system = Embedded(home=home, api_port=port)
+    system.start(workers=count)
+    click.echo(f"Baton is up: API {system.env['BATON_API_URL']}, broker "
+               f"{system.env['BATON_BROKER_URL']}, {count} workers; logs in {home}/logs. "
+               "Ctrl-C stops everything.")
+    stopping = False
+
+    def _stop(*_: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    try:
+        while not stopping:
+            time.sleep(0.5)
+    finally:
+        system.stop()
+
+
+@main.group()
+def token() -> None:
+    """API tokens."""
+
+
+@token.command("create")
+@click.option("--name", required=True)
+@click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
+def token_create(name: str, role: str) -> None:
+    """Print a new API token once; only its hash is kept."""
+    from etl_tasks.state.db import StateDB
+    from etl_tasks.tokens import create_token
+
+    click.echo(create_token(StateDB(load_settings().database_url), name, role))
+
+
+@main.command()
+@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--wait", is_flag=True, help="show progress until it ends; exit 0 only on success")
+@click.option("--idempotency-key", default=None)
+def submit(spec: Path, wait: bool, idempotency_key: str | None) -> None:
+    """Submit a migration spec (JSON or YAML)."""
+    from ops.client import ApiClient, load_spec_file
+    from ops.progress import watch
+
+    client = ApiClient.from_settings(load_settings())
+    mig = client.submit(load_spec_file(spec), idempotency_key)
+    click.echo(f"submitted {mig['id']} ({mig['name']})")
+    if wait:
+        final = watch(client, mig["id"])
+        sys.exit(0 if final["state"] == "succeeded" else 1)
+
+
+@main.command()
+@click.argument("migration_id", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def status(migration_id: str | None, as_json: bool) -> None:
+    """One migration in detail, or the list of migrations."""
+    from ops.client import ApiClient
+    from ops.progress import print_list, print_migration
+
+    client = ApiClient.from_settings(load_settings())
+    data = client.get(f"/api/v1/migrations/{migration_id}") if migration_id else client.get(
+        "/api/v1/migrations")
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+    elif migration_id:
+        print_migration(data)
+    else:
+        print_list(data["items"])
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True)
+def workers(as_json: bool) -> None:
+    """Workers, their state and what they are doing."""
+    from ops.client import ApiClient
+    from ops.progress import print_workers
+
+    items = ApiClient.from_settings(load_settings()).get("/api/v1/workers")["items"]
+    if as_json:
+        click.echo(json.dumps(items, indent=2))
+    else:
+        print_workers(items)
+
+
+@main.command()
+@click.option("--home", default=".baton-demo", show_default=True, type=click.Path(path_type=Path))
+@click.option("--scale", default=1.0, show_default=True, help="size of the demo legacy DB")
+def demo(home: Path, scale: float) -> None:
+    """Migrate a generated legacy DB through a rolling restart of the workers; verify it."""
+    from ops.demo import run_demo
+
+    sys.exit(run_demo(home, scale))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""Worker lifecycle: runtime, registration, heartbeat, sweeper, probe, shutdown summary.
+
+Signal handlers only set flags or counters; the work happens on one
+background thread (heartbeat + sweeper) and in Celery's own loop.
+On SIGTERM Celery does a warm shutdown: it stops consuming, finishes the
+step in hand and returns prefetched messages to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any
+
+from celery import Celery, signals
+
+from etl_tasks.runtime import Runtime
+from etl_tasks.settings import Settings
+from etl_tasks.state.enums import WorkerState
+from etl_tasks.sweeper import sweep
+from etl_tasks.tasks import install_runtime, runtime
+from etl_tasks.workers import WorkerInfo, heartbeat, mark_stopped
+from worker.celery_app import CeleryPublisher
+from worker.probe import ProbeState, start_probe
+
+log = logging.getLogger("worker")
+
+
+class Lifecycle:
+    """One worker process's life, wired to Celery's signals by :func:`attach`."""
+
+    def __init__(self, app: Celery, settings: Settings) -> None:
+        self.app = app
+        self.settings = settings
+        self.probe = ProbeState()
+        self.probe.on_drain = self._stop_consuming
+        self.name = f"baton-{os.getpid()}@{socket.gethostname()}"
+        self.info: WorkerInfo | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def on_init(self, sender: Any = None, **_: Any) -> None:
+        self.name = getattr(sender, "hostname", None) or self.name
+        install_runtime(lambda: Runtime(self.settings, CeleryPublisher(self.app), self.name))
+
+    def on_ready(self, **_: Any) -> None:
+        server = start_probe(self.probe, self.settings.worker_http_host,
+                             self.settings.worker_http_port)
+        probe_url = None
+        if server is not None:
+            host, port = server.server_address[:2]
+            probe_url = f"http://{self._advertised(str(host))}:{port}"
+        from etl_tasks import __version__
+        self.info = WorkerInfo(self.name, __version__, socket.gethostname(), os.getpid(), probe_url)
+        self.probe.ready = True
+        self._thread = threading.Thread(target=self._background, name="baton-sweeper",
+                                        daemon=True)
+        self._thread.start()
+        log.info("worker %s ready (probe %s)", self.name, probe_url)
+
+    @staticmethod
+    def _advertised(host: str) -> str:
+        return socket.gethostname() if host in ("0.0.0.0", "::") else host
+
+    def on_task_start(self, **_: Any) -> None:
+        self.probe.step_started()
+
+    def on_task_end(self, **_: Any) -> None:
+        self.probe.step_finished()
+
+    def on_shutdown(self, **_: Any) -> None:
+        self.probe.draining = True
+        self._stop.set()
+        snap = self.probe.snapshot()
+        try:
+            mark_stopped(runtime().db, self.name, snap["steps_done"])
+        except Exception as exc:  # the state DB may be the thing that is down
+            log.warning("could not mark worker stopped: %s", exc)
+        log.info("worker %s stopped: steps done=%d, in flight=%d", self.name,
+                 snap["steps_done"], snap["in_flight"])
+
+    def _stop_consuming(self) -> None:
+        """Drain: stop taking steps; the one in hand finishes."""
+        for queue in self.app.conf.task_queues or []:
+            try:
+                self.app.control.cancel_consumer(queue.name, destination=[self.name])
+            except Exception as exc:
+                log.warning("could not cancel consumer %s: %s", queue.name, exc)
+
+    def _background(self) -> None:
+        """Heartbeat every few seconds; sweep every ``sweep_interval_s``."""
+        next_sweep = 0.0
+        tick = min(self.settings.worker_heartbeat_s, self.settings.sweep_interval_s)
+        while not self._stop.is_set():
+            self._beat()
+            if time.monotonic() >= next_sweep and not self.probe.draining:
+                try:
+                    sweep(runtime())
+                except Exception:
+                    log.exception("sweeper pass failed")
+                next_sweep = time.monotonic() + self.settings.sweep_interval_s
+            self._stop.wait(tick)
+
+    def _beat(self) -> None:
+        if self.info is None:
+            return
+        snap = self.probe.snapshot()
+        state = WorkerState.DRAINING if snap["draining"] else WorkerState.ACTIVE
+        try:
+            heartbeat(runtime().db, self.info, state=state, in_flight=snap["in_flight"],
+                      steps_done=snap["steps_done"])
+        except Exception as exc:
+            log.warning("heartbeat failed: %s", exc)
+
+
+def attach(app: Celery, settings: Settings) -> Lifecycle:
+    life = Lifecycle(app, settings)
+    signals.worker_init.connect(life.on_init, weak=False)
+    signals.worker_ready.connect(life.on_ready, weak=False)
+    signals.task_prerun.connect(life.on_task_start, weak=False)
+    signals.task_postrun.connect(life.on_task_end, weak=False)
+    signals.worker_shutdown.connect(life.on_shutdown, weak=False)
+    return life
