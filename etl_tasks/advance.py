@@ -175,7 +175,7 @@ def settle(rt: Runtime, migration_id: str) -> bool:
 def _settle_stream(s: Session, st: Stream, now: object) -> None:
     counts = dict(s.execute(
         select(Chunk.state, func.count()).where(Chunk.stream_id == st.id).group_by(Chunk.state)
-    ).tuples().all())
+    ).all())
     if counts.get(ChunkState.FAILED):
         st.state = StreamState.FAILED
     elif not counts.get(ChunkState.PENDING) and not counts.get(ChunkState.RUNNING):

@@ -132,7 +132,7 @@ def list_chunks(db: StateDB, migration_id: str, state: str | None = None,
              .where(Chunk.migration_id == migration_id).order_by(Chunk.id).limit(limit))
         if state:
             q = q.where(Chunk.state == state)
-        return [chunk_view(c, name) for c, name in s.execute(q).tuples()]
+        return [chunk_view(c, name) for c, name in s.execute(q).all()]
 
 
 def list_quarantine(db: StateDB, migration_id: str, limit: int = 1000) -> list[dict[str, Any]]:
@@ -141,4 +141,4 @@ def list_quarantine(db: StateDB, migration_id: str, limit: int = 1000) -> list[d
              .where(QuarantinedRow.migration_id == migration_id)
              .order_by(QuarantinedRow.id).limit(limit))
         return [{"stream": name, "chunk_id": r.chunk_id, "key": r.key, "reason": r.reason,
-                 "row": r.row} for r, name in s.execute(q).tuples()]
+                 "row": r.row} for r, name in s.execute(q).all()]

@@ -1,0 +1,50 @@
+"""Assertions every migration test ends with: target equals source, nothing twice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select
+
+from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.ledger import LEDGER
+from etl_tasks.spec import parse_spec
+from etl_tasks.state.db import StateDB
+from etl_tasks.verify import verify
+from etl_tasks.views import migration_view
+
+
+def assert_migrated(db: StateDB, migration_id: str, spec: dict[str, Any],
+                    expected_bad: dict[str, int] | None = None) -> dict[str, Any]:
+    """The migration succeeded; every stream's target equals its source; counts agree."""
+    view = migration_view(db, migration_id)
+    assert view["state"] == "succeeded", view
+    parsed = parse_spec(spec)
+    source = create_sql_engine(parsed.source.resolve())
+    target = create_sql_engine(parsed.target.resolve())
+    try:
+        checks = verify(parsed, source, target)
+        ledger_rows = _ledger(target, migration_id)
+    finally:
+        source.dispose()
+        target.dispose()
+    streams = {st["name"]: st for st in view["streams"]}
+    for check in checks:
+        st = streams[check.name]
+        assert check.ok, (check.name, check.missing[:5], check.unexpected[:5], check.different[:5])
+        assert st["rows_loaded"] == check.target_rows == check.expected_rows, (st, check)
+        assert st["rows_quarantined"] == check.bad_rows, (st, check)
+        if expected_bad is not None:
+            assert check.bad_rows == expected_bad.get(check.name, 0), check
+        assert st["chunks_done"] == st["chunks_total"] == ledger_rows.get(check.name, 0), (
+            st, ledger_rows)
+    return view
+
+
+def _ledger(engine: Any, migration_id: str) -> dict[str, int]:
+    """Committed chunks per stream, by the target's own ledger (each chunk exactly once)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(LEDGER.c.stream, func.count())
+                            .where(LEDGER.c.migration_id == migration_id)
+                            .group_by(LEDGER.c.stream)).all()
+    return {name: n for name, n in rows}

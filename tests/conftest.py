@@ -1,0 +1,101 @@
+"""Fixtures shared by every test: settings, a state DB, Redis, source and target databases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etl_tasks.settings import Settings
+from etl_tasks.state.db import upgrade
+from tests import services
+
+FAST_TIMINGS: dict[str, Any] = {
+    "lease_s": 4.0,
+    "visibility_timeout_s": 30,
+    "sweep_interval_s": 0.5,
+    "requeue_after_s": 6.0,
+    "retry_backoff_s": 0.2,
+    "retry_backoff_max_s": 1.0,
+    "worker_heartbeat_s": 0.5,
+    "staging_ttl_s": 600,
+}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The machine's Redis when it answers, else an embedded one (CI: must answer)."""
+    if services.redis_answers(services.REDIS_URL):
+        yield services.REDIS_URL
+        return
+    if services.IN_CI:
+        pytest.fail(f"Redis at {services.REDIS_URL} is required in CI", pytrace=False)
+    embedded = services.EmbeddedRedis(tmp_path_factory.mktemp("redis")).start()
+    yield embedded.url
+    embedded.kill()
+
+
+@pytest.fixture
+def key_prefix(redis_server: str) -> Iterator[str]:
+    prefix = f"baton-test-{uuid.uuid4().hex[:10]}:"
+    yield prefix
+    services.delete_prefix(redis_server, prefix)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A PostgreSQL database of this test's own."""
+    if not services.postgres_answers():
+        services.unavailable(f"PostgreSQL at {services.PG_ADMIN_URL}")
+    with services.pg_database() as url:
+        yield url
+
+
+@pytest.fixture
+def pg_url_factory() -> Iterator[Callable[[], str]]:
+    """More PostgreSQL databases for one test (source, target, state DB)."""
+    if not services.postgres_answers():
+        services.unavailable(f"PostgreSQL at {services.PG_ADMIN_URL}")
+    stack: list[Any] = []
+
+    def make() -> str:
+        cm = services.pg_database()
+        url = cm.__enter__()
+        stack.append(cm)
+        return url
+
+    yield make
+    for cm in reversed(stack):
+        cm.__exit__(None, None, None)
+
+
+@pytest.fixture
+def make_settings(redis_server: str, key_prefix: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings for one test: its own key prefix, fast timings; a SQLite state DB by default."""
+
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
+            "broker_url": redis_server,
+            "database_url": f"sqlite:///{tmp_path / 'state.db'}",
+            "key_prefix": key_prefix,
+            "auth": "off",
+            **FAST_TIMINGS,
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        upgrade(settings.database_url)
+        return settings
+
+    return make
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as ``BATON_*`` variables, for worker and API child processes."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is not None:
+            env[f"BATON_{name.upper()}"] = str(value)
+    return env

@@ -1,0 +1,135 @@
+"""Source data for tests: the awkward cases a real legacy database has.
+
+Mixed-case names, a composite key, NULLs, unicode, NUMERIC and timestamps,
+written through SQLAlchemy so the same builder fills SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    insert,
+)
+
+from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.preflight import preflight
+from etl_tasks.control import create_migration
+from etl_tasks.publisher import Publisher, publish_plan
+from etl_tasks.spec import parse_spec
+from etl_tasks.state.db import StateDB
+
+NAMES = ["Zoë", "Łukasz", "李雷", "José", "Ørjan", "Ана", "O'Brien", "tab\there", "line\nbreak",
+         "back\\slash", "emoji 🚀", "Smith"]
+BASE_TIME = datetime(2019, 3, 14, 15, 9, 26, 535000)
+
+
+def legacy_tables(metadata: MetaData) -> tuple[Table, Table]:
+    customer = Table(
+        "Customer", metadata,
+        Column("CustomerId", Integer, primary_key=True, autoincrement=False),
+        Column("FullName", Text, nullable=False),
+        Column("Email", String(200)),
+        Column("Balance", Numeric(14, 4)),
+        Column("CreatedAt", DateTime),
+        Column("Active", Boolean),
+    )
+    line = Table(
+        "OrderLine", metadata,
+        Column("OrderId", Integer, primary_key=True, autoincrement=False),
+        Column("LineNo", Integer, primary_key=True, autoincrement=False),
+        Column("Sku", String(40)),
+        Column("Qty", Text),  # legacy: numbers kept as text, some of them bad
+        Column("Price", Numeric(12, 2)),
+    )
+    return customer, line
+
+
+def customer_row(i: int) -> dict[str, Any]:
+    return {
+        "CustomerId": i,
+        "FullName": f"{NAMES[i % len(NAMES)]} #{i}",
+        "Email": None if i % 7 == 0 else f"User{i}@Example.COM",
+        "Balance": None if i % 11 == 0 else Decimal(i * 37 % 100000) / Decimal(100),
+        "CreatedAt": None if i % 13 == 0 else BASE_TIME + timedelta(minutes=i, microseconds=i),
+        "Active": i % 3 != 0,
+    }
+
+
+def line_row(order: int, line: int, bad_every: int) -> dict[str, Any]:
+    n = order * 10 + line
+    qty = "many" if bad_every and n % bad_every == 0 else str(line + order % 5)
+    return {"OrderId": order, "LineNo": line, "Sku": f"SKU-{n % 97:03d}", "Qty": qty,
+            "Price": Decimal(n % 5000) / Decimal(100)}
+
+
+def build_source(url: str, customers: int = 3000, orders: int = 1000, lines_per_order: int = 3,
+                 bad_every: int = 0) -> dict[str, int]:
+    """Create and fill the two legacy tables; return the row count of each."""
+    engine = create_sql_engine(url)
+    metadata = MetaData()
+    customer, line = legacy_tables(metadata)
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        rows = [customer_row(i) for i in range(1, customers + 1)]
+        for i in range(0, len(rows), 5000):
+            conn.execute(insert(customer), rows[i:i + 5000])
+        lines = [line_row(o, n, bad_every) for o in range(1, orders + 1)
+                 for n in range(1, lines_per_order + 1)]
+        for i in range(0, len(lines), 5000):
+            conn.execute(insert(line), lines[i:i + 5000])
+    engine.dispose()
+    return {"Customer": customers, "OrderLine": orders * lines_per_order}
+
+
+def bad_lines(orders: int, lines_per_order: int, bad_every: int) -> int:
+    if not bad_every:
+        return 0
+    return sum(1 for o in range(1, orders + 1) for n in range(1, lines_per_order + 1)
+               if (o * 10 + n) % bad_every == 0)
+
+
+def spec_for(source_url: str, target_url: str, *, chunk_rows: int = 500,
+             **extra: Any) -> dict[str, Any]:
+    """Two streams: customers (renames, transforms, a constant) and order lines (composite key)."""
+    spec: dict[str, Any] = {
+        "name": "test-migration",
+        "source": {"url": source_url},
+        "target": {"url": target_url},
+        "chunk_rows": chunk_rows,
+        "streams": [
+            {"source_table": "Customer", "target_table": "Customers", "create_target": True,
+             "columns": {"CustomerId": "CustomerId", "full_name": "FullName",
+                         "email": {"from": "Email", "transform": "lower"},
+                         "Balance": "Balance", "created_at": "CreatedAt", "active": "Active",
+                         "tenant": {"value": "acme"}}},
+            {"source_table": "OrderLine", "target_table": "order_lines", "create_target": True,
+             "key": ["OrderId", "LineNo"],
+             "columns": {"OrderId": "OrderId", "LineNo": "LineNo", "sku": "Sku",
+                         "qty": {"from": "Qty", "transform": "int"}, "price": "Price"}},
+        ],
+    }
+    spec.update(extra)
+    return spec
+
+
+def submit(db: StateDB, publisher: Publisher, spec: dict[str, Any]) -> str:
+    """What the API does on POST: validate, preflight, record, publish the plan task."""
+    parsed = parse_spec(spec)
+    keys = preflight(parsed)
+    migration_id, _ = create_migration(db, parsed, keys)
+    publish_plan(publisher, migration_id)
+    return migration_id
+
+

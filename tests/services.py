@@ -1,0 +1,102 @@
+"""The services tests run against: the machine's PostgreSQL and Redis, or an embedded Redis.
+
+Locally a missing service skips the tests that need it; with ``CI=true`` it
+fails them. Every test gets its own PostgreSQL database and its own Redis
+key prefix, and cleans up only what it created.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import psycopg2
+import pytest
+import redis
+from sqlalchemy.engine import make_url
+
+from ops.embedded import free_port, start_redis
+
+IN_CI = os.environ.get("CI", "").lower() == "true"
+PG_ADMIN_URL = os.environ.get("BATON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("BATON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def unavailable(what: str) -> None:
+    """Skip locally, fail in CI."""
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI", pytrace=False)
+    pytest.skip(f"{what} is not running")
+
+
+def _pg_params(url: str) -> dict[str, object]:
+    u = make_url(url)
+    return {"host": u.host or "127.0.0.1", "port": u.port or 5432, "user": u.username or "postgres",
+            "password": u.password, "dbname": u.database or "postgres", "connect_timeout": 3}
+
+
+def postgres_answers() -> bool:
+    try:
+        psycopg2.connect(**_pg_params(PG_ADMIN_URL)).close()
+        return True
+    except psycopg2.Error:
+        return False
+
+
+@contextmanager
+def pg_database(prefix: str = "baton_t") -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = psycopg2.connect(**_pg_params(PG_ADMIN_URL))
+    admin.autocommit = True
+    try:
+        with admin.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=2).ping())
+    except redis.RedisError:
+        return False
+
+
+class EmbeddedRedis:
+    """A redis-server of the tests' own, on its own port (for tests that break it)."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.workdir = workdir
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> EmbeddedRedis:
+        self.proc = start_redis(self.port, self.workdir)
+        return self
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Remove the keys one test created (never FLUSHDB on a shared server)."""
+    client = redis.Redis.from_url(url)
+    with client:
+        batch = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        for i in range(0, len(batch), 500):
+            client.delete(*batch[i:i + 500])
