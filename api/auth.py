@@ -7,6 +7,7 @@ from functools import wraps
 from typing import Any, TypeVar, cast
 
 from flask import current_app, request
+from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Forbidden, Unauthorized
 
 from etl_tasks.tokens import allows, role_of
@@ -23,10 +24,12 @@ def require(role: str) -> Callable[[F], F]:
                 header = request.headers.get("Authorization", "")
                 scheme, _, token = header.partition(" ")
                 if scheme.lower() != "bearer" or not token:
-                    raise Unauthorized("send 'Authorization: Bearer <token>'")
+                    raise Unauthorized("send 'Authorization: Bearer <token>'",
+                                       www_authenticate=WWWAuthenticate("Bearer"))
                 have = role_of(ext.db, token.strip())
                 if have is None:
-                    raise Unauthorized("unknown or revoked token")
+                    raise Unauthorized("unknown or revoked token",
+                                       www_authenticate=WWWAuthenticate("Bearer"))
                 if not allows(have, role):
                     raise Forbidden(f"this needs the {role} role")
             return view(*args, **kwargs)

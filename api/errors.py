@@ -33,4 +33,6 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> ResponseReturnValue:
-        return _json(exc.code or 500, exc.description or exc.name)
+        # keep the exception's own headers (Allow on 405, WWW-Authenticate on 401)
+        headers = [(k, v) for k, v in exc.get_headers() if k.lower() != "content-type"]
+        return jsonify({"error": exc.description or exc.name}), exc.code or 500, headers

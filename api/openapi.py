@@ -68,7 +68,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         "type": "object", "properties": {"error": {"type": "string"}, "errors": {
             "type": "array", "items": {"type": "object", "properties": {
                 "path": {"type": "string"}, "message": {"type": "string"}}}}}}}
-    return {"openapi": "3.0.3", "info": {"title": "Baton", "version": version},
+    return {"openapi": "3.1.0", "info": {"title": "Baton", "version": version},
             "paths": paths, "components": {"schemas": schemas, "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer"}}},
             "security": [{"bearer": []}]}

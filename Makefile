@@ -1,0 +1,42 @@
+# Baton: the targets a newcomer can guess. Everything runs from a local .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+BATON := $(VENV)/bin/baton
+PYTEST_ARGS ?=
+
+.PHONY: install demo up test test-fast lint format typecheck bench chaos clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install  ## migrate a generated legacy DB through a rolling restart; verify it
+	$(BATON) demo
+
+up: install  ## embedded Redis, SQLite state DB, API on :8080 and two workers
+	$(BATON) up
+
+test: install  ## the whole suite (real Redis, PostgreSQL and worker processes)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: install  ## unit tests only: no services, seconds
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/ruff check etl_tasks api worker ops tests
+	$(VENV)/bin/ruff format --check etl_tasks api worker ops tests
+
+format: install
+	$(VENV)/bin/ruff format etl_tasks api worker ops tests
+	$(VENV)/bin/ruff check --fix etl_tasks api worker ops tests
+
+typecheck: install
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf $(VENV) .baton .baton-demo .pytest_cache .mypy_cache .ruff_cache *.egg-info
