@@ -14,12 +14,18 @@ from datetime import date, datetime, time
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, select
 
 from etl_tasks.bindings import bind_stream
+from etl_tasks.codec import decode_value
 from etl_tasks.connectors.sql_source import reflect_table
 from etl_tasks.errors import BadRowError
 from etl_tasks.spec import MigrationSpec
+from etl_tasks.state.db import StateDB
+from etl_tasks.views import list_quarantine
+
+Key = tuple[Any, ...]
 
 
 @dataclass
@@ -28,7 +34,7 @@ class StreamCheck:
     source_rows: int = 0
     expected_rows: int = 0
     target_rows: int = 0
-    bad_rows: int = 0
+    bad_rows: int = 0  # rows a transform refuses, plus rows quarantined by the target
     missing: list[Any] = field(default_factory=list)
     unexpected: list[Any] = field(default_factory=list)
     different: list[Any] = field(default_factory=list)
@@ -43,7 +49,7 @@ def normal(value: Any) -> Any:
     if value is None or isinstance(value, str):
         return value
     if isinstance(value, bool):
-        return int(value)
+        return "1" if value else "0"  # MySQL has no boolean: it reads back 1 and 0
     if isinstance(value, int | float | Decimal):
         try:
             d = Decimal(str(value)).normalize()
@@ -57,7 +63,19 @@ def normal(value: Any) -> Any:
     return str(value)
 
 
-def verify_stream(spec: MigrationSpec, name: str, source: Engine, target: Engine) -> StreamCheck:
+def quarantine_keys(db: StateDB, migration_id: str) -> dict[str, set[Key]]:
+    """Each stream's quarantined keys, in the normal form :func:`verify` compares."""
+    out: dict[str, set[Key]] = {}
+    for entry in list_quarantine(db, migration_id, limit=10_000_000):
+        key = tuple(normal(decode_value(v)) for v in orjson.loads(entry["key"]))
+        out.setdefault(entry["stream"], set()).add(key)
+    return out
+
+
+def verify_stream(spec: MigrationSpec, name: str, source: Engine, target: Engine,
+                  quarantined: set[Key] | None = None) -> StreamCheck:
+    """Compare one stream; rows whose key was quarantined by the target are expected absent."""
+    quarantined = quarantined or set()
     stream = spec.stream(name)
     binding = bind_stream(spec, name, reflect_table(source, stream.source_table))
     check = StreamCheck(name)
@@ -72,7 +90,11 @@ def verify_stream(spec: MigrationSpec, name: str, source: Engine, target: Engine
             except BadRowError:
                 check.bad_rows += 1
                 continue
-            expected[tuple(mapped[i] for i in key_pos)] = mapped
+            key = tuple(mapped[i] for i in key_pos)
+            if key in quarantined:
+                check.bad_rows += 1
+                continue
+            expected[key] = mapped
     check.expected_rows = len(expected)
     table = reflect_table(target, stream.target_table)
     with target.connect() as conn:
@@ -84,10 +106,14 @@ def verify_stream(spec: MigrationSpec, name: str, source: Engine, target: Engine
             if want is None:
                 check.unexpected.append(key)
             elif want != got:
-                check.different.append(key)
+                diff = {c: (w, g) for c, w, g in zip(columns, want, got, strict=True) if w != g}
+                check.different.append((key, diff))
     check.missing = list(expected)
     return check
 
 
-def verify(spec: MigrationSpec, source: Engine, target: Engine) -> list[StreamCheck]:
-    return [verify_stream(spec, st.stream_name, source, target) for st in spec.streams]
+def verify(spec: MigrationSpec, source: Engine, target: Engine,
+           quarantined: dict[str, set[Key]] | None = None) -> list[StreamCheck]:
+    q = quarantined or {}
+    return [verify_stream(spec, st.stream_name, source, target, q.get(st.stream_name))
+            for st in spec.streams]

@@ -18,7 +18,8 @@ from rich.table import Table
 
 from etl_tasks.connectors.engines import create_sql_engine
 from etl_tasks.spec import parse_spec
-from etl_tasks.verify import StreamCheck, verify
+from etl_tasks.state.db import StateDB
+from etl_tasks.verify import StreamCheck, quarantine_keys, verify
 from ops.client import ApiClient
 from ops.demo_data import build_legacy_db, demo_spec
 from ops.embedded import Embedded, free_port
@@ -48,7 +49,9 @@ def run_demo(home: Path, scale: float = 1.0) -> int:
         final = _wait(client, mig["id"])
     finally:
         system.stop()
-    checks = _verify(spec, home)
+    db = StateDB(system.env["BATON_DATABASE_URL"])
+    checks = _verify(spec, home, quarantine_keys(db, mig["id"]))
+    _show_quarantine(db, mig["id"])
     return _summary(final, checks, deploy, stats.dirty, time.monotonic() - started)
 
 
@@ -87,11 +90,20 @@ def _wait(client: ApiClient, migration_id: str, timeout_s: float = 300) -> dict[
     raise RuntimeError("the demo migration did not finish in time")
 
 
-def _verify(spec: dict[str, Any], home: Path) -> list[StreamCheck]:
+def _show_quarantine(db: StateDB, migration_id: str) -> None:
+    from etl_tasks.views import list_quarantine
+
+    rows = list_quarantine(db, migration_id, limit=4)
+    console.print("[bold]5.[/] quarantined rows keep their reason, e.g.:")
+    for r in rows:
+        console.print(f"   {r['stream']} key {r['key']}: {r['reason']}")
+
+
+def _verify(spec: dict[str, Any], home: Path, quarantined: Any) -> list[StreamCheck]:
     source = create_sql_engine(f"sqlite:///{(home / 'legacy.db').resolve()}")
     target = create_sql_engine(f"sqlite:///{(home / 'cloud.db').resolve()}")
     try:
-        return verify(parse_spec(spec), source, target)
+        return verify(parse_spec(spec), source, target, quarantined)
     finally:
         source.dispose()
         target.dispose()

@@ -10,7 +10,7 @@ from etl_tasks.connectors.engines import create_sql_engine
 from etl_tasks.connectors.ledger import LEDGER
 from etl_tasks.spec import parse_spec
 from etl_tasks.state.db import StateDB
-from etl_tasks.verify import verify
+from etl_tasks.verify import quarantine_keys, verify
 from etl_tasks.views import migration_view
 
 
@@ -23,7 +23,7 @@ def assert_migrated(db: StateDB, migration_id: str, spec: dict[str, Any],
     source = create_sql_engine(parsed.source.resolve())
     target = create_sql_engine(parsed.target.resolve())
     try:
-        checks = verify(parsed, source, target)
+        checks = verify(parsed, source, target, quarantine_keys(db, migration_id))
         ledger_rows = _ledger(target, migration_id)
     finally:
         source.dispose()

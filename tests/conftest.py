@@ -99,3 +99,12 @@ def settings_env(settings: Settings) -> dict[str, str]:
         if value is not None:
             env[f"BATON_{name.upper()}"] = str(value)
     return env
+
+
+@pytest.fixture
+def mariadb_url() -> Iterator[str]:
+    """A MariaDB database of this test's own."""
+    if not services.mariadb_answers():
+        services.unavailable(f"MariaDB at {services.MARIADB_ADMIN_URL}")
+    with services.mariadb_database() as url:
+        yield url

@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psycopg2
 import pytest
@@ -100,3 +101,40 @@ def delete_prefix(url: str, prefix: str) -> None:
         batch = list(client.scan_iter(match=f"{prefix}*", count=1000))
         for i in range(0, len(batch), 500):
             client.delete(*batch[i:i + 500])
+
+
+MARIADB_ADMIN_URL = os.environ.get("BATON_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
+
+
+def _mariadb_connect(url: str, database: str | None = None) -> object:
+    import pymysql
+
+    u = make_url(url)
+    return pymysql.connect(host=u.host or "127.0.0.1", port=u.port or 3306,
+                           user=u.username or "root", password=u.password or "",
+                           database=database, connect_timeout=3, autocommit=True)
+
+
+def mariadb_answers() -> bool:
+    import pymysql
+
+    try:
+        _mariadb_connect(MARIADB_ADMIN_URL).close()  # type: ignore[attr-defined]
+        return True
+    except pymysql.Error:
+        return False
+
+
+@contextmanager
+def mariadb_database() -> Iterator[str]:
+    """A fresh MariaDB database for one test, dropped afterwards."""
+    name = f"baton_t_{uuid.uuid4().hex[:10]}"
+    conn: Any = _mariadb_connect(MARIADB_ADMIN_URL)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        yield make_url(MARIADB_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        conn.close()

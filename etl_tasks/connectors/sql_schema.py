@@ -11,7 +11,22 @@ import zlib
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Column, Connection, Engine, MetaData, String, Table, Text, inspect, text
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    Time,
+    inspect,
+    text,
+)
+from sqlalchemy.dialects import mysql
 from sqlalchemy.types import NullType, TypeEngine
 
 from etl_tasks.connectors.ledger import ledger_table
@@ -37,6 +52,23 @@ def _key_safe(sa_type: TypeEngine[Any], dialect: str) -> TypeEngine[Any]:
     return sa_type
 
 
+def _lossless(sa_type: TypeEngine[Any], dialect: str) -> TypeEngine[Any]:
+    """MySQL's defaults lose data (DECIMAL(10,0), DATETIME without fractions): widen them."""
+    if dialect not in ("mysql", "mariadb"):
+        return sa_type
+    if isinstance(sa_type, Numeric) and not isinstance(sa_type, Float):
+        if sa_type.precision is None:
+            return mysql.DECIMAL(precision=65, scale=20)
+        return sa_type
+    if isinstance(sa_type, DateTime):
+        return mysql.DATETIME(fsp=6)
+    if isinstance(sa_type, Time):
+        return mysql.TIME(fsp=6)
+    if isinstance(sa_type, Float):
+        return mysql.DOUBLE()
+    return sa_type
+
+
 def _lock(conn: Connection, name: str) -> None:
     """Serialise DDL on PostgreSQL with a transaction-scoped advisory lock (never leaks)."""
     if conn.dialect.name == "postgresql":
@@ -49,7 +81,7 @@ def ensure_table(engine: Engine, name: str, columns: Sequence[tuple[str, TypeEng
     schema, table_name = split_name(name)
     dialect = engine.dialect.name
     cols = [
-        Column(n, _key_safe(t, dialect) if n in key else t, primary_key=n in key,
+        Column(n, _key_safe(t, dialect) if n in key else _lossless(t, dialect), primary_key=n in key,
                nullable=(n not in key and nullable), autoincrement=False)
         for n, t, nullable in columns
     ]

@@ -21,6 +21,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from etl_tasks import codec
 from etl_tasks.connectors import ledger
+from etl_tasks.connectors.db_errors import classify
 from etl_tasks.connectors.ledger import LedgerRecord, QuarantineEntry
 from etl_tasks.connectors.pg_copy import copy_into
 from etl_tasks.connectors.sql_source import range_condition
@@ -54,20 +55,14 @@ class LoadResult:
     direct_copy: bool = False
 
 
-def is_bad_row_error(exc: Exception) -> bool:
+def is_bad_row_error(exc: BaseException) -> bool:
     """A failure caused by the data (a constraint, a value the column refuses)."""
-    if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError):
-        return True
-    if isinstance(exc, sa_exc.DBAPIError):
-        return False
-    return isinstance(exc, sa_exc.StatementError | ValueError | TypeError)
+    return classify(exc) == "bad_row"
 
 
-def is_transient_error(exc: Exception) -> bool:
+def is_transient_error(exc: BaseException) -> bool:
     """A failure of the connection (down, restarting, timed out): try again later."""
-    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError)
+    return classify(exc) == "transient"
 
 
 def error_reason(exc: Exception) -> str:

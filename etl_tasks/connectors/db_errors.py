@@ -1,0 +1,65 @@
+"""Telling apart, by error code, the database errors that retrying can fix.
+
+* transient: the connection or server (down, restarting, deadlock, timeout): retry later;
+* bad row: the data (a constraint, a value the column refuses): quarantine the row;
+* anything else fails the chunk.
+
+Codes, never message text, decide: SQLSTATE on PostgreSQL, error numbers on
+MySQL/MariaDB, SQLAlchemy's exception classes elsewhere.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from sqlalchemy import exc as sa_exc
+
+Kind = Literal["transient", "bad_row", "fatal"]
+
+_PG_TRANSIENT_CLASSES = ("08", "53", "57", "58")  # connection, resources, shutdown, system
+_PG_TRANSIENT_CODES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock timeout
+_PG_BAD_ROW_CLASSES = ("22", "23")  # data exception, integrity constraint violation
+_MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055, 1927}
+_MYSQL_BAD_ROW = {1048, 1062, 1264, 1265, 1292, 1366, 1406, 1451, 1452, 1690, 3819, 4025}
+
+
+def _pg_kind(code: str) -> Kind | None:
+    if code in _PG_TRANSIENT_CODES or code.startswith(_PG_TRANSIENT_CLASSES):
+        return "transient"
+    if code.startswith(_PG_BAD_ROW_CLASSES):
+        return "bad_row"
+    return None
+
+
+def _mysql_kind(orig: BaseException) -> Kind | None:
+    code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
+    if code in _MYSQL_TRANSIENT:
+        return "transient"
+    if code in _MYSQL_BAD_ROW:
+        return "bad_row"
+    return None
+
+
+def classify(exc: BaseException) -> Kind:
+    """What retrying this error would do."""
+    orig = getattr(exc, "orig", None) or exc
+    pgcode = getattr(orig, "pgcode", None)
+    if isinstance(pgcode, str):
+        kind = _pg_kind(pgcode)
+        if kind:
+            return kind
+    if type(orig).__module__.startswith("pymysql"):
+        kind = _mysql_kind(orig)
+        if kind:
+            return kind
+    if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
+        return "transient"
+    if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
+        return "transient"
+    if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError):
+        return "bad_row"
+    if isinstance(exc, sa_exc.StatementError) and not isinstance(exc, sa_exc.DBAPIError):
+        return "bad_row"  # a value SQLAlchemy's type processing refused
+    if isinstance(exc, ValueError | TypeError):
+        return "bad_row"
+    return "fatal"
