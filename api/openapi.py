@@ -58,11 +58,12 @@ def openapi_document(version: str) -> dict[str, Any]:
             parameters=_ID)},
         **_controls(),
         "/api/v1/workers": {"get": _op("Workers and their state", {"200": "{items: [...]}"})},
-        "/healthz": {"get": _op("Liveness", {"200": "alive"})},
-        "/readyz": {"get": _op("Readiness (state DB reachable)", {"200": "ready",
-                                                                  "503": "not ready"})},
-        "/metrics": {"get": _op("Prometheus metrics", {"200": "text exposition format"})},
-        "/openapi.json": {"get": _op("This document", {"200": "OpenAPI 3"})},
+        "/healthz": {"get": _op("Liveness", {"200": "alive"}, security=[])},
+        "/readyz": {"get": _op("Readiness (state DB reachable)",
+                               {"200": "ready", "503": "not ready"}, security=[])},
+        "/metrics": {"get": _op("Prometheus metrics", {"200": "text exposition format"},
+                                security=[])},
+        "/openapi.json": {"get": _op("This document", {"200": "OpenAPI 3"}, security=[])},
     }
     schemas = {"MigrationSpec": spec_schema, **defs, "Error": {
         "type": "object", "properties": {"error": {"type": "string"}, "errors": {

@@ -63,6 +63,11 @@ def create_migration(db: StateDB, spec: MigrationSpec, keys: dict[str, Sequence[
     return migration_id, True
 
 
+def find_replay(db: StateDB, key: str, body_hash: str | None) -> str | None:
+    """The migration an ``Idempotency-Key`` already created (Conflict if the body differs)."""
+    return _by_key(db, key, body_hash)
+
+
 def _by_key(db: StateDB, key: str, body_hash: str | None) -> str | None:
     with db.session() as s:
         mig = s.scalar(select(Migration).where(Migration.idempotency_key == key))

@@ -124,20 +124,6 @@ class MigrationSpec(_Model):
     on_bad_row: Literal["quarantine", "fail"] = "quarantine"
     max_bad_rows: int = Field(1000, ge=0)
 
-    @model_validator(mode="after")
-    def _streams_graph(self) -> MigrationSpec:
-        names = [s.stream_name for s in self.streams]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"stream names must be unique; repeated: {', '.join(dupes)}")
-        known = set(names)
-        for s in self.streams:
-            for dep in s.after:
-                if dep not in known:
-                    raise ValueError(f"stream {s.stream_name!r} waits for unknown stream {dep!r}")
-        _check_acyclic({s.stream_name: s.after for s in self.streams})
-        return self
-
     def stream(self, name: str) -> Stream:
         for s in self.streams:
             if s.stream_name == name:
@@ -145,23 +131,50 @@ class MigrationSpec(_Model):
         raise KeyError(name)
 
 
-def _check_acyclic(graph: dict[str, list[str]]) -> None:
+def graph_errors(streams: list[Stream]) -> list[FieldError]:
+    """Stream names unique, ``after`` naming known streams, no cycles: each error located."""
+    errors: list[FieldError] = []
+    names = [s.stream_name for s in streams]
+    for i, name in enumerate(names):
+        if names.index(name) != i:
+            errors.append(FieldError(f"streams/{i}/target_table",
+                                     f"stream name {name!r} is used twice; give 'name'"))
+    known = set(names)
+    for i, s in enumerate(streams):
+        for j, dep in enumerate(s.after):
+            if dep not in known:
+                errors.append(FieldError(f"streams/{i}/after/{j}", f"no stream named {dep!r}"))
+    if not errors:
+        cycle = _find_cycle({s.stream_name: s.after for s in streams})
+        if cycle is not None:
+            errors.append(FieldError(f"streams/{names.index(cycle)}/after",
+                                     f"streams wait for each other in a cycle through {cycle!r}"))
+    return errors
+
+
+def _find_cycle(graph: dict[str, list[str]]) -> str | None:
     visiting: set[str] = set()
     done: set[str] = set()
 
-    def visit(node: str) -> None:
+    def visit(node: str) -> str | None:
         if node in done:
-            return
+            return None
         if node in visiting:
-            raise ValueError(f"streams wait for each other in a cycle through {node!r}")
+            return node
         visiting.add(node)
         for dep in graph[node]:
-            visit(dep)
+            found = visit(dep)
+            if found is not None:
+                return found
         visiting.discard(node)
         done.add(node)
+        return None
 
     for node in graph:
-        visit(node)
+        found = visit(node)
+        if found is not None:
+            return found
+    return None
 
 
 def parse_spec(data: object) -> MigrationSpec:
@@ -169,9 +182,13 @@ def parse_spec(data: object) -> MigrationSpec:
     if not isinstance(data, dict):
         raise SpecError([FieldError("", "the spec must be a JSON object")])
     try:
-        return MigrationSpec.model_validate(data)
+        spec = MigrationSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError([_field_error(e) for e in exc.errors()]) from None
+    errors = graph_errors(spec.streams)
+    if errors:
+        raise SpecError(errors)
+    return spec
 
 
 def _field_error(err: Any) -> FieldError:

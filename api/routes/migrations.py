@@ -44,10 +44,15 @@ def submit() -> ResponseReturnValue:
     if key is not None and not 0 < len(key) <= 200:
         raise SpecError([FieldError("Idempotency-Key", "must be 1 to 200 characters")])
     ext = _ext()
-    keys = preflight(spec, ext.settings.preflight_timeout_s)
-    migration_id, created = control.create_migration(
-        ext.db, spec, keys, idempotency_key=key, body_hash=control.request_hash(body)
-    )
+    body_hash = control.request_hash(body)
+    replayed = control.find_replay(ext.db, key, body_hash) if key else None
+    if replayed is not None:  # answered without preflight: the target may be down by now
+        migration_id, created = replayed, False
+    else:
+        keys = preflight(spec, ext.settings.preflight_timeout_s)
+        migration_id, created = control.create_migration(
+            ext.db, spec, keys, idempotency_key=key, body_hash=body_hash
+        )
     if created:
         publish_plan(ext.publisher, migration_id)
     response = jsonify(views.migration_view(ext.db, migration_id))

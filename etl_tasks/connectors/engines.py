@@ -33,12 +33,18 @@ def normalize_url(url: str | URL) -> URL:
     return u
 
 
+_SECRET_PARAMS = ("password", "passwd", "pwd", "secret", "token", "sslpassword", "key")
+
+
 def redact(url: str) -> str:
-    """A URL safe to log or show: the password replaced."""
+    """A URL safe to log or show: the password replaced, in the userinfo and the query."""
     try:
-        return normalize_url(url).render_as_string(hide_password=True)
+        u = normalize_url(url)
     except Exception:  # an unparsable URL is shown by its scheme only
         return url.split(":", 1)[0] + "://…"
+    query = {k: ("***" if any(p in k.lower() for p in _SECRET_PARAMS) else v)
+             for k, v in u.query.items()}
+    return u.set(query=query).render_as_string(hide_password=True)
 
 
 def create_sql_engine(

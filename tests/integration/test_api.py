@@ -275,8 +275,6 @@ def _missing_sqlite_source(spec: Spec, source_db: Path) -> None:
     spec["source"] = {"url": sqlite_url(source_db.with_name("missing.db"))}
 
 
-# After/cycle problems come from a model-level validator, so pydantic locates them at the spec's
-# root (path ""); the message names the stream. Their path is not pinned here (see the report).
 REFUSALS = [
     pytest.param(_drop_name, ["name"], "Field required", id="missing_field"),
     pytest.param(_unknown_stream_field, ["streams/0/bogus"], "Extra inputs are not permitted",
@@ -290,9 +288,9 @@ REFUSALS = [
     pytest.param(_table_without_primary_key, ["streams/0/key"], "has no primary key",
                  id="no_primary_key_and_no_key"),
     pytest.param(_key_not_unique, ["streams/1/key"], "is not unique", id="key_not_unique"),
-    pytest.param(_after_unknown_stream, None, "waits for unknown stream 'invoices'",
+    pytest.param(_after_unknown_stream, ["streams/1/after/0"], "no stream named 'invoices'",
                  id="after_unknown_stream"),
-    pytest.param(_after_cycle, None, "cycle", id="after_cycle"),
+    pytest.param(_after_cycle, ["streams/0/after"], "cycle", id="after_cycle"),
     pytest.param(_url_env_not_set, ["target/url_env"], f"{UNSET_ENV} is not set",
                  id="url_env_not_set"),
     pytest.param(_missing_sqlite_source, ["source/url"], "does not exist",

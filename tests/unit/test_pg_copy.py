@@ -69,7 +69,7 @@ def test_text_is_escaped(value: str, expected: str) -> None:
 
 @pytest.mark.parametrize(
     "value",
-    ["", "\\", "\\\\N", "a\tb\nc\rd\\e", "\\N", "trailing\\", "\t\t", "x\x00y"[:1] + "\x0b\x1c"],
+    ["", "\\", "\\\\N", "a\tb\nc\rd\\e", "\\N", "trailing\\", "\t\t", "x\x0b\x1c\u2028y"],
 )
 def test_escaped_text_reads_back_unchanged(value: str) -> None:
     assert parse_stream([(value, "next")]) == [[value, "next"]]
@@ -131,7 +131,9 @@ def test_binary_is_bytea_hex(value: Any, expected: str) -> None:
     assert parse_field(expected) == "\\x" + bytes(value).hex(), "PostgreSQL reads bytea hex input"
 
 
-@pytest.mark.parametrize("value", [{"a": "x\ty", "b": [1, None]}, ["\\", "\n", 2]], ids=["dict", "list"])
+@pytest.mark.parametrize(
+    "value", [{"a": "x\ty", "b": [1, None]}, ["\\", "\n", 2]], ids=["dict", "list"]
+)
 def test_json_values_read_back_as_their_json(value: Any) -> None:
     (row,) = parse_stream([(value,)])
 
