@@ -24,12 +24,15 @@ def require(role: str) -> Callable[[F], F]:
                 header = request.headers.get("Authorization", "")
                 scheme, _, token = header.partition(" ")
                 if scheme.lower() != "bearer" or not token:
-                    raise Unauthorized("send 'Authorization: Bearer <token>'",
-                                       www_authenticate=WWWAuthenticate("Bearer"))
+                    raise Unauthorized(
+                        "send 'Authorization: Bearer <token>'",
+                        www_authenticate=WWWAuthenticate("Bearer"),
+                    )
                 have = role_of(ext.db, token.strip())
                 if have is None:
-                    raise Unauthorized("unknown or revoked token",
-                                       www_authenticate=WWWAuthenticate("Bearer"))
+                    raise Unauthorized(
+                        "unknown or revoked token", www_authenticate=WWWAuthenticate("Bearer")
+                    )
                 if not allows(have, role):
                     raise Forbidden(f"this needs the {role} role")
             return view(*args, **kwargs)

@@ -22,9 +22,14 @@ class StateCollector:
 
     def collect(self) -> Iterator[Metric]:
         with self.db.session() as s:
-            migrations = s.execute(select(Migration.state, func.count()).group_by(Migration.state)).all()
-            chunks = s.execute(select(Chunk.state, func.count(), func.coalesce(func.sum(Chunk.rows_out), 0))
-                               .group_by(Chunk.state)).all()
+            migrations = s.execute(
+                select(Migration.state, func.count()).group_by(Migration.state)
+            ).all()
+            chunks = s.execute(
+                select(
+                    Chunk.state, func.count(), func.coalesce(func.sum(Chunk.rows_out), 0)
+                ).group_by(Chunk.state)
+            ).all()
             bad = s.scalar(select(func.count()).select_from(QuarantinedRow)) or 0
         m = GaugeMetricFamily("baton_migrations", "Migrations by state", labels=["state"])
         for state, n in migrations:
@@ -34,8 +39,11 @@ class StateCollector:
         for state, n, _ in chunks:
             c.add_metric([state], n)
         yield c
-        yield GaugeMetricFamily("baton_rows_loaded", "Rows loaded by done chunks",
-                                value=sum(int(r) for st, _, r in chunks if st == "done"))
+        yield GaugeMetricFamily(
+            "baton_rows_loaded",
+            "Rows loaded by done chunks",
+            value=sum(int(rows or 0) for state, _, rows in chunks if state == "done"),
+        )
         yield GaugeMetricFamily("baton_rows_quarantined", "Rows quarantined", value=bad)
         w = GaugeMetricFamily("baton_workers", "Live workers by state", labels=["state"])
         counts: dict[str, int] = {}
@@ -48,5 +56,5 @@ class StateCollector:
 
 def render_metrics(db: StateDB) -> tuple[bytes, str]:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(StateCollector(db))  # type: ignore[arg-type]
+    registry.register(StateCollector(db))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -98,38 +98,68 @@ def prepare(rt: Runtime, migration_id: str, stream: str) -> None:
         return
     binding = rt.binding(migration_id, stream)
     source_table = binding.source.table
-    created = ensure_table(engine, st.target_table, target_columns(st, source_table),
-                           binding.target_key)
+    created = ensure_table(
+        engine, st.target_table, target_columns(st, source_table), binding.target_key
+    )
     if created:
-        log.info("created target table %s", st.target_table,
-                 extra={"migration_id": migration_id, "stream": stream})
+        log.info(
+            "created target table %s",
+            st.target_table,
+            extra={"migration_id": migration_id, "stream": stream},
+        )
     reflect_table(engine, st.target_table)
 
 
 def _streams_to_plan(rt: Runtime, migration_id: str) -> list[int]:
     with rt.db.session() as s:
-        return list(s.scalars(select(Stream.id).where(
-            Stream.migration_id == migration_id, Stream.state == StreamState.RUNNING,
-            Stream.fully_planned.is_(False)).order_by(Stream.position)))
+        return list(
+            s.scalars(
+                select(Stream.id)
+                .where(
+                    Stream.migration_id == migration_id,
+                    Stream.state == StreamState.RUNNING,
+                    Stream.fully_planned.is_(False),
+                )
+                .order_by(Stream.position)
+            )
+        )
 
 
 def publish_ready(rt: Runtime, migration_id: str) -> int:
     """Publish pending chunks, keeping at most ``max_queued_chunks`` queued or running."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        busy = s.scalar(select(func.count()).select_from(Chunk).where(
-            Chunk.migration_id == migration_id,
-            or_(Chunk.state == ChunkState.RUNNING,
-                and_(Chunk.state == ChunkState.PENDING, Chunk.queued_at.is_not(None))))) or 0
+        busy = (
+            s.scalar(
+                select(func.count())
+                .select_from(Chunk)
+                .where(
+                    Chunk.migration_id == migration_id,
+                    or_(
+                        Chunk.state == ChunkState.RUNNING,
+                        and_(Chunk.state == ChunkState.PENDING, Chunk.queued_at.is_not(None)),
+                    ),
+                )
+            )
+            or 0
+        )
         room = rt.settings.max_queued_chunks - busy
         if room <= 0:
             return 0
-        chunks = list(s.scalars(
-            select(Chunk).where(
-                Chunk.migration_id == migration_id, Chunk.state == ChunkState.PENDING,
-                Chunk.queued_at.is_(None),
-                or_(Chunk.not_before.is_(None), Chunk.not_before <= now))
-            .order_by(Chunk.id).limit(room).with_for_update(skip_locked=True)))
+        chunks = list(
+            s.scalars(
+                select(Chunk)
+                .where(
+                    Chunk.migration_id == migration_id,
+                    Chunk.state == ChunkState.PENDING,
+                    Chunk.queued_at.is_(None),
+                    or_(Chunk.not_before.is_(None), Chunk.not_before <= now),
+                )
+                .order_by(Chunk.id)
+                .limit(room)
+                .with_for_update(skip_locked=True)
+            )
+        )
         for chunk in chunks:
             chunk.queued_at = now
         ids = [c.id for c in chunks]
@@ -162,8 +192,14 @@ def settle(rt: Runtime, migration_id: str) -> bool:
             mig.finished_at = now
             mig.updated_at = now
             mig.waiting_reason = None
-            s.add(Event(migration_id=migration_id, kind="migration_succeeded",
-                        message="all streams done", at=now))
+            s.add(
+                Event(
+                    migration_id=migration_id,
+                    kind="migration_succeeded",
+                    message="all streams done",
+                    at=now,
+                )
+            )
             finished = True
     if finished:
         log.info("migration succeeded", extra={"migration_id": migration_id})
@@ -173,9 +209,11 @@ def settle(rt: Runtime, migration_id: str) -> bool:
 
 
 def _settle_stream(s: Session, st: Stream, now: object) -> None:
-    counts = dict(s.execute(
-        select(Chunk.state, func.count()).where(Chunk.stream_id == st.id).group_by(Chunk.state)
-    ).all())
+    counts = dict(
+        s.execute(
+            select(Chunk.state, func.count()).where(Chunk.stream_id == st.id).group_by(Chunk.state)
+        ).all()
+    )
     if counts.get(ChunkState.FAILED):
         st.state = StreamState.FAILED
     elif not counts.get(ChunkState.PENDING) and not counts.get(ChunkState.RUNNING):

@@ -48,7 +48,9 @@ def read_columns(stream: Stream, table: Table) -> list[str]:
     key = source_key(stream, table)
     used: list[str] = list(key)
     for spec in column_specs(stream, table).values():
-        name = spec if isinstance(spec, str) else spec.from_ if isinstance(spec, ColumnFrom) else None
+        name = (
+            spec if isinstance(spec, str) else spec.from_ if isinstance(spec, ColumnFrom) else None
+        )
         if name is not None and name not in used:
             used.append(name)
     return used
@@ -61,7 +63,9 @@ def target_key(stream: Stream, table: Table) -> tuple[list[str], bool]:
     chunk's key range can be checked in the target.
     """
     key = source_key(stream, table)
-    direct = {spec: col for col, spec in column_specs(stream, table).items() if isinstance(spec, str)}
+    direct = {
+        spec: col for col, spec in column_specs(stream, table).items() if isinstance(spec, str)
+    }
     if all(k in direct for k in key):
         return [direct[k] for k in key], True
     return [], False

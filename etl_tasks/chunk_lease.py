@@ -65,8 +65,17 @@ def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
         chunk.started_at = chunk.started_at or now
         stream = s.get(Stream, chunk.stream_id)
         assert stream is not None
-        return Claim(chunk.id, chunk.migration_id, stream.name, step, chunk.lease_token,
-                     chunk.stage_token, chunk.lower, chunk.upper, chunk.attempts)
+        return Claim(
+            chunk.id,
+            chunk.migration_id,
+            stream.name,
+            step,
+            chunk.lease_token,
+            chunk.stage_token,
+            chunk.lower,
+            chunk.upper,
+            chunk.attempts,
+        )
 
 
 def _claimable(chunk: Chunk, mig: Migration | None, now: datetime) -> bool:
@@ -106,7 +115,7 @@ def retry_later(rt: Runtime, c: Claim, error: str) -> None:
         if now - first > window:
             fail_chunk(s, chunk, now, f"still failing after {window}: {error}")
             return
-        delay = min(rt.settings.retry_backoff_s * 2 ** chunk.retries, rt.settings.retry_backoff_max_s)
+        delay = min(rt.settings.retry_backoff_s * 2**chunk.retries, rt.settings.retry_backoff_max_s)
         chunk.retries += 1
         chunk.attempts = max(0, chunk.attempts - 1)  # it did not crash: not a lost attempt
         chunk.first_failure_at = first
@@ -129,8 +138,9 @@ def release_after_error(rt: Runtime, c: Claim, error: str) -> None:
         chunk = s.get(Chunk, c.chunk_id, with_for_update=True)
         if chunk is None or chunk.lease_token != c.token:
             return
-        delay = min(rt.settings.retry_backoff_s * 2 ** (chunk.attempts - 1),
-                    rt.settings.retry_backoff_max_s)
+        delay = min(
+            rt.settings.retry_backoff_s * 2 ** (chunk.attempts - 1), rt.settings.retry_backoff_max_s
+        )
         chunk.not_before = now + timedelta(seconds=delay)
         chunk.lease_owner = None
         chunk.lease_expires_at = None
@@ -164,14 +174,24 @@ def fail_chunk(s: Session, chunk: Chunk, now: datetime, error: str) -> None:
     if stream is not None:
         stream.state = StreamState.FAILED
     fail_migration(s, chunk.migration_id, now, f"chunk {chunk.id} failed: {error}")
-    s.add(Event(migration_id=chunk.migration_id, chunk_id=chunk.id, kind="chunk_failed",
-                message=error[:2000], at=now))
+    s.add(
+        Event(
+            migration_id=chunk.migration_id,
+            chunk_id=chunk.id,
+            kind="chunk_failed",
+            message=error[:2000],
+            at=now,
+        )
+    )
 
 
 def fail_migration(s: Session, migration_id: str, now: datetime, error: str) -> None:
     mig = s.get(Migration, migration_id, with_for_update=True)
-    if mig is None or mig.state in (MigrationState.FAILED, MigrationState.CANCELLED,
-                                    MigrationState.SUCCEEDED):
+    if mig is None or mig.state in (
+        MigrationState.FAILED,
+        MigrationState.CANCELLED,
+        MigrationState.SUCCEEDED,
+    ):
         return
     mig.state = MigrationState.FAILED
     mig.error = error[:2000]

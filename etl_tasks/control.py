@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -27,9 +27,14 @@ def request_hash(body: Any) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def create_migration(db: StateDB, spec: MigrationSpec, keys: dict[str, Sequence[str]], *,
-                     idempotency_key: str | None = None,
-                     body_hash: str | None = None) -> tuple[str, bool]:
+def create_migration(
+    db: StateDB,
+    spec: MigrationSpec,
+    keys: Mapping[str, Sequence[str]],
+    *,
+    idempotency_key: str | None = None,
+    body_hash: str | None = None,
+) -> tuple[str, bool]:
     """Record a validated, preflighted spec; return ``(id, created)``.
 
     With an ``Idempotency-Key``, the same key and body return the first
@@ -43,16 +48,33 @@ def create_migration(db: StateDB, spec: MigrationSpec, keys: dict[str, Sequence[
     try:
         with db.session() as s:
             now = db.now(s)
-            s.add(Migration(id=migration_id, name=spec.name, state=MigrationState.PENDING,
-                            spec=spec.model_dump(mode="json", by_alias=True, exclude_none=True),
-                            idempotency_key=idempotency_key, request_hash=body_hash,
-                            created_at=now, updated_at=now))
+            s.add(
+                Migration(
+                    id=migration_id,
+                    name=spec.name,
+                    state=MigrationState.PENDING,
+                    spec=spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+                    idempotency_key=idempotency_key,
+                    request_hash=body_hash,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
             s.flush()
             for position, st in enumerate(spec.streams):
-                s.add(Stream(migration_id=migration_id, name=st.stream_name, position=position,
-                             state=StreamState.PENDING, prepared=False,
-                             key_columns=list(keys[st.stream_name]), fully_planned=False,
-                             plan_seq=0, chunk_rows=spec.chunk_rows))
+                s.add(
+                    Stream(
+                        migration_id=migration_id,
+                        name=st.stream_name,
+                        position=position,
+                        state=StreamState.PENDING,
+                        prepared=False,
+                        key_columns=list(keys[st.stream_name]),
+                        fully_planned=False,
+                        plan_seq=0,
+                        chunk_rows=spec.chunk_rows,
+                    )
+                )
             s.add(Event(migration_id=migration_id, kind="submitted", message=spec.name, at=now))
     except sa_exc.IntegrityError:
         if idempotency_key:
@@ -103,8 +125,13 @@ def _transition(db: StateDB, migration_id: str, allowed: set[str], to: str, kind
 
 def pause(db: StateDB, migration_id: str) -> None:
     """Steps in hand finish; no new step starts until resume."""
-    _transition(db, migration_id, {MigrationState.PENDING, MigrationState.RUNNING},
-                MigrationState.PAUSED, "pause")
+    _transition(
+        db,
+        migration_id,
+        {MigrationState.PENDING, MigrationState.RUNNING},
+        MigrationState.PAUSED,
+        "pause",
+    )
 
 
 def resume(db: StateDB, migration_id: str) -> None:
@@ -113,8 +140,13 @@ def resume(db: StateDB, migration_id: str) -> None:
 
 
 def cancel(db: StateDB, migration_id: str) -> None:
-    _transition(db, migration_id, {MigrationState.PENDING, MigrationState.RUNNING,
-                                   MigrationState.PAUSED}, MigrationState.CANCELLED, "cancel")
+    _transition(
+        db,
+        migration_id,
+        {MigrationState.PENDING, MigrationState.RUNNING, MigrationState.PAUSED},
+        MigrationState.CANCELLED,
+        "cancel",
+    )
 
 
 def retry(db: StateDB, migration_id: str) -> None:
@@ -126,14 +158,27 @@ def retry(db: StateDB, migration_id: str) -> None:
         if mig.state != MigrationState.FAILED:
             raise Conflict(f"cannot retry a migration that is {mig.state}")
         now = db.now(s)
-        s.execute(update(Chunk).where(Chunk.migration_id == migration_id,
-                                      Chunk.state == ChunkState.FAILED)
-                  .values(state=ChunkState.PENDING, step=Step.EXTRACT, attempts=0, retries=0,
-                          lease_owner=None, lease_expires_at=None, not_before=None,
-                          queued_at=None, first_failure_at=None, stage_token=None))
-        s.execute(update(Stream).where(Stream.migration_id == migration_id,
-                                       Stream.state == StreamState.FAILED)
-                  .values(state=StreamState.RUNNING))
+        s.execute(
+            update(Chunk)
+            .where(Chunk.migration_id == migration_id, Chunk.state == ChunkState.FAILED)
+            .values(
+                state=ChunkState.PENDING,
+                step=Step.EXTRACT,
+                attempts=0,
+                retries=0,
+                lease_owner=None,
+                lease_expires_at=None,
+                not_before=None,
+                queued_at=None,
+                first_failure_at=None,
+                stage_token=None,
+            )
+        )
+        s.execute(
+            update(Stream)
+            .where(Stream.migration_id == migration_id, Stream.state == StreamState.FAILED)
+            .values(state=StreamState.RUNNING)
+        )
         mig.state = MigrationState.RUNNING
         mig.error = None
         mig.finished_at = None
@@ -145,6 +190,11 @@ def retry(db: StateDB, migration_id: str) -> None:
 def _forget_queued(db: StateDB, migration_id: str) -> None:
     """Messages dropped while paused are gone: let the planner and sweeper resend them."""
     with db.session() as s:
-        s.execute(update(Chunk).where(Chunk.migration_id == migration_id,
-                                      Chunk.state.in_([ChunkState.PENDING, ChunkState.RUNNING]))
-                  .values(queued_at=None))
+        s.execute(
+            update(Chunk)
+            .where(
+                Chunk.migration_id == migration_id,
+                Chunk.state.in_([ChunkState.PENDING, ChunkState.RUNNING]),
+            )
+            .values(queued_at=None)
+        )

@@ -24,7 +24,9 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
     """Extra fields of Baton's own records (Celery's carry bulky ones of their own)."""
     if not record.name.startswith(_OURS):
         return {}
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+    return {
+        k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
+    }
 
 
 class TextFormatter(logging.Formatter):

@@ -32,21 +32,34 @@ def plan_more(rt: Runtime, migration_id: str, stream_id: int) -> int:
         stream = s.get(Stream, stream_id)
         if stream is None or stream.fully_planned:
             return 0
-        waiting = s.scalar(select(func.count()).select_from(Chunk).where(
-            Chunk.stream_id == stream_id, Chunk.state == ChunkState.PENDING)) or 0
+        waiting = (
+            s.scalar(
+                select(func.count())
+                .select_from(Chunk)
+                .where(Chunk.stream_id == stream_id, Chunk.state == ChunkState.PENDING)
+            )
+            or 0
+        )
         room = rt.settings.plan_ahead - waiting
         if room <= 0:
             return 0
         seen_seq, name, rows = stream.plan_seq, stream.name, stream.chunk_rows
         lower = codec.decode_key(stream.planned_until)
-        next_seq = (s.scalar(select(func.max(Chunk.seq)).where(Chunk.stream_id == stream_id))
-                    or 0) + 1
+        next_seq = (
+            s.scalar(select(func.max(Chunk.seq)).where(Chunk.stream_id == stream_id)) or 0
+        ) + 1
     ranges, complete = boundaries(rt, migration_id, name, lower, rows, room)
     return _record(rt, migration_id, stream_id, seen_seq, next_seq, ranges, complete)
 
 
-def boundaries(rt: Runtime, migration_id: str, stream: str, lower: tuple[Any, ...] | None,
-               rows: int, count: int) -> tuple[list[Range], bool]:
+def boundaries(
+    rt: Runtime,
+    migration_id: str,
+    stream: str,
+    lower: tuple[Any, ...] | None,
+    rows: int,
+    count: int,
+) -> tuple[list[Range], bool]:
     """Up to ``count`` ranges of ``rows`` rows after ``lower``; True when the last is open."""
     binding = rt.binding(migration_id, stream)
     engine = rt.engines.get(rt.source_url(migration_id))
@@ -66,8 +79,15 @@ def boundaries(rt: Runtime, migration_id: str, stream: str, lower: tuple[Any, ..
     return ranges, False
 
 
-def _record(rt: Runtime, migration_id: str, stream_id: int, seen_seq: int, next_seq: int,
-            ranges: list[Range], complete: bool) -> int:
+def _record(
+    rt: Runtime,
+    migration_id: str,
+    stream_id: int,
+    seen_seq: int,
+    next_seq: int,
+    ranges: list[Range],
+    complete: bool,
+) -> int:
     if not ranges:
         return 0
     with rt.db.session() as s:
@@ -75,16 +95,33 @@ def _record(rt: Runtime, migration_id: str, stream_id: int, seen_seq: int, next_
         won = s.execute(
             update(Stream)
             .where(Stream.id == stream_id, Stream.plan_seq == seen_seq)
-            .values(plan_seq=seen_seq + 1, fully_planned=complete,
-                    planned_until=codec.encode_key(ranges[-1][1]))
+            .values(
+                plan_seq=seen_seq + 1,
+                fully_planned=complete,
+                planned_until=codec.encode_key(ranges[-1][1]),
+            )
         ).rowcount  # type: ignore[attr-defined]
         if not won:
             return 0  # another planner got there first; its chunks stand
         for i, (lo, hi) in enumerate(ranges):
-            s.add(Chunk(migration_id=migration_id, stream_id=stream_id, seq=next_seq + i,
-                        lower=codec.encode_key(lo), upper=codec.encode_key(hi),
-                        state=ChunkState.PENDING, step=Step.EXTRACT, attempts=0, retries=0,
-                        lease_token=0, created_at=now))
-    log.info("planned %d chunks", len(ranges),
-             extra={"migration_id": migration_id, "stream_id": stream_id, "complete": complete})
+            s.add(
+                Chunk(
+                    migration_id=migration_id,
+                    stream_id=stream_id,
+                    seq=next_seq + i,
+                    lower=codec.encode_key(lo),
+                    upper=codec.encode_key(hi),
+                    state=ChunkState.PENDING,
+                    step=Step.EXTRACT,
+                    attempts=0,
+                    retries=0,
+                    lease_token=0,
+                    created_at=now,
+                )
+            )
+    log.info(
+        "planned %d chunks",
+        len(ranges),
+        extra={"migration_id": migration_id, "stream_id": stream_id, "complete": complete},
+    )
     return len(ranges)

@@ -30,8 +30,9 @@ class _Problems(list[FieldError]):
         self.append(FieldError(path, message))
 
 
-def _reach(which: str, url: str, timeout_s: float, problems: _Problems, *,
-           must_exist: bool) -> Engine | None:
+def _reach(
+    which: str, url: str, timeout_s: float, problems: _Problems, *, must_exist: bool
+) -> Engine | None:
     try:
         u = normalize_url(url)
     except sa_exc.ArgumentError as exc:
@@ -83,8 +84,9 @@ def preflight(spec: MigrationSpec, timeout_s: float = 5.0) -> dict[str, list[str
     return keys
 
 
-def _check_stream(i: int, stream: Stream, source: Engine, target: Engine,
-                  problems: _Problems) -> list[str]:
+def _check_stream(
+    i: int, stream: Stream, source: Engine, target: Engine, problems: _Problems
+) -> list[str]:
     path = f"streams/{i}"
     try:
         table = reflect_table(source, stream.source_table)
@@ -103,8 +105,9 @@ def _check_stream(i: int, stream: Stream, source: Engine, target: Engine,
     return key
 
 
-def _check_key(path: str, stream: Stream, table: Table, engine: Engine,
-               problems: _Problems) -> list[str]:
+def _check_key(
+    path: str, stream: Stream, table: Table, engine: Engine, problems: _Problems
+) -> list[str]:
     key = source_key(stream, table)
     if not key:
         problems.add(f"{path}/key", f"{table.name!r} has no primary key: give 'key'")
@@ -119,8 +122,11 @@ def _check_key(path: str, stream: Stream, table: Table, engine: Engine,
             problems.add(f"{path}/key", f"key column {k!r} ({col.type}) cannot be ordered")
             return []
     if not _unique_not_null(engine, table, key):
-        problems.add(f"{path}/key", f"key {key} is not unique and not null in {table.name!r}: "
-                     "use the primary key or a unique index on NOT NULL columns")
+        problems.add(
+            f"{path}/key",
+            f"key {key} is not unique and not null in {table.name!r}: "
+            "use the primary key or a unique index on NOT NULL columns",
+        )
         return []
     return key
 
@@ -133,32 +139,46 @@ def _unique_not_null(engine: Engine, table: Table, key: Sequence[str]) -> bool:
         return False
     schema, name = split_name(table.fullname)
     insp = inspect(engine)
-    uniques = [u["column_names"] for u in insp.get_unique_constraints(name, schema=schema)]
-    uniques += [ix["column_names"] for ix in insp.get_indexes(name, schema=schema) if ix["unique"]]
+    uniques: list[list[str | None]] = [
+        list(u["column_names"]) for u in insp.get_unique_constraints(name, schema=schema)
+    ]
+    uniques += [
+        list(ix["column_names"]) for ix in insp.get_indexes(name, schema=schema) if ix["unique"]
+    ]
     return any(sorted(c for c in u if c) == sorted(key) for u in uniques)
 
 
-def _check_target(path: str, stream: Stream, source_table: Table, target: Engine,
-                  problems: _Problems) -> None:
+def _check_target(
+    path: str, stream: Stream, source_table: Table, target: Engine, problems: _Problems
+) -> None:
     try:
         table = reflect_table(target, stream.target_table)
     except sa_exc.NoSuchTableError:
         if not stream.create_target:
-            problems.add(f"{path}/target_table", f"no table {stream.target_table!r} in the "
-                         "target (set create_target to create it)")
+            problems.add(
+                f"{path}/target_table",
+                f"no table {stream.target_table!r} in the target (set create_target to create it)",
+            )
         elif not target_key(stream, source_table)[1]:
-            problems.add(f"{path}/columns", "create_target needs every key column copied "
-                         "unchanged into the target")
+            problems.add(
+                f"{path}/columns",
+                "create_target needs every key column copied unchanged into the target",
+            )
         return
     wanted = column_specs(stream, source_table)
     for col in wanted:
         if col not in table.c:
-            problems.add(f"{path}/columns/{col}",
-                         f"no column {col!r} in target table {stream.target_table!r}")
+            problems.add(
+                f"{path}/columns/{col}",
+                f"no column {col!r} in target table {stream.target_table!r}",
+            )
     tkey, _ = target_key(stream, source_table)
     tkey = tkey or [c.name for c in table.primary_key.columns]
     if not tkey:
         problems.add(f"{path}/target_table", f"{stream.target_table!r} has no primary key")
     elif stream.write != "insert" and not _unique_not_null(target, table, tkey):
-        problems.add(f"{path}/target_table", f"target key {tkey} of {stream.target_table!r} "
-                     "is not its primary key or a unique index")
+        problems.add(
+            f"{path}/target_table",
+            f"target key {tkey} of {stream.target_table!r} "
+            "is not its primary key or a unique index",
+        )

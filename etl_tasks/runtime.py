@@ -26,7 +26,9 @@ from etl_tasks.state.models import Migration
 
 
 class Runtime:
-    def __init__(self, settings: Settings, publisher: Publisher, worker_name: str = "local") -> None:
+    def __init__(
+        self, settings: Settings, publisher: Publisher, worker_name: str = "local"
+    ) -> None:
         self.settings = settings
         self.publisher = publisher
         self.worker_name = worker_name
@@ -82,8 +84,9 @@ class Runtime:
         url = self.target_url(migration_id)
         table = self._reflect(url, spec.stream(stream).target_table)
         tkey = binding.target_key or [c.name for c in table.primary_key.columns]
-        target = SqlTarget(self.engines.get(url), table, tkey, spec.stream(stream).write,
-                           binding.identity_key)
+        target = SqlTarget(
+            self.engines.get(url), table, tkey, spec.stream(stream).write, binding.identity_key
+        )
         with self._lock:
             self._targets[key] = target
         return target
@@ -104,7 +107,7 @@ class Runtime:
             spec = self._specs.pop(migration_id, None)
             for cache in (self._bindings, self._targets):
                 for k in [k for k in cache if k[0] == migration_id]:
-                    cache.pop(k)  # type: ignore[attr-defined]
+                    cache.pop(k)
             still_used = {u for m in self._specs.values() for u in _urls(m)}
         if spec is not None:
             for url in _urls(spec):

@@ -40,7 +40,9 @@ class Endpoint(_Model):
         assert self.url_env is not None
         value = os.environ.get(self.url_env)
         if not value:
-            raise SpecError([FieldError("url_env", f"environment variable {self.url_env} is not set")])
+            raise SpecError(
+                [FieldError("url_env", f"environment variable {self.url_env} is not set")]
+            )
         return value
 
 
@@ -137,8 +139,11 @@ def graph_errors(streams: list[Stream]) -> list[FieldError]:
     names = [s.stream_name for s in streams]
     for i, name in enumerate(names):
         if names.index(name) != i:
-            errors.append(FieldError(f"streams/{i}/target_table",
-                                     f"stream name {name!r} is used twice; give 'name'"))
+            errors.append(
+                FieldError(
+                    f"streams/{i}/target_table", f"stream name {name!r} is used twice; give 'name'"
+                )
+            )
     known = set(names)
     for i, s in enumerate(streams):
         for j, dep in enumerate(s.after):
@@ -147,8 +152,12 @@ def graph_errors(streams: list[Stream]) -> list[FieldError]:
     if not errors:
         cycle = _find_cycle({s.stream_name: s.after for s in streams})
         if cycle is not None:
-            errors.append(FieldError(f"streams/{names.index(cycle)}/after",
-                                     f"streams wait for each other in a cycle through {cycle!r}"))
+            errors.append(
+                FieldError(
+                    f"streams/{names.index(cycle)}/after",
+                    f"streams wait for each other in a cycle through {cycle!r}",
+                )
+            )
     return errors
 
 

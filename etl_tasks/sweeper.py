@@ -45,15 +45,23 @@ def sweep(rt: Runtime) -> SweepReport:
     report.ran = True
     report.broker_lost = _broker_lost(rt, epoch)
     with rt.db.session() as s:
-        active = list(s.scalars(select(Migration.id).where(
-            Migration.state.in_([MigrationState.PENDING, MigrationState.RUNNING]))))
+        active = list(
+            s.scalars(
+                select(Migration.id).where(
+                    Migration.state.in_([MigrationState.PENDING, MigrationState.RUNNING])
+                )
+            )
+        )
     for migration_id in active:
         report.republished += republish_stuck(rt, migration_id, report.broker_lost)
         advance(rt, migration_id)
     report.migrations = len(active)
     if report.republished or report.broker_lost:
-        log.info("sweeper re-published %d chunks (broker lost: %s)",
-                 len(report.republished), report.broker_lost)
+        log.info(
+            "sweeper re-published %d chunks (broker lost: %s)",
+            len(report.republished),
+            report.broker_lost,
+        )
     return report
 
 
@@ -66,7 +74,11 @@ def _acquire(rt: Runtime) -> str | None:
         if lease is None:
             lease = NamedLease(name=SWEEPER_LEASE, token=0, data={})
             s.add(lease)
-        elif lease.owner not in (None, rt.worker_name) and lease.expires_at and lease.expires_at > now:
+        elif (
+            lease.owner not in (None, rt.worker_name)
+            and lease.expires_at
+            and lease.expires_at > now
+        ):
             return None
         if lease.owner != rt.worker_name:
             lease.token += 1
@@ -106,9 +118,13 @@ def republish_stuck(rt: Runtime, migration_id: str, broker_lost: bool) -> list[i
     with rt.db.session() as s:
         now = rt.db.now(s)
         stale = now - timedelta(seconds=rt.settings.requeue_after_s)
-        chunks = list(s.scalars(select(Chunk).where(
-            Chunk.migration_id == migration_id,
-            _needs_message(now, stale, broker_lost)).with_for_update(skip_locked=True)))
+        chunks = list(
+            s.scalars(
+                select(Chunk)
+                .where(Chunk.migration_id == migration_id, _needs_message(now, stale, broker_lost))
+                .with_for_update(skip_locked=True)
+            )
+        )
         for chunk in chunks:
             chunk.queued_at = now
         todo = [(c.id, c.step) for c in chunks]

@@ -33,10 +33,14 @@ def create_token(db: StateDB, name: str, role: str) -> str:
 def role_of(db: StateDB, token: str) -> str | None:
     """The token's role, or ``None`` when it is unknown or revoked."""
     with db.session() as s:
-        row = s.scalar(select(ApiToken).where(ApiToken.token_hash == _digest(token),
-                                              ApiToken.revoked_at.is_(None)))
+        row = s.scalar(
+            select(ApiToken).where(
+                ApiToken.token_hash == _digest(token), ApiToken.revoked_at.is_(None)
+            )
+        )
         return None if row is None else row.role
 
 
 def allows(role: str, needed: str) -> bool:
-    return ROLES.index(role) >= ROLES.index(needed)  # type: ignore[arg-type]
+    order: list[str] = list(ROLES)
+    return order.index(role) >= order.index(needed)

@@ -72,8 +72,13 @@ def quarantine_keys(db: StateDB, migration_id: str) -> dict[str, set[Key]]:
     return out
 
 
-def verify_stream(spec: MigrationSpec, name: str, source: Engine, target: Engine,
-                  quarantined: set[Key] | None = None) -> StreamCheck:
+def verify_stream(
+    spec: MigrationSpec,
+    name: str,
+    source: Engine,
+    target: Engine,
+    quarantined: set[Key] | None = None,
+) -> StreamCheck:
     """Compare one stream; rows whose key was quarantined by the target are expected absent."""
     quarantined = quarantined or set()
     stream = spec.stream(name)
@@ -112,8 +117,14 @@ def verify_stream(spec: MigrationSpec, name: str, source: Engine, target: Engine
     return check
 
 
-def verify(spec: MigrationSpec, source: Engine, target: Engine,
-           quarantined: dict[str, set[Key]] | None = None) -> list[StreamCheck]:
+def verify(
+    spec: MigrationSpec,
+    source: Engine,
+    target: Engine,
+    quarantined: dict[str, set[Key]] | None = None,
+) -> list[StreamCheck]:
     q = quarantined or {}
-    return [verify_stream(spec, st.stream_name, source, target, q.get(st.stream_name))
-            for st in spec.streams]
+    return [
+        verify_stream(spec, st.stream_name, source, target, q.get(st.stream_name))
+        for st in spec.streams
+    ]

@@ -32,8 +32,11 @@ def _endpoint(spec: dict[str, Any], which: str) -> dict[str, str]:
 
 def _stream_counts(s: Session, migration_id: str) -> dict[int, dict[str, int]]:
     rows = s.execute(
-        select(Chunk.stream_id, Chunk.state, func.count(), func.coalesce(func.sum(Chunk.rows_out), 0))
-        .where(Chunk.migration_id == migration_id).group_by(Chunk.stream_id, Chunk.state)
+        select(
+            Chunk.stream_id, Chunk.state, func.count(), func.coalesce(func.sum(Chunk.rows_out), 0)
+        )
+        .where(Chunk.migration_id == migration_id)
+        .group_by(Chunk.stream_id, Chunk.state)
     ).all()
     out: dict[int, dict[str, int]] = {}
     for stream_id, state, n, rows_out in rows:
@@ -41,16 +44,18 @@ def _stream_counts(s: Session, migration_id: str) -> dict[int, dict[str, int]]:
         c["total"] += n
         if state == ChunkState.DONE:
             c["done"] += n
-            c["rows"] += int(rows_out)
+            c["rows"] += int(rows_out or 0)
         elif state == ChunkState.FAILED:
             c["failed"] += n
     return out
 
 
 def _quarantine_counts(s: Session, migration_id: str) -> dict[int, int]:
-    rows = s.execute(select(QuarantinedRow.stream_id, func.count())
-                     .where(QuarantinedRow.migration_id == migration_id)
-                     .group_by(QuarantinedRow.stream_id)).all()
+    rows = s.execute(
+        select(QuarantinedRow.stream_id, func.count())
+        .where(QuarantinedRow.migration_id == migration_id)
+        .group_by(QuarantinedRow.stream_id)
+    ).all()
     return {sid: n for sid, n in rows}
 
 
@@ -60,18 +65,30 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
         if mig is None:
             raise NotFound(f"no migration {migration_id}")
         now = db.now(s)
-        streams = list(s.scalars(select(Stream).where(Stream.migration_id == migration_id)
-                                 .order_by(Stream.position)))
+        streams = list(
+            s.scalars(
+                select(Stream).where(Stream.migration_id == migration_id).order_by(Stream.position)
+            )
+        )
         counts = _stream_counts(s, migration_id)
         bad = _quarantine_counts(s, migration_id)
     items = []
     for st in streams:
         c = counts.get(st.id, {"total": 0, "done": 0, "failed": 0, "rows": 0})
-        items.append({"name": st.name, "state": st.state, "rows_loaded": c["rows"],
-                      "rows_quarantined": bad.get(st.id, 0), "chunks_total": c["total"],
-                      "chunks_done": c["done"], "chunks_failed": c["failed"],
-                      "fully_planned": st.fully_planned, "started_at": _iso(st.started_at),
-                      "finished_at": _iso(st.finished_at)})
+        items.append(
+            {
+                "name": st.name,
+                "state": st.state,
+                "rows_loaded": c["rows"],
+                "rows_quarantined": bad.get(st.id, 0),
+                "chunks_total": c["total"],
+                "chunks_done": c["done"],
+                "chunks_failed": c["failed"],
+                "fully_planned": st.fully_planned,
+                "started_at": _iso(st.started_at),
+                "finished_at": _iso(st.finished_at),
+            }
+        )
     view = _summary(mig)
     view["streams"] = items
     view.update(_progress(mig, items, now))
@@ -79,11 +96,19 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
 
 
 def _summary(mig: Migration) -> dict[str, Any]:
-    return {"id": mig.id, "name": mig.name, "state": mig.state,
-            "waiting_reason": mig.waiting_reason, "error": mig.error,
-            "source": _endpoint(mig.spec, "source"), "target": _endpoint(mig.spec, "target"),
-            "created_at": _iso(mig.created_at), "started_at": _iso(mig.started_at),
-            "finished_at": _iso(mig.finished_at), "updated_at": _iso(mig.updated_at)}
+    return {
+        "id": mig.id,
+        "name": mig.name,
+        "state": mig.state,
+        "waiting_reason": mig.waiting_reason,
+        "error": mig.error,
+        "source": _endpoint(mig.spec, "source"),
+        "target": _endpoint(mig.spec, "target"),
+        "created_at": _iso(mig.created_at),
+        "started_at": _iso(mig.started_at),
+        "finished_at": _iso(mig.finished_at),
+        "updated_at": _iso(mig.updated_at),
+    }
 
 
 def _progress(mig: Migration, streams: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
@@ -99,12 +124,21 @@ def _progress(mig: Migration, streams: list[dict[str, Any]], now: datetime) -> d
     if mig.state == MigrationState.RUNNING and planned and done and rate > 0:
         per_chunk = (loaded + bad) / done
         eta = round((total - done) * per_chunk / rate, 1)
-    return {"rows_loaded": loaded, "rows_quarantined": bad, "chunks_total": total,
-            "chunks_done": done, "fully_planned": planned, "elapsed_s": round(elapsed, 3),
-            "throughput_rows_per_s": round(rate, 1), "eta_s": eta}
+    return {
+        "rows_loaded": loaded,
+        "rows_quarantined": bad,
+        "chunks_total": total,
+        "chunks_done": done,
+        "fully_planned": planned,
+        "elapsed_s": round(elapsed, 3),
+        "throughput_rows_per_s": round(rate, 1),
+        "eta_s": eta,
+    }
 
 
-def list_migrations(db: StateDB, state: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+def list_migrations(
+    db: StateDB, state: str | None = None, limit: int = 100
+) -> list[dict[str, Any]]:
     with db.session() as s:
         q = select(Migration).order_by(Migration.created_at.desc(), Migration.id).limit(limit)
         if state:
@@ -113,23 +147,44 @@ def list_migrations(db: StateDB, state: str | None = None, limit: int = 100) -> 
 
 
 def chunk_view(c: Chunk, stream: str) -> dict[str, Any]:
-    return {"id": c.id, "stream": stream, "seq": c.seq, "state": c.state, "step": c.step,
-            "lower": c.lower, "upper": c.upper,
-            "attempts": c.attempts, "retries": c.retries, "worker": c.worker,
-            "lease_owner": c.lease_owner, "rows_in": c.rows_in, "rows_out": c.rows_out,
-            "rows_quarantined": c.rows_quarantined, "last_error": c.last_error,
-            "created_at": _iso(c.created_at), "started_at": _iso(c.started_at),
-            "finished_at": _iso(c.finished_at), "extract_ms": c.extract_ms,
-            "transform_ms": c.transform_ms, "load_ms": c.load_ms}
+    return {
+        "id": c.id,
+        "stream": stream,
+        "seq": c.seq,
+        "state": c.state,
+        "step": c.step,
+        "lower": c.lower,
+        "upper": c.upper,
+        "attempts": c.attempts,
+        "retries": c.retries,
+        "worker": c.worker,
+        "lease_owner": c.lease_owner,
+        "rows_in": c.rows_in,
+        "rows_out": c.rows_out,
+        "rows_quarantined": c.rows_quarantined,
+        "last_error": c.last_error,
+        "created_at": _iso(c.created_at),
+        "started_at": _iso(c.started_at),
+        "finished_at": _iso(c.finished_at),
+        "extract_ms": c.extract_ms,
+        "transform_ms": c.transform_ms,
+        "load_ms": c.load_ms,
+    }
 
 
-def list_chunks(db: StateDB, migration_id: str, state: str | None = None,
-                limit: int = 1000) -> list[dict[str, Any]]:
+def list_chunks(
+    db: StateDB, migration_id: str, state: str | None = None, limit: int = 1000
+) -> list[dict[str, Any]]:
     with db.session() as s:
         if s.get(Migration, migration_id) is None:
             raise NotFound(f"no migration {migration_id}")
-        q = (select(Chunk, Stream.name).join(Stream, Stream.id == Chunk.stream_id)
-             .where(Chunk.migration_id == migration_id).order_by(Chunk.id).limit(limit))
+        q = (
+            select(Chunk, Stream.name)
+            .join(Stream, Stream.id == Chunk.stream_id)
+            .where(Chunk.migration_id == migration_id)
+            .order_by(Chunk.id)
+            .limit(limit)
+        )
         if state:
             q = q.where(Chunk.state == state)
         return [chunk_view(c, name) for c, name in s.execute(q).all()]
@@ -137,8 +192,14 @@ def list_chunks(db: StateDB, migration_id: str, state: str | None = None,
 
 def list_quarantine(db: StateDB, migration_id: str, limit: int = 1000) -> list[dict[str, Any]]:
     with db.session() as s:
-        q = (select(QuarantinedRow, Stream.name).join(Stream, Stream.id == QuarantinedRow.stream_id)
-             .where(QuarantinedRow.migration_id == migration_id)
-             .order_by(QuarantinedRow.id).limit(limit))
-        return [{"stream": name, "chunk_id": r.chunk_id, "key": r.key, "reason": r.reason,
-                 "row": r.row} for r, name in s.execute(q).all()]
+        q = (
+            select(QuarantinedRow, Stream.name)
+            .join(Stream, Stream.id == QuarantinedRow.stream_id)
+            .where(QuarantinedRow.migration_id == migration_id)
+            .order_by(QuarantinedRow.id)
+            .limit(limit)
+        )
+        return [
+            {"stream": name, "chunk_id": r.chunk_id, "key": r.key, "reason": r.reason, "row": r.row}
+            for r, name in s.execute(q).all()
+        ]

@@ -21,8 +21,9 @@ class WorkerInfo:
     probe_url: str | None
 
 
-def heartbeat(db: StateDB, info: WorkerInfo, *, state: str, in_flight: int,
-              steps_done: int) -> None:
+def heartbeat(
+    db: StateDB, info: WorkerInfo, *, state: str, in_flight: int, steps_done: int
+) -> None:
     """Insert or refresh this worker's row (by the DB's clock)."""
     with db.session() as s:
         now = db.now(s)
@@ -50,8 +51,9 @@ def mark_stopped(db: StateDB, name: str, steps_done: int) -> None:
             row.heartbeat_at = db.now(s)
 
 
-def list_workers(db: StateDB, *, include_stopped: bool = False,
-                 stale_after_s: float = 60.0) -> list[dict[str, object]]:
+def list_workers(
+    db: StateDB, *, include_stopped: bool = False, stale_after_s: float = 60.0
+) -> list[dict[str, object]]:
     """Workers seen recently, newest first; a silent worker is reported as ``stopped``."""
     with db.session() as s:
         now = db.now(s)
@@ -63,8 +65,18 @@ def list_workers(db: StateDB, *, include_stopped: bool = False,
             state = WorkerState.STOPPED
         if state == WorkerState.STOPPED and not include_stopped:
             continue
-        out.append({"name": w.name, "version": w.version, "host": w.host, "pid": w.pid,
-                    "state": state, "in_flight": w.in_flight, "steps_done": w.steps_done,
-                    "probe_url": w.probe_url, "started_at": w.started_at.isoformat() + "Z",
-                    "last_heartbeat": w.heartbeat_at.isoformat() + "Z"})
+        out.append(
+            {
+                "name": w.name,
+                "version": w.version,
+                "host": w.host,
+                "pid": w.pid,
+                "state": state,
+                "in_flight": w.in_flight,
+                "steps_done": w.steps_done,
+                "probe_url": w.probe_url,
+                "started_at": w.started_at.isoformat() + "Z",
+                "last_heartbeat": w.heartbeat_at.isoformat() + "Z",
+            }
+        )
     return out

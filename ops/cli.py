@@ -76,8 +76,17 @@ def worker(celery_args: tuple[str, ...]) -> None:
     args = list(celery_args)
     if not any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in args):
         args += ["-n", f"baton-{secrets.token_hex(3)}@%h"]
-    argv = [sys.executable, "-m", "celery", "-A", "worker", "worker",
-            "--without-mingle", "--without-gossip", *args]
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "worker",
+        "worker",
+        "--without-mingle",
+        "--without-gossip",
+        *args,
+    ]
     sys.stdout.flush()
     os.execv(sys.executable, argv)  # exec: signals reach Celery's main process directly
 
@@ -95,9 +104,11 @@ def up(count: int, port: int, home: Path) -> None:
 
     system = Embedded(home=home, api_port=port)
     system.start(workers=count)
-    click.echo(f"Baton is up: API {system.env['BATON_API_URL']}, broker "
-               f"{system.env['BATON_BROKER_URL']}, {count} workers; logs in {home}/logs. "
-               "Ctrl-C stops everything.")
+    click.echo(
+        f"Baton is up: API {system.env['BATON_API_URL']}, broker "
+        f"{system.env['BATON_BROKER_URL']}, {count} workers; logs in {home}/logs. "
+        "Ctrl-C stops everything."
+    )
     stopping = False
 
     def _stop(*_: Any) -> None:
@@ -155,8 +166,11 @@ def status(migration_id: str | None, as_json: bool) -> None:
     from ops.progress import print_list, print_migration
 
     client = ApiClient.from_settings(load_settings())
-    data = client.get(f"/api/v1/migrations/{migration_id}") if migration_id else client.get(
-        "/api/v1/migrations")
+    data = (
+        client.get(f"/api/v1/migrations/{migration_id}")
+        if migration_id
+        else client.get("/api/v1/migrations")
+    )
     if as_json:
         click.echo(json.dumps(data, indent=2))
     elif migration_id:

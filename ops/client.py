@@ -60,9 +60,12 @@ class ApiClient:
 
     def post(self, path: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
         try:
-            resp = self.session.post(self.base + path, data=orjson.dumps(body),
-                                     headers={"Content-Type": "application/json",
-                                              **(headers or {})}, timeout=self.timeout)
+            resp = self.session.post(
+                self.base + path,
+                data=orjson.dumps(body),
+                headers={"Content-Type": "application/json", **(headers or {})},
+                timeout=self.timeout,
+            )
         except requests.ConnectionError as exc:
             raise click.ClickException(f"cannot reach the API at {self.base}: {exc}") from None
         return self._check(resp)

@@ -34,14 +34,18 @@ def run_demo(home: Path, scale: float = 1.0) -> int:
         shutil.rmtree(home)
     home.mkdir(parents=True)
     stats = build_legacy_db(home / "legacy.db", scale=scale)
-    console.print(f"[bold]1.[/] built the legacy DB: {stats.total_rows:,} rows in "
-                  f"{len(stats.rows)} tables, {sum(stats.dirty.values())} of them dirty")
+    console.print(
+        f"[bold]1.[/] built the legacy DB: {stats.total_rows:,} rows in "
+        f"{len(stats.rows)} tables, {sum(stats.dirty.values())} of them dirty"
+    )
     system = Embedded(home=home, api_port=free_port())
     try:
         system.start(workers=2)
         console.print("[bold]2.[/] embedded Redis, SQLite state DB, API and 2 workers are up")
-        spec = demo_spec(f"sqlite:///{(home / 'legacy.db').resolve()}",
-                         f"sqlite:///{(home / 'cloud.db').resolve()}")
+        spec = demo_spec(
+            f"sqlite:///{(home / 'legacy.db').resolve()}",
+            f"sqlite:///{(home / 'cloud.db').resolve()}",
+        )
         client = ApiClient(system.env["BATON_API_URL"])
         mig = client.submit(spec, idempotency_key="demo")
         console.print(f"[bold]3.[/] submitted migration {mig['id']}")
@@ -59,8 +63,9 @@ def _progress(client: ApiClient, migration_id: str) -> dict[str, Any]:
     return client.get(f"/api/v1/migrations/{migration_id}")  # type: ignore[no-any-return]
 
 
-def _rolling_restart(system: Embedded, client: ApiClient, migration_id: str,
-                     at_rows: int) -> dict[str, Any]:
+def _rolling_restart(
+    system: Embedded, client: ApiClient, migration_id: str, at_rows: int
+) -> dict[str, Any]:
     """Once ``at_rows`` rows are in, replace each old worker by a new one."""
     while True:
         mig = _progress(client, migration_id)
@@ -75,8 +80,10 @@ def _rolling_restart(system: Embedded, client: ApiClient, migration_id: str,
     for proc in old:
         system.add_worker()
         shutdowns.append(system.stop_worker(proc))
-    console.print(f"[bold]4.[/] rolling restart at {at_rows:,} rows: {len(old)} workers "
-                  f"replaced, warm shutdowns took {', '.join(f'{s:.1f}s' for s in shutdowns)}")
+    console.print(
+        f"[bold]4.[/] rolling restart at {at_rows:,} rows: {len(old)} workers "
+        f"replaced, warm shutdowns took {', '.join(f'{s:.1f}s' for s in shutdowns)}"
+    )
     return {"at_rows": at_rows, "replaced": len(old), "shutdown_s": shutdowns}
 
 
@@ -109,24 +116,46 @@ def _verify(spec: dict[str, Any], home: Path, quarantined: Any) -> list[StreamCh
         target.dispose()
 
 
-def _summary(mig: dict[str, Any], checks: list[StreamCheck], deploy: dict[str, Any],
-             dirty: dict[str, int], elapsed: float) -> int:
-    table = Table("stream", "source rows", "loaded", "quarantined", "missing", "unexpected",
-                  "different", "verified")
+def _summary(
+    mig: dict[str, Any],
+    checks: list[StreamCheck],
+    deploy: dict[str, Any],
+    dirty: dict[str, int],
+    elapsed: float,
+) -> int:
+    table = Table(
+        "stream",
+        "source rows",
+        "loaded",
+        "quarantined",
+        "missing",
+        "unexpected",
+        "different",
+        "verified",
+    )
     by_name = {st["name"]: st for st in mig["streams"]}
     ok = mig["state"] == "succeeded"
     for c in checks:
         st = by_name[c.name]
         good = c.ok and st["rows_quarantined"] == c.bad_rows and st["rows_loaded"] == c.target_rows
         ok = ok and good
-        table.add_row(c.name, f"{c.source_rows:,}", f"{st['rows_loaded']:,}",
-                      str(st["rows_quarantined"]), str(len(c.missing)), str(len(c.unexpected)),
-                      str(len(c.different)), "[green]yes[/]" if good else "[red]NO[/]")
+        table.add_row(
+            c.name,
+            f"{c.source_rows:,}",
+            f"{st['rows_loaded']:,}",
+            str(st["rows_quarantined"]),
+            str(len(c.missing)),
+            str(len(c.unexpected)),
+            str(len(c.different)),
+            "[green]yes[/]" if good else "[red]NO[/]",
+        )
     console.print(table)
     verdict = "[green]VERIFIED[/]" if ok else "[red]FAILED[/]"
-    console.print(f"{verdict}: migration {mig['state']} in {mig['elapsed_s']:.1f}s "
-                  f"({mig['throughput_rows_per_s']:,.0f} rows/s) through a rolling restart of "
-                  f"{deploy['replaced']} workers at {deploy['at_rows']:,} rows; "
-                  f"{sum(dirty.values())} dirty rows quarantined with their reasons; "
-                  f"demo took {elapsed:.0f}s")
+    console.print(
+        f"{verdict}: migration {mig['state']} in {mig['elapsed_s']:.1f}s "
+        f"({mig['throughput_rows_per_s']:,.0f} rows/s) through a rolling restart of "
+        f"{deploy['replaced']} workers at {deploy['at_rows']:,} rows; "
+        f"{sum(dirty.values())} dirty rows quarantined with their reasons; "
+        f"demo took {elapsed:.0f}s"
+    )
     return 0 if ok else 1

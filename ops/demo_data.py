@@ -88,24 +88,86 @@ CREATE TABLE InvoiceLine (
 
 #: (display name, ASCII handle for the e-mail address); unicode on purpose.
 FIRST_NAMES = (
-    ("Zoë", "zoe"), ("Łukasz", "lukasz"), ("李", "li"), ("José", "jose"), ("Anaïs", "anais"),
-    ("Søren", "soren"), ("Björn", "bjorn"), ("Siobhán", "siobhan"), ("Дмитрий", "dmitry"),
-    ("Ngọc", "ngoc"), ("Françoise", "francoise"), ("Ángel", "angel"), ("Mary", "mary"),
-    ("John", "john"), ("Aisha", "aisha"), ("Kenji", "kenji"), ("Olga", "olga"), ("Priya", "priya"),
+    ("Zoë", "zoe"),
+    ("Łukasz", "lukasz"),
+    ("李", "li"),
+    ("José", "jose"),
+    ("Anaïs", "anais"),
+    ("Søren", "soren"),
+    ("Björn", "bjorn"),
+    ("Siobhán", "siobhan"),
+    ("Дмитрий", "dmitry"),
+    ("Ngọc", "ngoc"),
+    ("Françoise", "francoise"),
+    ("Ángel", "angel"),
+    ("Mary", "mary"),
+    ("John", "john"),
+    ("Aisha", "aisha"),
+    ("Kenji", "kenji"),
+    ("Olga", "olga"),
+    ("Priya", "priya"),
 )
 LAST_NAMES = (
-    ("Müller", "muller"), ("Nowak", "nowak"), ("王", "wang"), ("García", "garcia"),
-    ("O'Brien", "obrien"), ("Øvergaard", "overgaard"), ("Nguyễn", "nguyen"), ("Smith", "smith"),
-    ("Kowalczyk", "kowalczyk"), ("Fernández", "fernandez"), ("Ivanova", "ivanova"),
-    ("Tanaka", "tanaka"), ("Dubois", "dubois"), ("Patel", "patel"), ("Lindqvist", "lindqvist"),
+    ("Müller", "muller"),
+    ("Nowak", "nowak"),
+    ("王", "wang"),
+    ("García", "garcia"),
+    ("O'Brien", "obrien"),
+    ("Øvergaard", "overgaard"),
+    ("Nguyễn", "nguyen"),
+    ("Smith", "smith"),
+    ("Kowalczyk", "kowalczyk"),
+    ("Fernández", "fernandez"),
+    ("Ivanova", "ivanova"),
+    ("Tanaka", "tanaka"),
+    ("Dubois", "dubois"),
+    ("Patel", "patel"),
+    ("Lindqvist", "lindqvist"),
 )
-COUNTRIES = ("France", "Germany", "Poland", "China", "Spain", "Denmark", "Sweden", "Ireland",
-             "Russia", "Vietnam", "USA", "Japan", "India", "Brazil", "United Kingdom")
+COUNTRIES = (
+    "France",
+    "Germany",
+    "Poland",
+    "China",
+    "Spain",
+    "Denmark",
+    "Sweden",
+    "Ireland",
+    "Russia",
+    "Vietnam",
+    "USA",
+    "Japan",
+    "India",
+    "Brazil",
+    "United Kingdom",
+)
 DOMAINS = ("example.com", "mail.example.org", "corp.example.net")
-ADJECTIVES = ("Classic", "Deluxe", "Compact", "Heavy-Duty", "Eco", "Pro", "Mini", "Café",
-              "Ultra", "Vintage")
-NOUNS = ("Stapler", "Desk Lamp", "Notebook", "Chair", "Monitor Arm", "Kettle", "Backpack",
-         "Headset", "Whiteboard", "Label Printer", "Shredder", "Crème Brûlée Torch")
+ADJECTIVES = (
+    "Classic",
+    "Deluxe",
+    "Compact",
+    "Heavy-Duty",
+    "Eco",
+    "Pro",
+    "Mini",
+    "Café",
+    "Ultra",
+    "Vintage",
+)
+NOUNS = (
+    "Stapler",
+    "Desk Lamp",
+    "Notebook",
+    "Chair",
+    "Monitor Arm",
+    "Kettle",
+    "Backpack",
+    "Headset",
+    "Whiteboard",
+    "Label Printer",
+    "Shredder",
+    "Crème Brûlée Torch",
+)
 
 Row = tuple[Any, ...]
 Tables = dict[str, list[Row]]
@@ -158,8 +220,12 @@ def demo_spec(source_url: str, target_url: str, *, chunk_rows: int = 2000) -> di
         "chunk_rows": chunk_rows,
         "on_bad_row": "quarantine",
         "max_bad_rows": 10_000,
-        "streams": [_customers_stream(), _products_stream(), _invoices_stream(),
-                    _invoice_lines_stream()],
+        "streams": [
+            _customers_stream(),
+            _products_stream(),
+            _invoices_stream(),
+            _invoice_lines_stream(),
+        ],
     }
 
 
@@ -179,7 +245,9 @@ _TENANT = {"value": "acme"}
 
 def _customers_stream() -> dict[str, Any]:
     return {
-        "source_table": "Customer", "target_table": "customers", "key": "CustomerId",
+        "source_table": "Customer",
+        "target_table": "customers",
+        "key": "CustomerId",
         "create_target": True,
         "columns": {
             "customer_id": "CustomerId",
@@ -197,7 +265,9 @@ def _customers_stream() -> dict[str, Any]:
 
 def _products_stream() -> dict[str, Any]:
     return {
-        "source_table": "Product", "target_table": "products", "key": "Sku",
+        "source_table": "Product",
+        "target_table": "products",
+        "key": "Sku",
         "create_target": True,
         "columns": {
             "sku": "Sku",
@@ -211,8 +281,11 @@ def _products_stream() -> dict[str, Any]:
 
 def _invoices_stream() -> dict[str, Any]:
     return {
-        "source_table": "Invoice", "target_table": "invoices", "key": "InvoiceId",
-        "create_target": True, "after": ["customers"],
+        "source_table": "Invoice",
+        "target_table": "invoices",
+        "key": "InvoiceId",
+        "create_target": True,
+        "after": ["customers"],
         "columns": {
             "invoice_id": "InvoiceId",
             "customer_id": "CustomerId",
@@ -226,8 +299,11 @@ def _invoices_stream() -> dict[str, Any]:
 
 def _invoice_lines_stream() -> dict[str, Any]:
     return {
-        "source_table": "InvoiceLine", "target_table": "invoice_lines",
-        "key": ["InvoiceId", "LineNo"], "create_target": True, "after": ["invoices"],
+        "source_table": "InvoiceLine",
+        "target_table": "invoice_lines",
+        "key": ["InvoiceId", "LineNo"],
+        "create_target": True,
+        "after": ["invoices"],
         "columns": {
             "invoice_id": "InvoiceId",
             "line_no": "LineNo",
@@ -270,8 +346,7 @@ def _generate(scale: float, rng: random.Random) -> Tables:
     _inject(rng, customers, [(6, BAD_DATES)])
     _inject(rng, invoices, [(2, BAD_DATES), (4, (BAD_STATUS,))])
     _inject(rng, lines, [(3, BAD_QUANTITIES)])
-    return {"Customer": customers, "Product": products, "Invoice": invoices,
-            "InvoiceLine": lines}
+    return {"Customer": customers, "Product": products, "Invoice": invoices, "InvoiceLine": lines}
 
 
 def _email(rng: random.Random, first: str, last: str, customer_id: int) -> str | None:
@@ -297,10 +372,18 @@ def _customers(rng: random.Random, n: int) -> tuple[list[Row], list[int]]:
         ordinal = start + rng.randrange(span)
         joined.append(ordinal)
         rep = None if rng.random() < 0.1 else rng.randint(1, 8)
-        rows.append((
-            cid, first, last, _email(rng, first_ascii, last_ascii, cid), rng.choice(COUNTRIES),
-            rep, _legacy_date(ordinal), _money(rng.randrange(-5_000, 250_000)),
-        ))
+        rows.append(
+            (
+                cid,
+                first,
+                last,
+                _email(rng, first_ascii, last_ascii, cid),
+                rng.choice(COUNTRIES),
+                rep,
+                _legacy_date(ordinal),
+                _money(rng.randrange(-5_000, 250_000)),
+            )
+        )
     return rows, joined
 
 
@@ -350,7 +433,7 @@ def _inject(
     for turn, index in enumerate(sorted(chosen)):
         column, bad_values = faults[turn % len(faults)]
         row = rows[index]
-        rows[index] = (*row[:column], rng.choice(bad_values), *row[column + 1:])
+        rows[index] = (*row[:column], rng.choice(bad_values), *row[column + 1 :])
 
 
 # --------------------------------------------------------------------------- dirty rows

@@ -49,9 +49,23 @@ def start_redis(port: int, workdir: Path) -> subprocess.Popen[bytes]:
     """A throwaway Redis: no persistence, ``noeviction`` (queues must never be evicted)."""
     workdir.mkdir(parents=True, exist_ok=True)
     proc = subprocess.Popen(
-        [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--maxmemory-policy", "noeviction", "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            redis_server_binary(),
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--maxmemory-policy",
+            "noeviction",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     client = redis.Redis(port=port)
     for _ in range(100):
@@ -82,13 +96,29 @@ class Embedded:
         self.home.mkdir(parents=True, exist_ok=True)
         port = free_port()
         self.redis_proc = start_redis(port, self.home / "redis")
-        self.env = {**os.environ, "BATON_BROKER_URL": f"redis://127.0.0.1:{port}/0",
-                    "BATON_DATABASE_URL": f"sqlite:///{(self.home / 'state.db').resolve()}",
-                    "BATON_AUTH": "off", "BATON_API_URL": f"http://127.0.0.1:{self.api_port}",
-                    **self.extra_env}
+        self.env = {
+            **os.environ,
+            "BATON_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+            "BATON_DATABASE_URL": f"sqlite:///{(self.home / 'state.db').resolve()}",
+            "BATON_AUTH": "off",
+            "BATON_API_URL": f"http://127.0.0.1:{self.api_port}",
+            **self.extra_env,
+        }
         upgrade(self.env["BATON_DATABASE_URL"])
-        self.api_proc = self._spawn("api", [sys.executable, "-m", "ops.cli", "api", "--dev",
-                                            "--host", "127.0.0.1", "--port", str(self.api_port)])
+        self.api_proc = self._spawn(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "ops.cli",
+                "api",
+                "--dev",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.api_port),
+            ],
+        )
         for _ in range(workers):
             self.add_worker()
         self.wait_api()
@@ -102,8 +132,10 @@ class Embedded:
     def add_worker(self) -> subprocess.Popen[bytes]:
         self._seq += 1
         name = f"worker{self._seq}"
-        proc = self._spawn(name, [sys.executable, "-m", "ops.cli", "worker", "-n",
-                                  f"{name}@%h", "--loglevel", "INFO"])
+        proc = self._spawn(
+            name,
+            [sys.executable, "-m", "ops.cli", "worker", "-n", f"{name}@%h", "--loglevel", "INFO"],
+        )
         self.workers.append(proc)
         return proc
 
@@ -132,8 +164,8 @@ class Embedded:
         return time.monotonic() - started
 
     def stop(self) -> None:
-        for proc in list(self.workers):
-            self.stop_worker(proc)
+        for worker in list(self.workers):
+            self.stop_worker(worker)
         for proc in (self.api_proc, self.redis_proc):
             if proc is not None and proc.poll() is None:
                 proc.terminate()

@@ -22,5 +22,15 @@ class _App(BaseApplication):  # type: ignore[misc]
 
 
 def serve(app: Any, bind: str, workers: int) -> None:
-    _App(app, {"bind": bind, "workers": workers, "worker_class": "gthread", "threads": 4,
-               "graceful_timeout": 20, "timeout": 60, "accesslog": "-"}).run()
+    _App(
+        app,
+        {
+            "bind": bind,
+            "workers": workers,
+            "worker_class": "gthread",
+            "threads": 4,
+            "graceful_timeout": 20,
+            "timeout": 60,
+            "accesslog": "-",
+        },
+    ).run()

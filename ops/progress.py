@@ -22,21 +22,33 @@ def _eta(mig: dict[str, Any]) -> str:
 
 def watch(client: ApiClient, migration_id: str, poll_s: float = 0.5) -> dict[str, Any]:
     """A progress bar (chunks done, rows/s, ETA) until the migration ends; return its view."""
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(),
-               TextColumn("{task.completed}/{task.total} chunks"),
-               TextColumn("{task.fields[rows]} rows · {task.fields[rate]} rows/s · "
-                          "ETA {task.fields[eta]} · {task.fields[state]}"),
-               TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} chunks"),
+        TextColumn(
+            "{task.fields[rows]} rows · {task.fields[rate]} rows/s · "
+            "ETA {task.fields[eta]} · {task.fields[state]}"
+        ),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task("migrating", total=None, rows=0, rate=0, eta="—", state="")
         while True:
             mig = client.get(f"/api/v1/migrations/{migration_id}")
-            state = mig["state"] + (f" ({mig['waiting_reason']})" if mig.get("waiting_reason")
-                                    else "")
+            state = mig["state"] + (
+                f" ({mig['waiting_reason']})" if mig.get("waiting_reason") else ""
+            )
             total = mig["chunks_total"] if mig.get("fully_planned") else None
-            progress.update(task, completed=mig["chunks_done"], total=total,
-                            rows=mig["rows_loaded"], rate=int(mig["throughput_rows_per_s"]),
-                            eta=_eta(mig), state=state)
+            progress.update(
+                task,
+                completed=mig["chunks_done"],
+                total=total,
+                rows=mig["rows_loaded"],
+                rate=int(mig["throughput_rows_per_s"]),
+                eta=_eta(mig),
+                state=state,
+            )
             if mig["state"] in FINISHED:
                 break
             time.sleep(poll_s)
@@ -46,18 +58,25 @@ def watch(client: ApiClient, migration_id: str, poll_s: float = 0.5) -> dict[str
 
 def print_migration(mig: dict[str, Any]) -> None:
     colour = {"succeeded": "green", "failed": "red"}.get(mig["state"], "yellow")
-    console.print(f"[bold]{mig['name']}[/] {mig['id']}: [{colour}]{mig['state']}[/] · "
-                  f"{mig['rows_loaded']} rows loaded · {mig['rows_quarantined']} quarantined · "
-                  f"{mig['elapsed_s']:.1f}s · {mig['throughput_rows_per_s']:.0f} rows/s")
+    console.print(
+        f"[bold]{mig['name']}[/] {mig['id']}: [{colour}]{mig['state']}[/] · "
+        f"{mig['rows_loaded']} rows loaded · {mig['rows_quarantined']} quarantined · "
+        f"{mig['elapsed_s']:.1f}s · {mig['throughput_rows_per_s']:.0f} rows/s"
+    )
     if mig.get("error"):
         console.print(f"[red]error:[/] {mig['error']}")
     if mig.get("waiting_reason"):
         console.print(f"[yellow]waiting:[/] {mig['waiting_reason']}")
     table = Table("stream", "state", "rows loaded", "quarantined", "chunks", "failed")
     for st in mig["streams"]:
-        table.add_row(st["name"], st["state"], str(st["rows_loaded"]),
-                      str(st["rows_quarantined"]), f"{st['chunks_done']}/{st['chunks_total']}",
-                      str(st["chunks_failed"]))
+        table.add_row(
+            st["name"],
+            st["state"],
+            str(st["rows_loaded"]),
+            str(st["rows_quarantined"]),
+            f"{st['chunks_done']}/{st['chunks_total']}",
+            str(st["chunks_failed"]),
+        )
     console.print(table)
 
 
@@ -71,6 +90,13 @@ def print_list(items: list[dict[str, Any]]) -> None:
 def print_workers(items: list[dict[str, Any]]) -> None:
     table = Table("name", "version", "state", "in flight", "steps done", "probe", "heartbeat")
     for w in items:
-        table.add_row(w["name"], w["version"], w["state"], str(w["in_flight"]),
-                      str(w["steps_done"]), w["probe_url"] or "—", w["last_heartbeat"])
+        table.add_row(
+            w["name"],
+            w["version"],
+            w["state"],
+            str(w["in_flight"]),
+            str(w["steps_done"]),
+            w["probe_url"] or "—",
+            w["last_heartbeat"],
+        )
     console.print(table)

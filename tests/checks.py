@@ -14,8 +14,9 @@ from etl_tasks.verify import quarantine_keys, verify
 from etl_tasks.views import migration_view
 
 
-def assert_migrated(db: StateDB, migration_id: str, spec: dict[str, Any],
-                    expected_bad: dict[str, int] | None = None) -> dict[str, Any]:
+def assert_migrated(
+    db: StateDB, migration_id: str, spec: dict[str, Any], expected_bad: dict[str, int] | None = None
+) -> dict[str, Any]:
     """The migration succeeded; every stream's target equals its source; counts agree."""
     view = migration_view(db, migration_id)
     assert view["state"] == "succeeded", view
@@ -37,14 +38,18 @@ def assert_migrated(db: StateDB, migration_id: str, spec: dict[str, Any],
         if expected_bad is not None:
             assert check.bad_rows == expected_bad.get(check.name, 0), check
         assert st["chunks_done"] == st["chunks_total"] == ledger_rows.get(check.name, 0), (
-            st, ledger_rows)
+            st,
+            ledger_rows,
+        )
     return view
 
 
 def _ledger(engine: Any, migration_id: str) -> dict[str, int]:
     """Committed chunks per stream, by the target's own ledger (each chunk exactly once)."""
     with engine.connect() as conn:
-        rows = conn.execute(select(LEDGER.c.stream, func.count())
-                            .where(LEDGER.c.migration_id == migration_id)
-                            .group_by(LEDGER.c.stream)).all()
+        rows = conn.execute(
+            select(LEDGER.c.stream, func.count())
+            .where(LEDGER.c.migration_id == migration_id)
+            .group_by(LEDGER.c.stream)
+        ).all()
     return {name: n for name, n in rows}

@@ -24,20 +24,33 @@ from sqlalchemy import (
 )
 
 from etl_tasks.connectors.engines import create_sql_engine
-from etl_tasks.preflight import preflight
 from etl_tasks.control import create_migration
+from etl_tasks.preflight import preflight
 from etl_tasks.publisher import Publisher, publish_plan
 from etl_tasks.spec import parse_spec
 from etl_tasks.state.db import StateDB
 
-NAMES = ["Zoë", "Łukasz", "李雷", "José", "Ørjan", "Ана", "O'Brien", "tab\there", "line\nbreak",
-         "back\\slash", "emoji 🚀", "Smith"]
+NAMES = [
+    "Zoë",
+    "Łukasz",
+    "李雷",
+    "José",
+    "Ørjan",
+    "Ана",
+    "O'Brien",
+    "tab\there",
+    "line\nbreak",
+    "back\\slash",
+    "emoji 🚀",
+    "Smith",
+]
 BASE_TIME = datetime(2019, 3, 14, 15, 9, 26, 535000)
 
 
 def legacy_tables(metadata: MetaData) -> tuple[Table, Table]:
     customer = Table(
-        "Customer", metadata,
+        "Customer",
+        metadata,
         Column("CustomerId", Integer, primary_key=True, autoincrement=False),
         Column("FullName", Text, nullable=False),
         Column("Email", String(200)),
@@ -46,7 +59,8 @@ def legacy_tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("Active", Boolean),
     )
     line = Table(
-        "OrderLine", metadata,
+        "OrderLine",
+        metadata,
         Column("OrderId", Integer, primary_key=True, autoincrement=False),
         Column("LineNo", Integer, primary_key=True, autoincrement=False),
         Column("Sku", String(40)),
@@ -70,12 +84,22 @@ def customer_row(i: int) -> dict[str, Any]:
 def line_row(order: int, line: int, bad_every: int) -> dict[str, Any]:
     n = order * 10 + line
     qty = "many" if bad_every and n % bad_every == 0 else str(line + order % 5)
-    return {"OrderId": order, "LineNo": line, "Sku": f"SKU-{n % 97:03d}", "Qty": qty,
-            "Price": Decimal(n % 5000) / Decimal(100)}
+    return {
+        "OrderId": order,
+        "LineNo": line,
+        "Sku": f"SKU-{n % 97:03d}",
+        "Qty": qty,
+        "Price": Decimal(n % 5000) / Decimal(100),
+    }
 
 
-def build_source(url: str, customers: int = 3000, orders: int = 1000, lines_per_order: int = 3,
-                 bad_every: int = 0) -> dict[str, int]:
+def build_source(
+    url: str,
+    customers: int = 3000,
+    orders: int = 1000,
+    lines_per_order: int = 3,
+    bad_every: int = 0,
+) -> dict[str, int]:
     """Create and fill the two legacy tables; return the row count of each."""
     engine = create_sql_engine(url)
     metadata = MetaData()
@@ -84,11 +108,14 @@ def build_source(url: str, customers: int = 3000, orders: int = 1000, lines_per_
     with engine.begin() as conn:
         rows = [customer_row(i) for i in range(1, customers + 1)]
         for i in range(0, len(rows), 5000):
-            conn.execute(insert(customer), rows[i:i + 5000])
-        lines = [line_row(o, n, bad_every) for o in range(1, orders + 1)
-                 for n in range(1, lines_per_order + 1)]
+            conn.execute(insert(customer), rows[i : i + 5000])
+        lines = [
+            line_row(o, n, bad_every)
+            for o in range(1, orders + 1)
+            for n in range(1, lines_per_order + 1)
+        ]
         for i in range(0, len(lines), 5000):
-            conn.execute(insert(line), lines[i:i + 5000])
+            conn.execute(insert(line), lines[i : i + 5000])
     engine.dispose()
     return {"Customer": customers, "OrderLine": orders * lines_per_order}
 
@@ -96,12 +123,17 @@ def build_source(url: str, customers: int = 3000, orders: int = 1000, lines_per_
 def bad_lines(orders: int, lines_per_order: int, bad_every: int) -> int:
     if not bad_every:
         return 0
-    return sum(1 for o in range(1, orders + 1) for n in range(1, lines_per_order + 1)
-               if (o * 10 + n) % bad_every == 0)
+    return sum(
+        1
+        for o in range(1, orders + 1)
+        for n in range(1, lines_per_order + 1)
+        if (o * 10 + n) % bad_every == 0
+    )
 
 
-def spec_for(source_url: str, target_url: str, *, chunk_rows: int = 500,
-             **extra: Any) -> dict[str, Any]:
+def spec_for(
+    source_url: str, target_url: str, *, chunk_rows: int = 500, **extra: Any
+) -> dict[str, Any]:
     """Two streams: customers (renames, transforms, a constant) and order lines (composite key)."""
     spec: dict[str, Any] = {
         "name": "test-migration",
@@ -109,15 +141,33 @@ def spec_for(source_url: str, target_url: str, *, chunk_rows: int = 500,
         "target": {"url": target_url},
         "chunk_rows": chunk_rows,
         "streams": [
-            {"source_table": "Customer", "target_table": "Customers", "create_target": True,
-             "columns": {"CustomerId": "CustomerId", "full_name": "FullName",
-                         "email": {"from": "Email", "transform": "lower"},
-                         "Balance": "Balance", "created_at": "CreatedAt", "active": "Active",
-                         "tenant": {"value": "acme"}}},
-            {"source_table": "OrderLine", "target_table": "order_lines", "create_target": True,
-             "key": ["OrderId", "LineNo"],
-             "columns": {"OrderId": "OrderId", "LineNo": "LineNo", "sku": "Sku",
-                         "qty": {"from": "Qty", "transform": "int"}, "price": "Price"}},
+            {
+                "source_table": "Customer",
+                "target_table": "Customers",
+                "create_target": True,
+                "columns": {
+                    "CustomerId": "CustomerId",
+                    "full_name": "FullName",
+                    "email": {"from": "Email", "transform": "lower"},
+                    "Balance": "Balance",
+                    "created_at": "CreatedAt",
+                    "active": "Active",
+                    "tenant": {"value": "acme"},
+                },
+            },
+            {
+                "source_table": "OrderLine",
+                "target_table": "order_lines",
+                "create_target": True,
+                "key": ["OrderId", "LineNo"],
+                "columns": {
+                    "OrderId": "OrderId",
+                    "LineNo": "LineNo",
+                    "sku": "Sku",
+                    "qty": {"from": "Qty", "transform": "int"},
+                    "price": "Price",
+                },
+            },
         ],
     }
     spec.update(extra)
@@ -131,5 +181,3 @@ def submit(db: StateDB, publisher: Publisher, spec: dict[str, Any]) -> str:
     migration_id, _ = create_migration(db, parsed, keys)
     publish_plan(publisher, migration_id)
     return migration_id
-
-

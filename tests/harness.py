@@ -56,11 +56,17 @@ class Driver:
         if task == TASK_PLAN:
             return advance(self.rt, str(kwargs["migration_id"]))
         step: dict[str, Callable[[Runtime, int], str]] = {
-            TASK_EXTRACT: extract, TASK_TRANSFORM: transform, TASK_LOAD: load}
+            TASK_EXTRACT: extract,
+            TASK_TRANSFORM: transform,
+            TASK_LOAD: load,
+        }
         return step[task](self.rt, int(kwargs["chunk_id"]))
 
-    def run(self, max_messages: int = 10_000,
-            on_message: Callable[[str, dict[str, Any]], bool] | None = None) -> int:
+    def run(
+        self,
+        max_messages: int = 10_000,
+        on_message: Callable[[str, dict[str, Any]], bool] | None = None,
+    ) -> int:
         """Deliver until the queue is empty; ``on_message`` may return False to drop one."""
         n = 0
         while self.publisher.queue and n < max_messages:
@@ -82,18 +88,40 @@ class Driver:
 class WorkerProcess:
     """A real Baton worker (``celery -A worker worker``) in a child process."""
 
-    def __init__(self, settings: Settings, name: str, log_dir: Path, concurrency: int = 2,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        log_dir: Path,
+        concurrency: int = 2,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.name = f"{name}@test"
         env = {**os.environ, **settings_env(settings), **(extra_env or {})}
         env["PYTHONPATH"] = str(ROOT)
         self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "worker", "worker", "-n", self.name,
-             "--without-mingle", "--without-gossip", "-c", str(concurrency),
-             "--loglevel", "INFO"],
-            env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "worker",
+                "-n",
+                self.name,
+                "--without-mingle",
+                "--without-gossip",
+                "-c",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+            ],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -121,7 +149,8 @@ class WorkerProcess:
             return self.proc.wait(timeout_s)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"worker did not stop within {timeout_s}s:\n{self.log()}")
+            message = f"worker did not stop within {timeout_s}s:\n{self.log()}"
+            raise AssertionError(message) from None
 
     def kill(self) -> None:
         if self.proc.poll() is None:
@@ -133,8 +162,12 @@ class WorkerProcess:
         self._log.close()
 
 
-def wait_for(predicate: Callable[[], Any], timeout_s: float = 60, interval_s: float = 0.1,
-             what: str = "condition") -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout_s: float = 60,
+    interval_s: float = 0.1,
+    what: str = "condition",
+) -> Any:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         value = predicate()

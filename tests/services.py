@@ -23,7 +23,9 @@ from sqlalchemy.engine import make_url
 from ops.embedded import free_port, start_redis
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
-PG_ADMIN_URL = os.environ.get("BATON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get(
+    "BATON_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 REDIS_URL = os.environ.get("BATON_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
@@ -36,8 +38,14 @@ def unavailable(what: str) -> None:
 
 def _pg_params(url: str) -> dict[str, object]:
     u = make_url(url)
-    return {"host": u.host or "127.0.0.1", "port": u.port or 5432, "user": u.username or "postgres",
-            "password": u.password, "dbname": u.database or "postgres", "connect_timeout": 3}
+    return {
+        "host": u.host or "127.0.0.1",
+        "port": u.port or 5432,
+        "user": u.username or "postgres",
+        "password": u.password,
+        "dbname": u.database or "postgres",
+        "connect_timeout": 3,
+    }
 
 
 def postgres_answers() -> bool:
@@ -100,7 +108,7 @@ def delete_prefix(url: str, prefix: str) -> None:
     with client:
         batch = list(client.scan_iter(match=f"{prefix}*", count=1000))
         for i in range(0, len(batch), 500):
-            client.delete(*batch[i:i + 500])
+            client.delete(*batch[i : i + 500])
 
 
 MARIADB_ADMIN_URL = os.environ.get("BATON_TEST_MARIADB_URL", "mysql://root@127.0.0.1:3306/test")
@@ -110,9 +118,15 @@ def _mariadb_connect(url: str, database: str | None = None) -> object:
     import pymysql
 
     u = make_url(url)
-    return pymysql.connect(host=u.host or "127.0.0.1", port=u.port or 3306,
-                           user=u.username or "root", password=u.password or "",
-                           database=database, connect_timeout=3, autocommit=True)
+    return pymysql.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 3306,
+        user=u.username or "root",
+        password=u.password or "",
+        database=database,
+        connect_timeout=3,
+        autocommit=True,
+    )
 
 
 def mariadb_answers() -> bool:

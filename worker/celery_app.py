@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Queue  # type: ignore[attr-defined]
 
 from etl_tasks.constants import (
     QUEUE_CONTROL,
@@ -30,8 +30,13 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     routes[TASK_PLAN] = {"queue": QUEUE_CONTROL}
     transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
     if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
-        transport.update(queue_order_strategy="priority", global_keyprefix=settings.key_prefix,
-                         socket_timeout=10, socket_connect_timeout=5, health_check_interval=15)
+        transport.update(
+            queue_order_strategy="priority",
+            global_keyprefix=settings.key_prefix,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=15,
+        )
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": transport,
@@ -76,8 +81,16 @@ class CeleryPublisher:
     def send(self, task: str, queue: str, kwargs: dict[str, object]) -> None:
         """Best effort: a message that cannot be sent is re-sent by the sweeper."""
         try:
-            self.app.send_task(task, kwargs=kwargs, queue=queue,
-                               retry_policy={"max_retries": 2, "interval_start": 0.2,
-                                             "interval_step": 0.5, "interval_max": 1})
+            self.app.send_task(
+                task,
+                kwargs=kwargs,
+                queue=queue,
+                retry_policy={
+                    "max_retries": 2,
+                    "interval_start": 0.2,
+                    "interval_step": 0.5,
+                    "interval_max": 1,
+                },
+            )
         except Exception as exc:
             log.warning("could not publish %s: %s", task, exc, extra={"task_kwargs": kwargs})

@@ -47,17 +47,18 @@ class Lifecycle:
         install_runtime(lambda: Runtime(self.settings, CeleryPublisher(self.app), self.name))
 
     def on_ready(self, **_: Any) -> None:
-        server = start_probe(self.probe, self.settings.worker_http_host,
-                             self.settings.worker_http_port)
+        server = start_probe(
+            self.probe, self.settings.worker_http_host, self.settings.worker_http_port
+        )
         probe_url = None
         if server is not None:
             host, port = server.server_address[:2]
             probe_url = f"http://{self._advertised(str(host))}:{port}"
         from etl_tasks import __version__
+
         self.info = WorkerInfo(self.name, __version__, socket.gethostname(), os.getpid(), probe_url)
         self.probe.ready = True
-        self._thread = threading.Thread(target=self._background, name="baton-sweeper",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._background, name="baton-sweeper", daemon=True)
         self._thread.start()
         log.info("worker %s ready (probe %s)", self.name, probe_url)
 
@@ -79,8 +80,12 @@ class Lifecycle:
             mark_stopped(runtime().db, self.name, snap["steps_done"])
         except Exception as exc:  # the state DB may be the thing that is down
             log.warning("could not mark worker stopped: %s", exc)
-        log.info("worker %s stopped: steps done=%d, in flight=%d", self.name,
-                 snap["steps_done"], snap["in_flight"])
+        log.info(
+            "worker %s stopped: steps done=%d, in flight=%d",
+            self.name,
+            snap["steps_done"],
+            snap["in_flight"],
+        )
 
     def _stop_consuming(self) -> None:
         """Drain: stop taking steps; the one in hand finishes."""
@@ -110,8 +115,13 @@ class Lifecycle:
         snap = self.probe.snapshot()
         state = WorkerState.DRAINING if snap["draining"] else WorkerState.ACTIVE
         try:
-            heartbeat(runtime().db, self.info, state=state, in_flight=snap["in_flight"],
-                      steps_done=snap["steps_done"])
+            heartbeat(
+                runtime().db,
+                self.info,
+                state=state,
+                in_flight=snap["in_flight"],
+                steps_done=snap["steps_done"],
+            )
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
 

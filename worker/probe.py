@@ -40,9 +40,12 @@ class ProbeState:
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
-            return {"draining": self.draining, "in_flight": self.in_flight,
-                    "may_shut_down": self.draining and self.in_flight == 0,
-                    "steps_done": self.steps_done}
+            return {
+                "draining": self.draining,
+                "in_flight": self.in_flight,
+                "may_shut_down": self.draining and self.in_flight == 0,
+                "steps_done": self.steps_done,
+            }
 
     def drain(self) -> None:
         with self._lock:

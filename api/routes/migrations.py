@@ -94,8 +94,12 @@ def quarantine(migration_id: str) -> ResponseReturnValue:
     return jsonify({"items": views.list_quarantine(_ext().db, migration_id)})
 
 
-_CONTROLS = {"pause": control.pause, "resume": control.resume,
-             "cancel": control.cancel, "retry": control.retry}
+_CONTROLS = {
+    "pause": control.pause,
+    "resume": control.resume,
+    "cancel": control.cancel,
+    "retry": control.retry,
+}
 
 
 @bp.post("/<migration_id>/<action>")

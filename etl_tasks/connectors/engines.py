@@ -20,8 +20,12 @@ from sqlalchemy.pool import NullPool
 
 log = logging.getLogger(__name__)
 
-_DRIVERS = {"postgresql": "postgresql+psycopg2", "postgres": "postgresql+psycopg2",
-            "mysql": "mysql+pymysql", "mariadb": "mariadb+pymysql"}
+_DRIVERS = {
+    "postgresql": "postgresql+psycopg2",
+    "postgres": "postgresql+psycopg2",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -42,8 +46,9 @@ def redact(url: str) -> str:
         u = normalize_url(url)
     except Exception:  # an unparsable URL is shown by its scheme only
         return url.split(":", 1)[0] + "://…"
-    query = {k: ("***" if any(p in k.lower() for p in _SECRET_PARAMS) else v)
-             for k, v in u.query.items()}
+    query = {
+        k: ("***" if any(p in k.lower() for p in _SECRET_PARAMS) else v) for k, v in u.query.items()
+    }
     return u.set(query=query).render_as_string(hide_password=True)
 
 

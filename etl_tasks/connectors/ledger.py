@@ -68,20 +68,34 @@ def claim(conn: Connection, migration_id: str, stream: str, chunk_id: int, token
     """Insert the chunk's ledger row first: a concurrent load of the same chunk waits on it."""
     conn.execute(
         insert(LEDGER).values(
-            migration_id=migration_id, stream=stream, chunk_id=chunk_id, fencing_token=token,
-            rows_loaded=0, rows_quarantined=0, quarantine="[]",
+            migration_id=migration_id,
+            stream=stream,
+            chunk_id=chunk_id,
+            fencing_token=token,
+            rows_loaded=0,
+            rows_quarantined=0,
+            quarantine="[]",
             committed_at=datetime.now(UTC).replace(tzinfo=None),
         )
     )
 
 
-def finish(conn: Connection, migration_id: str, stream: str, chunk_id: int,
-           rows_loaded: int, quarantine: list[QuarantineEntry]) -> None:
+def finish(
+    conn: Connection,
+    migration_id: str,
+    stream: str,
+    chunk_id: int,
+    rows_loaded: int,
+    quarantine: list[QuarantineEntry],
+) -> None:
     body = orjson.dumps([[q.key, q.reason, q.row] for q in quarantine]).decode()
     conn.execute(
         update(LEDGER)
-        .where(LEDGER.c.migration_id == migration_id, LEDGER.c.stream == stream,
-               LEDGER.c.chunk_id == chunk_id)
+        .where(
+            LEDGER.c.migration_id == migration_id,
+            LEDGER.c.stream == stream,
+            LEDGER.c.chunk_id == chunk_id,
+        )
         .values(rows_loaded=rows_loaded, rows_quarantined=len(quarantine), quarantine=body)
     )
 
@@ -89,7 +103,8 @@ def finish(conn: Connection, migration_id: str, stream: str, chunk_id: int,
 def read(conn: Connection, migration_id: str, stream: str, chunk_id: int) -> LedgerRecord | None:
     row = conn.execute(
         select(LEDGER.c.fencing_token, LEDGER.c.rows_loaded, LEDGER.c.quarantine).where(
-            LEDGER.c.migration_id == migration_id, LEDGER.c.stream == stream,
+            LEDGER.c.migration_id == migration_id,
+            LEDGER.c.stream == stream,
             LEDGER.c.chunk_id == chunk_id,
         )
     ).first()

@@ -65,8 +65,9 @@ def copy_text(rows: Sequence[Sequence[Any]]) -> io.StringIO:
     return buf
 
 
-def copy_into(dbapi_conn: Any, table_sql: str, columns_sql: str,
-              rows: Sequence[Sequence[Any]]) -> None:
+def copy_into(
+    dbapi_conn: Any, table_sql: str, columns_sql: str, rows: Sequence[Sequence[Any]]
+) -> None:
     """``COPY table (columns) FROM STDIN`` on a psycopg2 connection."""
     with dbapi_conn.cursor() as cur:
         cur.copy_expert(f"COPY {table_sql} ({columns_sql}) FROM STDIN", copy_text(rows))

@@ -75,14 +75,23 @@ def _lock(conn: Connection, name: str) -> None:
         conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(name.encode())})
 
 
-def ensure_table(engine: Engine, name: str, columns: Sequence[tuple[str, TypeEngine[Any], bool]],
-                 key: Sequence[str]) -> bool:
+def ensure_table(
+    engine: Engine,
+    name: str,
+    columns: Sequence[tuple[str, TypeEngine[Any], bool]],
+    key: Sequence[str],
+) -> bool:
     """Create the target table if it is missing; return whether it was created."""
     schema, table_name = split_name(name)
     dialect = engine.dialect.name
     cols = [
-        Column(n, _key_safe(t, dialect) if n in key else _lossless(t, dialect), primary_key=n in key,
-               nullable=(n not in key and nullable), autoincrement=False)
+        Column(
+            n,
+            _key_safe(t, dialect) if n in key else _lossless(t, dialect),
+            primary_key=n in key,
+            nullable=(n not in key and nullable),
+            autoincrement=False,
+        )
         for n, t, nullable in columns
     ]
     with engine.begin() as conn:

@@ -92,8 +92,9 @@ def range_condition(
 class SqlSource:
     """One source table of one stream, ready to be read chunk by chunk."""
 
-    def __init__(self, table: Table, key: Sequence[str], columns: Sequence[str],
-                 where: Sequence[Filter]) -> None:
+    def __init__(
+        self, table: Table, key: Sequence[str], columns: Sequence[str], where: Sequence[Filter]
+    ) -> None:
         self.table = table
         self.key_cols = [table.c[k] for k in key]
         self.columns = list(columns)

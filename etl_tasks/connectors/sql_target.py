@@ -74,8 +74,9 @@ def error_reason(exc: Exception) -> str:
 class SqlTarget:
     """One target table of one stream."""
 
-    def __init__(self, engine: Engine, table: Table, key: Sequence[str], write: WriteMode,
-                 identity_key: bool) -> None:
+    def __init__(
+        self, engine: Engine, table: Table, key: Sequence[str], write: WriteMode, identity_key: bool
+    ) -> None:
         self.engine = engine
         self.table = table
         self.key = list(key)
@@ -103,8 +104,9 @@ class SqlTarget:
                         raise PermanentError(f"the target refused a row: {bad[0][1]}")
                     quarantine = req.quarantine + [self._entry(req, row, why) for row, why in bad]
                     loaded = len(req.rows) - len(bad)
-                    ledger.finish(conn, req.migration_id, req.stream, req.chunk_id, loaded,
-                                  quarantine)
+                    ledger.finish(
+                        conn, req.migration_id, req.stream, req.chunk_id, loaded, quarantine
+                    )
                 return LoadResult(LedgerRecord(req.token, loaded, quarantine), False, direct)
             except sa_exc.IntegrityError:
                 record = self._committed(conn, req)
@@ -131,8 +133,9 @@ class SqlTarget:
         cond = range_condition(key_cols, *req.key_range)
         return not conn.execute(select(exists().where(cond))).scalar()
 
-    def _write_bisecting(self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]],
-                         *, direct: bool) -> list[tuple[tuple[Any, ...], str]]:
+    def _write_bisecting(
+        self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]], *, direct: bool
+    ) -> list[tuple[tuple[Any, ...], str]]:
         """Write rows; return the ones the target refused, each with its reason."""
         if not rows:
             return []
@@ -146,11 +149,13 @@ class SqlTarget:
             if len(rows) == 1:
                 return [(rows[0], error_reason(exc))]
         mid = len(rows) // 2
-        return (self._write_bisecting(conn, columns, rows[:mid], direct=False)
-                + self._write_bisecting(conn, columns, rows[mid:], direct=False))
+        return self._write_bisecting(
+            conn, columns, rows[:mid], direct=False
+        ) + self._write_bisecting(conn, columns, rows[mid:], direct=False)
 
-    def _write(self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]],
-               *, direct: bool) -> None:
+    def _write(
+        self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]], *, direct: bool
+    ) -> None:
         if self.dialect == "postgresql" and (direct or len(rows) >= STAGE_MIN_ROWS):
             self._pg_copy(conn, columns, rows, direct=direct)
         else:
@@ -176,8 +181,9 @@ class SqlTarget:
             index_elements=self.key, set_={c: stmt.excluded[c] for c in others}
         )
 
-    def _pg_copy(self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]],
-                 *, direct: bool) -> None:
+    def _pg_copy(
+        self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]], *, direct: bool
+    ) -> None:
         prep = conn.dialect.identifier_preparer
         cols_sql = ", ".join(prep.quote(c) for c in columns)
         table_sql = prep.format_table(self.table)

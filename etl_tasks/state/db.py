@@ -64,7 +64,10 @@ def db_now(s: Session, dialect: str) -> datetime:
 def alembic_config(url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", normalize_url(url).render_as_string(hide_password=False).replace("%", "%%"))
+    cfg.set_main_option(
+        "sqlalchemy.url",
+        normalize_url(url).render_as_string(hide_password=False).replace("%", "%%"),
+    )
     return cfg
 
 

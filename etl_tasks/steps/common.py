@@ -27,8 +27,13 @@ def run_step(rt: Runtime, chunk_id: int, step: str, body: Callable[[Claim], None
     if c is None:
         log.debug("nothing to do", extra={"chunk_id": chunk_id, "step": step})
         return "skipped"
-    ids = {"migration_id": c.migration_id, "stream": c.stream, "chunk_id": chunk_id,
-           "step": step, "token": c.token}
+    ids = {
+        "migration_id": c.migration_id,
+        "stream": c.stream,
+        "chunk_id": chunk_id,
+        "step": step,
+        "token": c.token,
+    }
     started = time.monotonic()
     try:
         body(c)

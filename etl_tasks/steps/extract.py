@@ -27,13 +27,22 @@ def _extract(rt: Runtime, c: Claim) -> None:
     engine = rt.engines.get(rt.source_url(c.migration_id))
     try:
         with engine.connect() as conn:
-            rows = binding.source.read_range(conn, codec.decode_key(c.lower),
-                                             codec.decode_key(c.upper))
+            rows = binding.source.read_range(
+                conn, codec.decode_key(c.lower), codec.decode_key(c.upper)
+            )
     except sa_exc.SQLAlchemyError as exc:
         if is_transient_error(exc):
             raise TransientError(f"source unavailable: {error_reason(exc)}") from exc
         raise PermanentError(f"source refused the read: {error_reason(exc)}") from exc
     rt.staging.put(c.chunk_id, c.token, STAGE, codec.encode_rows(binding.source.columns, rows))
-    if commit(rt, c, step="transform", stage_token=c.token, rows_in=len(rows), attempts=0,
-              extract_ms=elapsed_ms(started), queued_at=NOW):
+    if commit(
+        rt,
+        c,
+        step="transform",
+        stage_token=c.token,
+        rows_in=len(rows),
+        attempts=0,
+        extract_ms=elapsed_ms(started),
+        queued_at=NOW,
+    ):
         publish_step(rt.publisher, "transform", c.chunk_id)

@@ -32,8 +32,12 @@ def _load(rt: Runtime, c: Claim) -> None:
         raise StagingMissing()
     columns, rows, extra = codec.decode_rows(blob)
     request = LoadRequest(
-        migration_id=c.migration_id, stream=c.stream, chunk_id=c.chunk_id, token=c.token,
-        columns=columns, rows=rows,
+        migration_id=c.migration_id,
+        stream=c.stream,
+        chunk_id=c.chunk_id,
+        token=c.token,
+        columns=columns,
+        rows=rows,
         quarantine=[QuarantineEntry(k, r, d) for k, r, d in extra["quarantine"]],
         key_range=(codec.decode_key(c.lower), codec.decode_key(c.upper)),
         fail_on_bad=rt.spec(c.migration_id).on_bad_row == "fail",
@@ -51,14 +55,28 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int) -> None:
         chunk = s.get(Chunk, c.chunk_id, with_for_update=True)
         if chunk is None or chunk.lease_token != c.token:
             return  # a newer claim will find the same ledger row and finish the chunk
-        known = set(s.scalars(select(QuarantinedRow.key).where(
-            QuarantinedRow.stream_id == chunk.stream_id, QuarantinedRow.chunk_id == chunk.id)))
+        known = set(
+            s.scalars(
+                select(QuarantinedRow.key).where(
+                    QuarantinedRow.stream_id == chunk.stream_id, QuarantinedRow.chunk_id == chunk.id
+                )
+            )
+        )
         for q in record.quarantine:
             if q.key not in known:
                 known.add(q.key)
-                s.add(QuarantinedRow(migration_id=c.migration_id, stream_id=chunk.stream_id,
-                                     chunk_id=chunk.id, key=q.key, reason=q.reason, row=q.row,
-                                     fencing_token=record.fencing_token, created_at=now))
+                s.add(
+                    QuarantinedRow(
+                        migration_id=c.migration_id,
+                        stream_id=chunk.stream_id,
+                        chunk_id=chunk.id,
+                        key=q.key,
+                        reason=q.reason,
+                        row=q.row,
+                        fencing_token=record.fencing_token,
+                        created_at=now,
+                    )
+                )
         chunk.state = ChunkState.DONE
         chunk.finished_at = now
         chunk.rows_out = record.rows_loaded
@@ -71,9 +89,16 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int) -> None:
         if mig is not None and mig.waiting_reason:
             mig.waiting_reason = None
         s.flush()
-        bad = s.scalar(select(func.count()).select_from(QuarantinedRow)
-                       .where(QuarantinedRow.migration_id == c.migration_id)) or 0
+        bad = (
+            s.scalar(
+                select(func.count())
+                .select_from(QuarantinedRow)
+                .where(QuarantinedRow.migration_id == c.migration_id)
+            )
+            or 0
+        )
         limit = rt.spec(c.migration_id).max_bad_rows
         if bad > limit:
-            fail_migration(s, c.migration_id, now,
-                           f"{bad} rows quarantined, more than max_bad_rows ({limit})")
+            fail_migration(
+                s, c.migration_id, now, f"{bad} rows quarantined, more than max_bad_rows ({limit})"
+            )

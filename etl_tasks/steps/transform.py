@@ -37,8 +37,15 @@ def _transform(rt: Runtime, c: Claim) -> None:
     quarantine = [[q.key, q.reason, q.row] for q in bad]
     out = codec.encode_rows(binding.mapper.target_columns, good, quarantine=quarantine)
     rt.staging.put(c.chunk_id, c.token, STAGE, out)
-    if commit(rt, c, step="load", stage_token=c.token, attempts=0,
-              transform_ms=elapsed_ms(started), queued_at=NOW):
+    if commit(
+        rt,
+        c,
+        step="load",
+        stage_token=c.token,
+        attempts=0,
+        transform_ms=elapsed_ms(started),
+        queued_at=NOW,
+    ):
         rt.staging.delete(c.chunk_id, c.stage_token, extract_step.STAGE)
         publish_step(rt.publisher, "load", c.chunk_id)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -56,5 +55,3 @@ def cluster_factory(tmp_path: Path) -> Iterator[Callable[[Settings], Cluster]]:
     yield make
     for c in made:
         c.close()
-
-

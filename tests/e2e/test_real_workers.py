@@ -55,14 +55,21 @@ def _slow_target(url: str, seconds: float) -> None:
 
 def _load_in_flight(cluster: Cluster, migration_id: str, owner: str) -> int | None:
     with cluster.db.session() as s:
-        return s.scalar(select(Chunk.id).where(
-            Chunk.migration_id == migration_id, Chunk.step == "load",
-            Chunk.lease_owner == owner).limit(1))
+        return s.scalar(
+            select(Chunk.id)
+            .where(
+                Chunk.migration_id == migration_id, Chunk.step == "load", Chunk.lease_owner == owner
+            )
+            .limit(1)
+        )
 
 
-def test_sqlite_to_postgres(cluster_factory: Callable[[Settings], Cluster],
-                            make_settings: Callable[..., Settings], tmp_path: Path,
-                            pg_url: str) -> None:
+def test_sqlite_to_postgres(
+    cluster_factory: Callable[[Settings], Cluster],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    pg_url: str,
+) -> None:
     cluster = cluster_factory(make_settings())
     cluster.start_worker()
     cluster.start_worker()
@@ -71,13 +78,16 @@ def test_sqlite_to_postgres(cluster_factory: Callable[[Settings], Cluster],
     spec = spec_for(source, pg_url, chunk_rows=400)
     mid = submit(cluster.db, cluster.publisher, spec)
     _wait_done(cluster, mid)
-    assert_migrated(cluster.db, mid, spec,
-                    expected_bad={"Customers": 0, "order_lines": bad_lines(1500, 3, 41)})
+    assert_migrated(
+        cluster.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(1500, 3, 41)}
+    )
 
 
 def test_postgres_to_postgres_with_a_postgres_state_db(
-        cluster_factory: Callable[[Settings], Cluster], make_settings: Callable[..., Settings],
-        pg_url_factory: Callable[[], str]) -> None:
+    cluster_factory: Callable[[Settings], Cluster],
+    make_settings: Callable[..., Settings],
+    pg_url_factory: Callable[[], str],
+) -> None:
     cluster = cluster_factory(make_settings(database_url=pg_url_factory()))
     cluster.start_worker(concurrency=3)
     source, target = pg_url_factory(), pg_url_factory()
@@ -85,13 +95,17 @@ def test_postgres_to_postgres_with_a_postgres_state_db(
     spec = spec_for(source, target, chunk_rows=300)
     mid = submit(cluster.db, cluster.publisher, spec)
     _wait_done(cluster, mid)
-    assert_migrated(cluster.db, mid, spec,
-                    expected_bad={"Customers": 0, "order_lines": bad_lines(1000, 3, 29)})
+    assert_migrated(
+        cluster.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(1000, 3, 29)}
+    )
 
 
 def test_resubmitting_a_finished_spec_converges(
-        cluster_factory: Callable[[Settings], Cluster], make_settings: Callable[..., Settings],
-        tmp_path: Path, pg_url: str) -> None:
+    cluster_factory: Callable[[Settings], Cluster],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    pg_url: str,
+) -> None:
     cluster = cluster_factory(make_settings())
     cluster.start_worker()
     source = f"sqlite:///{tmp_path / 'legacy.db'}"
@@ -108,9 +122,12 @@ def test_resubmitting_a_finished_spec_converges(
     assert_migrated(cluster.db, second, spec, expected)
 
 
-def test_sigkill_in_the_middle_of_a_load(cluster_factory: Callable[[Settings], Cluster],
-                                         make_settings: Callable[..., Settings], tmp_path: Path,
-                                         pg_url_factory: Callable[[], str]) -> None:
+def test_sigkill_in_the_middle_of_a_load(
+    cluster_factory: Callable[[Settings], Cluster],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    pg_url_factory: Callable[[], str],
+) -> None:
     # Given a slow target, so a load is in flight for a while, and two workers
     settings = make_settings(database_url=pg_url_factory())
     cluster = cluster_factory(settings)
@@ -125,21 +142,26 @@ def test_sigkill_in_the_middle_of_a_load(cluster_factory: Callable[[Settings], C
     mid = submit(cluster.db, cluster.publisher, spec)
     survivor.wait_ready()
     # When the victim is SIGKILLed while it holds a load
-    chunk_id = wait_for(lambda: _load_in_flight(cluster, mid, victim.name), 60, 0.05,
-                        "a load on the victim")
+    chunk_id = wait_for(
+        lambda: _load_in_flight(cluster, mid, victim.name), 60, 0.05, "a load on the victim"
+    )
     victim.kill()
     # Then the survivor finishes the migration, the killed chunk included, nothing twice
     _wait_done(cluster, mid)
-    assert_migrated(cluster.db, mid, spec,
-                    expected_bad={"Customers": 0, "order_lines": bad_lines(300, 3, 13)})
+    assert_migrated(
+        cluster.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(300, 3, 13)}
+    )
     with cluster.db.session() as s:
         chunk = s.get(Chunk, chunk_id)
         assert chunk is not None and chunk.worker == survivor.name
 
 
 def test_sigterm_finishes_the_step_in_hand_and_exits_0(
-        cluster_factory: Callable[[Settings], Cluster], make_settings: Callable[..., Settings],
-        tmp_path: Path, pg_url_factory: Callable[[], str]) -> None:
+    cluster_factory: Callable[[Settings], Cluster],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    pg_url_factory: Callable[[], str],
+) -> None:
     # Given one worker busy with a slow load
     cluster = cluster_factory(make_settings())
     first = cluster.start_worker()
@@ -150,8 +172,9 @@ def test_sigterm_finishes_the_step_in_hand_and_exits_0(
     spec = spec_for(source, target, chunk_rows=250)
     spec["streams"][0]["create_target"] = False
     mid = submit(cluster.db, cluster.publisher, spec)
-    chunk_id = wait_for(lambda: _load_in_flight(cluster, mid, first.name), 60, 0.05,
-                        "a load in flight")
+    chunk_id = wait_for(
+        lambda: _load_in_flight(cluster, mid, first.name), 60, 0.05, "a load in flight"
+    )
     # When it gets SIGTERM (Celery's warm shutdown)
     assert first.terminate() == 0, first.log()
     # Then the load it held has committed, and a new worker finishes the rest
@@ -164,9 +187,12 @@ def test_sigterm_finishes_the_step_in_hand_and_exits_0(
     assert_migrated(cluster.db, mid, spec)
 
 
-def test_broker_flushed_mid_migration(cluster_factory: Callable[[Settings], Cluster],
-                                      make_settings: Callable[..., Settings], tmp_path: Path,
-                                      pg_url: str) -> None:
+def test_broker_flushed_mid_migration(
+    cluster_factory: Callable[[Settings], Cluster],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    pg_url: str,
+) -> None:
     # Given a Redis of this test's own as broker and staging store
     own = EmbeddedRedis(tmp_path / "redis").start()
     try:
@@ -176,8 +202,9 @@ def test_broker_flushed_mid_migration(cluster_factory: Callable[[Settings], Clus
         build_source(source, customers=6000, orders=2000, bad_every=31)
         spec = spec_for(source, pg_url, chunk_rows=300)
         mid = submit(cluster.db, cluster.publisher, spec)
-        wait_for(lambda: migration_view(cluster.db, mid)["chunks_done"] >= 3, 60, 0.05,
-                 "some progress")
+        wait_for(
+            lambda: migration_view(cluster.db, mid)["chunks_done"] >= 3, 60, 0.05, "some progress"
+        )
         # When the broker forgets everything: queued messages and staged rows
         import redis
 
@@ -186,7 +213,11 @@ def test_broker_flushed_mid_migration(cluster_factory: Callable[[Settings], Clus
         # Then the sweeper notices and the migration finishes with nothing lost
         _wait_done(cluster, mid)
         assert any("(broker lost: True)" in w.log_path.read_text() for w in cluster.workers)
-        assert_migrated(cluster.db, mid, spec,
-                        expected_bad={"Customers": 0, "order_lines": bad_lines(2000, 3, 31)})
+        assert_migrated(
+            cluster.db,
+            mid,
+            spec,
+            expected_bad={"Customers": 0, "order_lines": bad_lines(2000, 3, 31)},
+        )
     finally:
         own.kill()

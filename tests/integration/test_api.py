@@ -32,13 +32,28 @@ from tests.data import build_source, spec_for
 Spec = dict[str, Any]
 
 MIGRATIONS = "/api/v1/migrations"
-STREAM_FIELDS = {"name", "state", "rows_loaded", "rows_quarantined", "chunks_total",
-                 "chunks_done", "chunks_failed"}
+STREAM_FIELDS = {
+    "name",
+    "state",
+    "rows_loaded",
+    "rows_quarantined",
+    "chunks_total",
+    "chunks_done",
+    "chunks_failed",
+}
 CONTRACT_PATHS = [
-    "/api/v1/migrations", "/api/v1/migrations/{id}", "/api/v1/migrations/{id}/chunks",
-    "/api/v1/migrations/{id}/pause", "/api/v1/migrations/{id}/resume",
-    "/api/v1/migrations/{id}/cancel", "/api/v1/migrations/{id}/retry",
-    "/api/v1/workers", "/healthz", "/readyz", "/metrics", "/openapi.json",
+    "/api/v1/migrations",
+    "/api/v1/migrations/{id}",
+    "/api/v1/migrations/{id}/chunks",
+    "/api/v1/migrations/{id}/pause",
+    "/api/v1/migrations/{id}/resume",
+    "/api/v1/migrations/{id}/cancel",
+    "/api/v1/migrations/{id}/retry",
+    "/api/v1/workers",
+    "/healthz",
+    "/readyz",
+    "/metrics",
+    "/openapi.json",
 ]
 UNSET_ENV = "BATON_TEST_API_NEVER_SET_URL"
 PLAN_TASK = "baton.plan"
@@ -76,8 +91,9 @@ class Api:
         assert resp.status_code == 200, resp.get_data(as_text=True)
         return [m["id"] for m in resp.get_json()["items"]]
 
-    def control(self, migration_id: str, action: str,
-                headers: dict[str, str] | None = None) -> TestResponse:
+    def control(
+        self, migration_id: str, action: str, headers: dict[str, str] | None = None
+    ) -> TestResponse:
         return self.client.post(f"{MIGRATIONS}/{migration_id}/{action}", headers=headers or {})
 
     def plans(self) -> list[str]:
@@ -132,8 +148,9 @@ def assert_refused(api: Api, resp: TestResponse, status: int) -> dict[str, Any]:
     return body
 
 
-def assert_spec_errors(api: Api, resp: TestResponse, paths: list[str] | None,
-                       message: str) -> list[dict[str, str]]:
+def assert_spec_errors(
+    api: Api, resp: TestResponse, paths: list[str] | None, message: str
+) -> list[dict[str, str]]:
     """A 422 listing ``{path, message}`` problems; ``paths`` exact unless None; nothing created."""
     body = assert_refused(api, resp, 422)
     assert set(body) == {"error", "errors"}
@@ -149,9 +166,9 @@ def assert_spec_errors(api: Api, resp: TestResponse, paths: list[str] | None,
 # --- submit ----------------------------------------------------------------------------------
 
 
-def test_submit_creates_a_pending_migration_and_publishes_one_plan(api: Api, spec: Spec,
-                                                                   source_db: Path,
-                                                                   tmp_path: Path) -> None:
+def test_submit_creates_a_pending_migration_and_publishes_one_plan(
+    api: Api, spec: Spec, source_db: Path, tmp_path: Path
+) -> None:
     # When a valid spec is posted
     resp = api.submit(spec)
 
@@ -169,7 +186,8 @@ def test_submit_creates_a_pending_migration_and_publishes_one_plan(api: Api, spe
         assert STREAM_FIELDS <= set(stream)
         assert stream["state"] == "pending"
         assert {f: stream[f] for f in STREAM_FIELDS - {"name", "state"}} == dict.fromkeys(
-            STREAM_FIELDS - {"name", "state"}, 0)
+            STREAM_FIELDS - {"name", "state"}, 0
+        )
     # And exactly one plan message went out, for this migration
     assert len(api.publisher.sent) == 1
     task, _queue, kwargs = api.publisher.sent[0]
@@ -186,8 +204,9 @@ def test_submit_creates_a_pending_migration_and_publishes_one_plan(api: Api, spe
     assert api.ids() == [mid]
 
 
-def test_target_given_by_url_env_is_shown_by_name_only(api: Api, spec: Spec, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_target_given_by_url_env_is_shown_by_name_only(
+    api: Api, spec: Spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("BATON_TEST_API_TARGET_URL", sqlite_url(tmp_path / "env-target.db"))
     spec["target"] = {"url_env": "BATON_TEST_API_TARGET_URL"}
     resp = api.submit(spec)
@@ -197,8 +216,9 @@ def test_target_given_by_url_env_is_shown_by_name_only(api: Api, spec: Spec, tmp
 
 
 @pytest.mark.parametrize("content_type", ["text/plain", None, "application/x-www-form-urlencoded"])
-def test_a_body_that_is_not_declared_json_is_415(api: Api, spec: Spec,
-                                                 content_type: str | None) -> None:
+def test_a_body_that_is_not_declared_json_is_415(
+    api: Api, spec: Spec, content_type: str | None
+) -> None:
     resp = api.submit_raw(json.dumps(spec), content_type)
     assert assert_refused(api, resp, 415).keys() == {"error"}
 
@@ -210,8 +230,9 @@ def test_a_json_content_type_with_a_body_that_is_not_json_is_400(api: Api, data:
     assert body.keys() == {"error"} and "not JSON" in body["error"]
 
 
-def test_a_body_over_max_body_bytes_is_413(make_settings: Callable[..., Settings],
-                                           spec: Spec) -> None:
+def test_a_body_over_max_body_bytes_is_413(
+    make_settings: Callable[..., Settings], spec: Spec
+) -> None:
     api = make_api(make_settings(max_body_bytes=200))
     assert len(json.dumps(spec)) > 200
     resp = api.submit(spec)
@@ -250,8 +271,7 @@ def _table_without_primary_key(spec: Spec, source_db: Path) -> None:
         conn.execute('CREATE TABLE "Legacy" ("Code" TEXT, "Label" TEXT)')
         conn.execute("""INSERT INTO "Legacy" VALUES ('a', 'A'), ('b', 'B')""")
     conn.close()
-    spec["streams"] = [{"source_table": "Legacy", "target_table": "legacy",
-                        "create_target": True}]
+    spec["streams"] = [{"source_table": "Legacy", "target_table": "legacy", "create_target": True}]
 
 
 def _key_not_unique(spec: Spec, source_db: Path) -> None:
@@ -277,32 +297,63 @@ def _missing_sqlite_source(spec: Spec, source_db: Path) -> None:
 
 REFUSALS = [
     pytest.param(_drop_name, ["name"], "Field required", id="missing_field"),
-    pytest.param(_unknown_stream_field, ["streams/0/bogus"], "Extra inputs are not permitted",
-                 id="unknown_stream_field"),
-    pytest.param(_unknown_transform, ["streams/0/columns/email/transform"],
-                 "unknown transform 'rot13'", id="unknown_transform"),
-    pytest.param(_unknown_source_column, ["streams/0/columns/full_name"],
-                 "unknown source column 'Fullname_typo'", id="unknown_source_column"),
-    pytest.param(_unknown_source_table, ["streams/0/source_table"],
-                 "no table 'Customers_typo'", id="unknown_source_table"),
-    pytest.param(_table_without_primary_key, ["streams/0/key"], "has no primary key",
-                 id="no_primary_key_and_no_key"),
+    pytest.param(
+        _unknown_stream_field,
+        ["streams/0/bogus"],
+        "Extra inputs are not permitted",
+        id="unknown_stream_field",
+    ),
+    pytest.param(
+        _unknown_transform,
+        ["streams/0/columns/email/transform"],
+        "unknown transform 'rot13'",
+        id="unknown_transform",
+    ),
+    pytest.param(
+        _unknown_source_column,
+        ["streams/0/columns/full_name"],
+        "unknown source column 'Fullname_typo'",
+        id="unknown_source_column",
+    ),
+    pytest.param(
+        _unknown_source_table,
+        ["streams/0/source_table"],
+        "no table 'Customers_typo'",
+        id="unknown_source_table",
+    ),
+    pytest.param(
+        _table_without_primary_key,
+        ["streams/0/key"],
+        "has no primary key",
+        id="no_primary_key_and_no_key",
+    ),
     pytest.param(_key_not_unique, ["streams/1/key"], "is not unique", id="key_not_unique"),
-    pytest.param(_after_unknown_stream, ["streams/1/after/0"], "no stream named 'invoices'",
-                 id="after_unknown_stream"),
+    pytest.param(
+        _after_unknown_stream,
+        ["streams/1/after/0"],
+        "no stream named 'invoices'",
+        id="after_unknown_stream",
+    ),
     pytest.param(_after_cycle, ["streams/0/after"], "cycle", id="after_cycle"),
-    pytest.param(_url_env_not_set, ["target/url_env"], f"{UNSET_ENV} is not set",
-                 id="url_env_not_set"),
-    pytest.param(_missing_sqlite_source, ["source/url"], "does not exist",
-                 id="missing_sqlite_source"),
+    pytest.param(
+        _url_env_not_set, ["target/url_env"], f"{UNSET_ENV} is not set", id="url_env_not_set"
+    ),
+    pytest.param(
+        _missing_sqlite_source, ["source/url"], "does not exist", id="missing_sqlite_source"
+    ),
 ]
 
 
 @pytest.mark.parametrize(("mutate", "paths", "message"), REFUSALS)
 def test_an_invalid_spec_is_422_and_creates_nothing(
-        api: Api, spec: Spec, source_db: Path, monkeypatch: pytest.MonkeyPatch,
-        mutate: Callable[[Spec, Path], None],
-        paths: list[str] | None, message: str) -> None:
+    api: Api,
+    spec: Spec,
+    source_db: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mutate: Callable[[Spec, Path], None],
+    paths: list[str] | None,
+    message: str,
+) -> None:
     # Given a spec with exactly one problem
     monkeypatch.delenv(UNSET_ENV, raising=False)
     mutate(spec, source_db)
@@ -322,11 +373,15 @@ def test_several_problems_are_all_reported(api: Api, spec: Spec, source_db: Path
     _key_not_unique(spec, source_db)
     errors = assert_spec_errors(api, api.submit(spec), None, "rot13")
     assert sorted(e["path"] for e in errors) == [
-        "streams/0/columns/email/transform", "streams/0/columns/full_name", "streams/1/key"]
+        "streams/0/columns/email/transform",
+        "streams/0/columns/full_name",
+        "streams/1/key",
+    ]
 
 
-def test_an_unreachable_target_fails_fast_without_echoing_its_password(api: Api,
-                                                                       spec: Spec) -> None:
+def test_an_unreachable_target_fails_fast_without_echoing_its_password(
+    api: Api, spec: Spec
+) -> None:
     # Given a target URL with a password, on a port where nothing listens
     spec["target"] = {"url": "postgresql://u:secret@127.0.0.1:1/x"}
     # When it is posted
@@ -348,7 +403,8 @@ def _with_password(url: str) -> str:
 
 
 def test_a_postgresql_target_passes_preflight_and_its_password_is_hidden(
-        api: Api, spec: Spec, pg_url: str) -> None:
+    api: Api, spec: Spec, pg_url: str
+) -> None:
     # Given a PostgreSQL target whose URL carries a password
     target = _with_password(pg_url)
     password = make_url(target).password
@@ -374,8 +430,9 @@ def test_a_postgresql_target_passes_preflight_and_its_password_is_hidden(
 # --- Idempotency-Key ------------------------------------------------------------------------
 
 
-def test_the_same_idempotency_key_and_body_replays_the_first_migration(api: Api,
-                                                                       spec: Spec) -> None:
+def test_the_same_idempotency_key_and_body_replays_the_first_migration(
+    api: Api, spec: Spec
+) -> None:
     # Given a migration submitted with an Idempotency-Key
     key = {"Idempotency-Key": "deploy-42"}
     first = api.submit(spec, key)
@@ -573,14 +630,18 @@ def secured(make_settings: Callable[..., Settings]) -> Api:
     return make_api(make_settings(auth="on"))
 
 
-@pytest.mark.parametrize("authorization", [None, "Bearer bt_unknown", "Basic dXNlcjpwYXNz",
-                                           "Bearer "])
-def test_without_a_valid_token_reads_and_writes_are_401(secured: Api, spec: Spec,
-                                                         authorization: str | None) -> None:
+@pytest.mark.parametrize(
+    "authorization", [None, "Bearer bt_unknown", "Basic dXNlcjpwYXNz", "Bearer "]
+)
+def test_without_a_valid_token_reads_and_writes_are_401(
+    secured: Api, spec: Spec, authorization: str | None
+) -> None:
     headers = {} if authorization is None else {"Authorization": authorization}
-    for resp in (secured.client.get(MIGRATIONS, headers=headers),
-                 secured.client.get("/api/v1/workers", headers=headers),
-                 secured.submit(spec, headers)):
+    for resp in (
+        secured.client.get(MIGRATIONS, headers=headers),
+        secured.client.get("/api/v1/workers", headers=headers),
+        secured.submit(spec, headers),
+    ):
         assert error_body(resp, 401).keys() == {"error"}
         assert resp.headers["WWW-Authenticate"].lower().startswith("bearer")
     assert secured.ids(headers=bearer(secured.token("viewer"))) == []

@@ -27,12 +27,14 @@ def test_sqlite_to_postgres_end_to_end(driver: Driver, tmp_path: Path, pg_url: s
     spec = spec_for(source, pg_url, chunk_rows=250)
     mid = submit(driver.rt.db, driver.publisher, spec)
     driver.run()
-    assert_migrated(driver.rt.db, mid, spec,
-                    expected_bad={"Customers": 0, "order_lines": bad_lines(300, 3, 37)})
+    assert_migrated(
+        driver.rt.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(300, 3, 37)}
+    )
 
 
-def test_every_message_delivered_twice_changes_nothing(driver: Driver, tmp_path: Path,
-                                                       pg_url: str) -> None:
+def test_every_message_delivered_twice_changes_nothing(
+    driver: Driver, tmp_path: Path, pg_url: str
+) -> None:
     # Given a migration whose every step message is delivered twice (Celery is at-least-once)
     source = f"sqlite:///{tmp_path / 'legacy.db'}"
     build_source(source, customers=800, orders=200, bad_every=23)
@@ -46,8 +48,9 @@ def test_every_message_delivered_twice_changes_nothing(driver: Driver, tmp_path:
     # When it runs
     driver.run(on_message=twice)
     # Then the target equals the source, with the same quarantine counts
-    assert_migrated(driver.rt.db, mid, spec,
-                    expected_bad={"Customers": 0, "order_lines": bad_lines(200, 3, 23)})
+    assert_migrated(
+        driver.rt.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(200, 3, 23)}
+    )
 
 
 def test_load_replayed_after_commit_is_a_no_op(driver: Driver, tmp_path: Path, pg_url: str) -> None:
@@ -69,12 +72,14 @@ def test_load_replayed_after_commit_is_a_no_op(driver: Driver, tmp_path: Path, p
     for kwargs in loads:
         assert driver.deliver(TASK_LOAD, kwargs) == "skipped"
     # Then nothing changed
-    assert_migrated(driver.rt.db, mid, spec,
-                    expected_bad={"Customers": 0, "order_lines": bad_lines(100, 3, 11)})
+    assert_migrated(
+        driver.rt.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(100, 3, 11)}
+    )
 
 
-def test_lost_messages_are_resent_by_the_sweeper(make_settings: Callable[..., Settings],
-                                                 tmp_path: Path, pg_url: str) -> None:
+def test_lost_messages_are_resent_by_the_sweeper(
+    make_settings: Callable[..., Settings], tmp_path: Path, pg_url: str
+) -> None:
     # Given a broker that loses every third transform and load message
     settings = make_settings(requeue_after_s=0.01)
     driver = Driver(settings)

@@ -44,16 +44,18 @@ def test_quarantined_rows_keep_their_reason(driver: Driver, source: str, tmp_pat
     spec = spec_for(source, _target(tmp_path), chunk_rows=100)
     mid = submit(driver.rt.db, driver.publisher, spec)
     driver.run()
-    assert_migrated(driver.rt.db, mid, spec,
-                    expected_bad={"Customers": 0, "order_lines": bad_lines(200, 3, 9)})
+    assert_migrated(
+        driver.rt.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(200, 3, 9)}
+    )
     rows = list_quarantine(driver.rt.db, mid)
     assert rows and all(r["stream"] == "order_lines" for r in rows)
     assert all(r["reason"] == "qty: not an integer: 'many'" for r in rows), rows[0]
     assert all(r["row"]["Qty"] == "many" for r in rows)
 
 
-def test_on_bad_row_fail_stops_at_the_first_bad_row(driver: Driver, source: str,
-                                                    tmp_path: Path) -> None:
+def test_on_bad_row_fail_stops_at_the_first_bad_row(
+    driver: Driver, source: str, tmp_path: Path
+) -> None:
     spec = spec_for(source, _target(tmp_path), chunk_rows=100, on_bad_row="fail")
     mid = submit(driver.rt.db, driver.publisher, spec)
     driver.run()
@@ -63,8 +65,9 @@ def test_on_bad_row_fail_stops_at_the_first_bad_row(driver: Driver, source: str,
     assert view["rows_quarantined"] == 0
 
 
-def test_more_bad_rows_than_max_bad_rows_fails_the_migration(driver: Driver, source: str,
-                                                             tmp_path: Path) -> None:
+def test_more_bad_rows_than_max_bad_rows_fails_the_migration(
+    driver: Driver, source: str, tmp_path: Path
+) -> None:
     spec = spec_for(source, _target(tmp_path), chunk_rows=100, max_bad_rows=5)
     mid = submit(driver.rt.db, driver.publisher, spec)
     driver.run()
@@ -73,11 +76,14 @@ def test_more_bad_rows_than_max_bad_rows_fails_the_migration(driver: Driver, sou
     assert "more than max_bad_rows (5)" in view["error"]
 
 
-def test_where_filters_and_after_orders_streams(driver: Driver, source: str,
-                                                tmp_path: Path) -> None:
+def test_where_filters_and_after_orders_streams(
+    driver: Driver, source: str, tmp_path: Path
+) -> None:
     spec = spec_for(source, _target(tmp_path), chunk_rows=50)
-    spec["streams"][0]["where"] = [{"column": "Active", "op": "=", "value": True},
-                                   {"column": "CustomerId", "op": "<=", "value": 400}]
+    spec["streams"][0]["where"] = [
+        {"column": "Active", "op": "=", "value": True},
+        {"column": "CustomerId", "op": "<=", "value": 400},
+    ]
     spec["streams"][1]["after"] = ["Customers"]
     mid = submit(driver.rt.db, driver.publisher, spec)
     driver.run()
@@ -87,8 +93,9 @@ def test_where_filters_and_after_orders_streams(driver: Driver, source: str,
     assert lines["started_at"] >= customers["finished_at"]
 
 
-def test_staged_rows_lost_between_steps_are_read_again(driver: Driver, source: str,
-                                                       tmp_path: Path) -> None:
+def test_staged_rows_lost_between_steps_are_read_again(
+    driver: Driver, source: str, tmp_path: Path
+) -> None:
     # Given a staging store that loses every chunk's extracted rows before transform runs
     spec = spec_for(source, _target(tmp_path), chunk_rows=150)
     mid = submit(driver.rt.db, driver.publisher, spec)
@@ -112,15 +119,17 @@ def test_staged_rows_lost_between_steps_are_read_again(driver: Driver, source: s
 
 
 def test_a_chunk_that_keeps_crashing_is_failed_after_max_attempts(
-        make_settings: Callable[..., Settings], source: str, tmp_path: Path) -> None:
+    make_settings: Callable[..., Settings], source: str, tmp_path: Path
+) -> None:
     settings = make_settings(max_attempts=3, lease_s=3.0)
     driver = Driver(settings)
     spec = spec_for(source, _target(tmp_path), chunk_rows=100)
     mid = submit(driver.rt.db, driver.publisher, spec)
     driver.run(on_message=lambda task, _: task != TASK_LOAD)  # no load ever runs
     with driver.rt.db.session() as s:
-        chunk_id = s.scalar(select(Chunk.id).where(Chunk.migration_id == mid,
-                                                   Chunk.step == "load").limit(1))
+        chunk_id = s.scalar(
+            select(Chunk.id).where(Chunk.migration_id == mid, Chunk.step == "load").limit(1)
+        )
     assert chunk_id is not None
     # When the load claims it and its worker dies, again and again (leases expire in the past)
     for _ in range(3):
@@ -145,8 +154,9 @@ def _expire_lease(driver: Driver, chunk_id: int) -> None:
         chunk.lease_expires_at = driver.rt.db.now(s).replace(year=2000)
 
 
-def test_pause_stops_new_steps_and_resume_finishes(driver: Driver, source: str,
-                                                   tmp_path: Path) -> None:
+def test_pause_stops_new_steps_and_resume_finishes(
+    driver: Driver, source: str, tmp_path: Path
+) -> None:
     spec = spec_for(source, _target(tmp_path), chunk_rows=60)
     mid = submit(driver.rt.db, driver.publisher, spec)
     driver.run(max_messages=10)
@@ -180,8 +190,9 @@ def test_cancel_stops_the_migration(driver: Driver, source: str, tmp_path: Path)
     assert after["chunks_done"] < after["chunks_total"]
 
 
-def test_a_target_outage_waits_and_then_finishes(make_settings: Callable[..., Settings],
-                                                 source: str, pg_url: str) -> None:
+def test_a_target_outage_waits_and_then_finishes(
+    make_settings: Callable[..., Settings], source: str, pg_url: str
+) -> None:
     # Given a PostgreSQL target reached through a proxy we can cut
     proxy = TcpProxy("127.0.0.1", 5432).start()
     try:

@@ -60,23 +60,29 @@ def _q(url: str, name: str) -> str:
     return f"`{name}`" if url.startswith("mysql") else f'"{name}"'
 
 
-def test_migrates_every_type_and_key_shape(driver: Driver, source_url: str,
-                                           target_url: str) -> None:
+def test_migrates_every_type_and_key_shape(
+    driver: Driver, source_url: str, target_url: str
+) -> None:
     spec = spec_for(source_url, target_url, chunk_rows=120)
     mid = _run(driver, spec)
-    assert_migrated(driver.rt.db, mid, spec,
-                    expected_bad={"Customers": 0, "order_lines": bad_lines(150, 3, 19)})
+    assert_migrated(
+        driver.rt.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(150, 3, 19)}
+    )
 
 
 def test_rows_the_target_refuses_are_quarantined_by_bisection(
-        driver: Driver, source_url: str, target_url: str) -> None:
+    driver: Driver, source_url: str, target_url: str
+) -> None:
     # Given a target table whose constraint refuses some rows the transforms accept
     t = _q(target_url, "Customers")
     ts = "DATETIME(6)" if target_url.startswith("mysql") else "TIMESTAMP"
-    _sql(target_url, f"CREATE TABLE {t} ({_q(target_url, 'CustomerId')} INTEGER PRIMARY KEY, "
-         f"full_name TEXT NOT NULL, email VARCHAR(200), {_q(target_url, 'Balance')} "
-         f"NUMERIC(14, 4), created_at {ts} NULL, active BOOLEAN, tenant VARCHAR(20), "
-         f"CHECK ({_q(target_url, 'Balance')} < 100))")
+    _sql(
+        target_url,
+        f"CREATE TABLE {t} ({_q(target_url, 'CustomerId')} INTEGER PRIMARY KEY, "
+        f"full_name TEXT NOT NULL, email VARCHAR(200), {_q(target_url, 'Balance')} "
+        f"NUMERIC(14, 4), created_at {ts} NULL, active BOOLEAN, tenant VARCHAR(20), "
+        f"CHECK ({_q(target_url, 'Balance')} < 100))",
+    )
     spec = spec_for(source_url, target_url, chunk_rows=200)
     spec["streams"][0]["create_target"] = False
     # When it runs
@@ -87,8 +93,9 @@ def test_rows_the_target_refuses_are_quarantined_by_bisection(
     assert view["streams"][0]["rows_quarantined"] == refused > 0
 
 
-def test_insert_mode_quarantines_keys_already_there(driver: Driver, source_url: str,
-                                                     target_url: str) -> None:
+def test_insert_mode_quarantines_keys_already_there(
+    driver: Driver, source_url: str, target_url: str
+) -> None:
     spec = spec_for(source_url, target_url, chunk_rows=200)
     spec["streams"] = spec["streams"][:1]
     first = _run(driver, spec)
@@ -102,19 +109,26 @@ def test_insert_mode_quarantines_keys_already_there(driver: Driver, source_url: 
     assert view["rows_quarantined"] == 700 and view["rows_loaded"] == 0
 
 
-def test_skip_existing_keeps_what_the_target_has(driver: Driver, source_url: str,
-                                                  target_url: str) -> None:
+def test_skip_existing_keeps_what_the_target_has(
+    driver: Driver, source_url: str, target_url: str
+) -> None:
     spec = spec_for(source_url, target_url, chunk_rows=200)
     spec["streams"] = spec["streams"][:1]
     _run(driver, spec)
     t, k = _q(target_url, "Customers"), _q(target_url, "CustomerId")
-    _sql(target_url, f"UPDATE {t} SET full_name = 'kept' WHERE {k} <= 10",
-         f"DELETE FROM {t} WHERE {k} > 690")
+    _sql(
+        target_url,
+        f"UPDATE {t} SET full_name = 'kept' WHERE {k} <= 10",
+        f"DELETE FROM {t} WHERE {k} > 690",
+    )
     spec["streams"][0]["write"] = "skip_existing"
     mid = _run(driver, spec)
     assert migration_view(driver.rt.db, mid)["state"] == "succeeded"
-    (kept,), (total,) = _sql(target_url, f"SELECT count(*) FROM {t} WHERE full_name = 'kept'",
-                             f"SELECT count(*) FROM {t}")
+    (kept,), (total,) = _sql(
+        target_url,
+        f"SELECT count(*) FROM {t} WHERE full_name = 'kept'",
+        f"SELECT count(*) FROM {t}",
+    )
     assert kept[0] == 10 and total[0] == 700
 
 

@@ -96,14 +96,16 @@ def test_read_columns_puts_a_composite_key_first_in_key_order() -> None:
 
 def test_read_columns_reads_each_mapped_source_column_once() -> None:
     # Given a mapping that uses Email twice, renames the key and adds a constant
-    s = stream(columns={
-        "email": "Email",
-        "email_lower": {"from": "Email", "transform": "lower"},
-        "id": "CustomerId",
-        "price": {"from": "Price", "transform": "decimal"},
-        "tenant": {"value": "acme"},
-        "born": {"from": "Born"},
-    })
+    s = stream(
+        columns={
+            "email": "Email",
+            "email_lower": {"from": "Email", "transform": "lower"},
+            "id": "CustomerId",
+            "price": {"from": "Price", "transform": "decimal"},
+            "tenant": {"value": "acme"},
+            "born": {"from": "Born"},
+        }
+    )
 
     # When the columns to read are worked out
     cols = read_columns(s, customer_table())
@@ -131,17 +133,35 @@ def test_read_columns_with_only_constants_reads_just_the_key() -> None:
         ({}, (["CustomerId"], True)),
         ({"columns": {"customer_id": "CustomerId", "email": "Email"}}, (["customer_id"], True)),
         ({"columns": {"email": "Email", "CustomerId": "CustomerId"}}, (["CustomerId"], True)),
-        ({"columns": {"id": "CustomerId", "id_text": {"from": "CustomerId", "transform": "lower"}}},
-         (["id"], True)),
+        (
+            {
+                "columns": {
+                    "id": "CustomerId",
+                    "id_text": {"from": "CustomerId", "transform": "lower"},
+                }
+            },
+            (["id"], True),
+        ),
         ({"columns": {"id": {"from": "CustomerId", "transform": "int"}}}, ([], False)),
-        ({"columns": {"id": {"from": "CustomerId", "transform": "int"}, "email": "Email"}},
-         ([], False)),
+        (
+            {"columns": {"id": {"from": "CustomerId", "transform": "int"}, "email": "Email"}},
+            ([], False),
+        ),
         ({"columns": {"email": "Email"}}, ([], False)),
         ({"columns": {"id": {"value": 1}}}, ([], False)),
         ({"key": "Email", "columns": {"mail": "Email", "id": "CustomerId"}}, (["mail"], True)),
     ],
-    ids=["default", "renamed", "same-name", "renamed-and-transformed-copy", "transformed",
-         "transformed-beside-others", "not-mapped", "constant", "explicit-key"],
+    ids=[
+        "default",
+        "renamed",
+        "same-name",
+        "renamed-and-transformed-copy",
+        "transformed",
+        "transformed-beside-others",
+        "not-mapped",
+        "constant",
+        "explicit-key",
+    ],
 )
 def test_target_key(fields: dict[str, Any], expected: tuple[list[str], bool]) -> None:
     assert target_key(stream(**fields), customer_table()) == expected
@@ -196,8 +216,15 @@ def test_transformed_column_type(transform: str, expected: type[TypeEngine[Any]]
 
 @pytest.mark.parametrize(
     ("value", "expected"),
-    [("acme", Text), (7, BigInteger), (2.5, Float), (True, Boolean), (False, Boolean),
-     (None, Text), ({"a": 1}, Text)],
+    [
+        ("acme", Text),
+        (7, BigInteger),
+        (2.5, Float),
+        (True, Boolean),
+        (False, Boolean),
+        (None, Text),
+        ({"a": 1}, Text),
+    ],
     ids=["str", "int", "float", "true", "false", "null", "object"],
 )
 def test_constant_column_type(value: object, expected: type[TypeEngine[Any]]) -> None:
@@ -225,8 +252,12 @@ def test_untyped_column_becomes_text(spec: object) -> None:
 
 
 def test_transform_without_a_known_type_keeps_the_source_type() -> None:
-    s = stream(columns={"id": "CustomerId", "p": {"from": "Price", "transform": "null_if",
-                                                  "args": {"value": "0"}}})
+    s = stream(
+        columns={
+            "id": "CustomerId",
+            "p": {"from": "Price", "transform": "null_if", "args": {"value": "0"}},
+        }
+    )
 
     assert type(types_of(s, customer_table())["p"]) is Numeric
 
@@ -239,34 +270,50 @@ def test_target_columns_follow_the_mapping_order_and_names() -> None:
 
 def test_nullability() -> None:
     # Given copies of nullable and not-null columns, a transformed column and a constant
-    s = stream(columns={
-        "id": "CustomerId",
-        "price": "Price",
-        "email": "Email",
-        "price_from": {"from": "Price"},
-        "tenant": {"value": "acme"},
-    })
+    s = stream(
+        columns={
+            "id": "CustomerId",
+            "price": "Price",
+            "email": "Email",
+            "price_from": {"from": "Price"},
+            "tenant": {"value": "acme"},
+        }
+    )
 
     # When the target's shape is worked out
     nullable = nullability_of(s, customer_table())
 
     # Then plain copies keep the source's nullability; the rest may be null
-    assert nullable == {"id": False, "price": False, "email": True, "price_from": True,
-                        "tenant": True}
+    assert nullable == {
+        "id": False,
+        "price": False,
+        "email": True,
+        "price_from": True,
+        "tenant": True,
+    }
 
 
 # --- binding -------------------------------------------------------------------------------
 
 
 def test_bind_stream_puts_it_together() -> None:
-    spec = MigrationSpec.model_validate({
-        "name": "m",
-        "source": {"url": "sqlite://"},
-        "target": {"url": "sqlite://"},
-        "streams": [{"source_table": "Customer", "target_table": "customers",
-                     "columns": {"email": {"from": "Email", "transform": "lower"},
-                                 "customer_id": "CustomerId"}}],
-    })
+    spec = MigrationSpec.model_validate(
+        {
+            "name": "m",
+            "source": {"url": "sqlite://"},
+            "target": {"url": "sqlite://"},
+            "streams": [
+                {
+                    "source_table": "Customer",
+                    "target_table": "customers",
+                    "columns": {
+                        "email": {"from": "Email", "transform": "lower"},
+                        "customer_id": "CustomerId",
+                    },
+                }
+            ],
+        }
+    )
 
     binding = bind_stream(spec, "customers", customer_table())
 

@@ -61,13 +61,16 @@ SAMPLES: list[Any] = [
     pytest.param(timedelta(days=36500, hours=5, microseconds=999999), id="td-century"),
     pytest.param(uuid.UUID("12345678-1234-5678-1234-567812345678"), id="uuid"),
     pytest.param(b"", id="bytes-empty"),
-    pytest.param(b"\x00\xff\n\"{}", id="bytes"),
+    pytest.param(b'\x00\xff\n"{}', id="bytes"),
     pytest.param(bytearray(b"\x01\x02"), id="bytearray"),
     pytest.param(memoryview(b"\x03\x04"), id="memoryview"),
 ]
 
-BIG_INTS = [pytest.param(2**64, id="u64-plus-1"), pytest.param(-(2**63) - 1, id="i64-minus-1"),
-            pytest.param(10**30, id="1e30")]
+BIG_INTS = [
+    pytest.param(2**64, id="u64-plus-1"),
+    pytest.param(-(2**63) - 1, id="i64-minus-1"),
+    pytest.param(10**30, id="1e30"),
+]
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -260,8 +263,11 @@ class Opaque:
     pass
 
 
-@pytest.mark.parametrize("value", [Opaque(), {"a": 1}, [1, 2], {1, 2}, complex(1, 2)],
-                         ids=["object", "dict", "list", "set", "complex"])
+@pytest.mark.parametrize(
+    "value",
+    [Opaque(), {"a": 1}, [1, 2], {1, 2}, complex(1, 2)],
+    ids=["object", "dict", "list", "set", "complex"],
+)
 def test_unknown_type_raises_type_error(value: Any) -> None:
     with pytest.raises(TypeError, match=type(value).__name__):
         codec.encode_value(value)
@@ -284,7 +290,8 @@ def test_dumps_encodes_typed_values_for_quarantine() -> None:
 
 
 @pytest.mark.xfail(
-    strict=True, raises=TypeError,
+    strict=True,
+    raises=TypeError,
     reason="BUG codec.py encode_rows/_is_native: ints outside orjson's 64-bit range are treated "
     "as native and orjson.dumps raises 'Integer exceeds 64-bit range'",
 )

@@ -30,8 +30,20 @@ EXPECTED_PK = {
     "InvoiceLine": ["InvoiceId", "LineNo"],
 }
 BOOL_WORDS = {"true", "false", "yes", "no", "y", "n", "1", "0", "t", "f", "on", "off"}
-TRANSFORMS = {"lower", "upper", "strip", "int", "float", "decimal", "bool", "date", "datetime",
-              "default", "null_if", "map"}
+TRANSFORMS = {
+    "lower",
+    "upper",
+    "strip",
+    "int",
+    "float",
+    "decimal",
+    "bool",
+    "date",
+    "datetime",
+    "default",
+    "null_if",
+    "map",
+}
 
 
 @pytest.fixture(scope="module")
@@ -266,7 +278,10 @@ def test_spec_is_json_and_has_the_contract_shape() -> None:
     assert spec["source"] == {"url": "sqlite:///legacy.db"}
     assert spec["target"] == {"url": "sqlite:///cloud.db"}
     assert (spec["chunk_rows"], spec["on_bad_row"], spec["max_bad_rows"]) == (
-        2000, "quarantine", 10000)
+        2000,
+        "quarantine",
+        10000,
+    )
     assert demo_spec("a", "b", chunk_rows=17)["chunk_rows"] == 17
     streams = {s["target_table"]: s for s in spec["streams"]}
     assert list(streams) == ["customers", "products", "invoices", "invoice_lines"]
@@ -274,7 +289,10 @@ def test_spec_is_json_and_has_the_contract_shape() -> None:
     assert streams["invoice_lines"]["after"] == ["invoices"]
     assert streams["invoice_lines"]["key"] == ["InvoiceId", "LineNo"]
     assert streams["invoices"]["columns"]["status"]["args"]["mapping"] == {
-        "P": "paid", "S": "sent", "C": "cancelled"}
+        "P": "paid",
+        "S": "sent",
+        "C": "cancelled",
+    }
 
 
 def test_spec_names_only_existing_tables_and_columns(db: sqlite3.Connection) -> None:
@@ -301,7 +319,11 @@ def test_spec_validates_against_the_spec_model() -> None:
 
     parsed = parse_spec(_spec())
     assert [s.stream_name for s in parsed.streams] == [
-        "customers", "products", "invoices", "invoice_lines"]
+        "customers",
+        "products",
+        "invoices",
+        "invoice_lines",
+    ]
 
 
 # --------------------------------------------------------------------------- full size
@@ -319,4 +341,5 @@ def test_full_scale_is_large_and_fast(tmp_path: Path) -> None:
         counted = sum(conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in TABLES)
         assert counted == stats.total_rows
         assert stats.dirty["InvoiceLine"] == sum(
-            1 for f in _failures_per_row(conn, "InvoiceLine") if f)
+            1 for f in _failures_per_row(conn, "InvoiceLine") if f
+        )

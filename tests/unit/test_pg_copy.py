@@ -60,8 +60,18 @@ def parse_stream(rows: list[tuple[Any, ...]]) -> list[list[str | None]]:
         ("\\t", "\\\\t"),
         ("héllo ☃", "héllo ☃"),
     ],
-    ids=["plain", "empty", "backslash", "tab", "newline", "cr", "crlf", "literal-N", "literal-t",
-         "unicode"],
+    ids=[
+        "plain",
+        "empty",
+        "backslash",
+        "tab",
+        "newline",
+        "cr",
+        "crlf",
+        "literal-N",
+        "literal-t",
+        "unicode",
+    ],
 )
 def test_text_is_escaped(value: str, expected: str) -> None:
     assert field(value) == expected

@@ -117,16 +117,36 @@ def make_items(engine: Engine, ids: list[int]) -> list[Key]:
 
 def make_pairs(engine: Engine) -> list[Key]:
     rng = random.Random(11)
-    keys = {(a, "".join(rng.choices("abcXYZ09", k=rng.randint(1, 4)))) for a in range(1, 7)
-            for _ in range(9)}
+    keys = {
+        (a, "".join(rng.choices("abcXYZ09", k=rng.randint(1, 4))))
+        for a in range(1, 7)
+        for _ in range(9)
+    }
     shuffled = list(keys)
     rng.shuffle(shuffled)
     create(engine, PAIRS_DDL, PAIRS_INSERT, [{"a": a, "b": b, "v": a / 3} for a, b in shuffled])
     return sorted(keys)
 
 
-CUSTOMER_IDS = ["alice", "Bob", "CAROL", "dave", "Émile", "eve", "Zed", "zoë", "_x", "0042", "42",
-                "a", "A", "aa", "aA", "Aa", "b"]
+CUSTOMER_IDS = [
+    "alice",
+    "Bob",
+    "CAROL",
+    "dave",
+    "Émile",
+    "eve",
+    "Zed",
+    "zoë",
+    "_x",
+    "0042",
+    "42",
+    "a",
+    "A",
+    "aa",
+    "aA",
+    "Aa",
+    "b",
+]
 
 
 def rep_of(cid: str) -> int | None:
@@ -219,8 +239,10 @@ def test_each_filter_op(engine: Engine, flt: Filter, keep: Callable[[int | None]
 
 def test_several_filters_all_apply(engine: Engine) -> None:
     make_customers(engine)
-    flts = [Filter(column="SupportRepId", op="=", value=3),
-            Filter(column="CustomerId", op=">=", value="a")]
+    flts = [
+        Filter(column="SupportRepId", op="=", value=3),
+        Filter(column="CustomerId", op=">=", value="a"),
+    ]
     expected = sorted((c,) for c in CUSTOMER_IDS if rep_of(c) == 3 and c >= "a")
 
     assert_partition(source(engine, "Customer", ["CustomerId"], flts), engine, 2, expected)
@@ -317,8 +339,12 @@ def test_planning_resumes_from_a_recorded_boundary(engine: Engine) -> None:
 
 
 def test_composite_boundary_compares_as_a_row_value(engine: Engine) -> None:
-    create(engine, PAIRS_DDL, PAIRS_INSERT,
-           [{"a": a, "b": b, "v": 0} for a, b in [(1, "z"), (2, "a"), (2, "m"), (3, "a")]])
+    create(
+        engine,
+        PAIRS_DDL,
+        PAIRS_INSERT,
+        [{"a": a, "b": b, "v": 0} for a, b in [(1, "z"), (2, "a"), (2, "m"), (3, "a")]],
+    )
     src = source(engine, "pairs", ["a", "b"])
 
     with engine.connect() as conn:
@@ -390,8 +416,11 @@ def test_read_range_returns_tuples_in_columns_order(engine: Engine) -> None:
 
 @pytest.mark.parametrize(
     ("name", "parts"),
-    [("Customer", (None, "Customer")), ("main.Customer", ("main", "Customer")),
-     ("s.t.u", ("s", "t.u"))],
+    [
+        ("Customer", (None, "Customer")),
+        ("main.Customer", ("main", "Customer")),
+        ("s.t.u", ("s", "t.u")),
+    ],
 )
 def test_split_name(name: str, parts: tuple[str | None, str]) -> None:
     assert split_name(name) == parts

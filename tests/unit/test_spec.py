@@ -359,8 +359,16 @@ def test_every_column_spec_form_is_accepted() -> None:
 
 @pytest.mark.parametrize(
     "column",
-    [3, None, ["Id"], {}, {"transform": "lower"}, {"from": "A", "value": 1},
-     {"from": "A", "args": [1]}, {"from": 3}],
+    [
+        3,
+        None,
+        ["Id"],
+        {},
+        {"transform": "lower"},
+        {"from": "A", "value": 1},
+        {"from": "A", "args": [1]},
+        {"from": 3},
+    ],
     ids=["int", "null", "list", "empty", "no-from", "from-and-value", "args-list", "from-int"],
 )
 def test_bad_column_spec_is_refused_at_that_column(column: object) -> None:
@@ -392,8 +400,12 @@ def test_a_column_named_like_a_union_tag_keeps_its_path() -> None:
 
 @pytest.mark.parametrize(
     ("key", "columns"),
-    [("CustomerId", ["CustomerId"]), (["a"], ["a"]), (["a", "b"], ["a", "b"]),
-     (["b", "a"], ["b", "a"])],
+    [
+        ("CustomerId", ["CustomerId"]),
+        (["a"], ["a"]),
+        (["a", "b"], ["a", "b"]),
+        (["b", "a"], ["b", "a"]),
+    ],
 )
 def test_key_as_string_or_list(key: str | list[str], columns: list[str]) -> None:
     parsed = parse_spec(spec(stream(key=key)))
@@ -459,8 +471,12 @@ def test_after_refers_to_stream_names_not_target_tables() -> None:
 
 @pytest.mark.parametrize(
     "graph",
-    [{"a": ["a"]}, {"a": ["b"], "b": ["a"]}, {"a": ["b"], "b": ["c"], "c": ["a"]},
-     {"a": [], "b": ["a", "d"], "c": ["b"], "d": ["c"]}],
+    [
+        {"a": ["a"]},
+        {"a": ["b"], "b": ["a"]},
+        {"a": ["b"], "b": ["c"], "c": ["a"]},
+        {"a": [], "b": ["a", "d"], "c": ["b"], "d": ["c"]},
+    ],
     ids=["self", "pair", "triangle", "behind-a-root"],
 )
 def test_cycles_are_refused(graph: dict[str, list[str]]) -> None:
@@ -491,9 +507,13 @@ def test_chunk_rows_within_bounds(rows: int) -> None:
 
 @pytest.mark.parametrize(
     ("rows", "message"),
-    [(0, "greater than or equal to 1"), (-5, "greater than or equal to 1"),
-     (1_000_001, "less than or equal to 1000000"), (10.5, "valid integer"),
-     ("many", "valid integer")],
+    [
+        (0, "greater than or equal to 1"),
+        (-5, "greater than or equal to 1"),
+        (1_000_001, "less than or equal to 1000000"),
+        (10.5, "valid integer"),
+        ("many", "valid integer"),
+    ],
 )
 def test_chunk_rows_out_of_bounds(rows: object, message: str) -> None:
     errors = errors_of(spec(chunk_rows=rows))
@@ -540,14 +560,30 @@ def stored(parsed: MigrationSpec) -> dict[str, Any]:
 
 
 RICH_SPEC = spec(
-    stream(key=["a", "b"], where=[{"column": "SupportRepId", "op": "in", "value": [3, 4]},
-                                  {"column": "Deleted", "op": "is_null"}],
-           columns={"id": "a", "b": "b", "email": {"from": "Email", "transform": "lower"},
-                    "price": {"from": "P", "transform": "decimal", "args": {"places": 2}},
-                    "tenant": {"value": "acme"}},
-           create_target=True, write="insert"),
-    stream(source_table="Invoice", target_table="invoices", name="inv", key="InvoiceId",
-           after=["customers"], write="skip_existing"),
+    stream(
+        key=["a", "b"],
+        where=[
+            {"column": "SupportRepId", "op": "in", "value": [3, 4]},
+            {"column": "Deleted", "op": "is_null"},
+        ],
+        columns={
+            "id": "a",
+            "b": "b",
+            "email": {"from": "Email", "transform": "lower"},
+            "price": {"from": "P", "transform": "decimal", "args": {"places": 2}},
+            "tenant": {"value": "acme"},
+        },
+        create_target=True,
+        write="insert",
+    ),
+    stream(
+        source_table="Invoice",
+        target_table="invoices",
+        name="inv",
+        key="InvoiceId",
+        after=["customers"],
+        write="skip_existing",
+    ),
     source={"url": "sqlite:////data/acme.db"},
     chunk_rows=250,
     on_bad_row="fail",
