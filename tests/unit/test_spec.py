@@ -432,19 +432,28 @@ def test_key_of_wrong_type_is_refused_at_key(key: object) -> None:
 
 
 # --- stream graph --------------------------------------------------------------------------
-# Graph problems come from a model-level validator, so they are reported at the root path "".
 
 
-def test_duplicate_stream_names_are_refused() -> None:
-    data = spec(stream(), stream(source_table="Other"))
+def graph_spec(graph: dict[str, list[str]]) -> dict[str, Any]:
+    """One stream per node (named by its target table), waiting for the listed streams."""
+    return spec(*[stream(target_table=n, after=deps) for n, deps in graph.items()])
 
-    assert errors_of(data) == [FieldError("", "stream names must be unique; repeated: customers")]
+
+def test_duplicate_stream_names_are_refused_at_the_later_stream() -> None:
+    data = spec(stream(), stream(source_table="Other"), stream(source_table="Third"))
+
+    assert errors_of(data) == [
+        FieldError("streams/1/target_table", "stream name 'customers' is used twice; give 'name'"),
+        FieldError("streams/2/target_table", "stream name 'customers' is used twice; give 'name'"),
+    ]
 
 
-def test_duplicate_explicit_name_clashing_with_a_target_table_is_refused() -> None:
+def test_explicit_name_clashing_with_a_target_table_is_refused() -> None:
     data = spec(stream(), stream(target_table="orders", name="customers"))
 
-    assert errors_of(data) == [FieldError("", "stream names must be unique; repeated: customers")]
+    paths = paths_of(data)
+
+    assert len(paths) == 1 and paths <= {"streams/1/target_table", "streams/1/name"}
 
 
 def test_same_target_table_under_distinct_names_is_accepted() -> None:
@@ -453,46 +462,56 @@ def test_same_target_table_under_distinct_names_is_accepted() -> None:
     assert [s.stream_name for s in parsed.streams] == ["customers", "other"]
 
 
-def test_after_an_unknown_stream_is_refused() -> None:
+def test_after_an_unknown_stream_is_refused_at_that_entry() -> None:
     data = spec(stream(after=["invoices"]))
 
-    assert errors_of(data) == [
-        FieldError("", "stream 'customers' waits for unknown stream 'invoices'")
-    ]
+    assert errors_of(data) == [FieldError("streams/0/after/0", "no stream named 'invoices'")]
+
+
+def test_every_unknown_after_entry_is_reported() -> None:
+    data = spec(stream(), stream(target_table="orders", after=["customers", "x", "y"]))
+
+    assert paths_of(data) == {"streams/1/after/1", "streams/1/after/2"}
 
 
 def test_after_refers_to_stream_names_not_target_tables() -> None:
     data = spec(stream(name="cust"), stream(target_table="orders", after=["customers"]))
 
-    assert errors_of(data) == [
-        FieldError("", "stream 'orders' waits for unknown stream 'customers'")
-    ]
+    assert errors_of(data) == [FieldError("streams/1/after/0", "no stream named 'customers'")]
+
+
+def test_duplicate_and_unknown_after_are_reported_together() -> None:
+    data = spec(stream(), stream(source_table="Other", after=["nope"]))
+
+    assert paths_of(data) == {"streams/1/target_table", "streams/1/after/0"}
+
+
+def test_graph_is_checked_only_once_the_shape_is_valid() -> None:
+    data = spec(stream(after=["nope"]), chunk_rows=0)
+
+    assert paths_of(data) == {"chunk_rows"}
 
 
 @pytest.mark.parametrize(
-    "graph",
+    ("graph", "path", "node"),
     [
-        {"a": ["a"]},
-        {"a": ["b"], "b": ["a"]},
-        {"a": ["b"], "b": ["c"], "c": ["a"]},
-        {"a": [], "b": ["a", "d"], "c": ["b"], "d": ["c"]},
+        ({"a": ["a"]}, "streams/0/after", "a"),
+        ({"a": ["b"], "b": ["a"]}, "streams/0/after", "a"),
+        ({"a": ["b"], "b": ["c"], "c": ["a"]}, "streams/0/after", "a"),
+        ({"a": [], "b": ["a", "d"], "c": ["b"], "d": ["c"]}, "streams/1/after", "b"),
     ],
     ids=["self", "pair", "triangle", "behind-a-root"],
 )
-def test_cycles_are_refused(graph: dict[str, list[str]]) -> None:
-    data = spec(*[stream(target_table=n, after=deps) for n, deps in graph.items()])
-
-    errors = errors_of(data)
-
-    assert len(errors) == 1
-    assert errors[0].path == ""
-    assert errors[0].message.startswith("streams wait for each other in a cycle through ")
+def test_cycles_are_refused_at_a_stream_in_the_cycle(
+    graph: dict[str, list[str]], path: str, node: str
+) -> None:
+    assert errors_of(graph_spec(graph)) == [
+        FieldError(path, f"streams wait for each other in a cycle through {node!r}")
+    ]
 
 
 def test_a_diamond_is_not_a_cycle() -> None:
-    graph = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c", "a"]}
-
-    parsed = parse_spec(spec(*[stream(target_table=n, after=deps) for n, deps in graph.items()]))
+    parsed = parse_spec(graph_spec({"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c", "a"]}))
 
     assert parsed.stream("d").after == ["b", "c", "a"]
 

@@ -1,0 +1,165 @@
+"""The ``baton`` command as operators use it: ``baton up``, ``submit --wait``, ``status``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+import yaml
+
+from ops.embedded import free_port
+from tests.data import build_source, spec_for
+from tests.harness import ROOT, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _baton(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_baton_up_then_submit_wait_status_workers(tmp_path: Path) -> None:
+    # Given `baton up` on embedded defaults, in a folder of its own
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "BATON_API_URL": f"http://127.0.0.1:{port}",
+        "BATON_SWEEP_INTERVAL_S": "1",
+        "BATON_WORKER_HEARTBEAT_S": "0.5",
+    }
+    for name in ("BATON_BROKER_URL", "BATON_DATABASE_URL", "BATON_KEY_PREFIX"):
+        env.pop(name, None)
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ops.cli",
+            "up",
+            "--workers",
+            "2",
+            "--port",
+            str(port),
+            "--home",
+            str(tmp_path / ".baton"),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: _answers(port), 60, 0.2, "baton up's API")
+        wait_for(
+            lambda: len(_get(port, "/api/v1/workers")["items"]) == 2,
+            60,
+            0.2,
+            "two workers registered",
+        )
+        source = f"sqlite:///{tmp_path / 'legacy.db'}"
+        build_source(source, customers=900, orders=200, bad_every=7)
+        spec_path = tmp_path / "spec.yaml"
+        spec_path.write_text(yaml.safe_dump(spec_for(source, f"sqlite:///{tmp_path / 'c.db'}")))
+        # When a spec is submitted as YAML and waited for
+        done = _baton("submit", str(spec_path), "--wait", env=env, cwd=tmp_path)
+        # Then the command exits 0 and shows the summary
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "succeeded" in done.stdout
+        listed = json.loads(_baton("status", "--json", env=env, cwd=tmp_path).stdout)
+        assert [m["state"] for m in listed["items"]] == ["succeeded"]
+        one = _baton("status", listed["items"][0]["id"], env=env, cwd=tmp_path)
+        assert "order_lines" in one.stdout and one.returncode == 0
+        workers = json.loads(_baton("workers", "--json", env=env, cwd=tmp_path).stdout)
+        assert {w["state"] for w in workers} == {"active"}
+        # And a spec that fails preflight exits non-zero with the located error
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(spec_for(source.replace("legacy", "nope"), source)))
+        refused = _baton("submit", str(bad), env=env, cwd=tmp_path)
+        assert refused.returncode != 0 and "source/url" in refused.stderr
+    finally:
+        os.killpg(up.pid, signal.SIGTERM)
+        out, _ = up.communicate(timeout=60)
+    assert up.returncode == 0, out
+
+
+def _answers(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok
+    except requests.RequestException:
+        return False
+
+
+def _get(port: int, path: str) -> dict[str, object]:
+    return requests.get(f"http://127.0.0.1:{port}{path}", timeout=5).json()  # type: ignore[no-any-return]
+
+
+def test_db_upgrade_twice_and_token_create(tmp_path: Path) -> None:
+    env = {
+        **os.environ,
+        "BATON_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
+        "PYTHONPATH": str(ROOT),
+    }
+    for _ in range(2):
+        result = _baton("db", "upgrade", env=env, cwd=tmp_path)
+        assert result.returncode == 0 and "up to date" in result.stdout, result.stderr
+    token = _baton("token", "create", "--name", "ci", "--role", "operator", env=env, cwd=tmp_path)
+    assert token.returncode == 0 and token.stdout.startswith("bt_")
+
+
+def test_baton_api_serves_with_gunicorn_and_requires_tokens(tmp_path: Path) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "BATON_DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("BATON_AUTH", None)
+    assert _baton("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    api = subprocess.Popen(
+        [sys.executable, "-m", "ops.cli", "api", "--port", str(port), "--workers", "1"],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _answers(port), 30, 0.2, "gunicorn")
+        assert (
+            requests.get(f"http://127.0.0.1:{port}/api/v1/migrations", timeout=5).status_code == 401
+        )
+        token = _baton(
+            "token", "create", "--name", "t", "--role", "viewer", env=env, cwd=tmp_path
+        ).stdout.strip()
+        ok = requests.get(
+            f"http://127.0.0.1:{port}/api/v1/migrations",
+            timeout=5,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert ok.status_code == 200 and ok.json() == {"items": []}
+    finally:
+        api.terminate()
+        api.communicate(timeout=30)
+
+
+def test_auth_off_is_refused_off_loopback(tmp_path: Path) -> None:
+    env = {**os.environ, "BATON_AUTH": "off", "PYTHONPATH": str(ROOT)}
+    result = _baton("api", "--host", "0.0.0.0", env=env, cwd=tmp_path)
+    assert result.returncode == 2 and "loopback" in result.stderr
