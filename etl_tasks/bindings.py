@@ -63,9 +63,12 @@ def target_key(stream: Stream, table: Table) -> tuple[list[str], bool]:
     chunk's key range can be checked in the target.
     """
     key = source_key(stream, table)
-    direct = {
-        spec: col for col, spec in column_specs(stream, table).items() if isinstance(spec, str)
-    }
+    direct: dict[str, str] = {}
+    for col, spec in column_specs(stream, table).items():
+        if isinstance(spec, str):
+            direct.setdefault(spec, col)
+        elif isinstance(spec, ColumnFrom) and spec.transform is None:
+            direct.setdefault(spec.from_, col)
     if all(k in direct for k in key):
         return [direct[k] for k in key], True
     return [], False

@@ -25,7 +25,10 @@ _ENCODE: dict[type, tuple[str, Callable[[Any], Any]]] = {
     datetime: ("dt", datetime.isoformat),
     date: ("d", date.isoformat),
     time: ("t", time.isoformat),
-    timedelta: ("td", timedelta.total_seconds),
+    timedelta: ("td", lambda v: v // timedelta(microseconds=1)),  # exact, in microseconds
+    int: ("int", str),  # only for integers JSON numbers cannot carry exactly
+    dict: ("json", lambda v: v),
+    list: ("json", lambda v: v),
     uuid.UUID: ("uuid", str),
     bytes: ("b", lambda v: base64.b64encode(v).decode()),
     float: ("f", repr),  # only for non-finite floats, which JSON cannot hold
@@ -35,7 +38,9 @@ _DECODE: dict[str, Callable[[Any], Any]] = {
     "dt": datetime.fromisoformat,
     "d": date.fromisoformat,
     "t": time.fromisoformat,
-    "td": lambda s: timedelta(seconds=s),
+    "td": lambda us: timedelta(microseconds=us),
+    "int": int,
+    "json": lambda v: v,
     "uuid": uuid.UUID,
     "b": base64.b64decode,
     "f": float,
@@ -48,10 +53,15 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_INT_RANGE = (-(2**63), 2**64 - 1)  # what orjson writes as a JSON number
+
+
 def _is_native(value: Any) -> bool:
-    return value is None or (
-        isinstance(value, _NATIVE) and not (isinstance(value, float) and not math.isfinite(value))
-    )
+    if value is None or isinstance(value, str | bool):
+        return True
+    if isinstance(value, int):
+        return _INT_RANGE[0] <= value <= _INT_RANGE[1]
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def encode_value(value: Any) -> Any:
@@ -90,7 +100,7 @@ def _encode_column(values: Sequence[Any]) -> tuple[str, list[Any]]:
         if kind in (memoryview, bytearray):
             kind = bytes
         entry = _ENCODE.get(kind)
-        if entry is not None and kind is not float:
+        if entry is not None and kind not in (float, int):
             tag, enc = entry
             return tag, [None if v is None else enc(_plain(v)) for v in values]
     return "mixed", [encode_value(v) for v in values]

@@ -53,7 +53,7 @@ def create_migration(
                     id=migration_id,
                     name=spec.name,
                     state=MigrationState.PENDING,
-                    spec=spec.model_dump(mode="json", by_alias=True, exclude_none=True),
+                    spec=spec.to_stored(),
                     idempotency_key=idempotency_key,
                     request_hash=body_hash,
                     created_at=now,

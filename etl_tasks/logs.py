@@ -22,7 +22,7 @@ _OURS = ("etl_tasks", "worker", "api", "ops")
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
     """Extra fields of Baton's own records (Celery's carry bulky ones of their own)."""
-    if not record.name.startswith(_OURS):
+    if record.name.split(".", 1)[0] not in _OURS:
         return {}
     return {
         k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")

@@ -126,6 +126,10 @@ class MigrationSpec(_Model):
     on_bad_row: Literal["quarantine", "fail"] = "quarantine"
     max_bad_rows: int = Field(1000, ge=0)
 
+    def to_stored(self) -> dict[str, Any]:
+        """The form kept in the state DB: JSON, aliases, nulls kept (a constant may be null)."""
+        return self.model_dump(mode="json", by_alias=True)
+
     def stream(self, name: str) -> Stream:
         for s in self.streams:
             if s.stream_name == name:
@@ -139,9 +143,10 @@ def graph_errors(streams: list[Stream]) -> list[FieldError]:
     names = [s.stream_name for s in streams]
     for i, name in enumerate(names):
         if names.index(name) != i:
+            field = "name" if streams[i].name else "target_table"
             errors.append(
                 FieldError(
-                    f"streams/{i}/target_table", f"stream name {name!r} is used twice; give 'name'"
+                    f"streams/{i}/{field}", f"stream name {name!r} is used twice; give 'name'"
                 )
             )
     known = set(names)
@@ -201,10 +206,14 @@ def parse_spec(data: object) -> MigrationSpec:
 
 
 def _field_error(err: Any) -> FieldError:
-    path = "/".join(str(p) for p in err["loc"] if not _is_union_tag(p))
+    loc = list(err["loc"])
+    kept = [
+        p for i, p in enumerate(loc) if not (_is_union_tag(p) and i and loc[i - 1] != "columns")
+    ]
+    path = "/".join(str(p) for p in kept)
     msg = str(err["msg"]).removeprefix("Value error, ")
     return FieldError(path, msg)
 
 
 def _is_union_tag(part: object) -> bool:
-    return isinstance(part, str) and part in {"str", "ColumnFrom", "ColumnValue"}
+    return isinstance(part, str) and part in {"str", "list[str]", "ColumnFrom", "ColumnValue"}

@@ -179,11 +179,6 @@ def test_composite_target_key_with_one_part_transformed_is_not_identity() -> Non
     assert target_key(s, line_table()) == ([], False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bindings.target_key only treats plain-string specs as direct copies, so "
-    "{'from': key} with no transform is not identity (preflight then refuses create_target)",
-)
 def test_key_copied_through_from_without_transform_is_identity() -> None:
     s = stream(columns={"id": {"from": "CustomerId"}})
 

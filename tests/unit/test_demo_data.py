@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from datetime import datetime
@@ -329,11 +328,8 @@ def test_spec_validates_against_the_spec_model() -> None:
 # --------------------------------------------------------------------------- full size
 
 
-def test_full_scale_is_large_and_fast(tmp_path: Path) -> None:
-    started = time.perf_counter()
+def test_full_scale_is_large(tmp_path: Path) -> None:
     stats = build_legacy_db(tmp_path / "full.db")
-    elapsed = time.perf_counter() - started
-    assert elapsed < 5.0
     assert stats.total_rows >= 100_000
     for table in ("Customer", "Invoice", "InvoiceLine"):
         assert 0.001 <= stats.dirty[table] / stats.rows[table] <= 0.003, table

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -608,17 +607,17 @@ def test_mapper_problems_none_and_valid() -> None:
     assert mapper_problems({"x": col("Name", "lower"), "y": "id"}, SOURCE) == []
 
 
-def test_mapping_is_fast_without_transforms() -> None:
+def test_copies_renames_and_constants_map_positionally() -> None:
     source = [f"c{i}" for i in range(10)]
-    rows = [tuple(range(i, i + 10)) for i in range(100_000)]
+    rows = [tuple(range(i, i + 10)) for i in range(1_000)]
     columns: dict[str, ColumnSpec] = {
         "a": "c3",
         "b": col("c1"),
         "k": ColumnValue(value=7),
         "c": "c9",
     }
-    for mapper in (compile_mapper(None, source), compile_mapper(columns, source)):
-        start = time.perf_counter()
-        for row in rows:
-            mapper.map_row(row)
-        assert time.perf_counter() - start < 1.0
+    identity = compile_mapper(None, source)
+    picked = compile_mapper(columns, source)
+    for row in rows:
+        assert identity.map_row(row) == row
+        assert picked.map_row(row) == (row[3], row[1], 7, row[9])
