@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from etl_tasks import planning
@@ -17,6 +18,7 @@ from etl_tasks.bindings import target_columns
 from etl_tasks.chunk_lease import fail_migration
 from etl_tasks.connectors.sql_schema import ensure_ledger, ensure_table
 from etl_tasks.connectors.sql_source import reflect_table
+from etl_tasks.connectors.sql_target import error_reason, is_transient_error
 from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
@@ -90,6 +92,15 @@ def _prepare_ready_streams(rt: Runtime, migration_id: str) -> None:
 
 def prepare(rt: Runtime, migration_id: str, stream: str) -> None:
     """Create the ledger and, with ``create_target``, the target table: once, under a lock."""
+    try:
+        _prepare(rt, migration_id, stream)
+    except sa_exc.SQLAlchemyError as exc:
+        if is_transient_error(exc):
+            raise TransientError(f"target unavailable: {error_reason(exc)}") from exc
+        raise PermanentError(f"cannot prepare {stream!r}: {error_reason(exc)}") from exc
+
+
+def _prepare(rt: Runtime, migration_id: str, stream: str) -> None:
     spec = rt.spec(migration_id)
     engine = rt.engines.get(rt.target_url(migration_id))
     ensure_ledger(engine)

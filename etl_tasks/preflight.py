@@ -7,6 +7,7 @@ creates nothing.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -46,6 +47,11 @@ def _reach(
         if not path.parent.is_dir():
             problems.add(f"{which}/url", f"folder {path.parent} does not exist")
             return None
+        if not path.exists():  # connecting would create the file: a refusal creates nothing
+            if not os.access(path.parent, os.W_OK):
+                problems.add(f"{which}/url", f"folder {path.parent} is not writable")
+                return None
+            return create_sql_engine(u, pool_size=1, connect_timeout_s=timeout_s)
     engine = create_sql_engine(u, pool_size=1, connect_timeout_s=timeout_s)
     try:
         with engine.connect():
@@ -69,12 +75,13 @@ def preflight(spec: MigrationSpec, timeout_s: float = 5.0) -> dict[str, list[str
     if problems:
         raise SpecError(problems)
     source = _reach("source", urls["source"], timeout_s, problems, must_exist=True)
+    fresh = _is_new_sqlite_file(urls["target"])
     target = _reach("target", urls["target"], timeout_s, problems, must_exist=False)
     keys: dict[str, list[str]] = {}
     try:
         if source is not None and target is not None:
             for i, stream in enumerate(spec.streams):
-                keys[stream.stream_name] = _check_stream(i, stream, source, target, problems)
+                keys[stream.stream_name] = _check_stream(i, stream, source, target, problems, fresh)
     finally:
         for engine in (source, target):
             if engine is not None:
@@ -84,8 +91,22 @@ def preflight(spec: MigrationSpec, timeout_s: float = 5.0) -> dict[str, list[str
     return keys
 
 
+def _is_new_sqlite_file(url: str) -> bool:
+    try:
+        u = normalize_url(url)
+    except sa_exc.ArgumentError:
+        return False
+    database = u.database
+    return (
+        u.get_backend_name() == "sqlite"
+        and bool(database)
+        and database != ":memory:"
+        and (not Path(str(database)).exists())
+    )
+
+
 def _check_stream(
-    i: int, stream: Stream, source: Engine, target: Engine, problems: _Problems
+    i: int, stream: Stream, source: Engine, target: Engine, problems: _Problems, fresh: bool
 ) -> list[str]:
     path = f"streams/{i}"
     try:
@@ -101,7 +122,7 @@ def _check_stream(
     for p, message in mapper_problems(stream.columns, names):
         problems.add(f"{path}/{p}", message)
     if key and not any(e.path.startswith(f"{path}/columns") for e in problems):
-        _check_target(path, stream, table, target, problems)
+        _check_target(path, stream, table, target, problems, fresh)
     return key
 
 
@@ -149,9 +170,16 @@ def _unique_not_null(engine: Engine, table: Table, key: Sequence[str]) -> bool:
 
 
 def _check_target(
-    path: str, stream: Stream, source_table: Table, target: Engine, problems: _Problems
+    path: str,
+    stream: Stream,
+    source_table: Table,
+    target: Engine,
+    problems: _Problems,
+    fresh: bool = False,
 ) -> None:
     try:
+        if fresh:  # a SQLite file not created yet: every table is missing, and stays uncreated
+            raise sa_exc.NoSuchTableError(stream.target_table)
         table = reflect_table(target, stream.target_table)
     except sa_exc.NoSuchTableError:
         if not stream.create_target:

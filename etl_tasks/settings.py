@@ -7,6 +7,9 @@ Tests shrink the timing settings instead of sleeping in real time.
 
 from __future__ import annotations
 
+import logging
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Literal
 
@@ -76,6 +79,23 @@ class Settings(BaseSettings):
         return __version__
 
 
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """``BATON_*`` variables that name no setting: most likely typos."""
+    env = os.environ if environ is None else environ
+    known = {f"BATON_{name.upper()}" for name in Settings.model_fields}
+    return sorted(
+        k
+        for k in env
+        if k.startswith("BATON_") and k not in known and not k.startswith("BATON_TEST_")
+    )
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the settings from the environment, with explicit overrides on top."""
+    """Read the settings from the environment, with explicit overrides on top.
+
+    A ``BATON_*`` variable that names no setting is reported (a typo would otherwise
+    silently leave a default in force).
+    """
+    for name in unknown_variables():
+        logging.getLogger(__name__).warning("unknown setting %s is ignored", name)
     return Settings(**overrides)  # type: ignore[arg-type]

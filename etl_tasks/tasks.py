@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from celery import shared_task
+from celery.exceptions import Reject
+from sqlalchemy import exc as sa_exc
 
 from etl_tasks.advance import advance
+from etl_tasks.connectors.db_errors import classify
 from etl_tasks.constants import MESSAGE_SCHEMA, TASK_EXTRACT, TASK_LOAD, TASK_PLAN, TASK_TRANSFORM
 from etl_tasks.runtime import Runtime
 from etl_tasks.steps.extract import extract
@@ -44,6 +48,19 @@ def runtime() -> Runtime:
         return _runtime
 
 
+def _guarded(fn: Callable[[Runtime, int], str], chunk_id: int) -> str:
+    """Run a step; if the state DB itself is unreachable, put the message back, not drop it."""
+    rt = runtime()
+    try:
+        return fn(rt, chunk_id)
+    except sa_exc.SQLAlchemyError as exc:
+        if classify(exc) != "transient":
+            raise
+        log.warning("state DB unavailable (%s); message requeued", exc.__class__.__name__)
+        time.sleep(min(1.0, rt.settings.step_budget_s))
+        raise Reject(reason="state DB unavailable", requeue=True) from exc
+
+
 def _schema_ok(schema: int) -> bool:
     if schema > MESSAGE_SCHEMA:
         log.error("message schema %s is newer than this worker's %s", schema, MESSAGE_SCHEMA)
@@ -59,14 +76,14 @@ def plan_task(*, migration_id: str, schema: int = 1, **_: object) -> None:
 
 @shared_task(name=TASK_EXTRACT, acks_late=True, ignore_result=True)
 def extract_task(*, chunk_id: int, schema: int = 1, **_: object) -> str | None:
-    return extract(runtime(), chunk_id) if _schema_ok(schema) else None
+    return _guarded(extract, chunk_id) if _schema_ok(schema) else None
 
 
 @shared_task(name=TASK_TRANSFORM, acks_late=True, ignore_result=True)
 def transform_task(*, chunk_id: int, schema: int = 1, **_: object) -> str | None:
-    return transform(runtime(), chunk_id) if _schema_ok(schema) else None
+    return _guarded(transform, chunk_id) if _schema_ok(schema) else None
 
 
 @shared_task(name=TASK_LOAD, acks_late=True, ignore_result=True)
 def load_task(*, chunk_id: int, schema: int = 1, **_: object) -> str | None:
-    return load(runtime(), chunk_id) if _schema_ok(schema) else None
+    return _guarded(load, chunk_id) if _schema_ok(schema) else None

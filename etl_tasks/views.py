@@ -25,7 +25,7 @@ def _iso(value: datetime | None) -> str | None:
 
 def _endpoint(spec: dict[str, Any], which: str) -> dict[str, str]:
     ep = spec.get(which, {})
-    if "url" in ep:
+    if ep.get("url"):
         return {"url": redact(ep["url"])}
     return {"url_env": ep.get("url_env", "")}
 
@@ -90,9 +90,17 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
             }
         )
     view = _summary(mig)
+    if mig.state == MigrationState.RUNNING and not view["waiting_reason"] and not _live_workers(db):
+        view["waiting_reason"] = "no worker is running"
     view["streams"] = items
     view.update(_progress(mig, items, now))
     return view
+
+
+def _live_workers(db: StateDB) -> bool:
+    from etl_tasks.workers import list_workers
+
+    return bool(list_workers(db))
 
 
 def _summary(mig: Migration) -> dict[str, Any]:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import etl_tasks.tasks  # noqa: F401  (registers the task shims)
-from etl_tasks.logs import configure_logging
 from etl_tasks.settings import load_settings
 from worker.celery_app import create_celery
 from worker.lifecycle import attach
 
 settings = load_settings()
-configure_logging(settings)
 app = create_celery(settings)
 lifecycle = attach(app, settings)
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from celery import Celery, signals
 
+from etl_tasks.logs import configure_logging
 from etl_tasks.runtime import Runtime
 from etl_tasks.settings import Settings
 from etl_tasks.state.enums import WorkerState
@@ -128,6 +129,9 @@ class Lifecycle:
 
 def attach(app: Celery, settings: Settings) -> Lifecycle:
     life = Lifecycle(app, settings)
+    # Connecting setup_logging tells Celery to leave logging to us: Baton's formatter
+    # (structured extras, JSON on request) on the root logger.
+    signals.setup_logging.connect(lambda **_: configure_logging(settings), weak=False)
     signals.worker_init.connect(life.on_init, weak=False)
     signals.worker_ready.connect(life.on_ready, weak=False)
     signals.task_prerun.connect(life.on_task_start, weak=False)

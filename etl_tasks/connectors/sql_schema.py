@@ -7,8 +7,9 @@ keys are copied (streams load in parallel, in any order).
 
 from __future__ import annotations
 
+import contextlib
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -69,10 +70,25 @@ def _lossless(sa_type: TypeEngine[Any], dialect: str) -> TypeEngine[Any]:
     return sa_type
 
 
-def _lock(conn: Connection, name: str) -> None:
-    """Serialise DDL on PostgreSQL with a transaction-scoped advisory lock (never leaks)."""
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(name.encode())})
+@contextlib.contextmanager
+def _ddl_lock(engine: Engine, name: str) -> Iterator[Connection]:
+    """A transaction holding a lock on ``name``, so DDL runs once even when two workers race.
+
+    PostgreSQL: a transaction-scoped advisory lock (released at commit, never leaked by the
+    pool). MySQL/MariaDB: a named lock, released in ``finally`` on the same connection.
+    SQLite: ``BEGIN IMMEDIATE`` already serialises writers.
+    """
+    with engine.begin() as conn:
+        dialect = conn.dialect.name
+        if dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(name.encode())})
+        elif dialect in ("mysql", "mariadb"):
+            conn.execute(text("SELECT GET_LOCK(:n, 60)"), {"n": name[:64]})
+        try:
+            yield conn
+        finally:
+            if dialect in ("mysql", "mariadb"):
+                conn.execute(text("SELECT RELEASE_LOCK(:n)"), {"n": name[:64]})
 
 
 def ensure_table(
@@ -87,15 +103,14 @@ def ensure_table(
     cols = [
         Column(
             n,
-            _key_safe(t, dialect) if n in key else _lossless(t, dialect),
+            _key_safe(_lossless(t, dialect), dialect) if n in key else _lossless(t, dialect),
             primary_key=n in key,
             nullable=(n not in key and nullable),
             autoincrement=False,
         )
         for n, t, nullable in columns
     ]
-    with engine.begin() as conn:
-        _lock(conn, f"baton:ddl:{name}")
+    with _ddl_lock(engine, f"baton:ddl:{name}") as conn:
         if inspect(conn).has_table(table_name, schema=schema):
             return False
         Table(table_name, MetaData(), *cols, schema=schema).create(conn)
@@ -105,7 +120,6 @@ def ensure_table(
 def ensure_ledger(engine: Engine) -> None:
     """Create the target's ledger table if it is missing."""
     table = ledger_table()
-    with engine.begin() as conn:
-        _lock(conn, "baton:ddl:ledger")
+    with _ddl_lock(engine, "baton:ddl:ledger") as conn:
         if not inspect(conn).has_table(table.name):
             table.create(conn)

@@ -131,7 +131,8 @@ class SqlTarget:
             return False
         key_cols = [self.table.c[k] for k in self.key]
         cond = range_condition(key_cols, *req.key_range)
-        return not conn.execute(select(exists().where(cond))).scalar()
+        probe = select(1).select_from(self.table).where(cond)
+        return not conn.execute(select(exists(probe))).scalar()
 
     def _write_bisecting(
         self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]], *, direct: bool

@@ -674,3 +674,16 @@ def test_an_operator_submits_and_controls(secured: Api, spec: Spec) -> None:
 def test_probes_need_no_token(secured: Api) -> None:
     assert secured.client.get("/healthz").status_code == 200
     assert secured.client.get("/readyz").status_code == 200
+
+
+def test_a_refused_spec_leaves_no_new_sqlite_target_file(
+    api: Api, spec: Spec, tmp_path: Path
+) -> None:
+    # Given a spec whose new SQLite target would be fine but whose source table is missing
+    target = tmp_path / "target.db"
+    spec["streams"][0]["source_table"] = "Nope"
+    # When it is refused
+    resp = api.submit(spec)
+    # Then not even the target file was created
+    assert resp.status_code == 422
+    assert not target.exists()

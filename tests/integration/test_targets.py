@@ -60,10 +60,11 @@ def _q(url: str, name: str) -> str:
     return f"`{name}`" if url.startswith("mysql") else f'"{name}"'
 
 
+@pytest.mark.parametrize("chunk_rows", [120, 5000], ids=["many-chunks", "one-open-chunk"])
 def test_migrates_every_type_and_key_shape(
-    driver: Driver, source_url: str, target_url: str
+    driver: Driver, source_url: str, target_url: str, chunk_rows: int
 ) -> None:
-    spec = spec_for(source_url, target_url, chunk_rows=120)
+    spec = spec_for(source_url, target_url, chunk_rows=chunk_rows)
     mid = _run(driver, spec)
     assert_migrated(
         driver.rt.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(150, 3, 19)}

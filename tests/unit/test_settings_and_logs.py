@@ -310,6 +310,7 @@ def root_logger() -> Iterator[logging.Logger]:
     """The root logger, with its handlers and level restored afterwards."""
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
+    root.handlers[:] = [h for h in root.handlers if not getattr(h, "_baton", False)]
     yield root
     root.handlers[:] = saved[0]
     root.setLevel(saved[1])
