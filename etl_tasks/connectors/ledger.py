@@ -44,6 +44,7 @@ class LedgerRecord:
     fencing_token: int
     rows_loaded: int
     quarantine: list[QuarantineEntry]
+    cut: list[Any] | None = None  # the load stopped at its deadline after this key
 
 
 def ledger_table(metadata: MetaData | None = None) -> Table:
@@ -58,6 +59,7 @@ def ledger_table(metadata: MetaData | None = None) -> Table:
         Column("rows_quarantined", Integer, nullable=False),
         Column("quarantine", Text, nullable=False),
         Column("committed_at", DateTime, nullable=False),
+        Column("cut_key", Text, nullable=True),
     )
 
 
@@ -87,8 +89,10 @@ def finish(
     chunk_id: int,
     rows_loaded: int,
     quarantine: list[QuarantineEntry],
+    cut: list[Any] | None = None,
 ) -> None:
     body = orjson.dumps([[q.key, q.reason, q.row] for q in quarantine]).decode()
+    cut_text = None if cut is None else orjson.dumps(cut).decode()
     conn.execute(
         update(LEDGER)
         .where(
@@ -96,13 +100,20 @@ def finish(
             LEDGER.c.stream == stream,
             LEDGER.c.chunk_id == chunk_id,
         )
-        .values(rows_loaded=rows_loaded, rows_quarantined=len(quarantine), quarantine=body)
+        .values(
+            rows_loaded=rows_loaded,
+            rows_quarantined=len(quarantine),
+            quarantine=body,
+            cut_key=cut_text,
+        )
     )
 
 
 def read(conn: Connection, migration_id: str, stream: str, chunk_id: int) -> LedgerRecord | None:
     row = conn.execute(
-        select(LEDGER.c.fencing_token, LEDGER.c.rows_loaded, LEDGER.c.quarantine).where(
+        select(
+            LEDGER.c.fencing_token, LEDGER.c.rows_loaded, LEDGER.c.quarantine, LEDGER.c.cut_key
+        ).where(
             LEDGER.c.migration_id == migration_id,
             LEDGER.c.stream == stream,
             LEDGER.c.chunk_id == chunk_id,
@@ -111,4 +122,5 @@ def read(conn: Connection, migration_id: str, stream: str, chunk_id: int) -> Led
     if row is None:
         return None
     entries = [QuarantineEntry(k, r, d) for k, r, d in orjson.loads(row.quarantine)]
-    return LedgerRecord(row.fencing_token, row.rows_loaded, entries)
+    cut = None if row.cut_key is None else orjson.loads(row.cut_key)
+    return LedgerRecord(row.fencing_token, row.rows_loaded, entries, cut)

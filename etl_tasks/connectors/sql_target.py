@@ -11,7 +11,7 @@ the bad rows are isolated; they are quarantined and the rest loads.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +20,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from etl_tasks import codec
+from etl_tasks.budget import SUB_BATCH_ROWS
 from etl_tasks.connectors import ledger
 from etl_tasks.connectors.db_errors import classify
 from etl_tasks.connectors.ledger import LedgerRecord, QuarantineEntry
@@ -43,16 +44,19 @@ class LoadRequest:
     token: int
     columns: list[str]
     rows: list[tuple[Any, ...]]
-    quarantine: list[QuarantineEntry] = field(default_factory=list)
+    quarantine: list[tuple[QuarantineEntry, int]] = field(default_factory=list)  # (entry, pos)
     key_range: tuple[Sequence[Any] | None, Sequence[Any] | None] | None = None
     fail_on_bad: bool = False  # on_bad_row "fail": a refused row fails the whole chunk
+    positions: list[int] = field(default_factory=list)  # each row's position in the extract
+    source_keys: list[Any] = field(default_factory=list)  # each row's source key, encoded
+    expired: Callable[[], bool] = lambda: False  # the step's deadline has passed
+    between_batches: Callable[[], None] = lambda: None  # e.g. renew the lease
 
 
 @dataclass(frozen=True)
 class LoadResult:
     record: LedgerRecord
     already_committed: bool
-    direct_copy: bool = False
 
 
 def is_bad_row_error(exc: BaseException) -> bool:
@@ -98,21 +102,37 @@ class SqlTarget:
             try:
                 with conn.begin():
                     ledger.claim(conn, req.migration_id, req.stream, req.chunk_id, req.token)
-                    direct = self._range_is_empty(conn, req)
-                    bad = self._write_bisecting(conn, req.columns, req.rows, direct=direct)
-                    if bad and req.fail_on_bad:
-                        raise PermanentError(f"the target refused a row: {bad[0][1]}")
-                    quarantine = req.quarantine + [self._entry(req, row, why) for row, why in bad]
-                    loaded = len(req.rows) - len(bad)
-                    ledger.finish(
-                        conn, req.migration_id, req.stream, req.chunk_id, loaded, quarantine
-                    )
-                return LoadResult(LedgerRecord(req.token, loaded, quarantine), False, direct)
+                    record = self._write_chunk(conn, req)
+                return LoadResult(record, False)
             except sa_exc.IntegrityError:
-                record = self._committed(conn, req)
-                if record is None:
+                committed = self._committed(conn, req)
+                if committed is None:
                     raise
-                return LoadResult(record, True)
+                return LoadResult(committed, True)
+
+    def _write_chunk(self, conn: Connection, req: LoadRequest) -> LedgerRecord:
+        """Write sub-batch by sub-batch until done or the deadline; record it in the ledger."""
+        direct = self._range_is_empty(conn, req)
+        bad: list[tuple[tuple[Any, ...], str]] = []
+        written = 0
+        while written < len(req.rows):
+            part = req.rows[written : written + SUB_BATCH_ROWS]
+            bad += self._write_bisecting(conn, req.columns, part, direct=direct)
+            written += len(part)
+            if bad and req.fail_on_bad:
+                raise PermanentError(f"the target refused a row: {bad[0][1]}")
+            if written < len(req.rows) and req.expired():
+                break
+            req.between_batches()
+        cut = None
+        kept = req.quarantine
+        if written < len(req.rows):  # stopped at the deadline: the rest becomes a new chunk
+            cut = req.source_keys[written - 1]
+            kept = [(q, pos) for q, pos in req.quarantine if pos <= req.positions[written - 1]]
+        quarantine = [q for q, _ in kept] + [self._entry(req, row, why) for row, why in bad]
+        loaded = written - len(bad)
+        ledger.finish(conn, req.migration_id, req.stream, req.chunk_id, loaded, quarantine, cut)
+        return LedgerRecord(req.token, loaded, quarantine, cut)
 
     def _committed(self, conn: Connection, req: LoadRequest) -> LedgerRecord | None:
         if conn.in_transaction():

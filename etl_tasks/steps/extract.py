@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-import time
+from typing import Any
 
+from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
 from etl_tasks import codec
+from etl_tasks.budget import SUB_BATCH_ROWS, StepClock
 from etl_tasks.chunk_lease import NOW, Claim, commit
+from etl_tasks.connectors.sql_source import SqlSource
 from etl_tasks.connectors.sql_target import error_reason, is_transient_error
 from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
+from etl_tasks.splitting import commit_split
 from etl_tasks.steps.common import elapsed_ms, run_step
 
 STAGE = "extracted"
@@ -22,27 +26,40 @@ def extract(rt: Runtime, chunk_id: int) -> str:
 
 
 def _extract(rt: Runtime, c: Claim) -> None:
-    started = time.monotonic()
+    clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
     binding = rt.binding(c.migration_id, c.stream)
     engine = rt.engines.get(rt.source_url(c.migration_id))
     try:
-        with engine.connect() as conn:
-            rows = binding.source.read_range(
-                conn, codec.decode_key(c.lower), codec.decode_key(c.upper)
-            )
+        rows, cut = _read(engine, binding.source, c, clock, binding.key_width)
     except sa_exc.SQLAlchemyError as exc:
         if is_transient_error(exc):
             raise TransientError(f"source unavailable: {error_reason(exc)}") from exc
         raise PermanentError(f"source refused the read: {error_reason(exc)}") from exc
     rt.staging.put(c.chunk_id, c.token, STAGE, codec.encode_rows(binding.source.columns, rows))
-    if commit(
-        rt,
-        c,
-        step="transform",
-        stage_token=c.token,
-        rows_in=len(rows),
-        attempts=0,
-        extract_ms=elapsed_ms(started),
-        queued_at=NOW,
-    ):
+    outcome = {
+        "step": "transform",
+        "stage_token": c.token,
+        "rows_in": len(rows),
+        "attempts": 0,
+        "extract_ms": elapsed_ms(clock.started),
+        "queued_at": NOW,
+    }
+    done = commit_split(rt, c, cut, **outcome) if cut else commit(rt, c, **outcome)
+    if done:
         publish_step(rt.publisher, "transform", c.chunk_id)
+
+
+def _read(
+    engine: Engine, source: SqlSource, c: Claim, clock: StepClock, key_width: int
+) -> tuple[list[tuple[Any, ...]], list[Any] | None]:
+    """The chunk's rows in key order, stopping at the deadline: (rows, cut or None)."""
+    rows: list[tuple[Any, ...]] = []
+    stmt = source.select_range(codec.decode_key(c.lower), codec.decode_key(c.upper))
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=SUB_BATCH_ROWS).execute(stmt)
+        for part in result.partitions(SUB_BATCH_ROWS):
+            rows.extend(tuple(r) for r in part)
+            if clock.expired() and result.fetchone() is not None:
+                result.close()
+                return rows, codec.encode_key(rows[-1][:key_width])
+    return rows, None

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import time
-
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from etl_tasks import codec
+from etl_tasks.budget import StepClock, next_chunk_rows
 from etl_tasks.chunk_lease import Claim, fail_migration
 from etl_tasks.connectors.ledger import LedgerRecord, QuarantineEntry
 from etl_tasks.connectors.sql_target import LoadRequest
 from etl_tasks.errors import StagingMissing
 from etl_tasks.publisher import publish_plan
 from etl_tasks.runtime import Runtime
+from etl_tasks.splitting import renew, split
 from etl_tasks.state.enums import ChunkState
-from etl_tasks.state.models import Chunk, Migration, QuarantinedRow
+from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream
 from etl_tasks.steps import transform as transform_step
 from etl_tasks.steps.common import elapsed_ms, run_step
 
@@ -24,7 +25,7 @@ def load(rt: Runtime, chunk_id: int) -> str:
 
 
 def _load(rt: Runtime, c: Claim) -> None:
-    started = time.monotonic()
+    clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
     if c.stage_token is None:
         raise StagingMissing()
     blob = rt.staging.get(c.chunk_id, c.stage_token, transform_step.STAGE)
@@ -38,12 +39,16 @@ def _load(rt: Runtime, c: Claim) -> None:
         token=c.token,
         columns=columns,
         rows=rows,
-        quarantine=[QuarantineEntry(k, r, d) for k, r, d in extra["quarantine"]],
+        quarantine=[(QuarantineEntry(k, r, d), pos) for k, r, d, pos in extra["quarantine"]],
         key_range=(codec.decode_key(c.lower), codec.decode_key(c.upper)),
         fail_on_bad=rt.spec(c.migration_id).on_bad_row == "fail",
+        positions=extra["positions"],
+        source_keys=extra["source_keys"],
+        expired=clock.expired,
+        between_batches=lambda: renew(rt, c) if clock.renewal_due() else None,
     )
     result = rt.target(c.migration_id, c.stream).load(request)
-    finish(rt, c, result.record, elapsed_ms(started))
+    finish(rt, c, result.record, elapsed_ms(clock.started))
     rt.staging.delete(c.chunk_id, c.stage_token, transform_step.STAGE)
     publish_plan(rt.publisher, c.migration_id)
 
@@ -77,6 +82,8 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int) -> None:
                         created_at=now,
                     )
                 )
+        if record.cut is not None:
+            split(s, chunk, record.cut, now)
         chunk.state = ChunkState.DONE
         chunk.finished_at = now
         chunk.rows_out = record.rows_loaded
@@ -85,6 +92,7 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int) -> None:
         chunk.lease_owner = None
         chunk.lease_expires_at = None
         chunk.queued_at = None
+        _adapt_chunk_rows(rt, s, chunk)
         mig = s.get(Migration, c.migration_id)
         if mig is not None and mig.waiting_reason:
             mig.waiting_reason = None
@@ -102,3 +110,15 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int) -> None:
             fail_migration(
                 s, c.migration_id, now, f"{bad} rows quarantined, more than max_bad_rows ({limit})"
             )
+
+
+def _adapt_chunk_rows(rt: Runtime, s: Session, chunk: Chunk) -> None:
+    """Size the stream's next chunks so its slowest step fits the step budget."""
+    stream = s.get(Stream, chunk.stream_id)
+    slowest = max(chunk.extract_ms or 0, chunk.transform_ms or 0, chunk.load_ms or 0)
+    if stream is None or not chunk.rows_in:
+        return
+    ceiling = rt.spec(chunk.migration_id).chunk_rows
+    stream.chunk_rows = next_chunk_rows(
+        stream.chunk_rows, chunk.rows_in, slowest, rt.settings.step_budget_s, ceiling
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from etl_tasks import codec
@@ -31,11 +32,17 @@ def _transform(rt: Runtime, c: Claim) -> None:
         raise StagingMissing()
     columns, rows, _ = codec.decode_rows(blob)
     binding = rt.binding(c.migration_id, c.stream)
-    good, bad = map_rows(binding.mapper, columns, rows, binding.key_width)
-    if bad and rt.spec(c.migration_id).on_bad_row == "fail":
-        raise PermanentError(f"bad row {bad[0].key}: {bad[0].reason}")
-    quarantine = [[q.key, q.reason, q.row] for q in bad]
-    out = codec.encode_rows(binding.mapper.target_columns, good, quarantine=quarantine)
+    mapped = map_rows(binding.mapper, columns, rows, binding.key_width)
+    if mapped.bad and rt.spec(c.migration_id).on_bad_row == "fail":
+        first = mapped.bad[0][1]
+        raise PermanentError(f"bad row {first.key}: {first.reason}")
+    out = codec.encode_rows(
+        binding.mapper.target_columns,
+        mapped.good,
+        quarantine=[[q.key, q.reason, q.row, pos] for pos, q in mapped.bad],
+        positions=mapped.positions,
+        source_keys=mapped.source_keys,
+    )
     rt.staging.put(c.chunk_id, c.token, STAGE, out)
     if commit(
         rt,
@@ -50,18 +57,34 @@ def _transform(rt: Runtime, c: Claim) -> None:
         publish_step(rt.publisher, "load", c.chunk_id)
 
 
+@dataclass
+class Mapped:
+    """Transform's output: target rows with where they came from, and the refused rows."""
+
+    good: list[tuple[Any, ...]] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)  # of each good row in the extract
+    source_keys: list[Any] = field(default_factory=list)  # of each good row, encoded
+    bad: list[tuple[int, QuarantineEntry]] = field(default_factory=list)
+
+
 def map_rows(
     mapper: RowMapper, columns: list[str], rows: list[tuple[Any, ...]], key_width: int
-) -> tuple[list[tuple[Any, ...]], list[QuarantineEntry]]:
-    """Target rows for the rows that map, quarantine entries for those that do not."""
-    good: list[tuple[Any, ...]] = []
-    bad: list[QuarantineEntry] = []
+) -> Mapped:
+    """Target rows for the rows that map, quarantine entries for those that do not.
+
+    Positions and source keys let the load stop between sub-batches and cut the
+    chunk at a key the source returned.
+    """
+    out = Mapped()
     map_row = mapper.map_row
-    for row in rows:
+    for pos, row in enumerate(rows):
         try:
-            good.append(map_row(row))
+            out.good.append(map_row(row))
         except BadRowError as exc:
             key = codec.dumps(list(row[:key_width]))
             record = {c: codec.encode_value(v) for c, v in zip(columns, row, strict=True)}
-            bad.append(QuarantineEntry(key, str(exc), record))
-    return good, bad
+            out.bad.append((pos, QuarantineEntry(key, str(exc), record)))
+            continue
+        out.positions.append(pos)
+        out.source_keys.append(codec.encode_key(row[:key_width]))
+    return out

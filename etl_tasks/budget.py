@@ -1,0 +1,45 @@
+"""The step budget: how long one step may work before it stops at the next sub-batch.
+
+The budget bounds a warm shutdown (a stopping worker finishes the step in
+hand), so it is the deploy latency. A step checks ``expired()`` between
+sub-batches and keeps a margin for its final commit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+WORK_SHARE = 0.7  # of the budget spent working; the rest is margin for staging and commit
+SUB_BATCH_ROWS = 1000  # rows between two deadline checks
+
+
+@dataclass
+class StepClock:
+    budget_s: float
+    lease_s: float
+    started: float = field(default_factory=time.monotonic)
+    renewed: float = field(default_factory=time.monotonic)
+
+    def expired(self) -> bool:
+        return time.monotonic() - self.started >= self.budget_s * WORK_SHARE
+
+    def renewal_due(self) -> bool:
+        """Renew the lease once a third of it has passed (long steps only)."""
+        if time.monotonic() - self.renewed >= self.lease_s / 3:
+            self.renewed = time.monotonic()
+            return True
+        return False
+
+
+def next_chunk_rows(current: int, rows: int, slowest_ms: int, budget_s: float, ceiling: int) -> int:
+    """The chunk size that keeps the slowest step of a stream within half its budget.
+
+    Moves halfway towards the measured target each time, at most doubling, never
+    above the spec's ``chunk_rows`` and never below 1.
+    """
+    if rows <= 0 or slowest_ms <= 0:
+        return current
+    target = rows * (budget_s * 1000 * 0.5) / slowest_ms
+    proposed = int((current + target) / 2)
+    return max(1, min(ceiling, current * 2, proposed))

@@ -1,0 +1,98 @@
+"""The step budget holds: steps stop at their deadline, split their chunk, and nothing is lost."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg2
+from sqlalchemy import func, select
+
+from etl_tasks.budget import next_chunk_rows
+from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.ledger import LEDGER
+from etl_tasks.settings import Settings
+from etl_tasks.state.models import Chunk, Stream
+from tests.checks import assert_migrated
+from tests.data import bad_lines, build_source, spec_for, submit
+from tests.harness import Driver
+
+
+def _chunks(driver: Driver, mid: str) -> list[Chunk]:
+    with driver.rt.db.session() as s:
+        return list(s.scalars(select(Chunk).where(Chunk.migration_id == mid)))
+
+
+def test_extract_stops_at_its_deadline_and_splits_the_chunk(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # Given a budget far too small for 5000-row chunks
+    driver = Driver(make_settings(step_budget_s=0.005))
+    source = f"sqlite:///{tmp_path / 'legacy.db'}"
+    build_source(source, customers=6000, orders=1500, bad_every=23)
+    spec = spec_for(source, f"sqlite:///{tmp_path / 'cloud.db'}", chunk_rows=5000)
+    # When it runs
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    driver.run()
+    # Then extracts stopped after a sub-batch, the chunks were split, and everything arrived
+    chunks = _chunks(driver, mid)
+    assert max(c.rows_in or 0 for c in chunks) <= 1000
+    assert len(chunks) > 6000 // 1000
+    assert_migrated(
+        driver.rt.db,
+        mid,
+        spec,
+        expected_bad={"Customers": 0, "order_lines": bad_lines(1500, 3, 23)},
+    )
+    # And the streams' chunk size came down towards the budget
+    with driver.rt.db.session() as s:
+        assert all(st.chunk_rows < 5000 for st in s.scalars(select(Stream)))
+    driver.close()
+
+
+def test_a_slow_target_makes_loads_stop_and_split(
+    make_settings: Callable[..., Settings], tmp_path: Path, pg_url: str
+) -> None:
+    # Given a target where every write statement takes 0.2 s, and a 0.5 s step budget
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("""
+            CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN PERFORM pg_sleep(0.2); RETURN NULL; END $$;
+            CREATE TABLE order_lines ("OrderId" integer, "LineNo" integer, sku text, qty bigint,
+                price numeric, PRIMARY KEY ("OrderId", "LineNo"));
+            CREATE TRIGGER slow AFTER INSERT ON order_lines
+                FOR EACH STATEMENT EXECUTE FUNCTION slow();
+        """)
+    conn.close()
+    driver = Driver(make_settings(step_budget_s=0.5))
+    source = f"sqlite:///{tmp_path / 'legacy.db'}"
+    build_source(source, customers=10, orders=2500, bad_every=31)
+    spec = spec_for(source, pg_url, chunk_rows=5000)
+    spec["streams"] = spec["streams"][1:]
+    spec["streams"][0]["create_target"] = False
+    # When it runs
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    driver.run()
+    # Then loads were cut at their deadline (the ledger says where), and nothing was lost
+    engine = create_sql_engine(pg_url)
+    with engine.connect() as c:
+        cuts = c.scalar(
+            select(func.count()).select_from(LEDGER).where(LEDGER.c.cut_key.is_not(None))
+        )
+    engine.dispose()
+    assert cuts and cuts > 0
+    assert all((c.load_ms or 0) < 1500 for c in _chunks(driver, mid))
+    assert_migrated(driver.rt.db, mid, spec, expected_bad={"order_lines": bad_lines(2500, 3, 31)})
+    driver.close()
+
+
+def test_next_chunk_rows_moves_towards_the_budget() -> None:
+    # 1000 rows took 4 s with a 2 s budget: aim for half the budget, move halfway
+    assert next_chunk_rows(1000, 1000, 4000, 2.0, 5000) == (1000 + 250) // 2
+    # fast steps grow the size, at most doubling, never above the spec's chunk_rows
+    assert next_chunk_rows(1000, 1000, 10, 2.0, 5000) == 2000
+    assert next_chunk_rows(4000, 4000, 10, 2.0, 5000) == 5000
+    assert next_chunk_rows(1, 1, 100_000, 2.0, 5000) == 1
+    assert next_chunk_rows(700, 0, 0, 2.0, 5000) == 700
