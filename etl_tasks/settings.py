@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///.baton/state.db"  # state DB (SQLAlchemy URL)
     staging_url: str | None = None  # Redis for rows between steps; default: the broker
     key_prefix: str = "baton:"  # prefix of every Redis key Baton writes (broker and staging)
+    quorum_queues: bool = False  # RabbitMQ broker: declare Baton's queues as quorum queues
 
     step_budget_s: float = Field(2.0, gt=0)  # how long one step may take (seconds)
     lease_s: float = Field(30.0, gt=0)  # a step's lease; renewed while it works (seconds)

@@ -11,6 +11,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 from celery import shared_task
 from celery.exceptions import Reject
@@ -25,8 +26,16 @@ from etl_tasks.steps.load import load
 from etl_tasks.steps.transform import transform
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _factory: Callable[[], Runtime] | None = None
+
+
+def _always_open() -> bool:
+    return True
+
+
+_gate: Callable[[], bool] = _always_open  # returns False while the worker drains
 _runtime: Runtime | None = None
 _lock = threading.Lock()
 
@@ -36,6 +45,12 @@ def install_runtime(factory: Callable[[], Runtime]) -> None:
     global _factory, _runtime
     with _lock:
         _factory, _runtime = factory, None
+
+
+def install_gate(gate: Callable[[], bool]) -> None:
+    """Tell the shims whether this worker may start a step (it may not while draining)."""
+    global _gate
+    _gate = gate
 
 
 def runtime() -> Runtime:
@@ -48,11 +63,21 @@ def runtime() -> Runtime:
         return _runtime
 
 
-def _guarded(fn: Callable[[Runtime, int], str], chunk_id: int) -> str:
-    """Run a step; if the state DB itself is unreachable, put the message back, not drop it."""
+def _guarded(schema: int, body: Callable[[Runtime], T]) -> T:
+    """Run one message's work, never dropping the message for a reason that may pass.
+
+    A draining worker, a message of a newer schema (it belongs to a newer worker), or a
+    state DB that cannot be reached: the message goes back to the queue.
+    """
+    if not _gate():
+        raise Reject(reason="worker draining", requeue=True)
+    if schema > MESSAGE_SCHEMA:
+        log.error("message schema %s is newer than this worker's %s", schema, MESSAGE_SCHEMA)
+        time.sleep(1.0)
+        raise Reject(reason="newer message schema", requeue=True)
     rt = runtime()
     try:
-        return fn(rt, chunk_id)
+        return body(rt)
     except sa_exc.SQLAlchemyError as exc:
         if classify(exc) != "transient":
             raise
@@ -61,29 +86,21 @@ def _guarded(fn: Callable[[Runtime, int], str], chunk_id: int) -> str:
         raise Reject(reason="state DB unavailable", requeue=True) from exc
 
 
-def _schema_ok(schema: int) -> bool:
-    if schema > MESSAGE_SCHEMA:
-        log.error("message schema %s is newer than this worker's %s", schema, MESSAGE_SCHEMA)
-        return False
-    return True
-
-
 @shared_task(name=TASK_PLAN, acks_late=True, ignore_result=True)
 def plan_task(*, migration_id: str, schema: int = 1, **_: object) -> None:
-    if _schema_ok(schema):
-        advance(runtime(), migration_id)
+    _guarded(schema, lambda rt: advance(rt, migration_id))
 
 
 @shared_task(name=TASK_EXTRACT, acks_late=True, ignore_result=True)
-def extract_task(*, chunk_id: int, schema: int = 1, **_: object) -> str | None:
-    return _guarded(extract, chunk_id) if _schema_ok(schema) else None
+def extract_task(*, chunk_id: int, schema: int = 1, **_: object) -> str:
+    return _guarded(schema, lambda rt: extract(rt, chunk_id))
 
 
 @shared_task(name=TASK_TRANSFORM, acks_late=True, ignore_result=True)
-def transform_task(*, chunk_id: int, schema: int = 1, **_: object) -> str | None:
-    return _guarded(transform, chunk_id) if _schema_ok(schema) else None
+def transform_task(*, chunk_id: int, schema: int = 1, **_: object) -> str:
+    return _guarded(schema, lambda rt: transform(rt, chunk_id))
 
 
 @shared_task(name=TASK_LOAD, acks_late=True, ignore_result=True)
-def load_task(*, chunk_id: int, schema: int = 1, **_: object) -> str | None:
-    return _guarded(load, chunk_id) if _schema_ok(schema) else None
+def load_task(*, chunk_id: int, schema: int = 1, **_: object) -> str:
+    return _guarded(schema, lambda rt: load(rt, chunk_id))

@@ -194,6 +194,61 @@ def workers(as_json: bool) -> None:
 
 
 @main.command()
+@click.argument("worker_name")
+@click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="seconds per phase")
+@click.option("--json", "as_json", is_flag=True)
+def drain(worker_name: str, timeout_s: float, as_json: bool) -> None:
+    """Stop WORKER taking steps, wait for its steps in flight, then warm-shut it down.
+
+    Exit status: 0 drained and stopped, 1 not (unknown worker, timeout).
+    """
+    from ops.rollout import Fleet, drain_worker
+
+    report = drain_worker(Fleet(load_settings()), worker_name, timeout_s)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        phases = ", ".join(f"{k.removesuffix('_s')} at {v:.2f}s" for k, v in report.phases.items())
+        click.echo(
+            f"{worker_name}: {'drained' if report.ok else 'NOT drained'} "
+            f"(via {report.via}; {report.in_flight_at_start} in flight; {phases})"
+            + (f": {report.error}" if report.error else "")
+        )
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
+@click.option(
+    "--start",
+    "start_cmd",
+    required=True,
+    help="command that starts one new worker; {n} is replaced by 1..COUNT",
+)
+@click.option("--count", default=1, show_default=True, help="new workers to start")
+@click.option("--timeout", "timeout_s", default=120.0, show_default=True)
+@click.option(
+    "--log-dir", default=".baton/rollout", show_default=True, type=click.Path(path_type=Path)
+)
+@click.option("--json", "as_json", is_flag=True)
+def rollout(start_cmd: str, count: int, timeout_s: float, log_dir: Path, as_json: bool) -> None:
+    """Start COUNT new workers, wait until they are ready, then drain the old ones one by one."""
+    from ops.rollout import Fleet
+    from ops.rollout import rollout as do_rollout
+
+    report = do_rollout(Fleet(load_settings()), start_cmd, count, log_dir, timeout_s)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    else:
+        click.echo(f"started {', '.join(report.started) or 'none'}")
+        for d in report.drained:
+            click.echo(f"drained {d['worker']}: {'ok' if d['ok'] else d['error']} {d['phases']}")
+        click.echo(
+            "rollout " + ("done" if report.ok else f"FAILED: {report.error}") + f" {report.phases}"
+        )
+    sys.exit(0 if report.ok else 1)
+
+
+@main.command()
 @click.option("--home", default=".baton-demo", show_default=True, type=click.Path(path_type=Path))
 @click.option("--scale", default=1.0, show_default=True, help="size of the demo legacy DB")
 def demo(home: Path, scale: float) -> None:

@@ -3,6 +3,10 @@
 The choices here are what make a deploy safe (DESIGN.md, "What the anchors
 taught"): late acks, prefetch 1, a worker-lost policy, a visibility timeout
 far below an hour, JSON only, one queue per step kind consumed load first.
+
+Redis is the default broker. RabbitMQ (``amqp://``) works too, for those who need a
+clustered broker: Baton's queues are then declared durable, optionally as quorum
+queues (``BATON_QUORUM_QUEUES``), and every publish waits for the broker's confirm.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 from typing import Any
 
 from celery import Celery
-from kombu import Queue  # type: ignore[attr-defined]
+from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from etl_tasks.constants import (
     QUEUE_CONTROL,
@@ -25,11 +29,24 @@ from etl_tasks.settings import Settings
 log = logging.getLogger(__name__)
 
 
-def celery_config(settings: Settings) -> dict[str, Any]:
-    routes = {STEP_TASK[step]: {"queue": STEP_QUEUE[step]} for step in STEP_TASK}
-    routes[TASK_PLAN] = {"queue": QUEUE_CONTROL}
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://", "pyamqps://")
+
+
+def is_amqp(broker_url: str) -> bool:
+    """Whether the broker is RabbitMQ (or another AMQP 0-9-1 broker) through py-amqp."""
+    return broker_url.startswith(AMQP_SCHEMES)
+
+
+def _transport_options(settings: Settings) -> dict[str, Any]:
+    if is_amqp(settings.broker_url):
+        # A publish waits for RabbitMQ's ack: one it did not take raises, and
+        # CeleryPublisher logs it (the sweeper re-sends). Redeliveries of unacked
+        # messages need no visibility timeout: RabbitMQ returns them when the
+        # consumer's channel closes (a killed worker) or on consumer_timeout.
+        return {"confirm_publish": True}
     transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
-    if settings.broker_url.startswith(("redis://", "rediss://", "unix://")):
+    if settings.broker_url.startswith(REDIS_SCHEMES):
         transport.update(
             queue_order_strategy="priority",
             global_keyprefix=settings.key_prefix,
@@ -37,9 +54,57 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             socket_connect_timeout=5,
             health_check_interval=15,
         )
+    return transport
+
+
+def _queues(settings: Settings) -> list[Queue]:
+    """Baton's queues, in the order a worker consumes them.
+
+    The order is what Redis's ``queue_order_strategy: priority`` follows (load
+    before transform before extract). RabbitMQ has no such ordering: a worker
+    consuming several queues gets their messages as they come, so on AMQP the
+    order is kept only for uniformity, and the bound on queued chunks per
+    migration is what keeps staged rows from ageing.
+    """
+    if not is_amqp(settings.broker_url):
+        return [Queue(name) for name in QUEUES_IN_PRIORITY_ORDER]
+    # Durable queues survive a broker restart (Celery's messages are persistent).
+    # Quorum queues are replicated; they must be durable, neither exclusive nor
+    # auto-deleted. Each queue has its own direct exchange and routing key, so a
+    # message published through an exchange never reaches a sibling queue.
+    arguments = {"x-queue-type": "quorum"} if settings.quorum_queues else None
+    return [
+        Queue(
+            name,
+            Exchange(name, type="direct", durable=True),
+            routing_key=name,
+            durable=True,
+            exclusive=False,
+            auto_delete=False,
+            queue_arguments=arguments,
+        )
+        for name in QUEUES_IN_PRIORITY_ORDER
+    ]
+
+
+def _amqp_config(settings: Settings) -> dict[str, Any]:
+    if not is_amqp(settings.broker_url):
+        return {}
+    return {
+        # Celery 5.5+: with quorum queues found among task_queues the worker uses
+        # per-consumer QoS (quorum queues have no global QoS), so prefetch stays
+        # static at concurrency x multiplier. True is the default; kept explicit.
+        "worker_detect_quorum_queues": True,
+        "task_default_queue_type": "quorum" if settings.quorum_queues else "classic",
+    }
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    routes = {STEP_TASK[step]: {"queue": STEP_QUEUE[step]} for step in STEP_TASK}
+    routes[TASK_PLAN] = {"queue": QUEUE_CONTROL}
     return {
         "broker_url": settings.broker_url,
-        "broker_transport_options": transport,
+        "broker_transport_options": _transport_options(settings),
         "broker_connection_retry_on_startup": True,
         "broker_connection_max_retries": None,
         "task_serializer": "json",
@@ -56,11 +121,12 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": False,
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
-        "task_queues": [Queue(name) for name in QUEUES_IN_PRIORITY_ORDER],
+        "task_queues": _queues(settings),
         "task_default_queue": QUEUE_CONTROL,
         "task_routes": routes,
         "task_create_missing_queues": False,
         "broker_pool_limit": 4,
+        **_amqp_config(settings),
     }
 
 

@@ -1,9 +1,10 @@
-"""Worker lifecycle: runtime, registration, heartbeat, sweeper, probe, shutdown summary.
+"""Worker lifecycle: runtime, registration, heartbeat, sweeper, probe, drain, shutdown summary.
 
-Signal handlers only set flags or counters; the work happens on one
-background thread (heartbeat + sweeper) and in Celery's own loop.
-On SIGTERM Celery does a warm shutdown: it stops consuming, finishes the
-step in hand and returns prefetched messages to the queue.
+Signal handlers only set flags; the work happens on one background thread
+(heartbeat + sweeper) and in Celery's own loop. On SIGTERM Celery does a warm
+shutdown: it stops consuming, finishes the steps in hand and returns the
+messages it had prefetched to the queue. ``POST /drain`` on the probe does
+the first half without exiting: stop consuming, finish what is in hand.
 """
 
 from __future__ import annotations
@@ -16,18 +17,27 @@ import time
 from typing import Any
 
 from celery import Celery, signals
+from celery.worker import state as celery_state
 
+from etl_tasks import __version__
 from etl_tasks.logs import configure_logging
 from etl_tasks.runtime import Runtime
 from etl_tasks.settings import Settings
 from etl_tasks.state.enums import WorkerState
 from etl_tasks.sweeper import sweep
-from etl_tasks.tasks import install_runtime, runtime
+from etl_tasks.tasks import install_gate, install_runtime, runtime
 from etl_tasks.workers import WorkerInfo, heartbeat, mark_stopped
 from worker.celery_app import CeleryPublisher
 from worker.probe import ProbeState, start_probe
 
 log = logging.getLogger("worker")
+
+
+def celery_counts() -> tuple[int, int, int]:
+    """(steps in flight, messages held but not started, steps done), from Celery's state."""
+    active = len(celery_state.active_requests)
+    reserved = max(0, len(celery_state.reserved_requests) - active)
+    return active, reserved, sum(celery_state.total_count.values())
 
 
 class Lifecycle:
@@ -36,7 +46,7 @@ class Lifecycle:
     def __init__(self, app: Celery, settings: Settings) -> None:
         self.app = app
         self.settings = settings
-        self.probe = ProbeState()
+        self.probe = ProbeState(celery_counts)
         self.probe.on_drain = self._stop_consuming
         self.name = f"baton-{os.getpid()}@{socket.gethostname()}"
         self.info: WorkerInfo | None = None
@@ -46,6 +56,7 @@ class Lifecycle:
     def on_init(self, sender: Any = None, **_: Any) -> None:
         self.name = getattr(sender, "hostname", None) or self.name
         install_runtime(lambda: Runtime(self.settings, CeleryPublisher(self.app), self.name))
+        install_gate(lambda: not self.probe.draining)
 
     def on_ready(self, **_: Any) -> None:
         server = start_probe(
@@ -55,26 +66,21 @@ class Lifecycle:
         if server is not None:
             host, port = server.server_address[:2]
             probe_url = f"http://{self._advertised(str(host))}:{port}"
-        from etl_tasks import __version__
-
         self.info = WorkerInfo(self.name, __version__, socket.gethostname(), os.getpid(), probe_url)
         self.probe.ready = True
         self._thread = threading.Thread(target=self._background, name="baton-sweeper", daemon=True)
         self._thread.start()
-        log.info("worker %s ready (probe %s)", self.name, probe_url)
+        log.info("worker %s ready (probe %s, version %s)", self.name, probe_url, __version__)
 
     @staticmethod
     def _advertised(host: str) -> str:
         return socket.gethostname() if host in ("0.0.0.0", "::") else host
 
-    def on_task_start(self, **_: Any) -> None:
-        self.probe.step_started()
-
-    def on_task_end(self, **_: Any) -> None:
-        self.probe.step_finished()
+    def on_shutting_down(self, **_: Any) -> None:
+        """SIGTERM arrived: report draining at once (readiness goes 503)."""
+        self.probe.draining = True
 
     def on_shutdown(self, **_: Any) -> None:
-        self.probe.draining = True
         self._stop.set()
         snap = self.probe.snapshot()
         try:
@@ -82,14 +88,16 @@ class Lifecycle:
         except Exception as exc:  # the state DB may be the thing that is down
             log.warning("could not mark worker stopped: %s", exc)
         log.info(
-            "worker %s stopped: steps done=%d, in flight=%d",
+            "worker %s stopped: steps done=%d, in flight=%d, handed back=%d",
             self.name,
             snap["steps_done"],
             snap["in_flight"],
+            snap["reserved"],
         )
 
     def _stop_consuming(self) -> None:
-        """Drain: stop taking steps; the one in hand finishes."""
+        """Drain: stop taking steps; the ones in hand finish, held messages go back."""
+        log.info("worker %s draining: no new steps", self.name)
         for queue in self.app.conf.task_queues or []:
             try:
                 self.app.control.cancel_consumer(queue.name, destination=[self.name])
@@ -97,7 +105,7 @@ class Lifecycle:
                 log.warning("could not cancel consumer %s: %s", queue.name, exc)
 
     def _background(self) -> None:
-        """Heartbeat every few seconds; sweep every ``sweep_interval_s``."""
+        """Heartbeat every few seconds; sweep every ``sweep_interval_s`` (not while draining)."""
         next_sweep = 0.0
         tick = min(self.settings.worker_heartbeat_s, self.settings.sweep_interval_s)
         while not self._stop.is_set():
@@ -134,7 +142,6 @@ def attach(app: Celery, settings: Settings) -> Lifecycle:
     signals.setup_logging.connect(lambda **_: configure_logging(settings), weak=False)
     signals.worker_init.connect(life.on_init, weak=False)
     signals.worker_ready.connect(life.on_ready, weak=False)
-    signals.task_prerun.connect(life.on_task_start, weak=False)
-    signals.task_postrun.connect(life.on_task_end, weak=False)
+    signals.worker_shutting_down.connect(life.on_shutting_down, weak=False)
     signals.worker_shutdown.connect(life.on_shutdown, weak=False)
     return life

@@ -18,34 +18,33 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
-class ProbeState:
-    """What the probe reports, updated by the worker's signal handlers (flags only)."""
+Counts = Callable[[], tuple[int, int, int]]  # (in flight, reserved, steps done)
 
-    def __init__(self) -> None:
+
+def _no_counts() -> tuple[int, int, int]:
+    return 0, 0, 0
+
+
+class ProbeState:
+    """What the probe reports. Counts come from Celery's own bookkeeping in the main
+    process (right for every pool); the drain flag is set by handlers that only set flags."""
+
+    def __init__(self, counts: Counts = _no_counts) -> None:
         self._lock = threading.Lock()
-        self.in_flight = 0
-        self.steps_done = 0
+        self._counts = counts
         self.draining = False
         self.ready = False
         self.on_drain: Callable[[], None] | None = None
 
-    def step_started(self) -> None:
-        with self._lock:
-            self.in_flight += 1
-
-    def step_finished(self) -> None:
-        with self._lock:
-            self.in_flight -= 1
-            self.steps_done += 1
-
     def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "draining": self.draining,
-                "in_flight": self.in_flight,
-                "may_shut_down": self.draining and self.in_flight == 0,
-                "steps_done": self.steps_done,
-            }
+        in_flight, reserved, done = self._counts()
+        return {
+            "draining": self.draining,
+            "in_flight": in_flight,
+            "reserved": reserved,
+            "may_shut_down": self.draining and in_flight == 0,
+            "steps_done": done,
+        }
 
     def drain(self) -> None:
         with self._lock:

@@ -330,3 +330,21 @@ def test_configure_logging_installs_one_handler(
     assert len(added) == 1
     assert type(added[0].formatter) is formatter
     assert root_logger.level == logging.WARNING
+
+
+def test_a_newer_version_also_consumes_the_older_queues() -> None:
+    from etl_tasks.constants import consumed_queues
+
+    # Given version 2, which still consumes version 1's messages
+    queues = consumed_queues((2, 1))
+    # Then its own queues come first, in step priority, then version 1's
+    assert queues == (
+        "baton.v2.control",
+        "baton.v2.load",
+        "baton.v2.transform",
+        "baton.v2.extract",
+        "baton.v1.control",
+        "baton.v1.load",
+        "baton.v1.transform",
+        "baton.v1.extract",
+    )

@@ -1,0 +1,195 @@
+"""Draining one worker, and rolling a fleet of workers, for deploy pipelines.
+
+Drain, in three timed phases:
+1. stop consuming: ``POST /drain`` on the worker's own probe (Celery's
+   ``cancel_consumer`` to that one node if the probe cannot be reached);
+2. finish in flight: poll the probe's ``GET /drain`` (or, without a probe,
+   the worker's heartbeat) until nothing is in flight. A worker in warm
+   shutdown no longer answers remote control (celery#8417), so the probe
+   and the state DB, not ``celery inspect``, answer "may it shut down?";
+3. warm shutdown: SIGTERM when the worker runs on this host, else Celery's
+   ``shutdown`` to that node (it still answers: it is draining, not stopping);
+   then wait until it has left.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from etl_tasks.constants import QUEUES_IN_PRIORITY_ORDER
+from etl_tasks.settings import Settings
+from etl_tasks.state.db import StateDB
+from etl_tasks.workers import list_workers
+
+
+@dataclass
+class DrainReport:
+    worker: str
+    ok: bool = False
+    phases: dict[str, float] = field(default_factory=dict)
+    in_flight_at_start: int | None = None
+    via: str = "probe"
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Fleet:
+    """The workers as the state DB knows them, and a way to reach each one."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = StateDB(settings.database_url)
+
+    def live(self) -> dict[str, dict[str, Any]]:
+        return {str(w["name"]): w for w in list_workers(self.db)}
+
+    def control(self, action: Callable[[Any], None]) -> None:
+        from worker.celery_app import create_celery
+
+        app = create_celery(self.settings)
+        try:
+            action(app.control)
+        finally:
+            app.close()
+
+
+def _probe(url: str, method: str = "GET") -> dict[str, Any] | None:
+    try:
+        resp = requests.request(method, f"{url}/drain", timeout=2)
+        body: dict[str, Any] = resp.json()
+        return body if resp.ok else None
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def _wait(predicate: Callable[[], bool], timeout_s: float, poll_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return False
+
+
+def drain_worker(
+    fleet: Fleet, name: str, timeout_s: float = 60, poll_s: float = 0.1
+) -> DrainReport:
+    """Stop one worker taking steps, wait for its steps in flight, then warm-shut it down."""
+    report = DrainReport(name)
+    worker = fleet.live().get(name)
+    if worker is None:
+        report.error = f"no live worker named {name!r}"
+        return report
+    started = time.monotonic()
+    probe = worker.get("probe_url")
+    first = _probe(probe, "POST") if probe else None
+    if first is None:
+        report.via = "remote control"
+        fleet.control(lambda c: _cancel_all(c, name))
+    report.in_flight_at_start = int(first["in_flight"]) if first else int(worker["in_flight"])
+    report.phases["stop_consuming_s"] = round(time.monotonic() - started, 3)
+    if not _wait(lambda: _idle(fleet, name, probe), timeout_s, poll_s):
+        report.error = f"still busy after {timeout_s:.0f} s"
+        return report
+    report.phases["finish_in_flight_s"] = round(time.monotonic() - started, 3)
+    _shut_down(fleet, worker)
+    if not _wait(lambda: name not in fleet.live(), timeout_s, poll_s):
+        report.error = f"did not leave within {timeout_s:.0f} s"
+        return report
+    report.phases["shutdown_s"] = round(time.monotonic() - started, 3)
+    report.ok = True
+    return report
+
+
+def _cancel_all(control: Any, name: str) -> None:
+    for queue in QUEUES_IN_PRIORITY_ORDER:
+        control.cancel_consumer(queue, destination=[name])
+
+
+def _idle(fleet: Fleet, name: str, probe: str | None) -> bool:
+    if probe:
+        answer = _probe(probe)
+        if answer is not None:
+            return bool(answer["may_shut_down"])
+    worker = fleet.live().get(name)
+    return worker is None or (worker["state"] == "draining" and worker["in_flight"] == 0)
+
+
+def _shut_down(fleet: Fleet, worker: dict[str, Any]) -> None:
+    pid = int(worker["pid"])
+    if worker["host"] == socket.gethostname() and _alive(pid):
+        os.kill(pid, signal.SIGTERM)  # Celery's warm shutdown
+        return
+    fleet.control(lambda c: c.shutdown(destination=[str(worker["name"])]))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+@dataclass
+class RolloutReport:
+    ok: bool = False
+    started: list[str] = field(default_factory=list)
+    drained: list[dict[str, Any]] = field(default_factory=list)
+    phases: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rollout(
+    fleet: Fleet, start: str, count: int, log_dir: Path, timeout_s: float = 120
+) -> RolloutReport:
+    """Start ``count`` workers from a command template, wait until ready, drain the old ones."""
+    report = RolloutReport()
+    began = time.monotonic()
+    old = set(fleet.live())
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, count + 1):
+        command = start.format(n=n)
+        with open(log_dir / f"rollout-{n}.log", "ab") as out:
+            subprocess.Popen(
+                shlex.split(command),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def new_ready() -> bool:
+        fresh = [n for n, w in fleet.live().items() if n not in old and w["state"] == "active"]
+        report.started = sorted(fresh)
+        return len(fresh) >= count
+
+    if not _wait(new_ready, timeout_s, 0.2):
+        report.error = f"only {len(report.started)} of {count} new workers became ready"
+        return report
+    report.phases["new_ready_s"] = round(time.monotonic() - began, 3)
+    for name in sorted(old):
+        drained = drain_worker(fleet, name, timeout_s)
+        report.drained.append(drained.as_dict())
+        if not drained.ok and name in fleet.live():
+            report.error = f"{name}: {drained.error}"
+            return report
+    report.phases["total_s"] = round(time.monotonic() - began, 3)
+    report.ok = True
+    return report

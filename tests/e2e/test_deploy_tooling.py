@@ -1,0 +1,146 @@
+"""`baton drain` and `baton rollout` against real workers in the middle of a migration."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from etl_tasks.settings import Settings
+from etl_tasks.state.models import Chunk
+from etl_tasks.views import migration_view
+from etl_tasks.workers import list_workers
+from tests.checks import assert_migrated
+from tests.conftest import settings_env
+from tests.data import build_source, spec_for, submit
+from tests.e2e.conftest import Cluster
+from tests.e2e.test_real_workers import _slow_target, _wait_done
+from tests.harness import ROOT, wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def _baton(
+    settings: Settings, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def slow_migration(
+    cluster_factory: Callable[[Settings], Cluster],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    pg_url_factory: Callable[[], str],
+) -> Iterator[tuple[Cluster, str, dict[str, Any]]]:
+    """Two workers on a migration whose loads take a while (the target is slow)."""
+    cluster = cluster_factory(make_settings())
+    cluster.start_worker()
+    cluster.start_worker()
+    target = pg_url_factory()
+    _slow_target(target, 0.4)
+    source = f"sqlite:///{tmp_path / 'legacy.db'}"
+    build_source(source, customers=3000, orders=300)
+    spec = spec_for(source, target, chunk_rows=250)
+    spec["streams"][0]["create_target"] = False
+    mid = submit(cluster.db, cluster.publisher, spec)
+    yield cluster, mid, spec
+    for w in list_workers(cluster.db):  # workers a rollout started are not the cluster's
+        if str(w["name"]).startswith("new"):
+            try:
+                os.kill(int(w["pid"]), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def _holding_load(cluster: Cluster, mid: str, owner: str) -> bool:
+    with cluster.db.session() as s:
+        return (
+            s.scalar(
+                select(Chunk.id)
+                .where(Chunk.migration_id == mid, Chunk.step == "load", Chunk.lease_owner == owner)
+                .limit(1)
+            )
+            is not None
+        )
+
+
+def test_drain_waits_for_the_step_in_flight_then_stops_the_worker(
+    slow_migration: tuple[Cluster, str, dict[str, Any]],
+) -> None:
+    cluster, mid, spec = slow_migration
+    victim = cluster.workers[0]
+    wait_for(lambda: _holding_load(cluster, mid, victim.name), 60, 0.05, "a load in flight")
+    # When the deploy pipeline drains it
+    result = _baton(cluster.settings, "drain", victim.name, "--json", "--timeout", "30")
+    # Then it stopped consuming, finished its load, and left with exit 0
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["ok"], result.stdout + result.stderr
+    assert report["via"] == "probe" and report["in_flight_at_start"] >= 1
+    assert list(report["phases"]) == ["stop_consuming_s", "finish_in_flight_s", "shutdown_s"]
+    assert victim.proc.wait(10) == 0
+    assert "handed back=" in victim.log()
+    # And the other worker finishes the migration with nothing lost
+    _wait_done(cluster, mid)
+    assert_migrated(cluster.db, mid, spec)
+
+
+def test_drain_of_an_unknown_worker_fails(
+    slow_migration: tuple[Cluster, str, dict[str, Any]],
+) -> None:
+    cluster, _, _ = slow_migration
+    result = _baton(cluster.settings, "drain", "nobody@nowhere")
+    assert result.returncode == 1 and "no live worker" in result.stdout
+
+
+def test_rollout_replaces_two_live_workers_without_loss(
+    slow_migration: tuple[Cluster, str, dict[str, Any]],
+    tmp_path: Path,
+) -> None:
+    cluster, mid, spec = slow_migration
+    wait_for(lambda: migration_view(cluster.db, mid)["chunks_done"] >= 2, 60, 0.1, "progress")
+    assert migration_view(cluster.db, mid)["state"] == "running"
+    start = (
+        f"{sys.executable} -m celery -A worker worker -n new{{n}}@test --without-mingle "
+        "--without-gossip -c 2 --loglevel INFO"
+    )
+    # When the pipeline rolls the fleet: two new workers up, the two old ones drained
+    result = _baton(
+        cluster.settings,
+        "rollout",
+        "--start",
+        start,
+        "--count",
+        "2",
+        "--json",
+        "--log-dir",
+        str(tmp_path / "rollout"),
+        timeout=180,
+    )
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["ok"], result.stdout + result.stderr
+    assert report["started"] == ["new1@test", "new2@test"]
+    assert sorted(d["worker"] for d in report["drained"]) == ["w1@test", "w2@test"]
+    assert all(w.proc.wait(10) == 0 for w in cluster.workers)
+    # Then the new workers finish the migration; nothing lost, nothing twice
+    _wait_done(cluster, mid)
+    assert_migrated(cluster.db, mid, spec)
+    with cluster.db.session() as s:
+        by_new = s.scalars(select(Chunk.worker).where(Chunk.migration_id == mid)).all()
+    assert {"new1@test", "new2@test"} & set(by_new), by_new
