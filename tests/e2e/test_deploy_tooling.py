@@ -42,22 +42,30 @@ def _baton(
     )
 
 
+SlowMigration = tuple[Cluster, str, dict[str, Any]]
+
+
 @pytest.fixture
 def slow_migration(
+    request: pytest.FixtureRequest,
     cluster_factory: Callable[[Settings], Cluster],
     make_settings: Callable[..., Settings],
     tmp_path: Path,
     pg_url_factory: Callable[[], str],
-) -> Iterator[tuple[Cluster, str, dict[str, Any]]]:
-    """Two workers on a migration whose loads take a while (the target is slow)."""
+) -> Iterator[SlowMigration]:
+    """Two workers on a migration whose loads take a while (the target is slow).
+
+    Parametrised indirectly with (customers, chunk_rows): more chunks, longer migration.
+    """
+    customers, chunk_rows = getattr(request, "param", (3000, 250))
     cluster = cluster_factory(make_settings())
     cluster.start_worker()
     cluster.start_worker()
     target = pg_url_factory()
     _slow_target(target, 0.4)
     source = f"sqlite:///{tmp_path / 'legacy.db'}"
-    build_source(source, customers=3000, orders=300)
-    spec = spec_for(source, target, chunk_rows=250)
+    build_source(source, customers=customers, orders=300)
+    spec = spec_for(source, target, chunk_rows=chunk_rows)
     spec["streams"][0]["create_target"] = False
     mid = submit(cluster.db, cluster.publisher, spec)
     yield cluster, mid, spec
@@ -82,7 +90,7 @@ def _holding_load(cluster: Cluster, mid: str, owner: str) -> bool:
 
 
 def test_drain_waits_for_the_step_in_flight_then_stops_the_worker(
-    slow_migration: tuple[Cluster, str, dict[str, Any]],
+    slow_migration: SlowMigration,
 ) -> None:
     cluster, mid, spec = slow_migration
     victim = cluster.workers[0]
@@ -102,16 +110,16 @@ def test_drain_waits_for_the_step_in_flight_then_stops_the_worker(
 
 
 def test_drain_of_an_unknown_worker_fails(
-    slow_migration: tuple[Cluster, str, dict[str, Any]],
+    cluster_factory: Callable[[Settings], Cluster], make_settings: Callable[..., Settings]
 ) -> None:
-    cluster, _, _ = slow_migration
+    cluster = cluster_factory(make_settings())
     result = _baton(cluster.settings, "drain", "nobody@nowhere")
     assert result.returncode == 1 and "no live worker" in result.stdout
 
 
+@pytest.mark.parametrize("slow_migration", [(12000, 100)], indirect=True)
 def test_rollout_replaces_two_live_workers_without_loss(
-    slow_migration: tuple[Cluster, str, dict[str, Any]],
-    tmp_path: Path,
+    slow_migration: SlowMigration, tmp_path: Path
 ) -> None:
     cluster, mid, spec = slow_migration
     wait_for(lambda: migration_view(cluster.db, mid)["chunks_done"] >= 2, 60, 0.1, "progress")

@@ -72,7 +72,7 @@ def pod_spec(owner: Doc) -> Doc:
 
 
 def container(owner: Doc, name: str) -> Doc:
-    by_name = {c["name"]: c for c in pod_spec(owner)["containers"]}
+    by_name: dict[str, Doc] = {c["name"]: c for c in pod_spec(owner)["containers"]}
     assert name in by_name, f"{owner['metadata']['name']} has no container {name!r}"
     return by_name[name]
 
@@ -271,7 +271,9 @@ def test_worker_grace_period_outlasts_a_step(worker: Doc, config: dict[str, Any]
     assert grace > budget + SHUTDOWN_MARGIN_S, (grace, budget)
     # The grace period also counts the preStop wait: when the hook gives up, a whole warm
     # shutdown must still fit in what is left.
-    deadline = re.search(r"^DEADLINE_S = (\d+)$", prestop_snippet(container(worker, "worker")), re.M)
+    deadline = re.search(
+        r"^DEADLINE_S = (\d+)$", prestop_snippet(container(worker, "worker")), re.M
+    )
     assert deadline, "the preStop hook bounds its wait with DEADLINE_S"
     assert grace - int(deadline.group(1)) > budget + SHUTDOWN_MARGIN_S, (grace, deadline[1])
 
@@ -344,8 +346,11 @@ class FakeProbe:
 
             def _reply(self, code: int, may_shut_down: bool) -> None:
                 body = json.dumps(
-                    {"draining": True, "in_flight": 0 if may_shut_down else 1,
-                     "may_shut_down": may_shut_down}
+                    {
+                        "draining": True,
+                        "in_flight": 0 if may_shut_down else 1,
+                        "may_shut_down": may_shut_down,
+                    }
                 ).encode()
                 self.send_response(code)
                 self.send_header("Content-Type", "application/json")
