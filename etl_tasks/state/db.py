@@ -6,13 +6,15 @@ import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from etl_tasks.connectors.engines import create_sql_engine, normalize_url
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -62,6 +64,8 @@ def db_now(s: Session, dialect: str) -> datetime:
 
 
 def alembic_config(url: str) -> Config:
+    from alembic.config import Config  # imported here: workers and the API never need it
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option(
@@ -76,4 +80,6 @@ def upgrade(url: str, revision: str = "head") -> None:
     u = normalize_url(url)
     if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:"):
         Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+    from alembic import command
+
     command.upgrade(alembic_config(url), revision)

@@ -1,0 +1,194 @@
+"""A throwaway Baton for benchmarks: its own Redis, a SQLite state DB, workers as processes.
+
+The source is the generated demo legacy DB; targets are PostgreSQL databases
+of the benchmark's own (created and dropped here) on the server named by
+``BATON_BENCH_POSTGRES_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
+
+from etl_tasks.control import create_migration
+from etl_tasks.preflight import preflight
+from etl_tasks.publisher import publish_plan
+from etl_tasks.settings import Settings
+from etl_tasks.spec import parse_spec
+from etl_tasks.state.db import StateDB, upgrade
+from etl_tasks.state.models import Chunk
+from etl_tasks.views import migration_view
+from ops.embedded import free_port, start_redis
+from worker.celery_app import CeleryPublisher, create_celery
+
+PG_URL = os.environ.get("BATON_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+@contextmanager
+def pg_database(slow_s: float = 0.0) -> Iterator[str]:
+    """A PostgreSQL database of the benchmark's own; ``slow_s`` makes every write that slow."""
+    name = f"baton_bench_{uuid.uuid4().hex[:8]}"
+    u = make_url(PG_URL)
+    params = {"host": u.host, "port": u.port or 5432, "user": u.username, "dbname": u.database}
+    admin = psycopg2.connect(**params)
+    admin.autocommit = True
+    with admin.cursor() as cur:
+        cur.execute(f'CREATE DATABASE "{name}"')
+    url = u.set(database=name).render_as_string(hide_password=False)
+    try:
+        if slow_s:
+            _slow_writes(url, slow_s)
+        yield url
+    finally:
+        with admin.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+def _slow_writes(url: str, seconds: float) -> None:
+    """An event trigger adds a per-statement delay to every table Baton creates."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"""
+            CREATE FUNCTION bench_slow() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$;
+            CREATE FUNCTION bench_add_slow() RETURNS event_trigger LANGUAGE plpgsql AS $$
+            DECLARE obj record;
+            BEGIN
+              FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands()
+                         WHERE command_tag = 'CREATE TABLE' LOOP
+                IF obj.object_identity NOT LIKE '%baton_ledger%' THEN
+                  EXECUTE format('CREATE TRIGGER bench_slow AFTER INSERT ON %s
+                                  FOR EACH STATEMENT EXECUTE FUNCTION bench_slow()',
+                                 obj.object_identity);
+                END IF;
+              END LOOP;
+            END $$;
+            CREATE EVENT TRIGGER bench_add_slow ON ddl_command_end
+                WHEN TAG IN ('CREATE TABLE') EXECUTE FUNCTION bench_add_slow();
+        """)
+    conn.close()
+
+
+@dataclass
+class BenchSystem:
+    """Own Redis + SQLite state DB + worker processes, for one benchmark run."""
+
+    home: Path
+    overrides: dict[str, str] = field(default_factory=dict)
+    workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    redis: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    _n: int = 0
+
+    def __enter__(self) -> BenchSystem:
+        self.home.mkdir(parents=True, exist_ok=True)
+        port = free_port()
+        self.redis = start_redis(port, self.home / "redis")
+        self.env = {
+            **os.environ,
+            "BATON_BROKER_URL": f"redis://127.0.0.1:{port}/0",
+            "BATON_DATABASE_URL": f"sqlite:///{self.home / 'state.db'}",
+            "BATON_KEY_PREFIX": "bench:",
+            "BATON_SWEEP_INTERVAL_S": "1",
+            "BATON_WORKER_HEARTBEAT_S": "1",
+            **self.overrides,
+        }
+        values: dict[str, Any] = {
+            k[6:].lower(): v
+            for k, v in self.env.items()
+            if k.startswith("BATON_") and k[6:].lower() in Settings.model_fields
+        }
+        self.settings = Settings(**values)
+        upgrade(self.settings.database_url)
+        self.db = StateDB(self.settings.database_url)
+        self.app = create_celery(self.settings)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for proc in self.workers.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if self.redis is not None:
+            self.redis.kill()
+            self.redis.wait()
+        self.app.close()
+        self.db.dispose()
+
+    def start_worker(self, concurrency: int = 2) -> str:
+        self._n += 1
+        name = f"b{self._n}@bench"
+        log = open(self.home / f"{self._n}.log", "ab")
+        self.workers[name] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "worker",
+                "worker",
+                "-n",
+                name,
+                "--without-mingle",
+                "--without-gossip",
+                "-c",
+                str(concurrency),
+                "-l",
+                "WARNING",
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return name
+
+    def wait_ready(self, names: list[str], timeout_s: float = 60) -> None:
+        from etl_tasks.workers import list_workers
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            live = {w["name"] for w in list_workers(self.db)}
+            if set(names) <= live:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"workers {names} not ready")
+
+    def stop_worker(self, name: str, timeout_s: float = 60) -> tuple[float, int]:
+        """SIGTERM (warm shutdown); return (seconds until exit, exit code)."""
+        proc = self.workers.pop(name)
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout_s)
+        return time.monotonic() - started, code
+
+    def submit(self, spec: dict[str, Any]) -> str:
+        parsed = parse_spec(spec)
+        migration_id, _ = create_migration(self.db, parsed, preflight(parsed))
+        publish_plan(CeleryPublisher(self.app), migration_id)
+        return migration_id
+
+    def view(self, migration_id: str) -> dict[str, Any]:
+        return migration_view(self.db, migration_id)
+
+    def holder_of_a_step(self, name: str, step: str | None = None) -> bool:
+        with self.db.session() as s:
+            now = self.db.now(s)
+            query = select(Chunk.id).where(Chunk.lease_owner == name, Chunk.lease_expires_at > now)
+            if step is not None:
+                query = query.where(Chunk.step == step)
+            return s.scalar(query.limit(1)) is not None
