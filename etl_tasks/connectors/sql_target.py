@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, Table, exists, select
+from sqlalchemy import Connection, Engine, Table, exists, select, tuple_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
@@ -117,8 +117,11 @@ class SqlTarget:
         written = 0
         while written < len(req.rows):
             part = req.rows[written : written + SUB_BATCH_ROWS]
-            bad += self._write_bisecting(conn, req.columns, part, direct=direct)
             written += len(part)
+            if self.write == "insert" and not direct:
+                part, taken = self._split_existing(conn, req.columns, part)
+                bad += taken
+            bad += self._write_bisecting(conn, req.columns, part, direct=direct)
             if bad and req.fail_on_bad:
                 raise PermanentError(f"the target refused a row: {bad[0][1]}")
             if written < len(req.rows) and req.expired():
@@ -153,6 +156,27 @@ class SqlTarget:
         cond = range_condition(key_cols, *req.key_range)
         probe = select(1).select_from(self.table).where(cond)
         return not conn.execute(select(exists(probe))).scalar()
+
+    def _split_existing(
+        self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]]
+    ) -> tuple[list[tuple[Any, ...]], list[tuple[tuple[Any, ...], str]]]:
+        """``insert`` mode: rows whose key the target already has are bad rows, found in one
+        query instead of by bisecting a batch where every row fails."""
+        positions = [columns.index(k) for k in self.key]
+        keys = [tuple(row[p] for p in positions) for row in rows]
+        key_cols = [self.table.c[k] for k in self.key]
+        expr = key_cols[0] if len(key_cols) == 1 else tuple_(*key_cols)
+        wanted = [k[0] for k in keys] if len(key_cols) == 1 else keys
+        found = {tuple(r) for r in conn.execute(select(*key_cols).where(expr.in_(wanted)))}
+        if not found:
+            return rows, []
+        fresh = [row for row, k in zip(rows, keys, strict=True) if k not in found]
+        taken = [
+            (row, "key already in the target (write: insert)")
+            for row, k in zip(rows, keys, strict=True)
+            if k in found
+        ]
+        return fresh, taken
 
     def _write_bisecting(
         self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]], *, direct: bool
