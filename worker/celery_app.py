@@ -91,9 +91,10 @@ def _amqp_config(settings: Settings) -> dict[str, Any]:
     if not is_amqp(settings.broker_url):
         return {}
     return {
-        # Celery 5.5+: with quorum queues found among task_queues the worker uses
-        # per-consumer QoS (quorum queues have no global QoS), so prefetch stays
-        # static at concurrency x multiplier. True is the default; kept explicit.
+        # Celery 5.5+: with quorum queues among task_queues the worker uses
+        # per-consumer QoS (quorum queues have no global QoS): the prefetch of
+        # concurrency x 1 then applies to each queue's consumer, not to the
+        # worker's channel as a whole. True is the default; kept explicit.
         "worker_detect_quorum_queues": True,
         "task_default_queue_type": "quorum" if settings.quorum_queues else "classic",
     }
@@ -159,4 +160,20 @@ class CeleryPublisher:
                 },
             )
         except Exception as exc:
-            log.warning("could not publish %s: %s", task, exc, extra={"task_kwargs": kwargs})
+            reason = _describe(exc)
+            log.warning("could not publish %s: %s", task, reason, extra={"task_kwargs": kwargs})
+
+
+def _describe(exc: BaseException) -> str:
+    """The exception and its causes, by type: kombu wraps a RabbitMQ nack (a publish the
+    broker refused, seen thanks to confirm_publish) as an OperationalError with no text,
+    caused by a MessageNacked with no text either."""
+    parts: list[str] = []
+    last = ""
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 4:
+        text = str(seen)
+        parts.append(type(seen).__name__ + (f": {text}" if text and text != last else ""))
+        last = text
+        seen = seen.__cause__ or seen.__context__
+    return " <- ".join(parts)
