@@ -44,9 +44,16 @@ class Settings(BaseSettings):
     max_queued_chunks: int = Field(8, ge=1)  # chunks of one migration queued or running at once
     plan_ahead: int = Field(16, ge=1)  # planned-but-unstarted chunks kept per stream
 
-    worker_concurrency: int = Field(4, ge=1)  # steps one worker runs at once (threads)
+    worker_concurrency: int = Field(4, ge=1)  # steps one worker runs at once
+    # Celery pool. threads: fastest warm shutdown; prefork: steps in child processes (a
+    # step that crashes its process, or the soft-shutdown variant, can then be cut off).
+    # Set it here, not with `-P prefork`: Celery cannot tell that flag from its default.
+    worker_pool: Literal["threads", "prefork", "solo"] = "threads"
     worker_http_port: int = Field(0, ge=0, le=65535)  # worker probe port; 0 picks a free one
     worker_heartbeat_s: float = Field(5.0, gt=0)  # how often a worker refreshes its row
+    # With REMAP_SIGTERM=SIGQUIT, how long SIGTERM waits before cancelling steps (seconds);
+    # set it just under the grace period. 0: the default warm shutdown, no cancelling.
+    soft_shutdown_timeout_s: float = Field(0.0, ge=0)
 
     max_body_bytes: int = Field(1_048_576, gt=0)  # largest API request body (bytes)
     api_url: str = "http://127.0.0.1:8080"  # where the CLI finds the API

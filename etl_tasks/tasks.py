@@ -8,6 +8,7 @@ producer's additions never break an older consumer.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +38,7 @@ def _always_open() -> bool:
 
 _gate: Callable[[], bool] = _always_open  # returns False while the worker drains
 _runtime: Runtime | None = None
+_runtime_pid = 0
 _lock = threading.Lock()
 
 
@@ -54,12 +56,14 @@ def install_gate(gate: Callable[[], bool]) -> None:
 
 
 def runtime() -> Runtime:
-    global _runtime
+    """This process's runtime; a forked pool child builds its own (no shared connections)."""
+    global _runtime, _runtime_pid
     with _lock:
-        if _runtime is None:
+        if _runtime is None or _runtime_pid != os.getpid():
             if _factory is None:
                 raise RuntimeError("no runtime installed: run tasks inside a Baton worker")
             _runtime = _factory()
+            _runtime_pid = os.getpid()
         return _runtime
 
 

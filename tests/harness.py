@@ -95,9 +95,11 @@ class WorkerProcess:
         log_dir: Path,
         concurrency: int = 2,
         extra_env: dict[str, str] | None = None,
+        pool: str = "threads",
     ) -> None:
         self.name = f"{name}@test"
         env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+        env["BATON_WORKER_POOL"] = pool
         env["PYTHONPATH"] = str(ROOT)
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")

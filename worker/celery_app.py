@@ -117,7 +117,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
-        "worker_pool": "threads",
+        # Only with REMAP_SIGTERM=SIGQUIT: SIGTERM then waits this long, cancels the steps
+        # in flight (their messages are requeued, their leases expire) and exits.
+        "worker_soft_shutdown_timeout": settings.soft_shutdown_timeout_s,
+        "worker_pool": settings.worker_pool,
         "worker_concurrency": settings.worker_concurrency,
         "worker_send_task_events": False,
         "worker_hijack_root_logger": False,

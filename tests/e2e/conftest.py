@@ -25,9 +25,11 @@ class Cluster:
         self.publisher = CeleryPublisher(self.app)
         self._n = 0
 
-    def start_worker(self, concurrency: int = 2, wait: bool = True, **env: str) -> WorkerProcess:
+    def start_worker(
+        self, concurrency: int = 2, wait: bool = True, pool: str = "threads", **env: str
+    ) -> WorkerProcess:
         self._n += 1
-        proc = WorkerProcess(self.settings, f"w{self._n}", self.log_dir, concurrency, env)
+        proc = WorkerProcess(self.settings, f"w{self._n}", self.log_dir, concurrency, env, pool)
         self.workers.append(proc)
         if wait:
             proc.wait_ready()

@@ -221,3 +221,37 @@ def test_broker_flushed_mid_migration(
         )
     finally:
         own.kill()
+
+
+def test_soft_shutdown_cancels_a_step_that_overruns_and_loses_nothing(
+    cluster_factory: Callable[[Settings], Cluster],
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    pg_url_factory: Callable[[], str],
+) -> None:
+    # Given a prefork worker in the soft-shutdown variant (REMAP_SIGTERM=SIGQUIT) whose
+    # timeout is shorter than the load it holds (a thread cannot be cancelled: with the
+    # default threads pool the step simply finishes, as in a warm shutdown)
+    cluster = cluster_factory(make_settings(soft_shutdown_timeout_s=0.3))
+    first = cluster.start_worker(pool="prefork", REMAP_SIGTERM="SIGQUIT")
+    target = pg_url_factory()
+    _slow_target(target, 1.5)
+    source = f"sqlite:///{tmp_path / 'legacy.db'}"
+    build_source(source, customers=1500, orders=200)
+    spec = spec_for(source, target, chunk_rows=250)
+    spec["streams"][0]["create_target"] = False
+    mid = submit(cluster.db, cluster.publisher, spec)
+    chunk_id = wait_for(
+        lambda: _load_in_flight(cluster, mid, first.name), 60, 0.05, "a load in flight"
+    )
+    # When it gets SIGTERM: it waits the soft timeout, then cancels the load and exits
+    code = first.terminate()
+    assert "Initiating Soft Shutdown" in first.log()
+    # Then the cancelled load never committed, and a new worker runs it again: nothing lost
+    cluster.start_worker()
+    _wait_done(cluster, mid)
+    assert_migrated(cluster.db, mid, spec)
+    with cluster.db.session() as s:
+        chunk = s.get(Chunk, chunk_id)
+        assert chunk is not None and chunk.worker != first.name
+    assert code in (0, 1), first.log()
