@@ -38,5 +38,11 @@ format: install
 typecheck: install
 	$(VENV)/bin/mypy
 
+bench: install  ## deploy latency and the cost of rolling deploys, against their goals
+	$(BATON) bench all
+
+chaos: install  ## migrations under 50+ injected faults (kills, restarts, deploys); nothing lost
+	$(BATON) chaos --tier long
+
 clean:
 	rm -rf $(VENV) .baton .baton-demo .pytest_cache .mypy_cache .ruff_cache *.egg-info

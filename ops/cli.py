@@ -258,5 +258,47 @@ def demo(home: Path, scale: float) -> None:
     sys.exit(run_demo(home, scale))
 
 
+@main.command()
+@click.option("--tier", type=click.Choice(["short", "long"]), default="short", show_default=True)
+@click.option("--workdir", type=click.Path(path_type=Path), help="default: a new temp dir")
+def chaos(tier: str, workdir: Path | None) -> None:
+    """Migrate while killing workers and restarting Redis and PostgreSQL; exit 0 if nothing lost."""
+    import tempfile
+
+    from ops.chaos.run import run
+
+    home = workdir or Path(tempfile.mkdtemp(prefix="baton-chaos-"))
+    click.echo(f"chaos tier {tier}: logs in {home / 'logs'}")
+    sys.exit(0 if run(tier, home, out=click.echo).passed else 1)
+
+
+@main.command()
+@click.argument("which", type=click.Choice(["shutdown", "deploys", "all"]), default="all")
+@click.option("--workdir", type=click.Path(path_type=Path), help="default: a new temp dir")
+@click.option("--runs", default=20, show_default=True, help="shutdowns to time")
+@click.option("--repeats", default=3, show_default=True, help="migrations with and without")
+@click.option("--scale", default=9.0, show_default=True, help="size of the deploys' legacy DB")
+@click.option("--json", "as_json", is_flag=True)
+def bench(
+    which: str, workdir: Path | None, runs: int, repeats: int, scale: float, as_json: bool
+) -> None:
+    """Measure deploy latency (busy warm shutdowns) and what rolling deploys cost a migration."""
+    import tempfile
+
+    from ops.bench import deploys, shutdown
+
+    home = workdir or Path(tempfile.mkdtemp(prefix="baton-bench-"))
+    results: dict[str, Any] = {}
+    if which in ("shutdown", "all"):
+        results["shutdown"] = shutdown.run(home / "shutdown", runs=runs, out=click.echo)
+    if which in ("deploys", "all"):
+        results["deploys"] = deploys.run(
+            home / "deploys", repeats=repeats, scale=scale, out=click.echo
+        )
+    if as_json:
+        click.echo(json.dumps(results))
+    sys.exit(0 if all(r["met"] for r in results.values()) else 1)
+
+
 if __name__ == "__main__":
     main()
