@@ -214,10 +214,12 @@ class Workers:
         log_path = self.log_dir / f"w{self._seq}.log"
         argv = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-n", name]
         argv += ["--without-mingle", "--without-gossip", "-c", str(self.concurrency)]
-        argv += ["--loglevel", "INFO", *(["-P", "prefork"] if prefork else [])]
+        argv += ["--loglevel", "INFO"]
+        # The pool comes from BATON_WORKER_POOL: Celery cannot tell `-P prefork` from its default.
+        env = {**self.env, "BATON_WORKER_POOL": "prefork" if prefork else "threads"}
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                argv, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+                argv, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
         worker = WorkerProcess(name, prefork, proc, log_path)
@@ -263,6 +265,15 @@ class Workers:
     def replace(self, worker: WorkerProcess) -> WorkerProcess:
         """A new worker of the same kind as one that is gone."""
         return self.start(prefork=worker.prefork)
+
+    def replace_exited(self) -> list[tuple[WorkerProcess, int]]:
+        """Replace live workers that exited by themselves (as an orchestrator restarts them)."""
+        exited = [(w, code) for w in self.live if (code := w.proc.poll()) is not None]
+        for worker, _ in exited:
+            self._reap(worker)
+            self._retire(worker)
+            self.replace(worker)
+        return exited
 
     def _retire(self, worker: WorkerProcess) -> None:
         if worker in self.live:
