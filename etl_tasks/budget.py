@@ -21,8 +21,10 @@ class StepClock:
     started: float = field(default_factory=time.monotonic)
     renewed: float = field(default_factory=time.monotonic)
 
-    def expired(self) -> bool:
-        return time.monotonic() - self.started >= self.budget_s * WORK_SHARE
+    def expired(self, ahead_s: float = 0.0) -> bool:
+        """Whether the deadline has passed, or would pass during ``ahead_s`` more work
+        (the last sub-batch's duration predicts the next one's)."""
+        return time.monotonic() - self.started + ahead_s >= self.budget_s * WORK_SHARE
 
     def renewal_due(self) -> bool:
         """Renew the lease once a third of it has passed (long steps only)."""

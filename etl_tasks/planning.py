@@ -45,11 +45,8 @@ def plan_more(rt: Runtime, migration_id: str, stream_id: int) -> int:
             return 0
         seen_seq, name, rows = stream.plan_seq, stream.name, stream.chunk_rows
         lower = codec.decode_key(stream.planned_until)
-        next_seq = (
-            s.scalar(select(func.max(Chunk.seq)).where(Chunk.stream_id == stream_id)) or 0
-        ) + 1
     ranges, complete = boundaries(rt, migration_id, name, lower, rows, room)
-    return _record(rt, migration_id, stream_id, seen_seq, next_seq, ranges, complete)
+    return _record(rt, migration_id, stream_id, seen_seq, ranges, complete)
 
 
 def boundaries(
@@ -84,7 +81,6 @@ def _record(
     migration_id: str,
     stream_id: int,
     seen_seq: int,
-    next_seq: int,
     ranges: list[Range],
     complete: bool,
 ) -> int:
@@ -103,6 +99,10 @@ def _record(
         ).rowcount  # type: ignore[attr-defined]
         if not won:
             return 0  # another planner got there first; its chunks stand
+        # Numbered under the stream row's lock, which a chunk split takes too.
+        next_seq = (
+            s.scalar(select(func.max(Chunk.seq)).where(Chunk.stream_id == stream_id)) or 0
+        ) + 1
         for i, (lo, hi) in enumerate(ranges):
             s.add(
                 Chunk(

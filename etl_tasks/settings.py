@@ -18,6 +18,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from etl_tasks import __version__
 
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+
 
 class Settings(BaseSettings):
     """Configuration for every Baton process."""
@@ -51,8 +53,9 @@ class Settings(BaseSettings):
     worker_pool: Literal["threads", "prefork", "solo"] = "threads"
     worker_http_port: int = Field(0, ge=0, le=65535)  # worker probe port; 0 picks a free one
     worker_heartbeat_s: float = Field(5.0, gt=0)  # how often a worker refreshes its row
-    # With REMAP_SIGTERM=SIGQUIT, how long SIGTERM waits before cancelling steps (seconds);
-    # set it just under the grace period. 0: the default warm shutdown, no cancelling.
+    # With REMAP_SIGTERM=SIGQUIT (prefork pool), how long SIGTERM waits before cancelling the
+    # steps in flight (seconds). Without REMAP_SIGTERM it has no effect: SIGTERM is a warm
+    # shutdown that lets every step finish.
     soft_shutdown_timeout_s: float = Field(0.0, ge=0)
 
     max_body_bytes: int = Field(1_048_576, gt=0)  # largest API request body (bytes)
@@ -71,6 +74,8 @@ class Settings(BaseSettings):
             raise ValueError("BATON_LEASE_S must be longer than BATON_STEP_BUDGET_S")
         if self.visibility_timeout_s <= self.lease_s:
             raise ValueError("BATON_VISIBILITY_TIMEOUT_S must be longer than BATON_LEASE_S")
+        if not self.staging_url and not self.broker_url.startswith(_REDIS_SCHEMES):
+            raise ValueError("BATON_STAGING_URL (a Redis) is required when the broker is not Redis")
         return self
 
     @cached_property
@@ -78,7 +83,7 @@ class Settings(BaseSettings):
         """Where staged rows live: ``BATON_STAGING_URL``, else the broker when it is Redis."""
         if self.staging_url:
             return self.staging_url
-        if self.broker_url.startswith(("redis://", "rediss://", "unix://")):
+        if self.broker_url.startswith(_REDIS_SCHEMES):
             return self.broker_url
         raise ValueError("BATON_STAGING_URL is required when the broker is not Redis")
 

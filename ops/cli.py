@@ -119,6 +119,8 @@ def up(count: int, port: int, home: Path) -> None:
     signal.signal(signal.SIGINT, _stop)
     try:
         while not stopping:
+            for code in system.revive():
+                click.echo(f"a worker exited ({code}); started a new one")
             time.sleep(0.5)
     finally:
         system.stop()

@@ -139,6 +139,18 @@ class Embedded:
         self.workers.append(proc)
         return proc
 
+    def revive(self) -> list[int]:
+        """Replace workers that died on their own (a supervisor's job; ``baton up`` is one).
+
+        A worker can exit on a broker restart (kombu fails restoring unacknowledged
+        messages); its chunks are safe, but a migration with no worker waits forever.
+        """
+        dead = [w for w in self.workers if w.poll() is not None]
+        for proc in dead:
+            self.workers.remove(proc)
+            self.add_worker()
+        return [int(p.returncode or 0) for p in dead]
+
     def wait_api(self, timeout_s: float = 30) -> None:
         import requests
 

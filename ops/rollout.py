@@ -101,7 +101,8 @@ def drain_worker(
         fleet.control(lambda c: _cancel_all(c, name))
     report.in_flight_at_start = int(first["in_flight"]) if first else int(worker["in_flight"])
     report.phases["stop_consuming_s"] = round(time.monotonic() - started, 3)
-    if not _wait(lambda: _idle(fleet, name, probe), timeout_s, poll_s):
+    settle_until = time.monotonic() + 2 * fleet.settings.worker_heartbeat_s
+    if not _wait(lambda: _idle(fleet, name, probe, settle_until), timeout_s, poll_s):
         report.error = f"still busy after {timeout_s:.0f} s"
         return report
     report.phases["finish_in_flight_s"] = round(time.monotonic() - started, 3)
@@ -119,13 +120,16 @@ def _cancel_all(control: Any, name: str) -> None:
         control.cancel_consumer(queue, destination=[name])
 
 
-def _idle(fleet: Fleet, name: str, probe: str | None) -> bool:
+def _idle(fleet: Fleet, name: str, probe: str | None, settle_until: float) -> bool:
+    """Nothing in flight: by the probe, else by heartbeats sent after the drain began."""
     if probe:
         answer = _probe(probe)
         if answer is not None:
             return bool(answer["may_shut_down"])
     worker = fleet.live().get(name)
-    return worker is None or (worker["state"] == "draining" and worker["in_flight"] == 0)
+    if worker is None:
+        return True
+    return time.monotonic() >= settle_until and worker["in_flight"] == 0
 
 
 def _shut_down(fleet: Fleet, worker: dict[str, Any]) -> None:

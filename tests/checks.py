@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import func, select
-
 from etl_tasks.connectors.engines import create_sql_engine
-from etl_tasks.connectors.ledger import LEDGER
+from etl_tasks.connectors.ledger import committed_chunks
 from etl_tasks.spec import parse_spec
 from etl_tasks.state.db import StateDB
 from etl_tasks.verify import quarantine_keys, verify
@@ -45,11 +43,5 @@ def assert_migrated(
 
 
 def _ledger(engine: Any, migration_id: str) -> dict[str, int]:
-    """Committed chunks per stream, by the target's own ledger (each chunk exactly once)."""
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(LEDGER.c.stream, func.count())
-            .where(LEDGER.c.migration_id == migration_id)
-            .group_by(LEDGER.c.stream)
-        ).all()
-    return {name: n for name, n in rows}
+        return committed_chunks(conn, migration_id)

@@ -11,18 +11,8 @@ import pytest
 
 from etl_tasks.settings import Settings
 from etl_tasks.state.db import upgrade
+from ops.timings import FAST_TIMINGS
 from tests import services
-
-FAST_TIMINGS: dict[str, Any] = {
-    "lease_s": 4.0,
-    "visibility_timeout_s": 30,
-    "sweep_interval_s": 0.5,
-    "requeue_after_s": 6.0,
-    "retry_backoff_s": 0.2,
-    "retry_backoff_max_s": 1.0,
-    "worker_heartbeat_s": 0.5,
-    "staging_ttl_s": 600,
-}
 
 
 @pytest.fixture(scope="session")

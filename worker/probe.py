@@ -8,8 +8,10 @@ worker.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import multiprocessing
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -32,9 +34,18 @@ class ProbeState:
     def __init__(self, counts: Counts = _no_counts) -> None:
         self._lock = threading.Lock()
         self._counts = counts
-        self.draining = False
+        # Shared memory, made before the pool forks: prefork children see the flag too.
+        self._draining = multiprocessing.RawValue(ctypes.c_bool, False)
         self.ready = False
         self.on_drain: Callable[[], None] | None = None
+
+    @property
+    def draining(self) -> bool:
+        return bool(self._draining.value)
+
+    @draining.setter
+    def draining(self, value: bool) -> None:
+        self._draining.value = value
 
     def snapshot(self) -> dict[str, Any]:
         in_flight, reserved, done = self._counts()

@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
     insert,
     select,
     update,
@@ -107,6 +108,16 @@ def finish(
             cut_key=cut_text,
         )
     )
+
+
+def committed_chunks(conn: Connection, migration_id: str) -> dict[str, int]:
+    """Committed chunks per stream, by the target's own ledger (each chunk exactly once)."""
+    rows = conn.execute(
+        select(LEDGER.c.stream, func.count())
+        .where(LEDGER.c.migration_id == migration_id)
+        .group_by(LEDGER.c.stream)
+    ).all()
+    return {str(name): int(n) for name, n in rows}
 
 
 def read(conn: Connection, migration_id: str, stream: str, chunk_id: int) -> LedgerRecord | None:

@@ -32,6 +32,7 @@ from sqlalchemy.types import NullType, TypeEngine
 
 from etl_tasks.connectors.ledger import ledger_table
 from etl_tasks.connectors.sql_source import split_name
+from etl_tasks.errors import TransientError
 
 
 def portable_type(sa_type: TypeEngine[Any]) -> TypeEngine[Any]:
@@ -83,7 +84,9 @@ def _ddl_lock(engine: Engine, name: str) -> Iterator[Connection]:
         if dialect == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": zlib.crc32(name.encode())})
         elif dialect in ("mysql", "mariadb"):
-            conn.execute(text("SELECT GET_LOCK(:n, 60)"), {"n": name[:64]})
+            got = conn.execute(text("SELECT GET_LOCK(:n, 60)"), {"n": name[:64]}).scalar()
+            if got != 1:
+                raise TransientError(f"could not take the DDL lock {name!r}")
         try:
             yield conn
         finally:
@@ -121,5 +124,19 @@ def ensure_ledger(engine: Engine) -> None:
     """Create the target's ledger table if it is missing."""
     table = ledger_table()
     with _ddl_lock(engine, "baton:ddl:ledger") as conn:
-        if not inspect(conn).has_table(table.name):
+        insp = inspect(conn)
+        if not insp.has_table(table.name):
             table.create(conn)
+            return
+        # Expand, never contract: a ledger made by an older version gains the new columns.
+        have = {c["name"] for c in insp.get_columns(table.name)}
+        prep = conn.dialect.identifier_preparer
+        for column in table.columns:
+            if column.name not in have:
+                kind = column.type.compile(dialect=conn.dialect)
+                conn.execute(
+                    text(
+                        f"ALTER TABLE {prep.quote(table.name)} "
+                        f"ADD COLUMN {prep.quote(column.name)} {kind}"
+                    )
+                )

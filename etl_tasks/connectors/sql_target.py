@@ -11,6 +11,7 @@ the bad rows are isolated; they are quarantined and the rest loads.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -49,7 +50,7 @@ class LoadRequest:
     fail_on_bad: bool = False  # on_bad_row "fail": a refused row fails the whole chunk
     positions: list[int] = field(default_factory=list)  # each row's position in the extract
     source_keys: list[Any] = field(default_factory=list)  # each row's source key, encoded
-    expired: Callable[[], bool] = lambda: False  # the step's deadline has passed
+    expired: Callable[[float], bool] = lambda ahead_s: False  # deadline passed, or would
     between_batches: Callable[[], None] = lambda: None  # e.g. renew the lease
 
 
@@ -115,7 +116,9 @@ class SqlTarget:
         direct = self._range_is_empty(conn, req)
         bad: list[tuple[tuple[Any, ...], str]] = []
         written = 0
+        last_s = 0.0
         while written < len(req.rows):
+            began = time.monotonic()
             part = req.rows[written : written + SUB_BATCH_ROWS]
             written += len(part)
             if self.write == "insert" and not direct:
@@ -124,7 +127,8 @@ class SqlTarget:
             bad += self._write_bisecting(conn, req.columns, part, direct=direct)
             if bad and req.fail_on_bad:
                 raise PermanentError(f"the target refused a row: {bad[0][1]}")
-            if written < len(req.rows) and req.expired():
+            last_s = time.monotonic() - began
+            if written < len(req.rows) and req.expired(last_s):
                 break
             req.between_batches()
         cut = None

@@ -116,9 +116,11 @@ def _adapt_chunk_rows(rt: Runtime, s: Session, chunk: Chunk) -> None:
     """Size the stream's next chunks so its slowest step fits the step budget."""
     stream = s.get(Stream, chunk.stream_id)
     slowest = max(chunk.extract_ms or 0, chunk.transform_ms or 0, chunk.load_ms or 0)
-    if stream is None or not chunk.rows_in:
+    # A load cut at its deadline handled fewer rows than were extracted: count those.
+    rows = min(chunk.rows_in or 0, (chunk.rows_out or 0) + (chunk.rows_quarantined or 0))
+    if stream is None or not rows:
         return
     ceiling = rt.spec(chunk.migration_id).chunk_rows
     stream.chunk_rows = next_chunk_rows(
-        stream.chunk_rows, chunk.rows_in, slowest, rt.settings.step_budget_s, ceiling
+        stream.chunk_rows, rows, slowest, rt.settings.step_budget_s, ceiling
     )

@@ -71,7 +71,8 @@ def _slow_writes(url: str, seconds: float) -> None:
             BEGIN
               FOR obj IN SELECT * FROM pg_event_trigger_ddl_commands()
                          WHERE command_tag = 'CREATE TABLE' LOOP
-                IF obj.object_identity NOT LIKE '%baton_ledger%' THEN
+                IF obj.object_identity NOT LIKE '%baton_ledger%'
+                   AND obj.schema_name NOT LIKE 'pg_temp%' THEN
                   EXECUTE format('CREATE TRIGGER bench_slow AFTER INSERT ON %s
                                   FOR EACH STATEMENT EXECUTE FUNCTION bench_slow()',
                                  obj.object_identity);

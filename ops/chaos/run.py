@@ -25,7 +25,7 @@ from sqlalchemy import exc as sa_exc
 
 from etl_tasks.bindings import bind_stream
 from etl_tasks.connectors.engines import create_sql_engine
-from etl_tasks.connectors.ledger import LEDGER
+from etl_tasks.connectors.ledger import committed_chunks
 from etl_tasks.connectors.sql_source import reflect_table
 from etl_tasks.control import create_migration
 from etl_tasks.preflight import preflight
@@ -38,22 +38,14 @@ from etl_tasks.views import migration_view
 from ops.chaos.faults import FAULTS, FaultRecord, Lab
 from ops.chaos.services import OwnPostgres, OwnRedis, Workers
 from ops.demo_data import DemoStats, build_legacy_db, demo_spec
+from ops.timings import FAST_TIMINGS
 from worker.celery_app import CeleryPublisher, create_celery
 
 Out = Callable[[str], None]
 FINISHED = ("succeeded", "failed", "cancelled")
 
-#: Short enough that a lost step is taken over within seconds (see tests/conftest.py).
-CHAOS_TIMINGS: dict[str, Any] = {
-    "lease_s": 4.0,
-    "visibility_timeout_s": 30,
-    "sweep_interval_s": 0.5,
-    "requeue_after_s": 6.0,
-    "retry_backoff_s": 0.2,
-    "retry_backoff_max_s": 1.0,
-    "worker_heartbeat_s": 0.5,
-    "staging_ttl_s": 600,
-}
+#: Short enough that a lost step is taken over within seconds.
+CHAOS_TIMINGS: dict[str, Any] = FAST_TIMINGS
 RECOVERY_TIMEOUT_S = 90.0  # a migration that does not move for this long after a fault is stuck
 FINISH_TIMEOUT_S = 240.0  # the last migration's time to finish once the faults are over
 
@@ -219,12 +211,7 @@ def fault_kinds(tier: Tier, rng: random.Random) -> list[str]:
 
 def _ledger_rows(target: Engine, migration_id: str) -> dict[str, int]:
     with target.connect() as conn:
-        rows = conn.execute(
-            select(LEDGER.c.stream, func.count())
-            .where(LEDGER.c.migration_id == migration_id)
-            .group_by(LEDGER.c.stream)
-        ).all()
-    return {str(name): int(n) for name, n in rows}
+        return committed_chunks(conn, migration_id)
 
 
 def _distinct_keys(spec: MigrationSpec, name: str, source: Engine, target: Engine) -> int:
