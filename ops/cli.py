@@ -279,7 +279,12 @@ def chaos(tier: str, workdir: Path | None) -> None:
 @click.option("--workdir", type=click.Path(path_type=Path), help="default: a new temp dir")
 @click.option("--runs", default=20, show_default=True, help="shutdowns to time")
 @click.option("--repeats", default=3, show_default=True, help="migrations with and without")
-@click.option("--scale", default=9.0, show_default=True, help="size of the deploys' legacy DB")
+@click.option(
+    "--scale",
+    default=16.0,
+    show_default=True,
+    help="size of the deploys' legacy DB (16: over a minute here)",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench(
     which: str, workdir: Path | None, runs: int, repeats: int, scale: float, as_json: bool

@@ -55,7 +55,7 @@ def run(
     home: Path,
     repeats: int = 3,
     deploys: int = 5,
-    scale: float = 8.0,
+    scale: float = 16.0,
     out: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     source = home / "legacy.db"

@@ -47,6 +47,8 @@ def pg_database(slow_s: float = 0.0) -> Iterator[str]:
     admin.autocommit = True
     with admin.cursor() as cur:
         cur.execute(f'CREATE DATABASE "{name}"')
+        # Statements slower than 0.5 s go to the server's log: where a slow step waited.
+        cur.execute(f'ALTER DATABASE "{name}" SET log_min_duration_statement = 500')
     url = u.set(database=name).render_as_string(hide_password=False)
     try:
         if slow_s:
