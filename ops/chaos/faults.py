@@ -160,14 +160,22 @@ def busiest(pids: list[int], window_s: float = 0.1) -> int:
     return max(pids, key=lambda p: _cpu_ticks(p) - before[p])
 
 
+def _children_within(pid: int, timeout_s: float) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while not (children := pool_children(pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return children
+
+
 def kill_pool_child(lab: Lab, rng: random.Random) -> FaultRecord:
     """SIGKILL a prefork pool child of a worker busy with a step; the worker lives on."""
+    lab.workers.replace_exited()  # a broker restart can take a worker down (kombu)
     lab.workers.wait_ready()
     worker = lab.workers.prefork_worker()
     if worker is None:
         raise RuntimeError("kill_pool_child needs a prefork worker")
     held = wait_for_leases(lab, {worker.name})
-    children = pool_children(worker.pid)
+    children = _children_within(worker.pid, 10.0)  # the pool may be replacing a child
     if not children:
         raise RuntimeError(f"worker {worker.name} has no pool children")
     child = busiest(children)
