@@ -106,11 +106,15 @@ def rolling_deploy(lab: Lab, rng: random.Random) -> FaultRecord:
     for w in old:
         lab.workers.start(prefork=w.prefork)
     lab.workers.wait_ready()
-    stopped = [lab.workers.terminate(w) for w in old]
+    # A worker that died on its own meanwhile (kombu, after a broker restart) is not sent
+    # SIGTERM: the run notes and replaces it like any worker that exits by itself.
+    gone = [w for w in old if w.proc.poll() is not None]
+    stopped = [lab.workers.terminate(w) for w in old if w not in gone]
     codes = [code for code, _ in stopped]
     detail = (
-        f"{len(old)} workers replaced, SIGTERM exits {'/'.join(map(str, codes))} "
+        f"{len(stopped)} workers replaced, SIGTERM exits {'/'.join(map(str, codes))} "
         f"in {'/'.join(f'{s:.1f}' for _, s in stopped)} s"
+        + (f" ({len(gone)} had already exited by itself)" if gone else "")
     )
     return FaultRecord("rolling_deploy", started, detail, time.monotonic(), codes)
 
