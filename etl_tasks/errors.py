@@ -7,15 +7,11 @@ message: ``TransientError`` means "try again later", ``PermanentError`` means
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class BatonError(Exception):
     """Raised for any failure Baton itself understands."""
-
-
-class ConfigError(BatonError):
-    """Raised when the settings read from the environment are invalid."""
 
 
 class TransientError(BatonError):
@@ -51,10 +47,6 @@ class BadRowError(PermanentError):
         self.column = column
 
 
-class TooManyBadRows(PermanentError):
-    """Raised when a migration quarantined more rows than its ``max_bad_rows``."""
-
-
 class LeaseLost(BatonError):
     """Raised when a step's lease was taken over (its fencing token is stale): it must stop."""
 
@@ -69,11 +61,3 @@ class NotFound(BatonError):
 
 class Conflict(BatonError):
     """Raised when a control action does not fit the migration's current state."""
-
-
-@dataclass
-class StepOutcome:
-    """What a step reports back to its task shim (for logs and metrics)."""
-
-    status: str
-    detail: dict[str, object] = field(default_factory=dict)

@@ -9,10 +9,12 @@ harmless: the stream's ``plan_seq`` lets only one of them write its chunks.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 
 from etl_tasks import codec
 from etl_tasks.connectors.sql_target import error_reason, is_transient_error
@@ -99,29 +101,47 @@ def _record(
         ).rowcount  # type: ignore[attr-defined]
         if not won:
             return 0  # another planner got there first; its chunks stand
-        # Numbered under the stream row's lock, which a chunk split takes too.
-        next_seq = (
-            s.scalar(select(func.max(Chunk.seq)).where(Chunk.stream_id == stream_id)) or 0
-        ) + 1
-        for i, (lo, hi) in enumerate(ranges):
-            s.add(
-                Chunk(
-                    migration_id=migration_id,
-                    stream_id=stream_id,
-                    seq=next_seq + i,
-                    lower=codec.encode_key(lo),
-                    upper=codec.encode_key(hi),
-                    state=ChunkState.PENDING,
-                    step=Step.EXTRACT,
-                    attempts=0,
-                    retries=0,
-                    lease_token=0,
-                    created_at=now,
-                )
-            )
+        add_chunks(
+            s,
+            migration_id,
+            stream_id,
+            [(codec.encode_key(lo), codec.encode_key(hi)) for lo, hi in ranges],
+            now,
+        )
     log.info(
         "planned %d chunks",
         len(ranges),
         extra={"migration_id": migration_id, "stream_id": stream_id, "complete": complete},
     )
     return len(ranges)
+
+
+def add_chunks(
+    s: Session,
+    migration_id: str,
+    stream_id: int,
+    bounds: list[tuple[list[Any] | None, list[Any] | None]],
+    now: datetime,
+) -> None:
+    """New pending chunks with these (encoded) bounds, numbered after the stream's last.
+
+    The caller holds the stream row's lock (planning updates it, a split selects it for
+    update), so two writers never take the same numbers.
+    """
+    seq = s.scalar(select(func.max(Chunk.seq)).where(Chunk.stream_id == stream_id)) or 0
+    for i, (lower, upper) in enumerate(bounds, start=seq + 1):
+        s.add(
+            Chunk(
+                migration_id=migration_id,
+                stream_id=stream_id,
+                seq=i,
+                lower=lower,
+                upper=upper,
+                state=ChunkState.PENDING,
+                step=Step.EXTRACT,
+                attempts=0,
+                retries=0,
+                lease_token=0,
+                created_at=now,
+            )
+        )

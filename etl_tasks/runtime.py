@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import redis
 from sqlalchemy import Table
 from sqlalchemy import exc as sa_exc
 
@@ -41,6 +42,18 @@ class Runtime:
         self._specs: dict[str, MigrationSpec] = {}
         self._bindings: dict[tuple[str, str], StreamBinding] = {}
         self._targets: dict[tuple[str, str], SqlTarget] = {}
+        self._broker: redis.Redis | None = None
+
+    def broker_redis(self) -> redis.Redis | None:
+        """A client of the broker, when it is Redis (the sweeper watches its epoch key)."""
+        if not self.settings.broker_is_redis:
+            return None
+        with self._lock:
+            if self._broker is None:
+                self._broker = redis.Redis.from_url(
+                    self.settings.broker_url, socket_timeout=5, socket_connect_timeout=5
+                )
+            return self._broker
 
     def spec(self, migration_id: str) -> MigrationSpec:
         with self._lock:
@@ -115,6 +128,8 @@ class Runtime:
                     self.engines.release(url)
 
     def close(self) -> None:
+        if self._broker is not None:
+            self._broker.close()
         self.engines.dispose_all()
         self.staging.close()
         self.db.dispose()

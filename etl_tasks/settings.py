@@ -18,7 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from etl_tasks import __version__
 
-_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 class Settings(BaseSettings):
@@ -74,7 +74,7 @@ class Settings(BaseSettings):
             raise ValueError("BATON_LEASE_S must be longer than BATON_STEP_BUDGET_S")
         if self.visibility_timeout_s <= self.lease_s:
             raise ValueError("BATON_VISIBILITY_TIMEOUT_S must be longer than BATON_LEASE_S")
-        if not self.staging_url and not self.broker_url.startswith(_REDIS_SCHEMES):
+        if not self.staging_url and not self.broker_is_redis:
             raise ValueError("BATON_STAGING_URL (a Redis) is required when the broker is not Redis")
         return self
 
@@ -83,19 +83,36 @@ class Settings(BaseSettings):
         """Where staged rows live: ``BATON_STAGING_URL``, else the broker when it is Redis."""
         if self.staging_url:
             return self.staging_url
-        if self.broker_url.startswith(_REDIS_SCHEMES):
+        if self.broker_is_redis:
             return self.broker_url
         raise ValueError("BATON_STAGING_URL is required when the broker is not Redis")
+
+    @property
+    def broker_is_redis(self) -> bool:
+        return self.broker_url.startswith(REDIS_SCHEMES)
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as ``BATON_*`` variables, for the processes a harness starts."""
+        return {
+            env_name(name): str(value)
+            for name, value in self.model_dump().items()
+            if value is not None
+        }
 
     @property
     def version(self) -> str:
         return __version__
 
 
+def env_name(field: str) -> str:
+    """The environment variable of a setting: ``step_budget_s`` → ``BATON_STEP_BUDGET_S``."""
+    return f"BATON_{field.upper()}"
+
+
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """``BATON_*`` variables that name no setting: most likely typos."""
     env = os.environ if environ is None else environ
-    known = {f"BATON_{name.upper()}" for name in Settings.model_fields}
+    known = {env_name(name) for name in Settings.model_fields}
     return sorted(
         k
         for k in env

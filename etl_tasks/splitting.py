@@ -12,40 +12,23 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from etl_tasks.chunk_lease import NOW, Claim
 from etl_tasks.errors import LeaseLost
+from etl_tasks.planning import add_chunks
 from etl_tasks.runtime import Runtime
-from etl_tasks.state.enums import ChunkState, Step
 from etl_tasks.state.models import Chunk, Stream
 
 
-def split(s: Session, chunk: Chunk, cut: list[Any], now: datetime) -> int | None:
-    """Narrow ``chunk`` to end at ``cut`` and plan the remainder; idempotent (None if done)."""
+def split(s: Session, chunk: Chunk, cut: list[Any], now: datetime) -> None:
+    """Narrow ``chunk`` to end at ``cut`` and plan the remainder; idempotent."""
     if chunk.upper == cut:
-        return None
-    stream = s.get(Stream, chunk.stream_id, with_for_update=True)  # serialises seq numbers
-    assert stream is not None
-    seq = (s.scalar(select(func.max(Chunk.seq)).where(Chunk.stream_id == chunk.stream_id)) or 0) + 1
-    rest = Chunk(
-        migration_id=chunk.migration_id,
-        stream_id=chunk.stream_id,
-        seq=seq,
-        lower=cut,
-        upper=chunk.upper,
-        state=ChunkState.PENDING,
-        step=Step.EXTRACT,
-        attempts=0,
-        retries=0,
-        lease_token=0,
-        created_at=now,
-    )
+        return
+    s.get(Stream, chunk.stream_id, with_for_update=True)  # serialises chunk numbers
+    add_chunks(s, chunk.migration_id, chunk.stream_id, [(cut, chunk.upper)], now)
     chunk.upper = cut
-    s.add(rest)
-    s.flush()
-    return rest.id
 
 
 def commit_split(rt: Runtime, c: Claim, cut: list[Any], **values: Any) -> bool:

@@ -89,17 +89,13 @@ def _acquire(rt: Runtime) -> str | None:
 
 def _broker_lost(rt: Runtime, known: str) -> bool:
     """Whether the broker restarted empty since the last pass (its epoch key vanished)."""
-    url = rt.settings.broker_url
-    if not url.startswith(("redis://", "rediss://", "unix://")):
+    client = rt.broker_redis()
+    if client is None:
         return False
     key = rt.settings.key_prefix + BROKER_EPOCH_KEY
     try:
-        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        with client:
-            current = client.get(key)
-            if current is None:
-                current = uuid.uuid4().hex.encode()
-                client.set(key, current)
+        client.set(key, uuid.uuid4().hex, nx=True)  # a new epoch only where none is
+        current = client.get(key)
     except redis.RedisError as exc:
         log.warning("broker unreachable: %s", exc)
         return False

@@ -73,20 +73,12 @@ def api(host: str, port: int, processes: int, dev: bool) -> None:
 @click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 def worker(celery_args: tuple[str, ...]) -> None:
     """Run a worker: ``celery -A worker worker`` with Baton's defaults, then CELERY_ARGS."""
+    from ops.embedded import worker_argv
+
     args = list(celery_args)
     if not any(a in ("-n", "--hostname") or a.startswith("--hostname=") for a in args):
         args += ["-n", f"baton-{secrets.token_hex(3)}@%h"]
-    argv = [
-        sys.executable,
-        "-m",
-        "celery",
-        "-A",
-        "worker",
-        "worker",
-        "--without-mingle",
-        "--without-gossip",
-        *args,
-    ]
+    argv = worker_argv(*args)
     sys.stdout.flush()
     os.execv(sys.executable, argv)  # exec: signals reach Celery's main process directly
 

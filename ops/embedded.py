@@ -22,6 +22,13 @@ import redis
 from etl_tasks.state.db import upgrade
 
 
+def worker_argv(*celery_args: str) -> list[str]:
+    """The command line of one worker: Celery on ``worker.app``, without mingle and gossip
+    (they only slow start-up and shutdown), then ``celery_args``."""
+    return [sys.executable, "-m", "celery", "-A", "worker", "worker", "--without-mingle",
+            "--without-gossip", *celery_args]  # fmt: skip
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -82,15 +82,6 @@ def make_settings(redis_server: str, key_prefix: str, tmp_path: Path) -> Callabl
     return make
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as ``BATON_*`` variables, for worker and API child processes."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is not None:
-            env[f"BATON_{name.upper()}"] = str(value)
-    return env
-
-
 @pytest.fixture
 def mariadb_url() -> Iterator[str]:
     """A MariaDB database of this test's own."""

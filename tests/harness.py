@@ -28,7 +28,7 @@ from etl_tasks.state.models import Migration
 from etl_tasks.steps.extract import extract
 from etl_tasks.steps.load import load
 from etl_tasks.steps.transform import transform
-from tests.conftest import settings_env
+from ops.embedded import worker_argv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -98,28 +98,13 @@ class WorkerProcess:
         pool: str = "threads",
     ) -> None:
         self.name = f"{name}@test"
-        env = {**os.environ, **settings_env(settings), **(extra_env or {})}
+        env = {**os.environ, **settings.as_env(), **(extra_env or {})}
         env["BATON_WORKER_POOL"] = pool
         env["PYTHONPATH"] = str(ROOT)
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "worker",
-                "-n",
-                self.name,
-                "--without-mingle",
-                "--without-gossip",
-                "-c",
-                str(concurrency),
-                "--loglevel",
-                "INFO",
-            ],
+            worker_argv("-n", self.name, "-c", str(concurrency), "--loglevel", "INFO"),
             env=env,
             cwd=ROOT,
             stdout=self._log,
@@ -177,3 +162,17 @@ def wait_for(
             return value
         time.sleep(interval_s)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def run_baton(
+    *args: str, env: dict[str, str], cwd: Path = ROOT, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``baton`` command line as an operator would, and capture what it says."""
+    return subprocess.run(
+        [sys.executable, "-m", "ops.cli", *args],
+        env={**env, "PYTHONPATH": str(ROOT)},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -29,7 +29,6 @@ from etl_tasks.settings import Settings
 log = logging.getLogger(__name__)
 
 
-REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 AMQP_SCHEMES = ("amqp://", "amqps://", "pyamqp://", "pyamqps://")
 
 
@@ -46,7 +45,7 @@ def _transport_options(settings: Settings) -> dict[str, Any]:
         # consumer's channel closes (a killed worker) or on consumer_timeout.
         return {"confirm_publish": True}
     transport: dict[str, Any] = {"visibility_timeout": settings.visibility_timeout_s}
-    if settings.broker_url.startswith(REDIS_SCHEMES):
+    if settings.broker_is_redis:
         transport.update(
             queue_order_strategy="priority",
             global_keyprefix=settings.key_prefix,

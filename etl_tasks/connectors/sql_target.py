@@ -54,12 +54,6 @@ class LoadRequest:
     between_batches: Callable[[], None] = lambda: None  # e.g. renew the lease
 
 
-@dataclass(frozen=True)
-class LoadResult:
-    record: LedgerRecord
-    already_committed: bool
-
-
 def is_bad_row_error(exc: BaseException) -> bool:
     """A failure caused by the data (a constraint, a value the column refuses)."""
     return classify(exc) == "bad_row"
@@ -89,7 +83,7 @@ class SqlTarget:
         self.identity_key = identity_key  # target key values equal the source key values
         self.dialect = engine.dialect.name
 
-    def load(self, req: LoadRequest) -> LoadResult:
+    def load(self, req: LoadRequest) -> LedgerRecord:
         """Commit the chunk's rows and its ledger row together; a replay changes nothing."""
         try:
             return self._load(req)
@@ -98,18 +92,23 @@ class SqlTarget:
                 raise TransientError(f"target unavailable: {error_reason(exc)}") from exc
             raise PermanentError(f"target refused the chunk: {error_reason(exc)}") from exc
 
-    def _load(self, req: LoadRequest) -> LoadResult:
+    def _load(self, req: LoadRequest) -> LedgerRecord:
         with self.engine.connect() as conn:
             try:
                 with conn.begin():
                     ledger.claim(conn, req.migration_id, req.stream, req.chunk_id, req.token)
                     record = self._write_chunk(conn, req)
-                return LoadResult(record, False)
+                return record
             except sa_exc.IntegrityError:
                 committed = self._committed(conn, req)
                 if committed is None:
                     raise
-                return LoadResult(committed, True)
+                log.info(
+                    "chunk %s was committed already: a redelivery changes nothing",
+                    req.chunk_id,
+                    extra={"migration_id": req.migration_id},
+                )
+                return committed
 
     def _write_chunk(self, conn: Connection, req: LoadRequest) -> LedgerRecord:
         """Write sub-batch by sub-batch until done or the deadline; record it in the ledger."""

@@ -47,8 +47,8 @@ def _load(rt: Runtime, c: Claim) -> None:
         expired=clock.expired,
         between_batches=lambda: renew(rt, c) if clock.renewal_due() else None,
     )
-    result = rt.target(c.migration_id, c.stream).load(request)
-    finish(rt, c, result.record, elapsed_ms(clock.started))
+    record = rt.target(c.migration_id, c.stream).load(request)
+    finish(rt, c, record, elapsed_ms(clock.started))
     rt.staging.delete(c.chunk_id, c.stage_token, transform_step.STAGE)
     publish_plan(rt.publisher, c.migration_id)
 

@@ -29,7 +29,7 @@ def run(
     times: list[float] = []
     codes: list[int] = []
     rng = random.Random(1)
-    env = {"BATON_STEP_BUDGET_S": str(budget_s)}
+    env = {"step_budget_s": budget_s}
     with pg_database(slow_s=0.3) as target, BenchSystem(home / "sys", env) as system:
         spec = demo_spec(f"sqlite:///{source}", target, chunk_rows=5000)
         spec["streams"] = [s for s in spec["streams"] if s["target_table"] == "invoice_lines"]

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +30,7 @@ from etl_tasks.spec import parse_spec
 from etl_tasks.state.db import StateDB, upgrade
 from etl_tasks.state.models import Chunk
 from etl_tasks.views import migration_view
-from ops.embedded import free_port, start_redis
+from ops.embedded import free_port, start_redis, worker_argv
 from worker.celery_app import CeleryPublisher, create_celery
 
 PG_URL = os.environ.get("BATON_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -92,7 +91,7 @@ class BenchSystem:
     """Own Redis + SQLite state DB + worker processes, for one benchmark run."""
 
     home: Path
-    overrides: dict[str, str] = field(default_factory=dict)
+    overrides: dict[str, Any] = field(default_factory=dict)  # Settings fields
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     redis: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
@@ -102,21 +101,15 @@ class BenchSystem:
         self.home.mkdir(parents=True, exist_ok=True)
         port = free_port()
         self.redis = start_redis(port, self.home / "redis")
-        self.env = {
-            **os.environ,
-            "BATON_BROKER_URL": f"redis://127.0.0.1:{port}/0",
-            "BATON_DATABASE_URL": f"sqlite:///{self.home / 'state.db'}",
-            "BATON_KEY_PREFIX": "bench:",
-            "BATON_SWEEP_INTERVAL_S": "1",
-            "BATON_WORKER_HEARTBEAT_S": "1",
+        self.settings = Settings(
+            broker_url=f"redis://127.0.0.1:{port}/0",
+            database_url=f"sqlite:///{self.home / 'state.db'}",
+            key_prefix="bench:",
+            sweep_interval_s=1,
+            worker_heartbeat_s=1,
             **self.overrides,
-        }
-        values: dict[str, Any] = {
-            k[6:].lower(): v
-            for k, v in self.env.items()
-            if k.startswith("BATON_") and k[6:].lower() in Settings.model_fields
-        }
-        self.settings = Settings(**values)
+        )
+        self.env = {**os.environ, **self.settings.as_env()}
         upgrade(self.settings.database_url)
         self.db = StateDB(self.settings.database_url)
         self.app = create_celery(self.settings)
@@ -138,22 +131,7 @@ class BenchSystem:
         name = f"b{self._n}@bench"
         log = open(self.home / f"{self._n}.log", "ab")
         self.workers[name] = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "worker",
-                "worker",
-                "-n",
-                name,
-                "--without-mingle",
-                "--without-gossip",
-                "-c",
-                str(concurrency),
-                "-l",
-                "WARNING",
-            ],
+            worker_argv("-n", name, "-c", str(concurrency), "-l", "WARNING"),
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

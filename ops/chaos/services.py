@@ -13,7 +13,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from pathlib import Path
 import psycopg2
 
 from etl_tasks.settings import Settings
-from ops.embedded import free_port, start_redis
+from ops.embedded import free_port, start_redis, worker_argv
 
 PG_BIN_GLOB = "/usr/lib/postgresql/*/bin"
 #: Durability is not under test (the server is restarted, never its machine): skip fsyncs.
@@ -163,15 +162,6 @@ class OwnPostgres:
             shutil.rmtree(self.home, ignore_errors=True)
 
 
-def baton_env(settings: Settings) -> dict[str, str]:
-    """The settings as ``BATON_*`` variables, for worker processes."""
-    return {
-        f"BATON_{name.upper()}": str(value)
-        for name, value in settings.model_dump().items()
-        if value is not None
-    }
-
-
 @dataclass
 class WorkerProcess:
     """One ``celery -A worker worker`` process; ``name`` is its node name and lease owner."""
@@ -199,7 +189,7 @@ class Workers:
     """The live workers, plus the ones stopped or killed (until ``close()``)."""
 
     def __init__(self, settings: Settings, log_dir: Path, concurrency: int = 2) -> None:
-        self.env = {**os.environ, **baton_env(settings), "PYTHONPATH": str(ROOT)}
+        self.env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(ROOT)}
         self.log_dir = log_dir
         self.concurrency = concurrency
         self.live: list[WorkerProcess] = []
@@ -212,9 +202,7 @@ class Workers:
         name = f"w{self._seq}@chaos"
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / f"w{self._seq}.log"
-        argv = [sys.executable, "-m", "celery", "-A", "worker", "worker", "-n", name]
-        argv += ["--without-mingle", "--without-gossip", "-c", str(self.concurrency)]
-        argv += ["--loglevel", "INFO"]
+        argv = worker_argv("-n", name, "-c", str(self.concurrency), "--loglevel", "INFO")
         # The pool comes from BATON_WORKER_POOL: Celery cannot tell `-P prefork` from its default.
         env = {**self.env, "BATON_WORKER_POOL": "prefork" if prefork else "threads"}
         with open(log_path, "ab") as log:

@@ -15,22 +15,9 @@ import yaml
 
 from ops.embedded import free_port
 from tests.data import build_source, spec_for
-from tests.harness import ROOT, wait_for
+from tests.harness import ROOT, run_baton, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def _baton(
-    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *args],
-        env=env,
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_baton_up_then_submit_wait_status_workers(tmp_path: Path) -> None:
@@ -78,20 +65,20 @@ def test_baton_up_then_submit_wait_status_workers(tmp_path: Path) -> None:
         spec_path = tmp_path / "spec.yaml"
         spec_path.write_text(yaml.safe_dump(spec_for(source, f"sqlite:///{tmp_path / 'c.db'}")))
         # When a spec is submitted as YAML and waited for
-        done = _baton("submit", str(spec_path), "--wait", env=env, cwd=tmp_path)
+        done = run_baton("submit", str(spec_path), "--wait", env=env, cwd=tmp_path)
         # Then the command exits 0 and shows the summary
         assert done.returncode == 0, done.stdout + done.stderr
         assert "succeeded" in done.stdout
-        listed = json.loads(_baton("status", "--json", env=env, cwd=tmp_path).stdout)
+        listed = json.loads(run_baton("status", "--json", env=env, cwd=tmp_path).stdout)
         assert [m["state"] for m in listed["items"]] == ["succeeded"]
-        one = _baton("status", listed["items"][0]["id"], env=env, cwd=tmp_path)
+        one = run_baton("status", listed["items"][0]["id"], env=env, cwd=tmp_path)
         assert "order_lines" in one.stdout and one.returncode == 0
-        workers = json.loads(_baton("workers", "--json", env=env, cwd=tmp_path).stdout)
+        workers = json.loads(run_baton("workers", "--json", env=env, cwd=tmp_path).stdout)
         assert {w["state"] for w in workers} == {"active"}
         # And a spec that fails preflight exits non-zero with the located error
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps(spec_for(source.replace("legacy", "nope"), source)))
-        refused = _baton("submit", str(bad), env=env, cwd=tmp_path)
+        refused = run_baton("submit", str(bad), env=env, cwd=tmp_path)
         assert refused.returncode != 0 and "source/url" in refused.stderr
     finally:
         os.killpg(up.pid, signal.SIGTERM)
@@ -117,9 +104,11 @@ def test_db_upgrade_twice_and_token_create(tmp_path: Path) -> None:
         "PYTHONPATH": str(ROOT),
     }
     for _ in range(2):
-        result = _baton("db", "upgrade", env=env, cwd=tmp_path)
+        result = run_baton("db", "upgrade", env=env, cwd=tmp_path)
         assert result.returncode == 0 and "up to date" in result.stdout, result.stderr
-    token = _baton("token", "create", "--name", "ci", "--role", "operator", env=env, cwd=tmp_path)
+    token = run_baton(
+        "token", "create", "--name", "ci", "--role", "operator", env=env, cwd=tmp_path
+    )
     assert token.returncode == 0 and token.stdout.startswith("bt_")
 
 
@@ -131,7 +120,7 @@ def test_baton_api_serves_with_gunicorn_and_requires_tokens(tmp_path: Path) -> N
         "PYTHONPATH": str(ROOT),
     }
     env.pop("BATON_AUTH", None)
-    assert _baton("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
+    assert run_baton("db", "upgrade", env=env, cwd=tmp_path).returncode == 0
     api = subprocess.Popen(
         [sys.executable, "-m", "ops.cli", "api", "--port", str(port), "--workers", "1"],
         env=env,
@@ -145,7 +134,7 @@ def test_baton_api_serves_with_gunicorn_and_requires_tokens(tmp_path: Path) -> N
         assert (
             requests.get(f"http://127.0.0.1:{port}/api/v1/migrations", timeout=5).status_code == 401
         )
-        token = _baton(
+        token = run_baton(
             "token", "create", "--name", "t", "--role", "viewer", env=env, cwd=tmp_path
         ).stdout.strip()
         ok = requests.get(
@@ -161,5 +150,5 @@ def test_baton_api_serves_with_gunicorn_and_requires_tokens(tmp_path: Path) -> N
 
 def test_auth_off_is_refused_off_loopback(tmp_path: Path) -> None:
     env = {**os.environ, "BATON_AUTH": "off", "PYTHONPATH": str(ROOT)}
-    result = _baton("api", "--host", "0.0.0.0", env=env, cwd=tmp_path)
+    result = run_baton("api", "--host", "0.0.0.0", env=env, cwd=tmp_path)
     assert result.returncode == 2 and "loopback" in result.stderr

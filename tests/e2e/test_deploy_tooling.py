@@ -19,11 +19,10 @@ from etl_tasks.state.models import Chunk
 from etl_tasks.views import migration_view
 from etl_tasks.workers import list_workers
 from tests.checks import assert_migrated
-from tests.conftest import settings_env
 from tests.data import build_source, spec_for, submit
 from tests.e2e.conftest import Cluster
-from tests.e2e.test_real_workers import _slow_target, _wait_done
-from tests.harness import ROOT, wait_for
+from tests.e2e.scenarios import slow_target, wait_done
+from tests.harness import run_baton, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -31,15 +30,7 @@ pytestmark = pytest.mark.slow
 def _baton(
     settings: Settings, *args: str, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "ops.cli", *args],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_baton(*args, env={**os.environ, **settings.as_env()}, timeout=timeout)
 
 
 SlowMigration = tuple[Cluster, str, dict[str, Any]]
@@ -62,7 +53,7 @@ def slow_migration(
     cluster.start_worker()
     cluster.start_worker()
     target = pg_url_factory()
-    _slow_target(target, 0.4)
+    slow_target(target, 0.4)
     source = f"sqlite:///{tmp_path / 'legacy.db'}"
     build_source(source, customers=customers, orders=300)
     spec = spec_for(source, target, chunk_rows=chunk_rows)
@@ -105,7 +96,7 @@ def test_drain_waits_for_the_step_in_flight_then_stops_the_worker(
     assert victim.proc.wait(10) == 0
     assert "handed back=" in victim.log()
     # And the other worker finishes the migration with nothing lost
-    _wait_done(cluster, mid)
+    wait_done(cluster, mid)
     assert_migrated(cluster.db, mid, spec)
 
 
@@ -147,7 +138,7 @@ def test_rollout_replaces_two_live_workers_without_loss(
     assert sorted(d["worker"] for d in report["drained"]) == ["w1@test", "w2@test"]
     assert all(w.proc.wait(10) == 0 for w in cluster.workers)
     # Then the new workers finish the migration; nothing lost, nothing twice
-    _wait_done(cluster, mid)
+    wait_done(cluster, mid)
     assert_migrated(cluster.db, mid, spec)
     with cluster.db.session() as s:
         by_new = s.scalars(select(Chunk.worker).where(Chunk.migration_id == mid)).all()

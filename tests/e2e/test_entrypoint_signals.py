@@ -21,7 +21,6 @@ import pytest
 
 from etl_tasks.settings import Settings
 from tests import services
-from tests.conftest import settings_env
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT_S = 15.0
@@ -90,7 +89,7 @@ def start(tmp_path: Path) -> Iterator[Callable[[list[str], Settings], Container]
     started: list[Container] = []
 
     def run(argv: list[str], settings: Settings) -> Container:
-        env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT)}
+        env = {**os.environ, **settings.as_env(), "PYTHONPATH": str(ROOT)}
         c = Container(argv, env, tmp_path / f"container{len(started)}.log")
         started.append(c)
         return c

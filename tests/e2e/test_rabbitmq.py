@@ -24,12 +24,9 @@ import pytest
 from etl_tasks.constants import QUEUE_LOAD, QUEUES_IN_PRIORITY_ORDER
 from etl_tasks.publisher import publish_step
 from etl_tasks.settings import Settings
-from etl_tasks.state.models import Chunk
 from tests import services
-from tests.checks import assert_migrated
-from tests.data import bad_lines, build_source, spec_for, submit
+from tests.e2e import scenarios
 from tests.e2e.conftest import Cluster
-from tests.e2e.test_real_workers import _load_in_flight, _slow_target, _wait_done
 from tests.harness import wait_for
 from worker.celery_app import CeleryPublisher, celery_config, create_celery
 
@@ -111,19 +108,6 @@ def _baton_queues(cluster: Cluster) -> dict[str, dict[str, Any]]:
     return {row["name"]: row for row in rows if row["name"] in QUEUES_IN_PRIORITY_ORDER}
 
 
-def _migrate_with_two_workers(cluster: Cluster, tmp_path: Path, target: str) -> None:
-    cluster.start_worker()
-    cluster.start_worker()
-    source = f"sqlite:///{tmp_path / 'legacy.db'}"
-    build_source(source, customers=3000, orders=1000, bad_every=41)
-    spec = spec_for(source, target, chunk_rows=300)
-    mid = submit(cluster.db, cluster.publisher, spec)
-    _wait_done(cluster, mid)
-    assert_migrated(
-        cluster.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(1000, 3, 41)}
-    )
-
-
 # --- configuration (no broker needed) ------------------------------------------------------
 
 
@@ -193,7 +177,7 @@ def test_sqlite_to_postgres_over_rabbitmq(
     rabbit_cluster: Callable[..., Cluster], tmp_path: Path, pg_url: str
 ) -> None:
     cluster = rabbit_cluster()
-    _migrate_with_two_workers(cluster, tmp_path, pg_url)
+    scenarios.migrate_with_two_workers(cluster, tmp_path, pg_url)
     queues = _baton_queues(cluster)
     assert sorted(queues) == sorted(QUEUES_IN_PRIORITY_ORDER), queues
     assert all(q["type"] == "classic" and q["durable"] for q in queues.values()), queues
@@ -204,7 +188,7 @@ def test_sqlite_to_postgres_over_quorum_queues(
     rabbit_cluster: Callable[..., Cluster], tmp_path: Path, pg_url: str
 ) -> None:
     cluster = rabbit_cluster(quorum_queues=True)
-    _migrate_with_two_workers(cluster, tmp_path, pg_url)
+    scenarios.migrate_with_two_workers(cluster, tmp_path, pg_url)
     queues = _baton_queues(cluster)
     assert sorted(queues) == sorted(QUEUES_IN_PRIORITY_ORDER), queues
     assert all(q["type"] == "quorum" and q["durable"] for q in queues.values()), queues
@@ -220,31 +204,8 @@ def test_sigkill_in_the_middle_of_a_load(
     pg_url_factory: Callable[[], str],
     quorum: bool,
 ) -> None:
-    # Given a slow target, so a load is in flight for a while, and two workers
     cluster = rabbit_cluster(database_url=pg_url_factory(), quorum_queues=quorum)
-    victim = cluster.start_worker()
-    survivor = cluster.start_worker(wait=False)
-    target = pg_url_factory()
-    _slow_target(target, 1.0)
-    source = f"sqlite:///{tmp_path / 'legacy.db'}"
-    build_source(source, customers=2000, orders=300, bad_every=13)
-    spec = spec_for(source, target, chunk_rows=250)
-    spec["streams"][0]["create_target"] = False
-    mid = submit(cluster.db, cluster.publisher, spec)
-    survivor.wait_ready()
-    # When the victim is SIGKILLed while it holds a load
-    chunk_id = wait_for(
-        lambda: _load_in_flight(cluster, mid, victim.name), 60, 0.05, "a load on the victim"
-    )
-    victim.kill()
-    # Then the survivor finishes the migration, the killed chunk included, nothing twice
-    _wait_done(cluster, mid)
-    assert_migrated(
-        cluster.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(300, 3, 13)}
-    )
-    with cluster.db.session() as s:
-        chunk = s.get(Chunk, chunk_id)
-        assert chunk is not None and chunk.worker == survivor.name
+    scenarios.sigkill_in_the_middle_of_a_load(cluster, tmp_path, pg_url_factory())
 
 
 @slow
@@ -255,26 +216,5 @@ def test_sigterm_finishes_the_step_in_hand_and_exits_0(
     pg_url_factory: Callable[[], str],
     quorum: bool,
 ) -> None:
-    # Given one worker busy with a slow load
     cluster = rabbit_cluster(quorum_queues=quorum)
-    first = cluster.start_worker()
-    target = pg_url_factory()
-    _slow_target(target, 0.8)
-    source = f"sqlite:///{tmp_path / 'legacy.db'}"
-    build_source(source, customers=1500, orders=200)
-    spec = spec_for(source, target, chunk_rows=250)
-    spec["streams"][0]["create_target"] = False
-    mid = submit(cluster.db, cluster.publisher, spec)
-    chunk_id = wait_for(
-        lambda: _load_in_flight(cluster, mid, first.name), 60, 0.05, "a load in flight"
-    )
-    # When it gets SIGTERM (Celery's warm shutdown)
-    assert first.terminate() == 0, first.log()
-    # Then the load it held has committed, and a new worker finishes the rest
-    with cluster.db.session() as s:
-        chunk = s.get(Chunk, chunk_id)
-        assert chunk is not None and chunk.state == "done" and chunk.worker == first.name
-    assert "stopped: steps done=" in first.log()
-    cluster.start_worker()
-    _wait_done(cluster, mid)
-    assert_migrated(cluster.db, mid, spec)
+    scenarios.sigterm_finishes_the_step_in_hand(cluster, tmp_path, pg_url_factory())

@@ -4,64 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import psycopg2
 import pytest
-from sqlalchemy import select
 
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk
 from etl_tasks.views import migration_view
 from tests.checks import assert_migrated
 from tests.data import bad_lines, build_source, spec_for, submit
+from tests.e2e import scenarios
 from tests.e2e.conftest import Cluster
+from tests.e2e.scenarios import load_in_flight, slow_target, wait_done
 from tests.harness import wait_for
 from tests.services import EmbeddedRedis
 
 pytestmark = pytest.mark.slow
-
-
-def _finished(cluster: Cluster, migration_id: str) -> dict[str, Any] | None:
-    view = migration_view(cluster.db, migration_id)
-    if view["state"] in ("failed", "cancelled"):
-        raise AssertionError(f"migration {view['state']}: {view['error']}\n{cluster.logs()}")
-    return view if view["state"] == "succeeded" else None
-
-
-def _wait_done(cluster: Cluster, migration_id: str, timeout_s: float = 90) -> None:
-    try:
-        wait_for(lambda: _finished(cluster, migration_id), timeout_s, 0.2, "the migration")
-    except AssertionError:
-        print(cluster.logs())
-        raise
-
-
-def _slow_target(url: str, seconds: float) -> None:
-    """Every write statement into the target's tables sleeps: steps stay in flight long enough."""
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"""
-            CREATE FUNCTION baton_test_slow() RETURNS trigger LANGUAGE plpgsql AS
-            $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$;
-            CREATE TABLE "Customers" ("CustomerId" integer PRIMARY KEY, full_name text,
-                email text, "Balance" numeric, created_at timestamp, active boolean, tenant text);
-            CREATE TRIGGER slow AFTER INSERT ON "Customers"
-                FOR EACH STATEMENT EXECUTE FUNCTION baton_test_slow();
-        """)
-    conn.close()
-
-
-def _load_in_flight(cluster: Cluster, migration_id: str, owner: str) -> int | None:
-    with cluster.db.session() as s:
-        return s.scalar(
-            select(Chunk.id)
-            .where(
-                Chunk.migration_id == migration_id, Chunk.step == "load", Chunk.lease_owner == owner
-            )
-            .limit(1)
-        )
 
 
 def test_sqlite_to_postgres(
@@ -77,7 +34,7 @@ def test_sqlite_to_postgres(
     build_source(source, customers=4000, orders=1500, bad_every=41)
     spec = spec_for(source, pg_url, chunk_rows=400)
     mid = submit(cluster.db, cluster.publisher, spec)
-    _wait_done(cluster, mid)
+    wait_done(cluster, mid)
     assert_migrated(
         cluster.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(1500, 3, 41)}
     )
@@ -94,7 +51,7 @@ def test_postgres_to_postgres_with_a_postgres_state_db(
     build_source(source, customers=3000, orders=1000, bad_every=29)
     spec = spec_for(source, target, chunk_rows=300)
     mid = submit(cluster.db, cluster.publisher, spec)
-    _wait_done(cluster, mid)
+    wait_done(cluster, mid)
     assert_migrated(
         cluster.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(1000, 3, 29)}
     )
@@ -112,10 +69,10 @@ def test_resubmitting_a_finished_spec_converges(
     build_source(source, customers=1500, orders=400, bad_every=17)
     spec = spec_for(source, pg_url, chunk_rows=300)
     first = submit(cluster.db, cluster.publisher, spec)
-    _wait_done(cluster, first)
+    wait_done(cluster, first)
     # When the same spec is submitted again after it succeeded
     second = submit(cluster.db, cluster.publisher, spec)
-    _wait_done(cluster, second)
+    wait_done(cluster, second)
     # Then the target still equals the source, with no duplicates and the same counts
     expected = {"Customers": 0, "order_lines": bad_lines(400, 3, 17)}
     assert_migrated(cluster.db, first, spec, expected)
@@ -128,32 +85,8 @@ def test_sigkill_in_the_middle_of_a_load(
     tmp_path: Path,
     pg_url_factory: Callable[[], str],
 ) -> None:
-    # Given a slow target, so a load is in flight for a while, and two workers
-    settings = make_settings(database_url=pg_url_factory())
-    cluster = cluster_factory(settings)
-    victim = cluster.start_worker()
-    survivor = cluster.start_worker(wait=False)
-    target = pg_url_factory()
-    _slow_target(target, 1.0)
-    source = f"sqlite:///{tmp_path / 'legacy.db'}"
-    build_source(source, customers=2000, orders=300, bad_every=13)
-    spec = spec_for(source, target, chunk_rows=250)
-    spec["streams"][0]["create_target"] = False
-    mid = submit(cluster.db, cluster.publisher, spec)
-    survivor.wait_ready()
-    # When the victim is SIGKILLed while it holds a load
-    chunk_id = wait_for(
-        lambda: _load_in_flight(cluster, mid, victim.name), 60, 0.05, "a load on the victim"
-    )
-    victim.kill()
-    # Then the survivor finishes the migration, the killed chunk included, nothing twice
-    _wait_done(cluster, mid)
-    assert_migrated(
-        cluster.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(300, 3, 13)}
-    )
-    with cluster.db.session() as s:
-        chunk = s.get(Chunk, chunk_id)
-        assert chunk is not None and chunk.worker == survivor.name
+    cluster = cluster_factory(make_settings(database_url=pg_url_factory()))
+    scenarios.sigkill_in_the_middle_of_a_load(cluster, tmp_path, pg_url_factory())
 
 
 def test_sigterm_finishes_the_step_in_hand_and_exits_0(
@@ -162,29 +95,8 @@ def test_sigterm_finishes_the_step_in_hand_and_exits_0(
     tmp_path: Path,
     pg_url_factory: Callable[[], str],
 ) -> None:
-    # Given one worker busy with a slow load
     cluster = cluster_factory(make_settings())
-    first = cluster.start_worker()
-    target = pg_url_factory()
-    _slow_target(target, 0.8)
-    source = f"sqlite:///{tmp_path / 'legacy.db'}"
-    build_source(source, customers=1500, orders=200)
-    spec = spec_for(source, target, chunk_rows=250)
-    spec["streams"][0]["create_target"] = False
-    mid = submit(cluster.db, cluster.publisher, spec)
-    chunk_id = wait_for(
-        lambda: _load_in_flight(cluster, mid, first.name), 60, 0.05, "a load in flight"
-    )
-    # When it gets SIGTERM (Celery's warm shutdown)
-    assert first.terminate() == 0, first.log()
-    # Then the load it held has committed, and a new worker finishes the rest
-    with cluster.db.session() as s:
-        chunk = s.get(Chunk, chunk_id)
-        assert chunk is not None and chunk.state == "done" and chunk.worker == first.name
-    assert "stopped: steps done=" in first.log()
-    cluster.start_worker()
-    _wait_done(cluster, mid)
-    assert_migrated(cluster.db, mid, spec)
+    scenarios.sigterm_finishes_the_step_in_hand(cluster, tmp_path, pg_url_factory())
 
 
 def test_broker_flushed_mid_migration(
@@ -211,7 +123,7 @@ def test_broker_flushed_mid_migration(
         redis.Redis.from_url(own.url).flushall()
         assert migration_view(cluster.db, mid)["state"] == "running"
         # Then the sweeper notices and the migration finishes with nothing lost
-        _wait_done(cluster, mid)
+        wait_done(cluster, mid)
         assert any("(broker lost: True)" in w.log_path.read_text() for w in cluster.workers)
         assert_migrated(
             cluster.db,
@@ -235,21 +147,21 @@ def test_soft_shutdown_cancels_a_step_that_overruns_and_loses_nothing(
     cluster = cluster_factory(make_settings(soft_shutdown_timeout_s=0.3))
     first = cluster.start_worker(pool="prefork", REMAP_SIGTERM="SIGQUIT")
     target = pg_url_factory()
-    _slow_target(target, 1.5)
+    slow_target(target, 1.5)
     source = f"sqlite:///{tmp_path / 'legacy.db'}"
     build_source(source, customers=1500, orders=200)
     spec = spec_for(source, target, chunk_rows=250)
     spec["streams"][0]["create_target"] = False
     mid = submit(cluster.db, cluster.publisher, spec)
     chunk_id = wait_for(
-        lambda: _load_in_flight(cluster, mid, first.name), 60, 0.05, "a load in flight"
+        lambda: load_in_flight(cluster, mid, first.name), 60, 0.05, "a load in flight"
     )
     # When it gets SIGTERM: it waits the soft timeout, then cancels the load and exits
     code = first.terminate()
     assert "Initiating Soft Shutdown" in first.log()
     # Then the cancelled load never committed, and a new worker runs it again: nothing lost
     cluster.start_worker()
-    _wait_done(cluster, mid)
+    wait_done(cluster, mid)
     assert_migrated(cluster.db, mid, spec)
     with cluster.db.session() as s:
         chunk = s.get(Chunk, chunk_id)

@@ -5,20 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from etl_tasks.constants import TASK_LOAD, TASK_TRANSFORM
 from etl_tasks.settings import Settings
 from tests.checks import assert_migrated
 from tests.data import bad_lines, build_source, spec_for, submit
 from tests.harness import Driver
-
-
-@pytest.fixture
-def driver(make_settings: Callable[..., Settings]) -> Driver:
-    d = Driver(make_settings())
-    yield d  # type: ignore[misc]
-    d.close()
 
 
 def test_sqlite_to_postgres_end_to_end(driver: Driver, tmp_path: Path, pg_url: str) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,13 +20,6 @@ from tests.checks import assert_migrated
 from tests.data import bad_lines, build_source, spec_for, submit
 from tests.harness import Driver
 from tests.tcp_proxy import TcpProxy
-
-
-@pytest.fixture
-def driver(make_settings: Callable[..., Settings]) -> Iterator[Driver]:
-    d = Driver(make_settings())
-    yield d
-    d.close()
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import text
 
 from etl_tasks.connectors.engines import create_sql_engine
-from etl_tasks.settings import Settings
 from etl_tasks.views import migration_view
 from tests.checks import assert_migrated
 from tests.data import bad_lines, build_source, spec_for, submit
@@ -23,13 +22,6 @@ def target_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path / 'cloud.db'}"
     else:
         yield request.getfixturevalue("pg_url" if request.param == "postgresql" else "mariadb_url")
-
-
-@pytest.fixture
-def driver(make_settings: Callable[..., Settings]) -> Iterator[Driver]:
-    d = Driver(make_settings())
-    yield d
-    d.close()
 
 
 @pytest.fixture

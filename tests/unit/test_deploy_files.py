@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from etl_tasks.settings import Settings
+from etl_tasks.settings import Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -152,7 +152,7 @@ def all_baton_variables(compose: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
-SETTINGS_VARIABLES = {f"BATON_{name.upper()}" for name in Settings.model_fields}
+SETTINGS_VARIABLES = {env_name(name) for name in Settings.model_fields}
 
 
 # --- the tests ----------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from etl_tasks.settings import Settings
+from etl_tasks.settings import Settings, env_name
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "ops" / "k8s"
@@ -32,7 +32,7 @@ KUSTOMIZATION = K8S / "kustomization.yaml"
 NOT_IN_KUSTOMIZATION = {"secret.example.yaml", "migrate-job.yaml"}
 
 SHUTDOWN_MARGIN_S = 5.0  # time beyond one step for the pool's own exit and slow I/O
-SETTINGS_VARIABLES = {f"BATON_{name.upper()}" for name in Settings.model_fields}
+SETTINGS_VARIABLES = {env_name(name) for name in Settings.model_fields}
 POD_OWNERS = ("Deployment", "Job")
 
 Doc = dict[str, Any]
