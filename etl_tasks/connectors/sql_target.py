@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 WriteMode = Literal["upsert", "insert", "skip_existing"]
 STAGE_MIN_ROWS = 200  # below this a multi-row INSERT beats COPY into a stage
+PG_MAX_PARAMS = 32_767  # bind parameters in one statement (the protocol allows 65,535)
 
 
 @dataclass
@@ -204,10 +205,17 @@ class SqlTarget:
     def _write(
         self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]], *, direct: bool
     ) -> None:
-        if self.dialect == "postgresql" and (direct or len(rows) >= STAGE_MIN_ROWS):
+        if self.dialect == "postgresql" and (
+            direct or len(rows) >= STAGE_MIN_ROWS or len(rows) * len(columns) > PG_MAX_PARAMS
+        ):
             self._pg_copy(conn, columns, rows, direct=direct)
-        else:
-            params = [dict(zip(columns, r, strict=True)) for r in rows]
+            return
+        params = [dict(zip(columns, r, strict=True)) for r in rows]
+        if self.dialect == "postgresql":
+            # One multi-row statement. SQLAlchemy does not batch an executemany that has an
+            # ON CONFLICT clause, and psycopg2 would then send one statement per row.
+            conn.execute(self._insert_stmt(columns).values(params))
+        else:  # the sqlite3 and PyMySQL drivers run an executemany as one batch themselves
             conn.execute(self._insert_stmt(columns), params)
 
     def _insert_stmt(self, columns: list[str]) -> Any:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from etl_tasks.connectors.engines import create_sql_engine
-from etl_tasks.views import migration_view
+from etl_tasks.views import list_chunks, migration_view
 from tests.checks import assert_migrated
 from tests.data import bad_lines, build_source, spec_for, submit
 from tests.harness import Driver
@@ -132,3 +132,28 @@ def test_upsert_overwrites_what_changed(driver: Driver, source_url: str, target_
     _sql(target_url, f"UPDATE {t} SET full_name = 'stale' WHERE {k} <= 50")
     mid = _run(driver, spec)
     assert_migrated(driver.rt.db, mid, spec)
+
+
+def test_postgresql_writes_a_small_batch_in_one_statement(
+    driver: Driver, source_url: str, pg_url: str
+) -> None:
+    # Given a PostgreSQL target that already holds the rows, and counts INSERT statements
+    spec = spec_for(source_url, pg_url, chunk_rows=150)
+    spec["streams"] = spec["streams"][:1]
+    _run(driver, spec)
+    _sql(
+        pg_url,
+        "CREATE TABLE insert_statements (n INTEGER)",
+        "CREATE FUNCTION count_insert() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN INSERT INTO insert_statements VALUES (1); RETURN NULL; END $$",
+        'CREATE TRIGGER count_insert AFTER INSERT ON "Customers" '
+        "FOR EACH STATEMENT EXECUTE FUNCTION count_insert()",
+    )
+    # When the spec runs again: every chunk (under 200 rows) upserts over existing rows
+    mid = _run(driver, spec)
+    assert_migrated(driver.rt.db, mid, spec)
+    # Then each chunk took one statement, not one per row
+    chunks = [c for c in list_chunks(driver.rt.db, mid) if c["rows_out"]]
+    ((statements,),) = _sql(pg_url, "SELECT count(*) FROM insert_statements")[0]
+    assert len(chunks) >= 5
+    assert statements == len(chunks)
