@@ -21,7 +21,7 @@ class StateCollector:
         self.db = db
 
     def collect(self) -> Iterator[Metric]:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             migrations = s.execute(
                 select(Migration.state, func.count()).group_by(Migration.state)
             ).all()

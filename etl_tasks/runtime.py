@@ -60,7 +60,7 @@ class Runtime:
             cached = self._specs.get(migration_id)
         if cached is not None:
             return cached
-        with self.db.session() as s:
+        with self.db.reading() as s:
             mig = s.get(Migration, migration_id)
             if mig is None:
                 raise NotFound(f"migration {migration_id} not found")
@@ -106,7 +106,7 @@ class Runtime:
 
     def _reflect(self, url: str, name: str) -> Table:
         try:
-            return reflect_table(self.engines.get(url), name)
+            return reflect_table(self.engines.reader(url), name)
         except sa_exc.NoSuchTableError as exc:
             raise PermanentError(f"table {name!r} does not exist") from exc
         except sa_exc.SQLAlchemyError as exc:

@@ -32,7 +32,7 @@ def create_token(db: StateDB, name: str, role: str) -> str:
 
 def role_of(db: StateDB, token: str) -> str | None:
     """The token's role, or ``None`` when it is unknown or revoked."""
-    with db.session() as s:
+    with db.reading() as s:
         row = s.scalar(
             select(ApiToken).where(
                 ApiToken.token_hash == _digest(token), ApiToken.revoked_at.is_(None)

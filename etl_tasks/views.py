@@ -60,7 +60,7 @@ def _quarantine_counts(s: Session, migration_id: str) -> dict[int, int]:
 
 
 def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
-    with db.session() as s:
+    with db.reading() as s:
         mig = s.get(Migration, migration_id)
         if mig is None:
             raise NotFound(f"no migration {migration_id}")
@@ -147,7 +147,7 @@ def _progress(mig: Migration, streams: list[dict[str, Any]], now: datetime) -> d
 def list_migrations(
     db: StateDB, state: str | None = None, limit: int = 100
 ) -> list[dict[str, Any]]:
-    with db.session() as s:
+    with db.reading() as s:
         q = select(Migration).order_by(Migration.created_at.desc(), Migration.id).limit(limit)
         if state:
             q = q.where(Migration.state == state)
@@ -183,7 +183,7 @@ def chunk_view(c: Chunk, stream: str) -> dict[str, Any]:
 def list_chunks(
     db: StateDB, migration_id: str, state: str | None = None, limit: int = 1000
 ) -> list[dict[str, Any]]:
-    with db.session() as s:
+    with db.reading() as s:
         if s.get(Migration, migration_id) is None:
             raise NotFound(f"no migration {migration_id}")
         q = (
@@ -199,7 +199,7 @@ def list_chunks(
 
 
 def list_quarantine(db: StateDB, migration_id: str, limit: int = 1000) -> list[dict[str, Any]]:
-    with db.session() as s:
+    with db.reading() as s:
         q = (
             select(QuarantinedRow, Stream.name)
             .join(Stream, Stream.id == QuarantinedRow.stream_id)

@@ -55,7 +55,7 @@ def list_workers(
     db: StateDB, *, include_stopped: bool = False, stale_after_s: float = 60.0
 ) -> list[dict[str, object]]:
     """Workers seen recently, newest first; a silent worker is reported as ``stopped``."""
-    with db.session() as s:
+    with db.reading() as s:
         now = db.now(s)
         rows = list(s.scalars(select(Worker).order_by(Worker.started_at.desc())))
     out: list[dict[str, object]] = []

@@ -29,7 +29,7 @@ def healthz() -> ResponseReturnValue:
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
     try:
-        with _ext().db.session() as s:
+        with _ext().db.reading() as s:
             s.execute(text("SELECT 1"))
     except Exception as exc:
         return jsonify({"ready": False, "reason": f"state DB: {exc}"}), 503

@@ -27,6 +27,7 @@ _DRIVERS = {
     "mariadb": "mariadb+pymysql",
 }
 SQLITE_BUSY_TIMEOUT_MS = 30_000
+READ_ONLY = "baton_read_only"  # execution option: this connection's transactions only read
 
 
 def normalize_url(url: str | URL) -> URL:
@@ -94,7 +95,18 @@ def _make_sqlite_safe(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def for_reading(engine: Engine) -> Engine:
+    """The same engine and pool, for transactions that only read.
+
+    On SQLite they begin deferred: under WAL a reader then never waits for a
+    writer, where ``BEGIN IMMEDIATE`` would queue every extract, reflection and
+    status read behind whichever process holds the write lock.
+    """
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 class EngineCache:
@@ -124,6 +136,10 @@ class EngineCache:
                 _, old = self._engines.popitem(last=False)
                 old.dispose()
             return engine
+
+    def reader(self, url: str) -> Engine:
+        """The engine for ``url``, for reads only (see :func:`for_reading`)."""
+        return for_reading(self.get(url))
 
     def release(self, url: str) -> None:
         """Dispose the engine for a URL (its migrations finished)."""

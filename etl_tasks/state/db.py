@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from etl_tasks.connectors.engines import create_sql_engine, normalize_url
+from etl_tasks.connectors.engines import create_sql_engine, for_reading, normalize_url
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -30,11 +30,18 @@ class StateDB:
         self.engine: Engine = create_sql_engine(u, pool_size=pool_size)
         self.dialect = self.engine.dialect.name
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._reads = sessionmaker(for_reading(self.engine), expire_on_commit=False)
 
     @contextlib.contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error."""
         with self._sessions() as s, s.begin():
+            yield s
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A session that only reads (rolled back at the end); on SQLite it takes no lock."""
+        with self._reads() as s:
             yield s
 
     def now(self, s: Session) -> datetime:

@@ -167,7 +167,7 @@ class BenchSystem:
         return migration_view(self.db, migration_id)
 
     def holder_of_a_step(self, name: str, step: str | None = None) -> bool:
-        with self.db.session() as s:
+        with self.db.reading() as s:
             now = self.db.now(s)
             query = select(Chunk.id).where(Chunk.lease_owner == name, Chunk.lease_expires_at > now)
             if step is not None:

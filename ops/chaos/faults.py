@@ -63,7 +63,7 @@ Fault = Callable[[Lab, random.Random], FaultRecord]
 def held_leases(lab: Lab, owners: set[str] | None = None, step: str | None = None) -> list[Lease]:
     """Chunks whose step (``step``, if given) a live worker (of ``owners``) is running now."""
     live = owners if owners is not None else {w.name for w in lab.workers.live}
-    with lab.db.session() as s:
+    with lab.db.reading() as s:
         now = lab.db.now(s)
         rows = s.execute(
             select(Chunk.lease_owner, Chunk.id, Chunk.step).where(
