@@ -3,7 +3,8 @@
 Each repeat runs the migration once undisturbed and once with rolling deploys
 spread over its expected duration (each deploy: start two new workers, wait
 until they are ready, SIGTERM the old ones one by one). The goal: the median
-with deploys is at most 1.15 times the median without.
+with deploys is at most 1.15 times the median without, for a migration that
+takes at least a minute without them (the report says when it did not).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from ops.bench.system import BenchSystem, pg_database
 from ops.demo_data import build_legacy_db, demo_spec
 
 GOAL_RATIO = 1.15
+MIN_PLAIN_S = 60.0  # the goal is stated for a migration of at least a minute
+SCALE = 28.0  # the legacy DB's size: about 65 s without deploys on 2 cores
 WORKERS = 2
 
 
@@ -55,7 +58,7 @@ def run(
     home: Path,
     repeats: int = 3,
     deploys: int = 5,
-    scale: float = 16.0,
+    scale: float = SCALE,
     out: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     source = home / "legacy.db"
@@ -68,6 +71,7 @@ def run(
         deployed.append(_migrate(home / f"deploy{r}", source, deploys, plain[-1], out))
         out(f"run {r + 1}: with {deploys} rolling deploys {deployed[-1]:.1f} s")
     ratio = statistics.median(deployed) / statistics.median(plain)
+    long_enough = statistics.median(plain) >= MIN_PLAIN_S
     report = {
         "repeats": repeats,
         "deploys": deploys,
@@ -75,11 +79,13 @@ def run(
         "with_s": deployed,
         "ratio": round(ratio, 3),
         "goal": GOAL_RATIO,
-        "met": ratio <= GOAL_RATIO,
+        "long_enough": long_enough,
+        "met": ratio <= GOAL_RATIO and long_enough,
     }
     out(
         f"median {statistics.median(plain):.1f} s without deploys, "
         f"{statistics.median(deployed):.1f} s with {deploys}: ratio {ratio:.3f} "
         f"(goal ≤ {GOAL_RATIO}) → {'MET' if report['met'] else 'MISSED'}"
+        + ("" if long_enough else f": the migration took under {MIN_PLAIN_S:.0f} s, raise --scale")
     )
     return report

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from etl_tasks.control import create_migration
@@ -28,6 +28,7 @@ from etl_tasks.publisher import publish_plan
 from etl_tasks.settings import Settings
 from etl_tasks.spec import parse_spec
 from etl_tasks.state.db import StateDB, upgrade
+from etl_tasks.state.enums import ChunkState
 from etl_tasks.state.models import Chunk
 from etl_tasks.views import migration_view
 from ops.embedded import free_port, start_redis, worker_argv
@@ -99,15 +100,13 @@ class BenchSystem:
 
     def __enter__(self) -> BenchSystem:
         self.home.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        self.redis = start_redis(port, self.home / "redis")
+        self.redis_port = free_port()
+        self.redis = start_redis(self.redis_port, self.home / "redis")
         self.settings = Settings(
-            broker_url=f"redis://127.0.0.1:{port}/0",
+            broker_url=f"redis://127.0.0.1:{self.redis_port}/0",
             database_url=f"sqlite:///{self.home / 'state.db'}",
             key_prefix="bench:",
-            sweep_interval_s=1,
-            worker_heartbeat_s=1,
-            **self.overrides,
+            **{"sweep_interval_s": 1, "worker_heartbeat_s": 1, **self.overrides},
         )
         self.env = {**os.environ, **self.settings.as_env()}
         upgrade(self.settings.database_url)
@@ -157,6 +156,28 @@ class BenchSystem:
         code = proc.wait(timeout_s)
         return time.monotonic() - started, code
 
+    def kill_worker(self, name: str) -> None:
+        """SIGKILL: no warm shutdown, no acknowledgement, the leases left to expire."""
+        proc = self.workers.pop(name)
+        proc.kill()
+        proc.wait()
+
+    def revive_exited(self) -> list[tuple[str, int]]:
+        """Start a new worker for each that exited on its own, as a supervisor would."""
+        exited = [(n, p.returncode) for n, p in self.workers.items() if p.poll() is not None]
+        for name, _ in exited:
+            del self.workers[name]
+            self.start_worker()
+        return exited
+
+    def restart_redis_empty(self) -> None:
+        """SIGKILL the broker and start it again, empty, on the same port."""
+        assert self.redis is not None
+        self.redis.kill()
+        self.redis.wait()
+        self._n += 1
+        self.redis = start_redis(self.redis_port, self.home / f"redis-{self._n}")
+
     def submit(self, spec: dict[str, Any]) -> str:
         parsed = parse_spec(spec)
         migration_id, _ = create_migration(self.db, parsed, preflight(parsed))
@@ -165,6 +186,32 @@ class BenchSystem:
 
     def view(self, migration_id: str) -> dict[str, Any]:
         return migration_view(self.db, migration_id)
+
+    def leases_of(self, name: str) -> dict[int, int]:
+        """The chunks whose step ``name`` is running now: chunk id → fencing token."""
+        with self.db.reading() as s:
+            now = self.db.now(s)
+            rows = s.execute(
+                select(Chunk.id, Chunk.lease_token).where(
+                    Chunk.lease_owner == name, Chunk.lease_expires_at > now
+                )
+            ).all()
+        return {chunk_id: token for chunk_id, token in rows}
+
+    def claimed_again(self, tokens: dict[int, int]) -> bool:
+        """Whether every chunk has been claimed since (its fencing token moved on)."""
+        with self.db.reading() as s:
+            rows = s.execute(
+                select(Chunk.id, Chunk.lease_token).where(Chunk.id.in_(list(tokens)))
+            ).all()
+        return all(token > tokens[chunk_id] for chunk_id, token in rows)
+
+    def chunks_running(self, migration_id: str) -> int:
+        with self.db.reading() as s:
+            query = select(func.count()).where(
+                Chunk.migration_id == migration_id, Chunk.state == ChunkState.RUNNING
+            )
+            return int(s.scalar(query) or 0)
 
     def holder_of_a_step(self, name: str, step: str | None = None) -> bool:
         with self.db.reading() as s:
