@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg2
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from etl_tasks.control import create_migration
@@ -198,20 +198,27 @@ class BenchSystem:
             ).all()
         return {chunk_id: token for chunk_id, token in rows}
 
-    def claimed_again(self, tokens: dict[int, int]) -> bool:
-        """Whether every chunk has been claimed since (its fencing token moved on)."""
+    def unfinished(self, migration_id: str) -> dict[int, int]:
+        """The migration's chunks sent to the broker and not done: chunk id → fencing token."""
         with self.db.reading() as s:
             rows = s.execute(
-                select(Chunk.id, Chunk.lease_token).where(Chunk.id.in_(list(tokens)))
+                select(Chunk.id, Chunk.lease_token).where(
+                    Chunk.migration_id == migration_id,
+                    Chunk.state.in_([ChunkState.PENDING, ChunkState.RUNNING]),
+                    Chunk.queued_at.is_not(None),
+                )
             ).all()
-        return all(token > tokens[chunk_id] for chunk_id, token in rows)
+        return {chunk_id: token for chunk_id, token in rows}
 
-    def chunks_running(self, migration_id: str) -> int:
+    def claimed_again(self, tokens: dict[int, int]) -> bool:
+        """Whether every chunk is done or has been claimed since (its fencing token moved on)."""
         with self.db.reading() as s:
-            query = select(func.count()).where(
-                Chunk.migration_id == migration_id, Chunk.state == ChunkState.RUNNING
-            )
-            return int(s.scalar(query) or 0)
+            rows = s.execute(
+                select(Chunk.id, Chunk.lease_token, Chunk.state).where(Chunk.id.in_(list(tokens)))
+            ).all()
+        return all(
+            token > tokens[chunk_id] or state == ChunkState.DONE for chunk_id, token, state in rows
+        )
 
     def holder_of_a_step(self, name: str, step: str | None = None) -> bool:
         with self.db.reading() as s:
