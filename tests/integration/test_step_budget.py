@@ -26,8 +26,8 @@ def _chunks(driver: Driver, mid: str) -> list[Chunk]:
 def test_extract_stops_at_its_deadline_and_splits_the_chunk(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    # Given a budget far too small for 5000-row chunks
-    driver = Driver(make_settings(step_budget_s=0.005))
+    # Given a budget too small for even one sub-batch (reading 1,000 rows takes longer)
+    driver = Driver(make_settings(step_budget_s=0.0001))
     source = f"sqlite:///{tmp_path / 'legacy.db'}"
     build_source(source, customers=6000, orders=1500, bad_every=23)
     spec = spec_for(source, f"sqlite:///{tmp_path / 'cloud.db'}", chunk_rows=5000)
