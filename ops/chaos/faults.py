@@ -25,7 +25,7 @@ from etl_tasks.settings import Settings
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import ChunkState
 from etl_tasks.state.models import Chunk
-from ops.chaos.services import OwnPostgres, OwnRedis, Workers
+from ops.chaos.services import OwnPostgres, OwnRedis, WorkerProcess, Workers
 
 #: How long a kill waits for a worker to hold a lease before it strikes anyway.
 LEASE_WAIT_S = 20.0
@@ -171,17 +171,31 @@ def _children_within(pid: int, timeout_s: float) -> list[int]:
     return children
 
 
+def _exits_within(worker: WorkerProcess, timeout_s: float) -> bool:
+    """Whether the worker is on its way out (a broker restart can crash it: kombu)."""
+    try:
+        worker.proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
+
+
 def kill_pool_child(lab: Lab, rng: random.Random) -> FaultRecord:
     """SIGKILL a prefork pool child of a worker busy with a step; the worker lives on."""
-    lab.workers.replace_exited()  # a broker restart can take a worker down (kombu)
-    lab.workers.wait_ready()
-    worker = lab.workers.prefork_worker()
-    if worker is None:
-        raise RuntimeError("kill_pool_child needs a prefork worker")
-    held = wait_for_leases(lab, {worker.name})
-    children = _children_within(worker.pid, 10.0)  # the pool may be replacing a child
-    if not children:
-        raise RuntimeError(f"worker {worker.name} has no pool children")
+    for _ in range(3):
+        lab.workers.replace_exited()  # a broker restart can take a worker down (kombu)
+        lab.workers.wait_ready()
+        worker = lab.workers.prefork_worker()
+        if worker is None:
+            raise RuntimeError("kill_pool_child needs a prefork worker")
+        held = wait_for_leases(lab, {worker.name})
+        children = _children_within(worker.pid, 10.0)  # the pool may be replacing a child
+        if children:
+            break
+        if not _exits_within(worker, 10.0):  # childless and not going down: a real fault
+            raise RuntimeError(f"worker {worker.name} has no pool children")
+    else:
+        raise RuntimeError("the prefork worker kept going down before its child could be killed")
     child = busiest(children)
     started = time.monotonic()
     os.kill(child, signal.SIGKILL)
