@@ -22,6 +22,7 @@ from etl_tasks.connectors.sql_target import error_reason, is_transient_error
 from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
+from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
 from etl_tasks.state.models import Chunk, Event, Migration, Stream
 
@@ -168,7 +169,7 @@ def publish_ready(rt: Runtime, migration_id: str) -> int:
                 )
                 .order_by(Chunk.id)
                 .limit(room)
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=True, key_share=True)  # as ROW_LOCK
             )
         )
         for chunk in chunks:
@@ -187,7 +188,7 @@ def settle(rt: Runtime, migration_id: str) -> bool:
     finished = False
     newly_done = False
     with rt.db.session() as s:
-        mig = s.get(Migration, migration_id, with_for_update=True)
+        mig = s.get(Migration, migration_id, with_for_update=ROW_LOCK)
         if mig is None or mig.state != MigrationState.RUNNING:
             return False
         now = rt.db.now(s)

@@ -18,6 +18,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from etl_tasks.runtime import Runtime
+from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
 from etl_tasks.state.models import Chunk, Event, Migration, Stream
 
@@ -45,7 +46,7 @@ def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
     """Take the chunk's lease for ``step``; ``None`` when this message has nothing to do."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        chunk = s.get(Chunk, chunk_id, with_for_update=True)
+        chunk = s.get(Chunk, chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.step != step:
             return None
         mig = s.get(Migration, chunk.migration_id)
@@ -107,7 +108,7 @@ def retry_later(rt: Runtime, c: Claim, error: str) -> None:
     """A transient failure: release the lease and set ``not_before`` (never a countdown)."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        chunk = s.get(Chunk, c.chunk_id, with_for_update=True)
+        chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.lease_token != c.token:
             return
         first = chunk.first_failure_at or now
@@ -135,7 +136,7 @@ def release_after_error(rt: Runtime, c: Claim, error: str) -> None:
     """An unexpected error: release the lease with a backoff; the attempt stays counted."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        chunk = s.get(Chunk, c.chunk_id, with_for_update=True)
+        chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.lease_token != c.token:
             return
         delay = min(
@@ -152,7 +153,7 @@ def fail_claimed(rt: Runtime, c: Claim, error: str) -> None:
     """A permanent failure of the step holding ``c``."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        chunk = s.get(Chunk, c.chunk_id, with_for_update=True)
+        chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is not None and chunk.lease_token == c.token:
             fail_chunk(s, chunk, now, error)
 
@@ -186,7 +187,7 @@ def fail_chunk(s: Session, chunk: Chunk, now: datetime, error: str) -> None:
 
 
 def fail_migration(s: Session, migration_id: str, now: datetime, error: str) -> None:
-    mig = s.get(Migration, migration_id, with_for_update=True)
+    mig = s.get(Migration, migration_id, with_for_update=ROW_LOCK)
     if mig is None or mig.state in (
         MigrationState.FAILED,
         MigrationState.CANCELLED,

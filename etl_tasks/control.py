@@ -18,7 +18,7 @@ from sqlalchemy import select, update
 
 from etl_tasks.errors import Conflict, NotFound
 from etl_tasks.spec import MigrationSpec
-from etl_tasks.state.db import StateDB
+from etl_tasks.state.db import ROW_LOCK, StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState, Step, StreamState
 from etl_tasks.state.models import Chunk, Event, Migration, Stream
 
@@ -110,7 +110,7 @@ def _load(db: StateDB, migration_id: str) -> Migration:
 
 def _transition(db: StateDB, migration_id: str, allowed: set[str], to: str, kind: str) -> None:
     with db.session() as s:
-        mig = s.get(Migration, migration_id, with_for_update=True)
+        mig = s.get(Migration, migration_id, with_for_update=ROW_LOCK)
         if mig is None:
             raise NotFound(f"no migration {migration_id}")
         if mig.state not in allowed:
@@ -152,7 +152,7 @@ def cancel(db: StateDB, migration_id: str) -> None:
 def retry(db: StateDB, migration_id: str) -> None:
     """A failed migration runs again from its failed chunks; done chunks stay done."""
     with db.session() as s:
-        mig = s.get(Migration, migration_id, with_for_update=True)
+        mig = s.get(Migration, migration_id, with_for_update=ROW_LOCK)
         if mig is None:
             raise NotFound(f"no migration {migration_id}")
         if mig.state != MigrationState.FAILED:

@@ -19,6 +19,7 @@ from etl_tasks.chunk_lease import NOW, Claim
 from etl_tasks.errors import LeaseLost
 from etl_tasks.planning import add_chunks
 from etl_tasks.runtime import Runtime
+from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.models import Chunk, Stream
 
 
@@ -26,7 +27,7 @@ def split(s: Session, chunk: Chunk, cut: list[Any], now: datetime) -> None:
     """Narrow ``chunk`` to end at ``cut`` and plan the remainder; idempotent."""
     if chunk.upper == cut:
         return
-    s.get(Stream, chunk.stream_id, with_for_update=True)  # serialises chunk numbers
+    s.get(Stream, chunk.stream_id, with_for_update=ROW_LOCK)  # serialises chunk numbers
     add_chunks(s, chunk.migration_id, chunk.stream_id, [(cut, chunk.upper)], now)
     chunk.upper = cut
 
@@ -35,7 +36,7 @@ def commit_split(rt: Runtime, c: Claim, cut: list[Any], **values: Any) -> bool:
     """Like :func:`~etl_tasks.chunk_lease.commit`, narrowing the chunk to ``cut`` as well."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        chunk = s.get(Chunk, c.chunk_id, with_for_update=True)
+        chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.lease_token != c.token:
             return False
         split(s, chunk, cut, now)

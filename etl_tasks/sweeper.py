@@ -22,6 +22,7 @@ from etl_tasks.advance import advance
 from etl_tasks.constants import BROKER_EPOCH_KEY, SWEEPER_LEASE
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
+from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState
 from etl_tasks.state.models import Chunk, Migration, NamedLease
 
@@ -70,7 +71,7 @@ def _acquire(rt: Runtime) -> str | None:
     ttl = timedelta(seconds=max(3 * rt.settings.sweep_interval_s, 10))
     with rt.db.session() as s:
         now = rt.db.now(s)
-        lease = s.get(NamedLease, SWEEPER_LEASE, with_for_update=True)
+        lease = s.get(NamedLease, SWEEPER_LEASE, with_for_update=ROW_LOCK)
         if lease is None:
             lease = NamedLease(name=SWEEPER_LEASE, token=0, data={})
             s.add(lease)
@@ -118,7 +119,7 @@ def republish_stuck(rt: Runtime, migration_id: str, broker_lost: bool) -> list[i
             s.scalars(
                 select(Chunk)
                 .where(Chunk.migration_id == migration_id, _needs_message(now, stale, broker_lost))
-                .with_for_update(skip_locked=True)
+                .with_for_update(skip_locked=True, key_share=True)  # as ROW_LOCK
             )
         )
         for chunk in chunks:

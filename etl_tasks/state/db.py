@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session, sessionmaker
@@ -17,6 +17,13 @@ if TYPE_CHECKING:
     from alembic.config import Config
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+#: How Baton locks a row it will change: ``FOR NO KEY UPDATE`` on PostgreSQL (plain
+#: ``FOR UPDATE`` elsewhere). Primary keys never change, and unlike ``FOR UPDATE`` it
+#: does not conflict with the KEY SHARE lock a foreign-key check takes: two
+#: transactions that each inserted a row pointing at a stream (a chunk, a
+#: quarantined row) and then lock that stream queue up instead of deadlocking.
+ROW_LOCK: Final[dict[str, bool]] = {"key_share": True}
 
 
 class StateDB:

@@ -14,6 +14,7 @@ from etl_tasks.errors import StagingMissing
 from etl_tasks.publisher import publish_plan
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import renew, split
+from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState
 from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream
 from etl_tasks.steps import transform as transform_step
@@ -57,7 +58,7 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int) -> None:
     """Record the committed chunk in the state DB; counts come from the ledger, not increments."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        chunk = s.get(Chunk, c.chunk_id, with_for_update=True)
+        chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.lease_token != c.token:
             return  # a newer claim will find the same ledger row and finish the chunk
         known = set(
