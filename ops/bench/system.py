@@ -1,8 +1,8 @@
-"""A throwaway Baton for benchmarks: its own Redis, a SQLite state DB, workers as processes.
+"""A throwaway Baton for benchmarks: its own Redis, state DB and worker processes.
 
-The source is the generated demo legacy DB; targets are PostgreSQL databases
+Shaped like a deployment: the state DB and the targets are PostgreSQL databases
 of the benchmark's own (created and dropped here) on the server named by
-``BATON_BENCH_POSTGRES_URL``.
+``BATON_BENCH_POSTGRES_URL``. The source is the generated demo legacy DB.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,11 +100,13 @@ class BenchSystem:
 
     def __enter__(self) -> BenchSystem:
         self.home.mkdir(parents=True, exist_ok=True)
+        self._stack = ExitStack()
+        state_url = self._stack.enter_context(pg_database())
         self.redis_port = free_port()
         self.redis = start_redis(self.redis_port, self.home / "redis")
         self.settings = Settings(
             broker_url=f"redis://127.0.0.1:{self.redis_port}/0",
-            database_url=f"sqlite:///{self.home / 'state.db'}",
+            database_url=state_url,
             key_prefix="bench:",
             **{"sweep_interval_s": 1, "worker_heartbeat_s": 1, **self.overrides},
         )
@@ -124,6 +126,7 @@ class BenchSystem:
             self.redis.wait()
         self.app.close()
         self.db.dispose()
+        self._stack.close()  # drops the state DB
 
     def start_worker(self, concurrency: int = 2) -> str:
         self._n += 1
