@@ -276,7 +276,7 @@ def chaos(tier: str, workdir: Path | None) -> None:
 @click.option(
     "--scale",
     type=float,
-    help="size of the deploys' legacy DB  [default: 28, over a minute on 2 cores]",
+    help="size of the deploys' legacy DB  [default: 34, over a minute on 2 cores]",
 )
 @click.option("--json", "as_json", is_flag=True)
 def bench(
