@@ -17,6 +17,7 @@ from datetime import datetime
 import pytest
 from sqlalchemy import select
 
+from etl_tasks.planning import add_chunks
 from etl_tasks.splitting import split
 from etl_tasks.state.db import ROW_LOCK, StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState, Step, StreamState
@@ -54,24 +55,10 @@ def _stream_with_chunks(db: StateDB, count: int) -> tuple[int, list[int]]:
         )
         s.add(stream)
         s.flush()
-        chunks = [
-            Chunk(
-                migration_id="m1",
-                stream_id=stream.id,
-                seq=i,
-                lower=[i * 100],
-                upper=[i * 100 + 100],
-                state=ChunkState.RUNNING,
-                step=Step.LOAD,
-                attempts=1,
-                retries=0,
-                lease_token=3,
-                created_at=now,
-            )
-            for i in range(count)
-        ]
-        s.add_all(chunks)
-        s.flush()
+        add_chunks(s, "m1", stream.id, [([i * 100], [i * 100 + 100]) for i in range(count)], now)
+        chunks = list(s.scalars(select(Chunk).where(Chunk.stream_id == stream.id)))
+        for chunk in chunks:  # each taken by a load
+            chunk.state, chunk.step, chunk.lease_token = ChunkState.RUNNING, Step.LOAD, 3
         return stream.id, [c.id for c in chunks]
 
 
@@ -112,4 +99,4 @@ def test_two_splitting_commits_with_quarantined_rows_do_not_deadlock(db: StateDB
     assert not errors, errors
     with db.reading() as s:
         seqs = sorted(s.scalars(select(Chunk.seq).where(Chunk.stream_id == stream_id)))
-    assert seqs == [0, 1, 2, 3]  # both remainders planned, numbered one after the other
+    assert seqs == [1, 2, 3, 4]  # both remainders planned, numbered one after the other

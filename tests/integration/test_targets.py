@@ -37,6 +37,16 @@ def _run(driver: Driver, spec: dict[str, Any]) -> str:
     return mid
 
 
+def _run_customers(
+    driver: Driver, source_url: str, target_url: str, chunk_rows: int
+) -> dict[str, Any]:
+    """Migrate the customers stream alone; return its spec, to run again."""
+    spec = spec_for(source_url, target_url, chunk_rows=chunk_rows)
+    spec["streams"] = spec["streams"][:1]
+    _run(driver, spec)
+    return spec
+
+
 def _sql(url: str, *statements: str) -> list[Any]:
     engine = create_sql_engine(url)
     out: list[Any] = []
@@ -105,9 +115,7 @@ def test_insert_mode_quarantines_keys_already_there(
 def test_skip_existing_keeps_what_the_target_has(
     driver: Driver, source_url: str, target_url: str
 ) -> None:
-    spec = spec_for(source_url, target_url, chunk_rows=200)
-    spec["streams"] = spec["streams"][:1]
-    _run(driver, spec)
+    spec = _run_customers(driver, source_url, target_url, chunk_rows=200)
     t, k = _q(target_url, "Customers"), _q(target_url, "CustomerId")
     _sql(
         target_url,
@@ -138,9 +146,7 @@ def test_postgresql_writes_a_small_batch_in_one_statement(
     driver: Driver, source_url: str, pg_url: str
 ) -> None:
     # Given a PostgreSQL target that already holds the rows, and counts INSERT statements
-    spec = spec_for(source_url, pg_url, chunk_rows=150)
-    spec["streams"] = spec["streams"][:1]
-    _run(driver, spec)
+    spec = _run_customers(driver, source_url, pg_url, chunk_rows=150)
     _sql(
         pg_url,
         "CREATE TABLE insert_statements (n INTEGER)",
