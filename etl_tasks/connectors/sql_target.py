@@ -120,15 +120,24 @@ class SqlTarget:
         while written < len(req.rows):
             began = time.monotonic()
             part = req.rows[written : written + SUB_BATCH_ROWS]
-            written += len(part)
+            fresh = list(range(len(part)))  # positions in ``part`` of the rows to write
+            taken: list[tuple[int, str]] = []
             if self.write == "insert" and not direct:
-                part, taken = self._split_existing(conn, req.columns, part)
-                bad += taken
-            bad += self._write_bisecting(conn, req.columns, part, direct=direct)
+                fresh, taken = self._split_existing(conn, req.columns, part)
+            refused, done = self._write_bisecting(
+                conn,
+                req.columns,
+                [part[i] for i in fresh],
+                direct=direct,
+                stop=lambda: req.expired(0.0),
+            )
+            handled = len(part) if done == len(fresh) else fresh[done]  # a prefix of ``part``
+            bad += [(part[i], why) for i, why in taken if i < handled] + refused
+            written += handled
             if bad and req.fail_on_bad:
                 raise PermanentError(f"the target refused a row: {bad[0][1]}")
             last_s = time.monotonic() - began
-            if written < len(req.rows) and req.expired(last_s):
+            if written < len(req.rows) and (handled < len(part) or req.expired(last_s)):
                 break
             req.between_batches()
         cut = None
@@ -163,44 +172,56 @@ class SqlTarget:
 
     def _split_existing(
         self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]]
-    ) -> tuple[list[tuple[Any, ...]], list[tuple[tuple[Any, ...], str]]]:
+    ) -> tuple[list[int], list[tuple[int, str]]]:
         """``insert`` mode: rows whose key the target already has are bad rows, found in one
-        query instead of by bisecting a batch where every row fails."""
+        query instead of by bisecting a batch where every row fails. Returns the positions
+        of the rows to write, and of the taken ones with their reason."""
         positions = [columns.index(k) for k in self.key]
         keys = [tuple(row[p] for p in positions) for row in rows]
         key_cols = [self.table.c[k] for k in self.key]
         expr = key_cols[0] if len(key_cols) == 1 else tuple_(*key_cols)
         wanted = [k[0] for k in keys] if len(key_cols) == 1 else keys
         found = {tuple(r) for r in conn.execute(select(*key_cols).where(expr.in_(wanted)))}
-        if not found:
-            return rows, []
-        fresh = [row for row, k in zip(rows, keys, strict=True) if k not in found]
+        fresh = [i for i, k in enumerate(keys) if k not in found]
         taken = [
-            (row, "key already in the target (write: insert)")
-            for row, k in zip(rows, keys, strict=True)
+            (i, "key already in the target (write: insert)")
+            for i, k in enumerate(keys)
             if k in found
         ]
         return fresh, taken
 
     def _write_bisecting(
-        self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]], *, direct: bool
-    ) -> list[tuple[tuple[Any, ...], str]]:
-        """Write rows; return the ones the target refused, each with its reason."""
+        self,
+        conn: Connection,
+        columns: list[str],
+        rows: list[tuple[Any, ...]],
+        *,
+        direct: bool,
+        stop: Callable[[], bool],
+    ) -> tuple[list[tuple[tuple[Any, ...], str]], int]:
+        """Write rows; return the ones the target refused (each with its reason) and how
+        many leading rows were handled: all, unless ``stop()`` said so during a bisection.
+
+        Halves are handled in order, so what is done is always a prefix; ``stop`` is asked
+        only after a half is done, so every call handles at least one row.
+        """
         if not rows:
-            return []
+            return [], 0
         try:
             with conn.begin_nested():
                 self._write(conn, columns, rows, direct=direct)
-            return []
+            return [], len(rows)
         except (sa_exc.StatementError, ValueError, TypeError) as exc:
             if not is_bad_row_error(exc):
                 raise
             if len(rows) == 1:
-                return [(rows[0], error_reason(exc))]
+                return [(rows[0], error_reason(exc))], 1
         mid = len(rows) // 2
-        return self._write_bisecting(
-            conn, columns, rows[:mid], direct=False
-        ) + self._write_bisecting(conn, columns, rows[mid:], direct=False)
+        bad, done = self._write_bisecting(conn, columns, rows[:mid], direct=False, stop=stop)
+        if done < mid or stop():
+            return bad, done
+        more, done = self._write_bisecting(conn, columns, rows[mid:], direct=False, stop=stop)
+        return bad + more, mid + done
 
     def _write(
         self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]], *, direct: bool

@@ -88,6 +88,41 @@ def test_a_slow_target_makes_loads_stop_and_split(
     driver.close()
 
 
+def test_a_load_stops_at_its_deadline_inside_a_bisection(
+    make_settings: Callable[..., Settings], tmp_path: Path, pg_url: str
+) -> None:
+    # Given a slow target (0.1 s a statement) that refuses scattered rows: finding each
+    # takes about 20 statements of bisection, far beyond a 0.5 s step budget
+    conn = psycopg2.connect(pg_url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute("""
+            CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN PERFORM pg_sleep(0.1); RETURN NULL; END $$;
+            CREATE TABLE order_lines ("OrderId" integer, "LineNo" integer, sku text, qty bigint,
+                price numeric, PRIMARY KEY ("OrderId", "LineNo"),
+                CHECK (sku <> 'SKU-013' OR "OrderId" > 200));
+            CREATE TRIGGER slow AFTER INSERT ON order_lines
+                FOR EACH STATEMENT EXECUTE FUNCTION slow();
+        """)
+    conn.close()
+    driver = Driver(make_settings(step_budget_s=0.5))
+    source = f"sqlite:///{tmp_path / 'legacy.db'}"
+    build_source(source, customers=10, orders=400)
+    spec = spec_for(source, pg_url, chunk_rows=5000)
+    spec["streams"] = spec["streams"][1:]
+    spec["streams"][0]["create_target"] = False
+    # When it runs
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    driver.run()
+    # Then no load overran, every refused row was quarantined once, and the rest arrived
+    assert all((c.load_ms or 0) < 1500 for c in _chunks(driver, mid))
+    refused = sum(1 for o in range(1, 201) for n in range(1, 4) if (o * 10 + n) % 97 == 13)
+    assert refused >= 5
+    assert_migrated(driver.rt.db, mid, spec, expected_bad={"order_lines": refused})
+    driver.close()
+
+
 def test_next_chunk_rows_moves_towards_the_budget() -> None:
     # 1000 rows took 4 s with a 2 s budget: aim for half the budget, move halfway
     assert next_chunk_rows(1000, 1000, 4000, 2.0, 5000) == (1000 + 250) // 2
