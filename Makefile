@@ -38,7 +38,7 @@ format: install
 typecheck: install
 	$(VENV)/bin/mypy
 
-bench: install  ## deploy latency and the cost of rolling deploys, against their goals
+bench: install  ## deploy latency, the cost of rolling deploys, recovery times; against their goals
 	$(BATON) bench all
 
 chaos: install  ## migrations under 50+ injected faults (kills, restarts, deploys); nothing lost
