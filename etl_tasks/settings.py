@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     retry_window_s: float = Field(3600.0, gt=0)  # a chunk retries transient errors this long
 
     sweep_interval_s: float = Field(5.0, gt=0)  # how often a worker runs the sweeper (seconds)
-    requeue_after_s: float = Field(120.0, gt=0)  # a queued chunk not started by then is resent
+    requeue_after_s: float = Field(30.0, gt=0)  # a queued chunk not started by then is resent
     max_queued_chunks: int = Field(8, ge=1)  # chunks of one migration queued or running at once
     plan_ahead: int = Field(16, ge=1)  # planned-but-unstarted chunks kept per stream
 
