@@ -46,14 +46,15 @@ def slow_migration(
 ) -> Iterator[SlowMigration]:
     """Two workers on a migration whose loads take a while (the target is slow).
 
-    Parametrised indirectly with (customers, chunk_rows): more chunks, longer migration.
+    Parametrised indirectly with (customers, chunk_rows, seconds per write statement):
+    more chunks, a longer migration; slower statements, longer loads.
     """
-    customers, chunk_rows = getattr(request, "param", (3000, 250))
+    customers, chunk_rows, statement_s = getattr(request, "param", (3000, 250, 0.4))
     cluster = cluster_factory(make_settings())
     cluster.start_worker()
     cluster.start_worker()
     target = pg_url_factory()
-    slow_target(target, 0.4)
+    slow_target(target, statement_s)
     source = f"sqlite:///{tmp_path / 'legacy.db'}"
     build_source(source, customers=customers, orders=300)
     spec = spec_for(source, target, chunk_rows=chunk_rows)
@@ -80,6 +81,9 @@ def _holding_load(cluster: Cluster, mid: str, owner: str) -> bool:
         )
 
 
+# Each load takes over 2.5 s, so it is still in flight when `baton drain` has started
+# (a new Python process) and asks the worker.
+@pytest.mark.parametrize("slow_migration", [(3000, 250, 2.5)], indirect=True)
 def test_drain_waits_for_the_step_in_flight_then_stops_the_worker(
     slow_migration: SlowMigration,
 ) -> None:
@@ -108,7 +112,7 @@ def test_drain_of_an_unknown_worker_fails(
     assert result.returncode == 1 and "no live worker" in result.stdout
 
 
-@pytest.mark.parametrize("slow_migration", [(12000, 100)], indirect=True)
+@pytest.mark.parametrize("slow_migration", [(12000, 100, 0.4)], indirect=True)
 def test_rollout_replaces_two_live_workers_without_loss(
     slow_migration: SlowMigration, tmp_path: Path
 ) -> None:
