@@ -71,8 +71,7 @@ class Trials:
         self.system.kill_worker(victim)
         killed = time.monotonic()
         self.system.start_worker()  # the supervisor's replacement; it does not speed recovery
-        self._wait(lambda: self.system.claimed_again(tokens) or None, "chunks never taken over")
-        seconds = time.monotonic() - killed
+        seconds = self._until_claimed_again(tokens, killed)
         self.out(
             f"  SIGKILL {victim} holding chunks {sorted(held)} ({len(tokens) - len(held)} more "
             f"queued): all run again after {seconds:.1f} s"
@@ -83,14 +82,17 @@ class Trials:
         """Restart the broker empty; seconds until every chunk it held has been claimed again."""
         tokens = self._wait(self._sent, "nothing was sent to the broker")
         self.system.restart_redis_empty()
-        restarted = time.monotonic()
-        self._wait(lambda: self.system.claimed_again(tokens) or None, "progress never resumed")
-        seconds = time.monotonic() - restarted
+        seconds = self._until_claimed_again(tokens, time.monotonic())
         self.out(
             f"  broker restarted empty with {len(tokens)} chunks queued or running: "
             f"all running again after {seconds:.1f} s"
         )
         return seconds
+
+    def _until_claimed_again(self, tokens: dict[int, int], since: float) -> float:
+        """Seconds from ``since`` until every chunk is done or was claimed again."""
+        self._wait(lambda: self.system.claimed_again(tokens) or None, "chunks never ran again")
+        return time.monotonic() - since
 
     def _sent(self) -> dict[int, int] | None:
         """The unfinished chunks, once the broker holds at least two of them."""

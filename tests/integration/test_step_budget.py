@@ -50,22 +50,28 @@ def test_extract_stops_at_its_deadline_and_splits_the_chunk(
     driver.close()
 
 
-def test_a_slow_target_makes_loads_stop_and_split(
-    make_settings: Callable[..., Settings], tmp_path: Path, pg_url: str
-) -> None:
-    # Given a target where every write statement takes 0.2 s, and a 0.5 s step budget
+def _slow_order_lines(pg_url: str, statement_s: float, check: str = "") -> None:
+    """The order_lines target table, where every write statement takes ``statement_s``."""
+    constraint = f", CHECK ({check})" if check else ""
     conn = psycopg2.connect(pg_url)
     conn.autocommit = True
     with conn.cursor() as cur:
-        cur.execute("""
+        cur.execute(f"""
             CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
-            $$ BEGIN PERFORM pg_sleep(0.2); RETURN NULL; END $$;
+            $$ BEGIN PERFORM pg_sleep({statement_s}); RETURN NULL; END $$;
             CREATE TABLE order_lines ("OrderId" integer, "LineNo" integer, sku text, qty bigint,
-                price numeric, PRIMARY KEY ("OrderId", "LineNo"));
+                price numeric, PRIMARY KEY ("OrderId", "LineNo"){constraint});
             CREATE TRIGGER slow AFTER INSERT ON order_lines
                 FOR EACH STATEMENT EXECUTE FUNCTION slow();
         """)
     conn.close()
+
+
+def test_a_slow_target_makes_loads_stop_and_split(
+    make_settings: Callable[..., Settings], tmp_path: Path, pg_url: str
+) -> None:
+    # Given a target where every write statement takes 0.2 s, and a 0.5 s step budget
+    _slow_order_lines(pg_url, 0.2)
     driver = Driver(make_settings(step_budget_s=0.5))
     source = f"sqlite:///{tmp_path / 'legacy.db'}"
     build_source(source, customers=10, orders=2500, bad_every=31)
@@ -93,19 +99,7 @@ def test_a_load_stops_at_its_deadline_inside_a_bisection(
 ) -> None:
     # Given a slow target (0.1 s a statement) that refuses scattered rows: finding each
     # takes about 20 statements of bisection, far beyond a 0.5 s step budget
-    conn = psycopg2.connect(pg_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute("""
-            CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
-            $$ BEGIN PERFORM pg_sleep(0.1); RETURN NULL; END $$;
-            CREATE TABLE order_lines ("OrderId" integer, "LineNo" integer, sku text, qty bigint,
-                price numeric, PRIMARY KEY ("OrderId", "LineNo"),
-                CHECK (sku <> 'SKU-013' OR "OrderId" > 200));
-            CREATE TRIGGER slow AFTER INSERT ON order_lines
-                FOR EACH STATEMENT EXECUTE FUNCTION slow();
-        """)
-    conn.close()
+    _slow_order_lines(pg_url, 0.1, check="sku <> 'SKU-013' OR \"OrderId\" > 200")
     driver = Driver(make_settings(step_budget_s=0.5))
     source = f"sqlite:///{tmp_path / 'legacy.db'}"
     build_source(source, customers=10, orders=400)
