@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import psycopg2
 from sqlalchemy import (
     Boolean,
     Column,
@@ -181,3 +182,19 @@ def submit(db: StateDB, publisher: Publisher, spec: dict[str, Any]) -> str:
     migration_id, _ = create_migration(db, parsed, keys)
     publish_plan(publisher, migration_id)
     return migration_id
+
+
+def slow_table(url: str, seconds: float, name: str, columns: str) -> None:
+    """Create target table ``name`` (``columns``: its SQL column list) on PostgreSQL, where
+    every write statement sleeps ``seconds``: steps stay in flight, or overrun, on purpose."""
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(f"""
+            CREATE FUNCTION baton_test_slow() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$;
+            CREATE TABLE {name} ({columns});
+            CREATE TRIGGER slow AFTER INSERT ON {name}
+                FOR EACH STATEMENT EXECUTE FUNCTION baton_test_slow();
+        """)
+    conn.close()

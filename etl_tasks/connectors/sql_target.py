@@ -116,7 +116,6 @@ class SqlTarget:
         direct = self._range_is_empty(conn, req)
         bad: list[tuple[tuple[Any, ...], str]] = []
         written = 0
-        last_s = 0.0
         while written < len(req.rows):
             began = time.monotonic()
             part = req.rows[written : written + SUB_BATCH_ROWS]

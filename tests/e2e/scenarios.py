@@ -9,13 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import psycopg2
 from sqlalchemy import select
 
 from etl_tasks.state.models import Chunk
 from etl_tasks.views import migration_view
 from tests.checks import assert_migrated
-from tests.data import bad_lines, build_source, spec_for, submit
+from tests.data import bad_lines, build_source, slow_table, spec_for, submit
 from tests.e2e.conftest import Cluster
 from tests.harness import wait_for
 
@@ -36,19 +35,12 @@ def wait_done(cluster: Cluster, migration_id: str, timeout_s: float = 90) -> Non
 
 
 def slow_target(url: str, seconds: float) -> None:
-    """Every write statement into the target's tables sleeps: steps stay in flight long enough."""
-    conn = psycopg2.connect(url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"""
-            CREATE FUNCTION baton_test_slow() RETURNS trigger LANGUAGE plpgsql AS
-            $$ BEGIN PERFORM pg_sleep({seconds}); RETURN NULL; END $$;
-            CREATE TABLE "Customers" ("CustomerId" integer PRIMARY KEY, full_name text,
-                email text, "Balance" numeric, created_at timestamp, active boolean, tenant text);
-            CREATE TRIGGER slow AFTER INSERT ON "Customers"
-                FOR EACH STATEMENT EXECUTE FUNCTION baton_test_slow();
-        """)
-    conn.close()
+    """The target's Customers table, where every write statement sleeps ``seconds``."""
+    columns = (
+        '"CustomerId" integer PRIMARY KEY, full_name text, email text, "Balance" numeric, '
+        "created_at timestamp, active boolean, tenant text"
+    )
+    slow_table(url, seconds, '"Customers"', columns)
 
 
 def load_in_flight(cluster: Cluster, migration_id: str, owner: str) -> int | None:
@@ -74,17 +66,24 @@ def slow_spec(
     return spec
 
 
-def migrate_with_two_workers(cluster: Cluster, tmp_path: Path, target: str) -> None:
+def migrate_with_two_workers(
+    cluster: Cluster,
+    tmp_path: Path,
+    target: str,
+    *,
+    customers: int = 3000,
+    orders: int = 1000,
+    chunk_rows: int = 300,
+) -> None:
     cluster.start_worker()
     cluster.start_worker()
     source = f"sqlite:///{tmp_path / 'legacy.db'}"
-    build_source(source, customers=3000, orders=1000, bad_every=41)
-    spec = spec_for(source, target, chunk_rows=300)
+    build_source(source, customers=customers, orders=orders, bad_every=41)
+    spec = spec_for(source, target, chunk_rows=chunk_rows)
     mid = submit(cluster.db, cluster.publisher, spec)
     wait_done(cluster, mid)
-    assert_migrated(
-        cluster.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(1000, 3, 41)}
-    )
+    expected = {"Customers": 0, "order_lines": bad_lines(orders, 3, 41)}
+    assert_migrated(cluster.db, mid, spec, expected_bad=expected)
 
 
 def sigkill_in_the_middle_of_a_load(cluster: Cluster, tmp_path: Path, target: str) -> None:

@@ -28,15 +28,8 @@ def test_sqlite_to_postgres(
     pg_url: str,
 ) -> None:
     cluster = cluster_factory(make_settings())
-    cluster.start_worker()
-    cluster.start_worker()
-    source = f"sqlite:///{tmp_path / 'legacy.db'}"
-    build_source(source, customers=4000, orders=1500, bad_every=41)
-    spec = spec_for(source, pg_url, chunk_rows=400)
-    mid = submit(cluster.db, cluster.publisher, spec)
-    wait_done(cluster, mid)
-    assert_migrated(
-        cluster.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(1500, 3, 41)}
+    scenarios.migrate_with_two_workers(
+        cluster, tmp_path, pg_url, customers=4000, orders=1500, chunk_rows=400
     )
 
 

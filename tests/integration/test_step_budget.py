@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import psycopg2
 from sqlalchemy import func, select
 
 from etl_tasks.budget import next_chunk_rows
@@ -14,7 +13,7 @@ from etl_tasks.connectors.ledger import LEDGER
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk, Stream
 from tests.checks import assert_migrated
-from tests.data import bad_lines, build_source, spec_for, submit
+from tests.data import bad_lines, build_source, slow_table, spec_for, submit
 from tests.harness import Driver
 
 
@@ -53,18 +52,11 @@ def test_extract_stops_at_its_deadline_and_splits_the_chunk(
 def _slow_order_lines(pg_url: str, statement_s: float, check: str = "") -> None:
     """The order_lines target table, where every write statement takes ``statement_s``."""
     constraint = f", CHECK ({check})" if check else ""
-    conn = psycopg2.connect(pg_url)
-    conn.autocommit = True
-    with conn.cursor() as cur:
-        cur.execute(f"""
-            CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
-            $$ BEGIN PERFORM pg_sleep({statement_s}); RETURN NULL; END $$;
-            CREATE TABLE order_lines ("OrderId" integer, "LineNo" integer, sku text, qty bigint,
-                price numeric, PRIMARY KEY ("OrderId", "LineNo"){constraint});
-            CREATE TRIGGER slow AFTER INSERT ON order_lines
-                FOR EACH STATEMENT EXECUTE FUNCTION slow();
-        """)
-    conn.close()
+    columns = (
+        '"OrderId" integer, "LineNo" integer, sku text, qty bigint, price numeric, '
+        f'PRIMARY KEY ("OrderId", "LineNo"){constraint}'
+    )
+    slow_table(pg_url, statement_s, "order_lines", columns)
 
 
 def test_a_slow_target_makes_loads_stop_and_split(
