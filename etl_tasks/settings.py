@@ -62,8 +62,28 @@ class Settings(BaseSettings):
     api_url: str = "http://127.0.0.1:8080"  # where the CLI finds the API
     api_token: str | None = None  # the bearer token the CLI sends
     auth: Literal["on", "off"] = "on"  # bearer tokens on the API
-    preflight_timeout_s: float = Field(5.0, gt=0)  # connect timeout when checking a spec
+    # Preflight as a whole must answer within this (seconds); every connection it opens is
+    # bounded by it too (connect, read, name resolution).
+    preflight_timeout_s: float = Field(5.0, gt=0)
+    # Preflights one API process runs at once; beyond it a submit gets 429 with Retry-After,
+    # so endpoints that hang can never hold every request thread.
+    preflight_concurrency: int = Field(2, ge=1)
     worker_http_host: str = "127.0.0.1"  # where each worker's probe listens (0.0.0.0 in containers)
+    # Required by a worker probe's POST /drain (sent as a bearer token); without it the
+    # probe refuses every drain request with 403.
+    probe_token: str | None = None
+
+    # What a spec may reach (docs/security.md). Comma-separated lists.
+    # Environment variables a spec's *_env fields may name: names or globs, each optionally
+    # bound to hosts (NAME@host). Unset: none with auth on, any but BATON_* with auth off.
+    env_allowed: str | None = None
+    allowed_hosts: str | None = None  # hosts or CIDRs a spec may connect to; unset: any
+    allowed_paths: str | None = None  # folders a SQLite (or file) endpoint may be in; unset: any
+    # Fernet keys (comma-separated, newest first) sealing a spec's endpoints in the state DB.
+    secret_keys: str | None = None
+    trusted_proxy_hops: int = Field(0, ge=0)  # reverse proxies in front of the API (X-Forwarded-For)
+    auth_failures_max: int = Field(20, ge=1)  # failed authentications per client address ...
+    auth_failures_window_s: int = Field(60, gt=0)  # ... within this window (seconds), then 429
 
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"

@@ -42,6 +42,10 @@ class Migration(Base):
     error: Mapped[str | None] = mapped_column(Text)
     idempotency_key: Mapped[str | None] = mapped_column(String(200), unique=True)
     request_hash: Mapped[str | None] = mapped_column(String(64))
+    # The spec's source and target, encrypted as a whole (Fernet), when the spec is sealed;
+    # ``spec`` then holds ``{"sealed": true}`` in their place.
+    sealed: Mapped[str | None] = mapped_column(Text)
+    owner: Mapped[str | None] = mapped_column(String(200))  # who submitted it (token name)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
@@ -130,6 +134,7 @@ class Event(Base):
     kind: Mapped[str] = mapped_column(String(50))
     message: Mapped[str] = mapped_column(Text)
     at: Mapped[datetime] = mapped_column(DateTime)
+    actor: Mapped[str | None] = mapped_column(String(200))  # who asked for it, when someone did
 
 
 class NamedLease(Base):
@@ -157,6 +162,9 @@ class Worker(Base):
     steps_done: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(DateTime)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime)
+    # What this version can do (sealed specs, endpoint kinds, message schemas): the API
+    # only asks for what every live worker supports.
+    capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class ApiToken(Base):
@@ -168,3 +176,16 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class StateMarker(Base):
+    """Marks a database as a Baton state DB, so no spec can name it as a source or target.
+
+    Any role that can connect sees the table in the catalog; preflight and every worker
+    refuse an endpoint that has one (:mod:`etl_tasks.boundary.identity`).
+    """
+
+    __tablename__ = "baton_state_marker"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
