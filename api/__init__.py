@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from flask import Flask
 
+from api.preflight_gate import PreflightGate
+from etl_tasks.boundary.policy import Boundary
+from etl_tasks.boundary.sealing import Sealer
 from etl_tasks.publisher import Publisher
 from etl_tasks.settings import Settings, load_settings
 from etl_tasks.state.db import StateDB
@@ -18,6 +21,9 @@ class BatonExtension:
     settings: Settings
     db: StateDB
     publisher: Publisher
+    boundary: Boundary  # what a spec may reach (docs/security.md)
+    sealer: Sealer | None  # seals specs' endpoints; None without BATON_SECRET_KEYS
+    preflight_gate: PreflightGate
 
 
 def create_app(settings: Settings | None = None, publisher: Publisher | None = None) -> Flask:
@@ -33,7 +39,14 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["baton"] = BatonExtension(settings, StateDB(settings.database_url), publisher)
+    app.extensions["baton"] = BatonExtension(
+        settings,
+        StateDB(settings.database_url),
+        publisher,
+        Boundary.from_settings(settings),
+        Sealer.from_text(settings.secret_keys),
+        PreflightGate(settings.preflight_concurrency, settings.preflight_timeout_s),
+    )
     register_error_handlers(app)
     app.register_blueprint(migrations.bp)
     app.register_blueprint(system.bp)

@@ -103,7 +103,7 @@ def prepare(rt: Runtime, migration_id: str, stream: str) -> None:
 
 def _prepare(rt: Runtime, migration_id: str, stream: str) -> None:
     spec = rt.spec(migration_id)
-    engine = rt.engines.get(rt.target_url(migration_id))
+    engine = rt.target_engine(migration_id)
     ensure_ledger(engine)
     st = spec.stream(stream)
     if not st.create_target:

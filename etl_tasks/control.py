@@ -34,8 +34,12 @@ def create_migration(
     *,
     idempotency_key: str | None = None,
     body_hash: str | None = None,
+    storage: tuple[dict[str, Any], str | None] | None = None,
 ) -> tuple[str, bool]:
     """Record a validated, preflighted spec; return ``(id, created)``.
+
+    ``storage`` is the spec as it is kept (see
+    :func:`etl_tasks.boundary.sealing.storage_form`); by default, as submitted.
 
     With an ``Idempotency-Key``, the same key and body return the first
     migration again; the same key with another body is a :class:`Conflict`.
@@ -45,6 +49,7 @@ def create_migration(
         if existing:
             return existing, False
     migration_id = uuid.uuid4().hex
+    stored, sealed = storage or (spec.to_stored(), None)
     try:
         with db.session() as s:
             now = db.now(s)
@@ -53,7 +58,8 @@ def create_migration(
                     id=migration_id,
                     name=spec.name,
                     state=MigrationState.PENDING,
-                    spec=spec.to_stored(),
+                    spec=stored,
+                    sealed=sealed,
                     idempotency_key=idempotency_key,
                     request_hash=body_hash,
                     created_at=now,

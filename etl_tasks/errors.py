@@ -38,6 +38,36 @@ class SpecError(PermanentError):
         self.errors = errors
 
 
+class BoundaryError(PermanentError):
+    """Raised when a spec names something it may not reach (docs/security.md)."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field  # where in the endpoint object: "url", "url_env", ...
+
+
+class EndpointUnavailable(TransientError):
+    """Raised when a source or target cannot be reached; ``kind`` picks a fixed message.
+
+    ``detail`` is the driver's own text: it can map the internal network, so only
+    admins and logs see it.
+    """
+
+    def __init__(self, kind: str, detail: str = "", timeout_s: float | None = None) -> None:
+        super().__init__(detail or kind)
+        self.kind = kind  # "connect", "timeout" or "credentials"
+        self.detail = detail
+        self.timeout_s = timeout_s
+
+    def public_message(self, which: str) -> str:
+        if self.kind == "timeout":
+            return f"the {which} did not answer in {self.timeout_s or 0:g} s"
+        if self.kind == "credentials":
+            return f"the {which} refused the credentials"
+        return f"cannot connect to the {which}"
+
+
 class BadRowError(PermanentError):
     """Raised when one source row cannot be transformed or written; it is quarantined."""
 

@@ -61,7 +61,7 @@ def boundaries(
 ) -> tuple[list[Range], bool]:
     """Up to ``count`` ranges of ``rows`` rows after ``lower``; True when the last is open."""
     binding = rt.binding(migration_id, stream)
-    engine = rt.engines.reader(rt.source_url(migration_id))
+    engine = rt.source_reader(migration_id)
     ranges: list[Range] = []
     try:
         with engine.connect() as conn:

@@ -7,14 +7,17 @@ Specs never change after submit, so what is derived from them is cached.
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import redis
-from sqlalchemy import Table
+from sqlalchemy import Engine, Table
 from sqlalchemy import exc as sa_exc
 
 from etl_tasks.bindings import StreamBinding, bind_stream
-from etl_tasks.connectors.engines import EngineCache
+from etl_tasks.boundary.identity import refuse_marked_schema
+from etl_tasks.boundary.policy import Boundary, worker_timeouts
+from etl_tasks.boundary.sealing import Sealer, open_spec
+from etl_tasks.boundary.sql_urls import SqlEndpoint
+from etl_tasks.connectors.engines import EngineCache, for_reading
 from etl_tasks.connectors.sql_source import reflect_table
 from etl_tasks.connectors.sql_target import SqlTarget, error_reason, is_transient_error
 from etl_tasks.errors import NotFound, PermanentError, TransientError
@@ -37,9 +40,12 @@ class Runtime:
         self.staging = StagingStore(
             settings.effective_staging_url, settings.key_prefix, settings.staging_ttl_s
         )
-        self.engines = EngineCache(max_engines=16, pool_size=2)
+        self.boundary = Boundary.from_settings(settings)
+        self.sealer = Sealer.from_text(settings.secret_keys)
+        self.engines = EngineCache(worker_timeouts(settings), max_engines=16, pool_size=2)
         self._lock = threading.RLock()
         self._specs: dict[str, MigrationSpec] = {}
+        self._endpoints: dict[tuple[str, str], SqlEndpoint] = {}
         self._bindings: dict[tuple[str, str], StreamBinding] = {}
         self._targets: dict[tuple[str, str], SqlTarget] = {}
         self._broker: redis.Redis | None = None
@@ -64,16 +70,32 @@ class Runtime:
             mig = s.get(Migration, migration_id)
             if mig is None:
                 raise NotFound(f"migration {migration_id} not found")
-            spec = MigrationSpec.model_validate(mig.spec)
+            stored, sealed = mig.spec, mig.sealed
+        spec = MigrationSpec.model_validate(open_spec(stored, sealed, self.sealer))
         with self._lock:
             self._specs[migration_id] = spec
         return spec
 
-    def source_url(self, migration_id: str) -> str:
-        return self.spec(migration_id).source.resolve()
+    def endpoint(self, migration_id: str, which: str) -> SqlEndpoint:
+        """The migration's source or target, checked against this worker's boundary once
+        (its address stays pinned while the migration runs here)."""
+        key = (migration_id, which)
+        with self._lock:
+            cached = self._endpoints.get(key)
+        if cached is not None:
+            return cached
+        spec = self.spec(migration_id)
+        endpoint = spec.source if which == "source" else spec.target
+        checked = self.boundary.sql_endpoint(endpoint, worker_timeouts(self.settings).connect_s)
+        with self._lock:
+            self._endpoints[key] = checked
+        return checked
 
-    def target_url(self, migration_id: str) -> str:
-        return self.spec(migration_id).target.resolve()
+    def source_reader(self, migration_id: str) -> Engine:
+        return self.engines.reader(self.endpoint(migration_id, "source"))
+
+    def target_engine(self, migration_id: str) -> Engine:
+        return self.engines.get(self.endpoint(migration_id, "target"))
 
     def binding(self, migration_id: str, stream: str) -> StreamBinding:
         key = (migration_id, stream)
@@ -81,7 +103,7 @@ class Runtime:
             if key in self._bindings:
                 return self._bindings[key]
         spec = self.spec(migration_id)
-        table = self._reflect(self.source_url(migration_id), spec.stream(stream).source_table)
+        table = self._reflect(self.source_reader(migration_id), spec.stream(stream).source_table)
         binding = bind_stream(spec, stream, table)
         with self._lock:
             self._bindings[key] = binding
@@ -94,19 +116,18 @@ class Runtime:
                 return self._targets[key]
         spec = self.spec(migration_id)
         binding = self.binding(migration_id, stream)
-        url = self.target_url(migration_id)
-        table = self._reflect(url, spec.stream(stream).target_table)
+        engine = self.target_engine(migration_id)
+        table = self._reflect(engine, spec.stream(stream).target_table)
         tkey = binding.target_key or [c.name for c in table.primary_key.columns]
-        target = SqlTarget(
-            self.engines.get(url), table, tkey, spec.stream(stream).write, binding.identity_key
-        )
+        target = SqlTarget(engine, table, tkey, spec.stream(stream).write, binding.identity_key)
         with self._lock:
             self._targets[key] = target
         return target
 
-    def _reflect(self, url: str, name: str) -> Table:
+    def _reflect(self, engine: Engine, name: str) -> Table:
         try:
-            return reflect_table(self.engines.reader(url), name)
+            refuse_marked_schema(engine, name)
+            return reflect_table(for_reading(engine), name)
         except sa_exc.NoSuchTableError as exc:
             raise PermanentError(f"table {name!r} does not exist") from exc
         except sa_exc.SQLAlchemyError as exc:
@@ -117,15 +138,15 @@ class Runtime:
     def release(self, migration_id: str) -> None:
         """Forget a finished migration and close its engines when no other uses them."""
         with self._lock:
-            spec = self._specs.pop(migration_id, None)
+            self._specs.pop(migration_id, None)
             for cache in (self._bindings, self._targets):
                 for k in [k for k in cache if k[0] == migration_id]:
                     cache.pop(k)
-            still_used = {u for m in self._specs.values() for u in _urls(m)}
-        if spec is not None:
-            for url in _urls(spec):
-                if url not in still_used:
-                    self.engines.release(url)
+            mine = [self._endpoints.pop(k) for k in list(self._endpoints) if k[0] == migration_id]
+            still_used = {e.cache_key for e in self._endpoints.values()}
+        for endpoint in mine:
+            if endpoint.cache_key not in still_used:
+                self.engines.release(endpoint)
 
     def close(self) -> None:
         if self._broker is not None:
@@ -133,13 +154,3 @@ class Runtime:
         self.engines.dispose_all()
         self.staging.close()
         self.db.dispose()
-
-
-def _urls(spec: MigrationSpec) -> list[str]:
-    urls: list[Any] = []
-    for endpoint in (spec.source, spec.target):
-        try:
-            urls.append(endpoint.resolve())
-        except Exception:  # an unset variable: nothing was opened for it
-            continue
-    return urls

@@ -11,10 +11,48 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from etl_tasks.boundary.names import control_character, is_reserved_table
 from etl_tasks.errors import FieldError, SpecError
 
 FilterOp = Literal["=", "!=", "<", "<=", ">", ">=", "in", "is_null"]
 WriteMode = Literal["upsert", "insert", "skip_existing"]
+MAX_VALUE_DEPTH = 16  # nesting of a constant, a filter value or a transform's args
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
+def _depth(value: Any) -> int:
+    """How deeply a JSON value nests (a scalar is 0), without recursion."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        item, level = todo.pop()
+        deepest = max(deepest, level)
+        if deepest > MAX_VALUE_DEPTH:
+            break
+        if isinstance(item, dict):
+            todo.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            todo.extend((v, level + 1) for v in item)
+    return deepest
+
+
+def _shallow(value: Any) -> Any:
+    if _depth(value) > MAX_VALUE_DEPTH:
+        raise ValueError(f"nested more than {MAX_VALUE_DEPTH} levels deep")
+    return value
+
+
+def _name(value: str) -> str:
+    """A table or column name: used exactly as written, so no control characters."""
+    if control_character(value):
+        raise ValueError("names may not contain control characters (NUL, tab, newline, …)")
+    return value
+
+
+def _table(value: str) -> str:
+    _name(value)
+    if is_reserved_table(value):
+        raise ValueError("baton_* tables are Baton's own: a stream may not read or write one")
+    return value
 
 
 class _Model(BaseModel):
@@ -22,10 +60,13 @@ class _Model(BaseModel):
 
 
 class Endpoint(_Model):
-    """A source or target: a SQLAlchemy URL, given directly or by environment variable."""
+    """A source or target: a SQLAlchemy URL, given directly or by environment variable.
 
-    url: str | None = None
-    url_env: str | None = None
+    What it may reach is decided by :mod:`etl_tasks.boundary`, when it is checked.
+    """
+
+    url: str | None = Field(None, min_length=1, max_length=4096)
+    url_env: str | None = Field(None, pattern=ENV_NAME)
 
     @model_validator(mode="after")
     def _one_of(self) -> Endpoint:
@@ -33,8 +74,10 @@ class Endpoint(_Model):
             raise ValueError("give exactly one of 'url' or 'url_env'")
         return self
 
-    def resolve(self) -> str:
-        """The URL to connect to; resolved when a step runs, never stored resolved."""
+    def unchecked_url(self) -> str:
+        """The URL, reading ``url_env`` straight from the environment: only for operator
+        tooling running its own specs (the demo, tests). Steps and preflight go through
+        :class:`etl_tasks.boundary.policy.Boundary`, which applies the allow-lists."""
         if self.url is not None:
             return self.url
         assert self.url_env is not None
@@ -50,6 +93,9 @@ class Filter(_Model):
     column: str
     op: FilterOp
     value: Any = None
+
+    _column_name = field_validator("column")(_name)
+    _value_shallow = field_validator("value")(_shallow)
 
     @model_validator(mode="after")
     def _value_fits_op(self) -> Filter:
@@ -67,11 +113,16 @@ class ColumnFrom(_Model):
     transform: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
 
+    _from_name = field_validator("from_")(_name)
+    _args_shallow = field_validator("args")(_shallow)
+
 
 class ColumnValue(_Model):
     """A target column holding a constant (a tenant id, say)."""
 
     value: Any
+
+    _value_shallow = field_validator("value")(_shallow)
 
 
 ColumnSpec = str | ColumnFrom | ColumnValue
@@ -100,11 +151,15 @@ class Stream(_Model):
             return None
         return [self.key] if isinstance(self.key, str) else list(self.key)
 
+    _tables = field_validator("source_table", "target_table")(_table)
+
     @field_validator("key")
     @classmethod
     def _key_not_empty(cls, v: str | list[str] | None) -> str | list[str] | None:
         if isinstance(v, list) and (not v or len(set(v)) != len(v)):
             raise ValueError("a key list must be non-empty and without repeats")
+        for name in [v] if isinstance(v, str) else v or []:
+            _name(name)
         return v
 
     @field_validator("columns")
@@ -112,6 +167,10 @@ class Stream(_Model):
     def _columns_not_empty(cls, v: dict[str, ColumnSpec] | None) -> dict[str, ColumnSpec] | None:
         if v is not None and not v:
             raise ValueError("give at least one column, or leave 'columns' out")
+        for name, spec in (v or {}).items():
+            _name(name)
+            if isinstance(spec, str):
+                _name(spec)
         return v
 
 

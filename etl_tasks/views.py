@@ -23,8 +23,10 @@ def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.isoformat() + "Z"
 
 
-def _endpoint(spec: dict[str, Any], which: str) -> dict[str, str]:
+def _endpoint(spec: dict[str, Any], which: str) -> dict[str, Any]:
     ep = spec.get(which, {})
+    if ep.get("sealed"):
+        return {"sealed": True}
     if ep.get("url"):
         return {"url": redact(ep["url"])}
     return {"url_env": ep.get("url_env", "")}

@@ -7,9 +7,20 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
+from etl_tasks.boundary.sealing import CAPABILITY as SEALED_SPECS
+from etl_tasks.constants import CONSUMED_SCHEMAS
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import WorkerState
 from etl_tasks.state.models import Worker
+
+#: What this version of a worker can do, advertised in its registry row so the API only
+#: asks for what every live worker supports (versions N and N+1 side by side).
+CAPABILITIES: dict[str, object] = {
+    SEALED_SPECS: 1,
+    "endpoint_kinds": ["sql"],
+    "message_schemas": list(CONSUMED_SCHEMAS),
+}
+LIVE_AFTER_S = 60.0  # a worker silent for longer is reported stopped
 
 
 @dataclass(frozen=True)
@@ -39,6 +50,7 @@ def heartbeat(
         row.in_flight = in_flight
         row.steps_done = steps_done
         row.heartbeat_at = now
+        row.capabilities = CAPABILITIES
 
 
 def mark_stopped(db: StateDB, name: str, steps_done: int) -> None:
@@ -51,8 +63,17 @@ def mark_stopped(db: StateDB, name: str, steps_done: int) -> None:
             row.heartbeat_at = db.now(s)
 
 
+def all_live_support(db: StateDB, capability: str) -> bool:
+    """Whether every live worker advertises ``capability`` (true when none is live)."""
+    with db.reading() as s:
+        now = db.now(s)
+        rows = list(s.scalars(select(Worker).where(Worker.state != WorkerState.STOPPED)))
+    live = [w for w in rows if now - w.heartbeat_at <= timedelta(seconds=LIVE_AFTER_S)]
+    return all((w.capabilities or {}).get(capability) for w in live)
+
+
 def list_workers(
-    db: StateDB, *, include_stopped: bool = False, stale_after_s: float = 60.0
+    db: StateDB, *, include_stopped: bool = False, stale_after_s: float = LIVE_AFTER_S
 ) -> list[dict[str, object]]:
     """Workers seen recently, newest first; a silent worker is reported as ``stopped``."""
     with db.reading() as s:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg2
@@ -24,6 +25,11 @@ from sqlalchemy import (
     insert,
 )
 
+from etl_tasks.boundary.envrefs import EnvPolicy
+from etl_tasks.boundary.identity import OwnStores
+from etl_tasks.boundary.network import HostPolicy
+from etl_tasks.boundary.paths import PathPolicy
+from etl_tasks.boundary.policy import Boundary
 from etl_tasks.connectors.engines import create_sql_engine
 from etl_tasks.control import create_migration
 from etl_tasks.preflight import preflight
@@ -175,13 +181,24 @@ def spec_for(
     return spec
 
 
+def sqlite_url(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
 def submit(db: StateDB, publisher: Publisher, spec: dict[str, Any]) -> str:
     """What the API does on POST: validate, preflight, record, publish the plan task."""
     parsed = parse_spec(spec)
-    keys = preflight(parsed)
+    keys = preflight(parsed, open_boundary(db))
     migration_id, _ = create_migration(db, parsed, keys)
     publish_plan(publisher, migration_id)
     return migration_id
+
+
+def open_boundary(db: StateDB) -> Boundary:
+    """The boundary of an API with auth off and no allow-lists: any host, any path, any
+    variable but BATON_*; never the state DB itself."""
+    env = EnvPolicy.parse(None, auth_on=False)
+    return Boundary(env, HostPolicy(None), PathPolicy(None), OwnStores.of(db.url, []))
 
 
 def slow_table(url: str, seconds: float, name: str, columns: str) -> None:

@@ -176,3 +176,52 @@ def run_baton(
         text=True,
         timeout=timeout,
     )
+
+
+class ApiProcess:
+    """A real ``baton api`` (gunicorn) on a free port, as an operator runs it."""
+
+    def __init__(self, settings: Settings, log_dir: Path, **extra_env: str) -> None:
+        from ops.embedded import free_port
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, **settings.as_env(), **extra_env, "PYTHONPATH": str(ROOT)}
+        self.log_path = log_dir / f"api-{self.port}.log"
+        self._log = open(self.log_path, "ab")
+        argv = [sys.executable, "-m", "ops.cli", "api", "--port", str(self.port)]
+        self.proc = subprocess.Popen(
+            [*argv, "--workers", "1"],
+            env=env,
+            cwd=ROOT,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 30) -> ApiProcess:
+        import requests
+
+        def answers() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the API exited early:\n{self.log()}")
+            try:
+                return requests.get(f"{self.url}/healthz", timeout=1).ok
+            except requests.RequestException:
+                return False
+
+        wait_for(answers, timeout_s, what="the API to answer")
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._log.close()

@@ -14,6 +14,8 @@ class TcpProxy:
         self._listener.bind(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._up = threading.Event()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._stopped = threading.Event()
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
@@ -43,10 +45,10 @@ class TcpProxy:
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
 
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()  # frozen: the peer waits for an answer that never comes
                 dst.sendall(data)
         except OSError:
             pass
@@ -72,7 +74,15 @@ class TcpProxy:
     def restore(self) -> None:
         self._up.set()
 
+    def freeze(self) -> None:
+        """Keep every connection open but forward nothing: a server gone silent."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
     def stop(self) -> None:
         self._stopped.set()
+        self._flowing.set()
         self.cut()
         self._listener.close()

@@ -11,11 +11,14 @@ from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from api.auth import require
 from etl_tasks import control, views
+from etl_tasks.boundary.sealing import CAPABILITY as SEALED_SPECS
+from etl_tasks.boundary.sealing import storage_form
 from etl_tasks.errors import FieldError, SpecError
 from etl_tasks.preflight import preflight
 from etl_tasks.publisher import publish_plan
 from etl_tasks.spec import parse_spec
 from etl_tasks.state.enums import ChunkState, MigrationState
+from etl_tasks.workers import all_live_support
 
 bp = Blueprint("migrations", __name__, url_prefix="/api/v1/migrations")
 
@@ -49,9 +52,16 @@ def submit() -> ResponseReturnValue:
     if replayed is not None:  # answered without preflight: the target may be down by now
         migration_id, created = replayed, False
     else:
-        keys = preflight(spec, ext.settings.preflight_timeout_s)
+        storage = storage_form(spec.to_stored(), ext.sealer, all_live_support(ext.db, SEALED_SPECS))
+        with ext.preflight_gate.slot():
+            keys = preflight(
+                spec,
+                ext.boundary,
+                timeout_s=ext.settings.preflight_timeout_s,
+                reveal_details=ext.settings.auth == "off",
+            )
         migration_id, created = control.create_migration(
-            ext.db, spec, keys, idempotency_key=key, body_hash=body_hash
+            ext.db, spec, keys, idempotency_key=key, body_hash=body_hash, storage=storage
         )
     if created:
         publish_plan(ext.publisher, migration_id)

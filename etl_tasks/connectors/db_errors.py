@@ -14,6 +14,8 @@ from typing import Literal
 
 from sqlalchemy import exc as sa_exc
 
+from etl_tasks.errors import EndpointUnavailable
+
 Kind = Literal["transient", "bad_row", "fatal"]
 
 _PG_TRANSIENT_CLASSES = ("08", "53", "57", "58")  # connection, resources, shutdown, system
@@ -63,3 +65,22 @@ def classify(exc: BaseException) -> Kind:
     if isinstance(exc, ValueError | TypeError):
         return "bad_row"
     return "fatal"
+
+
+_PG_CREDENTIALS = ("28",)  # invalid authorization (28000, 28P01)
+_MYSQL_CREDENTIALS = {1044, 1045, 1698}  # access denied
+
+
+def unavailable(exc: BaseException, *, timed_out: bool, timeout_s: float) -> EndpointUnavailable:
+    """A failed connection as one of a few fixed kinds; the driver's text stays in ``detail``."""
+    orig = getattr(exc, "orig", None) or exc
+    detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:500]
+    if timed_out:
+        return EndpointUnavailable("timeout", detail, timeout_s)
+    pgcode = getattr(orig, "pgcode", None)
+    code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
+    if (isinstance(pgcode, str) and pgcode.startswith(_PG_CREDENTIALS)) or (
+        type(orig).__module__.startswith("pymysql") and code in _MYSQL_CREDENTIALS
+    ):
+        return EndpointUnavailable("credentials", detail)
+    return EndpointUnavailable("connect", detail)

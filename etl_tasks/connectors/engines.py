@@ -18,6 +18,9 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.pool import NullPool
 
+from etl_tasks.boundary.guard import Limit, guard_engine
+from etl_tasks.boundary.sql_urls import SqlEndpoint, Timeouts
+
 log = logging.getLogger(__name__)
 
 _DRIVERS = {
@@ -54,13 +57,17 @@ def redact(url: str) -> str:
 
 
 def create_sql_engine(
-    url: str | URL, *, pool_size: int = 2, connect_timeout_s: float | None = None
+    url: str | URL,
+    *,
+    pool_size: int = 2,
+    connect_timeout_s: float | None = None,
+    connect_args: dict[str, Any] | None = None,
 ) -> Engine:
     """An engine with bounded pools; SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE``."""
     u = normalize_url(url)
     backend = u.get_backend_name()
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    connect_args: dict[str, Any] = {}
+    connect_args = dict(connect_args or {})
     if backend == "sqlite":
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
         connect_args["check_same_thread"] = False
@@ -69,9 +76,7 @@ def create_sql_engine(
     else:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
         if connect_timeout_s is not None:
-            timeout = max(1, int(connect_timeout_s))
-            key = "connect_timeout"
-            connect_args[key] = timeout
+            connect_args.setdefault("connect_timeout", max(1, int(connect_timeout_s)))
     if backend == "postgresql":
         connect_args.setdefault("application_name", "baton")
     engine = create_engine(u, connect_args=connect_args, **kwargs)
@@ -99,6 +104,18 @@ def _make_sqlite_safe(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
+def create_endpoint_engine(
+    endpoint: SqlEndpoint, timeouts: Timeouts, limit: Limit, *, pool_size: int = 2
+) -> Engine:
+    """An engine on a spec's (checked) endpoint: pinned address, no ambient credentials,
+    bounded waits, and a refusal of any connection that turns out to be a Baton state DB."""
+    engine = create_sql_engine(
+        endpoint.url, pool_size=pool_size, connect_args=endpoint.connect_args(timeouts)
+    )
+    guard_engine(engine, endpoint.backend, limit)
+    return engine
+
+
 def for_reading(engine: Engine) -> Engine:
     """The same engine and pool, for transactions that only read.
 
@@ -110,41 +127,45 @@ def for_reading(engine: Engine) -> Engine:
 
 
 class EngineCache:
-    """Engines for sources and targets, per process, bounded and released when done.
+    """Engines on spec endpoints, per process, bounded and released when done.
 
-    Keyed by the resolved URL; an engine is created lazily after a fork (the
-    pid is part of the key), and the least recently used is disposed when more
-    than ``max_engines`` are open.
+    Keyed by the checked endpoint (URL and pinned address); an engine is created
+    lazily after a fork (the pid is part of the key), and the least recently used
+    is disposed when more than ``max_engines`` are open.
     """
 
-    def __init__(self, max_engines: int = 8, pool_size: int = 2) -> None:
+    def __init__(self, timeouts: Timeouts, max_engines: int = 8, pool_size: int = 2) -> None:
         self._engines: OrderedDict[tuple[int, str], Engine] = OrderedDict()
         self._lock = threading.Lock()
         self._max = max_engines
         self._pool_size = pool_size
+        self._timeouts = timeouts
 
-    def get(self, url: str) -> Engine:
-        key = (os.getpid(), url)
+    def get(self, endpoint: SqlEndpoint) -> Engine:
+        key = (os.getpid(), endpoint.cache_key)
         with self._lock:
             engine = self._engines.get(key)
             if engine is not None:
                 self._engines.move_to_end(key)
                 return engine
-            engine = create_sql_engine(url, pool_size=self._pool_size)
+            io_s = self._timeouts.io_s
+            engine = create_endpoint_engine(
+                endpoint, self._timeouts, lambda: io_s, pool_size=self._pool_size
+            )
             self._engines[key] = engine
             while len(self._engines) > self._max:
                 _, old = self._engines.popitem(last=False)
                 old.dispose()
             return engine
 
-    def reader(self, url: str) -> Engine:
-        """The engine for ``url``, for reads only (see :func:`for_reading`)."""
-        return for_reading(self.get(url))
+    def reader(self, endpoint: SqlEndpoint) -> Engine:
+        """The engine for ``endpoint``, for reads only (see :func:`for_reading`)."""
+        return for_reading(self.get(endpoint))
 
-    def release(self, url: str) -> None:
-        """Dispose the engine for a URL (its migrations finished)."""
+    def release(self, endpoint: SqlEndpoint) -> None:
+        """Dispose the engine for an endpoint (its migrations finished)."""
         with self._lock:
-            engine = self._engines.pop((os.getpid(), url), None)
+            engine = self._engines.pop((os.getpid(), endpoint.cache_key), None)
         if engine is not None:
             engine.dispose()
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
 from sqlalchemy import Engine, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from etl_tasks.connectors.engines import create_sql_engine, for_reading, normalize_url
@@ -97,3 +99,38 @@ def upgrade(url: str, revision: str = "head") -> None:
     from alembic import command
 
     command.upgrade(alembic_config(url), revision)
+    if revision == "head":
+        mark_state_db(url)
+
+
+def mark_state_db(url: str) -> None:
+    """Mark the database as a Baton state DB, so no spec can name it (docs/security.md).
+
+    The marker table is enough on its own (any role sees it in the catalog); on
+    PostgreSQL a comment on the database says the same to any role that can connect,
+    when this role may set one (it owns the database).
+    """
+    engine = create_sql_engine(url, pool_size=1)
+    try:
+        with engine.begin() as conn:
+            if conn.execute(text("SELECT COUNT(*) FROM baton_state_marker")).scalar():
+                return
+            conn.execute(
+                text("INSERT INTO baton_state_marker (id, created_at) VALUES (:id, :at)"),
+                {"id": uuid.uuid4().hex, "at": datetime.now(UTC).replace(tzinfo=None)},
+            )
+        if engine.dialect.name == "postgresql":
+            _comment_database(engine)
+    finally:
+        engine.dispose()
+
+
+def _comment_database(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn = conn.execution_options(isolation_level="AUTOCOMMIT")
+        name = conn.execute(text("SELECT current_database()")).scalar_one()
+        quoted = conn.dialect.identifier_preparer.quote(name)
+        try:
+            conn.execute(text(f"COMMENT ON DATABASE {quoted} IS 'baton-state'"))
+        except sa_exc.DBAPIError:  # not the owner: the marker table still tells
+            pass

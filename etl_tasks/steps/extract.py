@@ -28,7 +28,7 @@ def extract(rt: Runtime, chunk_id: int) -> str:
 def _extract(rt: Runtime, c: Claim) -> None:
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
     binding = rt.binding(c.migration_id, c.stream)
-    engine = rt.engines.reader(rt.source_url(c.migration_id))
+    engine = rt.source_reader(c.migration_id)
     try:
         rows, cut = _read(engine, binding.source, c, clock, binding.key_width)
     except sa_exc.SQLAlchemyError as exc:

@@ -22,6 +22,7 @@ import psycopg2
 from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
+from etl_tasks.boundary.policy import Boundary
 from etl_tasks.control import create_migration
 from etl_tasks.preflight import preflight
 from etl_tasks.publisher import publish_plan
@@ -183,7 +184,8 @@ class BenchSystem:
 
     def submit(self, spec: dict[str, Any]) -> str:
         parsed = parse_spec(spec)
-        migration_id, _ = create_migration(self.db, parsed, preflight(parsed))
+        keys = preflight(parsed, Boundary.from_settings(self.settings))
+        migration_id, _ = create_migration(self.db, parsed, keys)
         publish_plan(CeleryPublisher(self.app), migration_id)
         return migration_id
 

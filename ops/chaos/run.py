@@ -24,6 +24,7 @@ from sqlalchemy import Engine, distinct, func, select, tuple_
 from sqlalchemy import exc as sa_exc
 
 from etl_tasks.bindings import bind_stream
+from etl_tasks.boundary.policy import Boundary
 from etl_tasks.connectors.engines import create_sql_engine
 from etl_tasks.connectors.ledger import committed_chunks
 from etl_tasks.connectors.sql_source import reflect_table
@@ -264,8 +265,8 @@ def check_migration(db: StateDB, sub: Submitted, stats: DemoStats) -> MigrationR
     for key in ("rows_loaded", "rows_quarantined", "chunks_done", "chunks_total"):
         setattr(result, key, view[key])
     spec = parse_spec(sub.spec)
-    source = create_sql_engine(spec.source.resolve())
-    target = create_sql_engine(spec.target.resolve())
+    source = create_sql_engine(spec.source.unchecked_url())
+    target = create_sql_engine(spec.target.unchecked_url())
     try:
         checks = verify(spec, source, target, quarantine_keys(db, sub.id))
         ledger = _ledger_rows(target, sub.id)
@@ -333,7 +334,8 @@ class Campaign:
         spec = demo_spec(f"sqlite:///{Path(self.stats.path).resolve()}", target_url)
         spec["name"] = f"chaos-{number}"
         parsed = parse_spec(spec)
-        migration_id, _ = create_migration(self.lab.db, parsed, preflight(parsed))
+        keys = preflight(parsed, Boundary.from_settings(self.lab.settings))
+        migration_id, _ = create_migration(self.lab.db, parsed, keys)
         publish_plan(self.publisher, migration_id)
         self.current = Submitted(number, migration_id, spec)
         self.mark = self.tier.spacing_chunks

@@ -22,12 +22,13 @@ from sqlalchemy.engine import make_url
 from werkzeug.test import TestResponse
 
 from api import create_app
+from etl_tasks.boundary.sealing import new_key
 from etl_tasks.publisher import RecordingPublisher
 from etl_tasks.settings import Settings
 from etl_tasks.state.enums import MigrationState
 from etl_tasks.state.models import Migration
 from etl_tasks.tokens import create_token
-from tests.data import build_source, spec_for
+from tests.data import build_source, spec_for, sqlite_url
 
 Spec = dict[str, Any]
 
@@ -55,12 +56,8 @@ CONTRACT_PATHS = [
     "/metrics",
     "/openapi.json",
 ]
-UNSET_ENV = "BATON_TEST_API_NEVER_SET_URL"
+UNSET_ENV = "API_TEST_NEVER_SET_URL"
 PLAN_TASK = "baton.plan"
-
-
-def sqlite_url(path: Path) -> str:
-    return f"sqlite:///{path}"
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -207,11 +204,11 @@ def test_submit_creates_a_pending_migration_and_publishes_one_plan(
 def test_target_given_by_url_env_is_shown_by_name_only(
     api: Api, spec: Spec, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("BATON_TEST_API_TARGET_URL", sqlite_url(tmp_path / "env-target.db"))
-    spec["target"] = {"url_env": "BATON_TEST_API_TARGET_URL"}
+    monkeypatch.setenv("API_TEST_TARGET_URL", sqlite_url(tmp_path / "env-target.db"))
+    spec["target"] = {"url_env": "API_TEST_TARGET_URL"}
     resp = api.submit(spec)
     assert resp.status_code == 201, resp.get_data(as_text=True)
-    assert resp.get_json()["target"] == {"url_env": "BATON_TEST_API_TARGET_URL"}
+    assert resp.get_json()["target"] == {"url_env": "API_TEST_TARGET_URL"}
     assert "env-target.db" not in resp.get_data(as_text=True)
 
 
@@ -380,9 +377,10 @@ def test_several_problems_are_all_reported(api: Api, spec: Spec, source_db: Path
 
 
 def test_an_unreachable_target_fails_fast_without_echoing_its_password(
-    api: Api, spec: Spec
+    make_settings: Callable[..., Settings], spec: Spec
 ) -> None:
-    # Given a target URL with a password, on a port where nothing listens
+    # Given an API with secret keys, and a target URL with a password where nothing listens
+    api = make_api(make_settings(secret_keys=new_key()))
     spec["target"] = {"url": "postgresql://u:secret@127.0.0.1:1/x"}
     # When it is posted
     started = time.monotonic()
@@ -403,28 +401,34 @@ def _with_password(url: str) -> str:
 
 
 def test_a_postgresql_target_passes_preflight_and_its_password_is_hidden(
-    api: Api, spec: Spec, pg_url: str
+    make_settings: Callable[..., Settings], spec: Spec, pg_url: str
 ) -> None:
-    # Given a PostgreSQL target whose URL carries a password
+    # Given an API with secret keys, and a PostgreSQL target whose URL carries a password
+    api = make_api(make_settings(secret_keys=new_key()))
     target = _with_password(pg_url)
     password = make_url(target).password
-    database = str(make_url(target).database)
     spec["target"] = {"url": target}
     # When it is posted
     resp = api.submit(spec)
-    # Then it passes preflight and no answer shows the password
+    # Then it passes preflight, is kept sealed, and no answer shows the password
     assert resp.status_code == 201, resp.get_data(as_text=True)
     mid = resp.get_json()["id"]
     shown = api.client.get(f"{MIGRATIONS}/{mid}")
     listed = api.client.get(MIGRATIONS)
-    assert shown.get_json()["target"]["url"].startswith("postgresql")
+    assert shown.get_json()["target"] == {"sealed": True}
     for answer in (resp, shown, listed):
-        text = answer.get_data(as_text=True)
-        assert database in text
-        if password:
-            assert password not in text
-            assert "***" in text
+        assert password not in answer.get_data(as_text=True)
     assert api.plans() == [mid]
+
+
+def test_a_password_in_the_spec_without_secret_keys_is_refused(api: Api, spec: Spec) -> None:
+    # Given an API without secret keys, and a target URL with a password in it
+    spec["target"] = {"url": "postgresql://u:pw-in-clear@127.0.0.1:5432/x"}
+    # When it is posted
+    resp = api.submit(spec)
+    # Then it is refused before anything is contacted, pointing at url_env
+    assert_spec_errors(api, resp, ["target/url"], "url_env")
+    assert "pw-in-clear" not in resp.get_data(as_text=True)
 
 
 # --- Idempotency-Key ------------------------------------------------------------------------

@@ -229,21 +229,21 @@ def test_endpoint_that_is_not_an_object_is_refused() -> None:
     assert paths_of(spec(source="sqlite://")) == {"source"}
 
 
-def test_resolve_returns_a_direct_url() -> None:
-    assert Endpoint(url="sqlite:///x.db").resolve() == "sqlite:///x.db"
+def test_unchecked_url_returns_a_direct_url() -> None:
+    assert Endpoint(url="sqlite:///x.db").unchecked_url() == "sqlite:///x.db"
 
 
-def test_resolve_reads_url_env_when_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unchecked_url_reads_url_env_when_it_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint = Endpoint(url_env="BATON_TEST_SPEC_URL")
     monkeypatch.setenv("BATON_TEST_SPEC_URL", "postgresql://db/one")
-    assert endpoint.resolve() == "postgresql://db/one"
+    assert endpoint.unchecked_url() == "postgresql://db/one"
 
     monkeypatch.setenv("BATON_TEST_SPEC_URL", "postgresql://db/two")
-    assert endpoint.resolve() == "postgresql://db/two"
+    assert endpoint.unchecked_url() == "postgresql://db/two"
 
 
 @pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
-def test_resolve_refuses_an_unset_variable(
+def test_unchecked_url_refuses_an_unset_variable(
     monkeypatch: pytest.MonkeyPatch, value: str | None
 ) -> None:
     if value is None:
@@ -252,7 +252,7 @@ def test_resolve_refuses_an_unset_variable(
         monkeypatch.setenv("BATON_TEST_SPEC_URL", value)
 
     with pytest.raises(SpecError) as info:
-        Endpoint(url_env="BATON_TEST_SPEC_URL").resolve()
+        Endpoint(url_env="BATON_TEST_SPEC_URL").unchecked_url()
 
     assert info.value.errors == [
         FieldError("url_env", "environment variable BATON_TEST_SPEC_URL is not set")

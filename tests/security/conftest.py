@@ -1,0 +1,97 @@
+"""The attack suite: a real API (gunicorn, auth on) and real workers, attacked as an operator.
+
+Every test asserts that an attack is refused *and* that nothing was read,
+written or created: the state DB, the target and the file system are checked
+afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from sqlalchemy import func, select
+
+from etl_tasks.boundary.sealing import new_key
+from etl_tasks.settings import Settings
+from etl_tasks.state.db import StateDB
+from etl_tasks.state.models import ApiToken, Migration
+from etl_tasks.tokens import create_token
+from tests.harness import ApiProcess
+
+ROLES = ("viewer", "operator", "admin")
+
+
+@dataclass
+class Live:
+    """One running API with a token per role."""
+
+    settings: Settings
+    api: ApiProcess
+    db: StateDB
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def request(self, method: str, path: str, role: str = "operator", **kw: Any) -> Any:
+        headers = dict(kw.pop("headers", {}))
+        if role:
+            headers["Authorization"] = f"Bearer {self.tokens[role]}"
+        return requests.request(method, self.api.url + path, headers=headers, timeout=30, **kw)
+
+    def submit(self, spec: dict[str, Any], role: str = "operator") -> Any:
+        return self.request("POST", "/api/v1/migrations", role, json=spec)
+
+    def migrations(self) -> int:
+        with self.db.reading() as s:
+            return int(s.scalar(select(func.count()).select_from(Migration)) or 0)
+
+    def token_rows(self) -> list[tuple[Any, ...]]:
+        with self.db.reading() as s:
+            rows = s.execute(select(ApiToken.name, ApiToken.role, ApiToken.token_hash)).all()
+        return sorted(tuple(r) for r in rows)
+
+
+@pytest.fixture
+def live_factory(
+    make_settings: Callable[..., Settings], pg_url_factory: Callable[[], str], tmp_path: Path
+) -> Iterator[Callable[..., Live]]:
+    """Start an API with auth on, a PostgreSQL state DB and secret keys (overridable)."""
+    started: list[Live] = []
+
+    def start(env: dict[str, str] | None = None, **overrides: Any) -> Live:
+        values: dict[str, Any] = {
+            "auth": "on",
+            "database_url": pg_url_factory(),
+            "secret_keys": new_key(),
+            "env_allowed": "LEGACY_*,TARGET_*,SILENT_*",
+            "preflight_timeout_s": 3.0,
+        }
+        values.update(overrides)
+        settings = make_settings(**values)
+        db = StateDB(settings.database_url)
+        live = Live(settings, ApiProcess(settings, tmp_path, **(env or {})), db)
+        started.append(live)
+        for role in ROLES:
+            live.tokens[role] = create_token(db, f"{role}-1", role)
+        live.api.wait_ready()
+        return live
+
+    yield start
+    for live in started:
+        live.api.close()
+        live.db.dispose()
+
+
+@pytest.fixture
+def live(live_factory: Callable[..., Live]) -> Live:
+    return live_factory()
+
+
+def errors_of(resp: Any, status: int = 422) -> dict[str, str]:
+    """``{path: message}`` of a refusal, after checking its status and shape."""
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    return {e["path"]: e["message"] for e in body.get("errors", [])}
