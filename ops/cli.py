@@ -101,6 +101,11 @@ def up(count: int, port: int, home: Path) -> None:
         f"{system.env['BATON_BROKER_URL']}, {count} workers; logs in {home}/logs. "
         "Ctrl-C stops everything."
     )
+    if system.probe_token_generated:
+        click.echo(
+            "The workers' probe token was made for this run; to drain a worker through its "
+            "probe with `baton drain`, set BATON_PROBE_TOKEN before `baton up`."
+        )
     stopping = False
 
     def _stop(*_: Any) -> None:
