@@ -206,7 +206,8 @@ EXIT_PROBE_TOKEN = 3  # `baton drain --local`: no BATON_PROBE_TOKEN here, or the
 @click.option(
     "--url",
     default=None,
-    help="with --local: the probe  [default: http://127.0.0.1:BATON_WORKER_HTTP_PORT]",
+    help="with --local: the probe  [default: BATON_WORKER_HTTP_HOST (127.0.0.1 for 0.0.0.0) "
+    "and BATON_WORKER_HTTP_PORT]",
 )
 @click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="seconds per phase")
 @click.option("--json", "as_json", is_flag=True)
@@ -246,12 +247,12 @@ def drain(
 
 def _drain_local(settings: Settings, url: str | None, timeout_s: float, as_json: bool) -> int:
     """``baton drain --local``: the probe on this machine, with this machine's token."""
-    from ops.probe import ProbeClient, drain_here
+    from ops.probe import ProbeClient, drain_here, local_url
 
     if url is None:
         if settings.worker_http_port == 0:
             raise click.UsageError("BATON_WORKER_HTTP_PORT is 0 (a free port): give --url")
-        url = f"http://127.0.0.1:{settings.worker_http_port}"
+        url = local_url(settings.worker_http_host, settings.worker_http_port)
     report = drain_here(ProbeClient(url, settings.probe_token), timeout_s)
     if as_json:
         click.echo(json.dumps(report.as_dict()))

@@ -55,6 +55,16 @@ class ProbeClient:
             return None
 
 
+def local_url(host: str, port: int) -> str:
+    """Where a probe listening on ``host:port`` answers on its own machine (``0.0.0.0``,
+    every interface, answers on loopback)."""
+    if host in ("", "0.0.0.0"):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def _body(resp: requests.Response) -> dict[str, Any] | None:
     try:
         body = resp.json()

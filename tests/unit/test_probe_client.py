@@ -13,7 +13,7 @@ from http.server import ThreadingHTTPServer
 import pytest
 
 from ops.embedded import probe_token
-from ops.probe import NO_TOKEN, ProbeClient, ProbeRefused, drain_here
+from ops.probe import NO_TOKEN, ProbeClient, ProbeRefused, drain_here, local_url
 from worker.probe import ProbeState, start_probe
 
 TOKEN = "client-side-probe-token-0123456789"
@@ -116,3 +116,17 @@ def test_baton_up_uses_the_environments_token_else_makes_one() -> None:
     assert generated and len(made) >= 32
     assert probe_token({"BATON_PROBE_TOKEN": ""})[1] is True
     assert probe_token({})[0] != made
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("0.0.0.0", "http://127.0.0.1:8081"),
+        ("127.0.0.1", "http://127.0.0.1:8081"),
+        ("10.1.2.3", "http://10.1.2.3:8081"),
+        ("::", "http://[::1]:8081"),
+        ("fd00::5", "http://[fd00::5]:8081"),
+    ],
+)
+def test_drain_local_asks_where_the_probe_listens(host: str, url: str) -> None:
+    assert local_url(host, 8081) == url
