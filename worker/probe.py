@@ -3,7 +3,8 @@
 A worker in warm shutdown stops answering Celery's remote control
 (celery#8417), so deploy tooling asks this probe instead. It is a tiny
 stdlib server on a daemon thread; a probe that cannot bind never stops the
-worker.
+worker. ``GET`` answers are open (counts only); ``POST /drain`` needs the
+probe token (``worker/probe_auth.py``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from worker.probe_auth import drain_refusal
 
 log = logging.getLogger(__name__)
 
@@ -65,45 +68,84 @@ class ProbeState:
             self.on_drain()
 
 
-def _handler(state: ProbeState) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
+# Sent with every answer: nothing here may be cached (a stale "may_shut_down" would
+# let a deploy stop a busy worker) or sniffed as anything but JSON.
+ANSWER_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+SERVER_NAME = "baton-probe"  # no Python or Baton version in the Server header
+CHALLENGE = 'Bearer realm="baton-worker"'  # with a 401, as RFC 6750 asks
+
+
+class ProbeHandler(BaseHTTPRequestHandler):
+    """The probe's answers; :func:`start_probe` binds ``state`` and ``token`` in a subclass."""
+
+    state: ProbeState
+    token: str | None = None
+    server_version = SERVER_NAME
+    sys_version = ""
+
+    def version_string(self) -> str:
+        return SERVER_NAME
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+    def end_headers(self) -> None:
+        # Also reaches the stdlib's own error answers (a malformed request, 501).
+        for name, value in ANSWER_HEADERS.items():
+            self.send_header(name, value)
+        super().end_headers()
+
+    def _reply(
+        self, code: int, body: dict[str, Any], headers: dict[str, str] | None = None
+    ) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        snap = self.state.snapshot()
+        if self.path == "/healthz":
+            self._reply(200, {"status": "ok"})
+        elif self.path == "/readyz":
+            ok = self.state.ready and not snap["draining"]
+            self._reply(200 if ok else 503, {"ready": ok, **snap})
+        elif self.path == "/drain":
+            self._reply(200, snap)
+        else:
+            self._reply(404, {"error": "not found"})
+
+    def do_POST(self) -> None:
+        if self.path != "/drain":
+            self._reply(404, {"error": "not found"})
             return
-
-        def _reply(self, code: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(code)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            snap = state.snapshot()
-            if self.path == "/healthz":
-                self._reply(200, {"status": "ok"})
-            elif self.path == "/readyz":
-                ok = state.ready and not snap["draining"]
-                self._reply(200 if ok else 503, {"ready": ok, **snap})
-            elif self.path == "/drain":
-                self._reply(200, snap)
-            else:
-                self._reply(404, {"error": "not found"})
-
-        def do_POST(self) -> None:
-            if self.path != "/drain":
-                self._reply(404, {"error": "not found"})
-                return
-            state.drain()
-            self._reply(202, state.snapshot())
-
-    return Handler
+        refusal = drain_refusal(self.token, self.headers.get("Authorization"))
+        if refusal is not None:
+            log.warning(
+                "probe refused POST /drain from %s (%d)", self.client_address[0], refusal.status
+            )
+            challenge = {"WWW-Authenticate": CHALLENGE} if refusal.status == 401 else None
+            self._reply(refusal.status, {"error": refusal.error}, challenge)
+            return
+        self.state.drain()
+        self._reply(202, self.state.snapshot())
 
 
-def start_probe(state: ProbeState, host: str, port: int) -> ThreadingHTTPServer | None:
-    """Serve the probe on a daemon thread; ``None`` (and a warning) if it cannot bind."""
+def start_probe(
+    state: ProbeState, host: str, port: int, token: str | None = None
+) -> ThreadingHTTPServer | None:
+    """Serve the probe on a daemon thread; ``None`` (and a warning) if it cannot bind.
+
+    ``token`` is what ``POST /drain`` must send as a bearer token; without one, every
+    drain request is refused (403).
+    """
     try:
-        server = ThreadingHTTPServer((host, port), _handler(state))
+        handler = type("BoundProbeHandler", (ProbeHandler,), {"state": state, "token": token})
+        server = ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
         log.warning("worker probe could not bind %s:%s: %s", host, port, exc)
         return None

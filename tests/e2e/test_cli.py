@@ -30,7 +30,7 @@ def test_baton_up_then_submit_wait_status_workers(tmp_path: Path) -> None:
         "BATON_SWEEP_INTERVAL_S": "1",
         "BATON_WORKER_HEARTBEAT_S": "0.5",
     }
-    for name in ("BATON_BROKER_URL", "BATON_DATABASE_URL", "BATON_KEY_PREFIX"):
+    for name in ("BATON_BROKER_URL", "BATON_DATABASE_URL", "BATON_KEY_PREFIX", "BATON_PROBE_TOKEN"):
         env.pop(name, None)
     up = subprocess.Popen(
         [
@@ -60,6 +60,10 @@ def test_baton_up_then_submit_wait_status_workers(tmp_path: Path) -> None:
             0.2,
             "two workers registered",
         )
+        # And each worker got the probe token `baton up` made: a drain without it is
+        # refused as unauthorised (401), not as unconfigured (403)
+        for worker in _get(port, "/api/v1/workers")["items"]:
+            assert requests.post(f"{worker['probe_url']}/drain", timeout=5).status_code == 401
         source = f"sqlite:///{tmp_path / 'legacy.db'}"
         build_source(source, customers=900, orders=200, bad_every=7)
         spec_path = tmp_path / "spec.yaml"
@@ -84,6 +88,7 @@ def test_baton_up_then_submit_wait_status_workers(tmp_path: Path) -> None:
         os.killpg(up.pid, signal.SIGTERM)
         out, _ = up.communicate(timeout=60)
     assert up.returncode == 0, out
+    assert "probe token was made for this run" in out, out
 
 
 def _answers(port: int) -> bool:

@@ -26,6 +26,15 @@ from tests.harness import run_baton, wait_for
 
 pytestmark = pytest.mark.slow
 
+# The workers' probe token: `baton drain` and `baton rollout` get it from the same
+# settings, as a deploy pipeline gets it from the same secret.
+PROBE_TOKEN = "deploy-tooling-probe-token-0123456789"
+
+
+@pytest.fixture(autouse=True)
+def _no_token_from_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("BATON_PROBE_TOKEN", raising=False)
+
 
 def _baton(
     settings: Settings, *args: str, timeout: float = 120
@@ -50,7 +59,7 @@ def slow_migration(
     more chunks, a longer migration; slower statements, longer loads.
     """
     customers, chunk_rows, statement_s = getattr(request, "param", (3000, 250, 0.4))
-    cluster = cluster_factory(make_settings())
+    cluster = cluster_factory(make_settings(probe_token=PROBE_TOKEN))
     cluster.start_worker()
     cluster.start_worker()
     target = pg_url_factory()
@@ -96,12 +105,31 @@ def test_drain_waits_for_the_step_in_flight_then_stops_the_worker(
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["ok"], result.stdout + result.stderr
     assert report["via"] == "probe" and report["in_flight_at_start"] >= 1
+    assert report["warning"] is None and "warning:" not in result.stderr, result.stderr
     assert list(report["phases"]) == ["stop_consuming_s", "finish_in_flight_s", "shutdown_s"]
     assert victim.proc.wait(10) == 0
     assert "handed back=" in victim.log()
     # And the other worker finishes the migration with nothing lost
     wait_done(cluster, mid)
     assert_migrated(cluster.db, mid, spec)
+
+
+def test_drain_without_the_probe_token_says_so_and_stops_the_worker_by_remote_control(
+    cluster_factory: Callable[[Settings], Cluster], make_settings: Callable[..., Settings]
+) -> None:
+    # Given a worker with a probe token, and a drain run where no token is configured
+    cluster = cluster_factory(make_settings(probe_token=PROBE_TOKEN))
+    victim = cluster.start_worker()
+    without_token = cluster.settings.model_copy(update={"probe_token": None})
+    # When the pipeline drains it
+    result = _baton(without_token, "drain", victim.name, "--json", "--timeout", "30")
+    # Then the probe refused, the command says why, and the fallback stopped the worker
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["ok"], result.stdout + result.stderr
+    assert report["via"] == "remote control"
+    assert "(401)" in report["warning"] and "BATON_PROBE_TOKEN is not set here" in report["warning"]
+    assert "warning: the probe refused POST /drain" in result.stderr
+    assert victim.proc.wait(10) == 0
 
 
 def test_drain_of_an_unknown_worker_fails(
@@ -140,6 +168,7 @@ def test_rollout_replaces_two_live_workers_without_loss(
     assert result.returncode == 0 and report["ok"], result.stdout + result.stderr
     assert report["started"] == ["new1@test", "new2@test"]
     assert sorted(d["worker"] for d in report["drained"]) == ["w1@test", "w2@test"]
+    assert [d["via"] for d in report["drained"]] == ["probe", "probe"], report
     assert all(w.proc.wait(10) == 0 for w in cluster.workers)
     # Then the new workers finish the migration; nothing lost, nothing twice
     wait_done(cluster, mid)

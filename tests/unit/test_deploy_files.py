@@ -153,6 +153,9 @@ def all_baton_variables(compose: dict[str, Any]) -> dict[str, Any]:
 
 
 SETTINGS_VARIABLES = {env_name(name) for name in Settings.model_fields}
+PROBE_TOKEN = "BATON_PROBE_TOKEN"
+# Compose reads a value like this from the shell or an .env file when it starts.
+FROM_THE_ENVIRONMENT = re.compile(r"^\$\{BATON_PROBE_TOKEN(?::?[-?][^}]*)?\}$")
 
 
 # --- the tests ----------------------------------------------------------------------------
@@ -205,6 +208,14 @@ def test_worker_probe_listens_on_every_interface_and_ports_are_exposed(
     assert env.get("BATON_WORKER_HTTP_HOST") == "0.0.0.0"
     exposed = {p.split("/")[0] for rest in final_stage.all("EXPOSE") for p in rest.split()}
     assert {"8080", env["BATON_WORKER_HTTP_PORT"]} <= exposed
+
+
+def test_the_probe_token_is_never_baked_into_the_image() -> None:
+    # Anyone who pulls the image could read it (docker history, docker inspect).
+    for stage in parse_dockerfile(DOCKERFILE.read_text()):
+        assert PROBE_TOKEN not in env_of(stage), stage.base
+        for keyword in ("ARG", "LABEL", "RUN"):
+            assert not any(PROBE_TOKEN in rest for rest in stage.all(keyword)), keyword
 
 
 def test_healthcheck_asks_the_api(final_stage: Stage) -> None:
@@ -285,3 +296,17 @@ def test_worker_healthcheck_uses_its_own_probe_port(
     match = re.search(r"http://(?:127\.0\.0\.1|localhost):(\d+)/readyz", text)
     assert match, text
     assert match.group(1) == str(port)
+
+
+def test_the_workers_probe_token_comes_from_the_environment(compose: dict[str, Any]) -> None:
+    # `docker compose exec worker baton drain --local` sends what the worker checks; the
+    # value is the operator's (shell or .env), never one written in the file.
+    token = environment(service(compose, "worker")).get(PROBE_TOKEN)
+    assert isinstance(token, str) and FROM_THE_ENVIRONMENT.match(token), token
+    for name, value in all_baton_variables(compose).items():
+        if name == PROBE_TOKEN:
+            assert FROM_THE_ENVIRONMENT.match(str(value)), value
+    assert PROBE_TOKEN not in (compose.get("x-baton-env") or {}), "only the workers need it"
+    # Without the variable, `docker compose up` still starts (an empty token: the probe
+    # refuses drains, SIGTERM drains as always); a required `${…:?…}` would stop it.
+    assert "?" not in token, token

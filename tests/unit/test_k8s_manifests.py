@@ -2,12 +2,14 @@
 
 No cluster is needed: every manifest is parsed as YAML, and the worker's preStop
 hook is run for real against a stand-in for the worker's probe. Each test names
-the property it guards (DESIGN.md, "What the anchors taught").
+the property it guards (DESIGN.md, "What the anchors taught"), or the one that
+keeps the probe's POST /drain for those who hold the probe token.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -15,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,8 @@ NOT_IN_KUSTOMIZATION = {"secret.example.yaml", "migrate-job.yaml"}
 SHUTDOWN_MARGIN_S = 5.0  # time beyond one step for the pool's own exit and slow I/O
 SETTINGS_VARIABLES = {env_name(name) for name in Settings.model_fields}
 POD_OWNERS = ("Deployment", "Job")
+PROBE_TOKEN = "BATON_PROBE_TOKEN"
+EXIT_PROBE_TOKEN = 3  # `baton drain --local`: no token here, or the probe refused it
 
 Doc = dict[str, Any]
 
@@ -90,12 +94,25 @@ def container_port(c: Doc, port: int | str) -> int:
     return int(named[port])
 
 
-def prestop_snippet(worker_container: Doc) -> str:
+def prestop_command(worker_container: Doc) -> list[str]:
+    """The preStop hook: `baton drain --local`, which reads its port and token from the
+    container's environment (BATON_WORKER_HTTP_PORT, BATON_PROBE_TOKEN)."""
     command = worker_container["lifecycle"]["preStop"]["exec"]["command"]
-    assert command[:2] == ["python", "-c"] and len(command) == 3, command
-    snippet = command[2]
-    assert isinstance(snippet, str)
-    return snippet
+    assert isinstance(command, list) and all(isinstance(w, str) for w in command), command
+    assert command[:3] == ["baton", "drain", "--local"], command
+    assert "--url" not in command, "the hook follows BATON_WORKER_HTTP_PORT, like the probe"
+    return command
+
+
+def prestop_timeout(command: list[str]) -> float:
+    assert "--timeout" in command, "the preStop hook bounds its wait with --timeout"
+    return float(command[command.index("--timeout") + 1])
+
+
+def labels_of(owner: Doc) -> dict[str, str]:
+    labels = owner["spec"]["template"]["metadata"]["labels"]
+    assert isinstance(labels, dict)
+    return labels
 
 
 @pytest.fixture(scope="module")
@@ -271,18 +288,88 @@ def test_worker_grace_period_outlasts_a_step(worker: Doc, config: dict[str, Any]
     assert grace > budget + SHUTDOWN_MARGIN_S, (grace, budget)
     # The grace period also counts the preStop wait: when the hook gives up, a whole warm
     # shutdown must still fit in what is left.
-    deadline = re.search(
-        r"^DEADLINE_S = (\d+)$", prestop_snippet(container(worker, "worker")), re.M
-    )
-    assert deadline, "the preStop hook bounds its wait with DEADLINE_S"
-    assert grace - int(deadline.group(1)) > budget + SHUTDOWN_MARGIN_S, (grace, deadline[1])
+    deadline = prestop_timeout(prestop_command(container(worker, "worker")))
+    assert grace - deadline > budget + SHUTDOWN_MARGIN_S, (grace, deadline)
 
 
-def test_worker_prestop_drains_through_the_probe_port(worker: Doc, probe_port: int) -> None:
-    snippet = prestop_snippet(container(worker, "worker"))
-    urls = set(re.findall(r"http://[\w.]+:\d+/\w+", snippet))
-    assert urls == {f"http://127.0.0.1:{probe_port}/drain"}, urls
-    assert 'method="POST"' in snippet
+def test_worker_prestop_drains_through_the_probe_port_with_the_token(
+    worker: Doc, config: dict[str, Any], probe_port: int
+) -> None:
+    c = container(worker, "worker")
+    prestop_command(c)
+    # The hook runs in the container: the port it asks is the ConfigMap's, the one the
+    # container declares, and the token is the one the worker checks.
+    env = {e["name"] for e in c["env"]} | set(config)
+    assert {"BATON_WORKER_HTTP_PORT", PROBE_TOKEN} <= env
+    assert probe_port in {p["containerPort"] for p in c["ports"]}
+
+
+# --- the probe token: from a Secret, never written in a manifest ------------------------------
+
+
+def test_worker_reads_the_probe_token_from_the_secret(worker: Doc) -> None:
+    (entry,) = [e for e in container(worker, "worker")["env"] if e["name"] == PROBE_TOKEN]
+    assert "value" not in entry, "the token never appears in a manifest"
+    ref = entry["valueFrom"]["secretKeyRef"]
+    assert (ref["name"], ref["key"]) == ("baton-secrets", PROBE_TOKEN)
+    assert ref.get("optional", False) is False, "a worker without a token cannot be drained"
+
+
+def test_no_manifest_but_the_secret_example_holds_a_probe_token(
+    docs: dict[tuple[str, str], Doc],
+) -> None:
+    for (kind, name), doc in docs.items():
+        if kind == "ConfigMap":
+            assert PROBE_TOKEN not in doc["data"], name
+    for owner in pod_owners(docs):
+        for c in pod_spec(owner)["containers"]:
+            for e in c.get("env", []):
+                assert not (e["name"] == PROBE_TOKEN and "value" in e), owner["metadata"]["name"]
+            assert PROBE_TOKEN not in json.dumps(c.get("args", [])), owner["metadata"]["name"]
+    secret = one(docs, "Secret", "baton-secrets")["stringData"]
+    assert PROBE_TOKEN in secret and "CHANGE-ME" in secret[PROBE_TOKEN], "a placeholder only"
+
+
+# --- the worker probe's NetworkPolicy -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def probe_policy(docs: dict[tuple[str, str], Doc]) -> Doc:
+    return one(docs, "NetworkPolicy", "baton-worker-probe")
+
+
+def test_network_policy_selects_the_worker_pods_only(
+    probe_policy: Doc, worker: Doc, api: Doc
+) -> None:
+    selector = probe_policy["spec"]["podSelector"]
+    assert set(selector) == {"matchLabels"}, "labels only: no expression that could widen it"
+    assert selector["matchLabels"].items() <= labels_of(worker).items()
+    assert not selector["matchLabels"].items() <= labels_of(api).items()
+    # Ingress only: workers must still reach the state DB, the broker, sources, targets.
+    assert probe_policy["spec"]["policyTypes"] == ["Ingress"]
+    assert "egress" not in probe_policy["spec"]
+
+
+def test_network_policy_admits_only_the_api_pods_on_the_probe_port(
+    probe_policy: Doc, worker: Doc, api: Doc, probe_port: int
+) -> None:
+    (rule,) = probe_policy["spec"]["ingress"]
+    (peer,) = rule["from"]
+    # A podSelector alone means pods of this namespace; no namespaceSelector, no ipBlock.
+    assert set(peer) == {"podSelector"}, peer
+    admitted = peer["podSelector"]
+    assert set(admitted) == {"matchLabels"} and admitted["matchLabels"], admitted
+    assert admitted["matchLabels"].items() <= labels_of(api).items()
+    assert not admitted["matchLabels"].items() <= labels_of(worker).items()
+    (port,) = rule["ports"]
+    assert port.get("protocol", "TCP") == "TCP" and "endPort" not in port
+    assert container_port(container(worker, "worker"), port["port"]) == probe_port
+
+
+def test_network_policy_says_why_the_kubelets_probes_still_work() -> None:
+    text = (K8S / "worker-networkpolicy.yaml").read_text()
+    comment = " ".join(line for line in text.splitlines() if line.startswith("#"))
+    assert "kubelet" in comment and "node" in comment, "which traffic it admits, and why"
 
 
 def test_worker_probes_ask_the_workers_own_probe(worker: Doc, probe_port: int) -> None:
@@ -329,11 +416,14 @@ def test_api_probes_and_service(docs: dict[tuple[str, str], Doc], api: Doc) -> N
 
 
 class FakeProbe:
-    """The worker probe's /drain, on a free port: drained on the second GET."""
+    """The worker probe's /drain on a free port: drained on the second GET; POST /drain
+    only with the right bearer token, as the real probe."""
 
-    def __init__(self, drained_after: int = 2) -> None:
+    def __init__(self, drained_after: int = 2, token: str = "fake-probe-token") -> None:
         self.calls: list[str] = []
+        self.authorizations: list[str | None] = []
         self.drained_after = drained_after
+        self.token = token
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.port = int(self.server.server_address[1])
 
@@ -360,6 +450,11 @@ class FakeProbe:
 
             def do_POST(self) -> None:
                 probe.calls.append(f"POST {self.path}")
+                sent = self.headers.get("Authorization")
+                probe.authorizations.append(sent)
+                if sent != f"Bearer {probe.token}":
+                    self._reply(401, False)
+                    return
                 self._reply(202 if self.path == "/drain" else 404, False)
 
             def do_GET(self) -> None:
@@ -378,51 +473,77 @@ class FakeProbe:
         self.server.server_close()
 
 
+# (port, token, timeout_s=None) -> (exit status, seconds, output)
+RunHook = Callable[..., tuple[int, float, str]]
+
+
 @pytest.fixture
-def snippet_for(worker: Doc, probe_port: int) -> Iterator[Any]:
-    snippet = prestop_snippet(container(worker, "worker"))
+def run_hook(worker: Doc) -> Iterator[RunHook]:
+    """The manifest's preStop command, run as the container would run it: `baton` is this
+    checkout's CLI, the port and the token come from the environment."""
+    command = prestop_command(container(worker, "worker"))
 
-    def for_port(port: int, deadline_s: int | None = None) -> str:
-        text = snippet.replace(f"127.0.0.1:{probe_port}", f"127.0.0.1:{port}")
-        assert text != snippet
-        if deadline_s is not None:
-            text, n = re.subn(r"^DEADLINE_S = \d+$", f"DEADLINE_S = {deadline_s}", text, flags=re.M)
-            assert n == 1
-        return text
+    def run(port: int, token: str | None, timeout_s: float | None = None) -> tuple[int, float, str]:
+        argv = list(command[1:])
+        if timeout_s is not None:
+            argv[argv.index("--timeout") + 1] = str(timeout_s)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "BATON_WORKER_HTTP_PORT": str(port)}
+        env.pop(PROBE_TOKEN, None)
+        if token is not None:
+            env[PROBE_TOKEN] = token
+        started = time.monotonic()
+        done = subprocess.run(
+            [sys.executable, "-m", "ops.cli", *argv],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert "Traceback" not in done.stderr, done.stderr
+        return done.returncode, time.monotonic() - started, done.stdout + done.stderr
 
-    yield for_port
+    yield run
 
 
-def run_snippet(snippet: str, timeout_s: float = 15) -> tuple[int, float]:
-    started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-c", snippet], capture_output=True, text=True, timeout=timeout_s
-    )
-    assert not done.stderr, done.stderr
-    return done.returncode, time.monotonic() - started
-
-
-def test_prestop_snippet_drains_then_waits_for_may_shut_down(snippet_for: Any) -> None:
+def test_prestop_hook_drains_with_the_token_then_waits_for_may_shut_down(
+    run_hook: RunHook,
+) -> None:
     with FakeProbe(drained_after=2) as probe:
-        code, _ = run_snippet(snippet_for(probe.port))
-    assert code == 0
+        code, _, out = run_hook(probe.port, probe.token)
+    assert code == 0, out
     assert probe.calls == ["POST /drain", "GET /drain", "GET /drain"]
+    assert probe.authorizations == [f"Bearer {probe.token}"]
 
 
-def test_prestop_snippet_gives_up_at_its_deadline(snippet_for: Any) -> None:
+def test_prestop_hook_gives_up_at_its_deadline(run_hook: RunHook) -> None:
     # A step that overruns: the hook must still end, leaving the rest to SIGTERM.
     with FakeProbe(drained_after=10_000) as probe:
-        code, elapsed = run_snippet(snippet_for(probe.port, deadline_s=1))
-    assert code == 0
+        code, elapsed, out = run_hook(probe.port, probe.token, timeout_s=1)
+    assert code == 1 and "still busy" in out, out
     assert probe.calls[0] == "POST /drain" and len(probe.calls) >= 2
-    assert elapsed < 5, elapsed
+    assert elapsed < 10, elapsed
 
 
-def test_prestop_snippet_ends_at_once_without_a_probe(snippet_for: Any) -> None:
+def test_prestop_hook_ends_at_once_without_a_probe(run_hook: RunHook) -> None:
     # A probe that could not bind never stops a worker, so it must not stall its shutdown.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code, elapsed = run_snippet(snippet_for(port))
-    assert code == 0
-    assert elapsed < 5, elapsed
+    code, elapsed, out = run_hook(port, "any-token")
+    assert code == 1 and "no probe answers" in out, out
+    assert elapsed < 10, elapsed
+
+
+def test_prestop_hook_without_a_token_says_so_and_sends_nothing(run_hook: RunHook) -> None:
+    with FakeProbe() as probe:
+        code, _, out = run_hook(probe.port, None)
+    assert code == EXIT_PROBE_TOKEN and "BATON_PROBE_TOKEN is not set" in out, out
+    assert probe.calls == []
+
+
+def test_prestop_hook_with_a_refused_token_says_so(run_hook: RunHook) -> None:
+    with FakeProbe() as probe:
+        code, _, out = run_hook(probe.port, "not-the-token")
+    assert code == EXIT_PROBE_TOKEN and "(401)" in out, out
+    assert probe.calls == ["POST /drain"]
