@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from etl_tasks.settings import Settings, load_settings
+from ops.secrets_cmd import secrets_group
 
 
 @click.group()
@@ -362,6 +363,8 @@ def bench(
         click.echo(json.dumps(results))
     sys.exit(0 if all(r["met"] for r in results.values()) else 1)
 
+
+main.add_command(secrets_group)
 
 if __name__ == "__main__":
     main()

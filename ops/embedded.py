@@ -41,6 +41,18 @@ def probe_token(environ: Mapping[str, str]) -> tuple[str, bool]:
     return secrets.token_urlsafe(32), True
 
 
+def secret_keys(home: Path) -> str:
+    """The embedded system's secret key: kept in its folder (owner-only), made once."""
+    path = home / "secret-keys"
+    if not path.exists():
+        from etl_tasks.boundary.sealing import new_key
+
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(new_key() + "\n")
+    return path.read_text().strip()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -126,6 +138,10 @@ class Embedded:
         }
         token, self.probe_token_generated = probe_token(self.env)
         self.env["BATON_PROBE_TOKEN"] = token
+        self.env.setdefault("BATON_SECRET_KEYS", secret_keys(self.home))
+        self.env.setdefault(
+            "BATON_ALLOWED_PATHS", f"{self.home.resolve()},{Path('data').resolve()}"
+        )
         upgrade(self.env["BATON_DATABASE_URL"])
         self.api_proc = self._spawn(
             "api",

@@ -3,7 +3,9 @@
 On connect it asks the server whether it is a Baton state DB (and closes the
 connection if so); while a connection is lent out, the watchdog bounds how
 long it may be held, so a silent server costs a transient error, never a
-stuck step or request thread.
+stuck step or request thread. A pooled connection is pinged on checkout under
+the watchdog too (SQLAlchemy's own pre-ping runs before any event, unguarded,
+so engines on spec endpoints use this one instead).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, event
+from sqlalchemy import exc as sa_exc
 
 from etl_tasks.boundary.identity import refuse_if_marked
 from etl_tasks.boundary.watchdog import WATCHDOG
+from etl_tasks.errors import EndpointUnavailable
 
 Limit = Callable[[], float]  # seconds a connection may be held from now
 
@@ -35,7 +39,15 @@ def guard_engine(engine: Engine, backend: str, limit: Limit) -> None:
 
     @event.listens_for(engine, "checkout")
     def _on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
-        WATCHDOG.watch(dbapi_conn, limit())
+        allowed = limit()
+        WATCHDOG.watch(dbapi_conn, allowed)
+        if backend == "sqlite" or _alive(dbapi_conn):
+            return
+        if WATCHDOG.release(dbapi_conn):  # silent, not gone: a new connection would wait too
+            raise EndpointUnavailable(
+                "timeout", f"the database stopped answering (cut after {allowed:.0f} s)", allowed
+            )
+        raise sa_exc.DisconnectionError()  # gone: the pool replaces it with a new connection
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(dbapi_conn: Any, _record: Any) -> None:
@@ -45,3 +57,17 @@ def guard_engine(engine: Engine, backend: str, limit: Limit) -> None:
     @event.listens_for(engine, "close")
     def _on_close(dbapi_conn: Any, _record: Any) -> None:
         WATCHDOG.release(dbapi_conn)
+
+
+def _alive(dbapi_conn: Any) -> bool:
+    try:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+        finally:
+            cur.close()
+        dbapi_conn.rollback()  # hand the connection over outside any transaction
+        return True
+    except Exception:  # any driver error: the connection is gone or unusable
+        return False

@@ -68,7 +68,12 @@ class Sealer:
 
     def rotate(self, token: str) -> str:
         """The same endpoints sealed again with the newest key."""
-        return self._fernet.rotate(token.encode()).decode()
+        try:
+            return self._fernet.rotate(token.encode()).decode()
+        except InvalidToken:
+            raise SealingError(
+                "a sealed spec opens with none of BATON_SECRET_KEYS: keep its old key listed"
+            ) from None
 
 
 def new_key() -> str:

@@ -28,6 +28,7 @@ class ConnectionWatchdog:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._watched: dict[int, tuple[Any, float]] = {}
+        self._cut: set[int] = set()
         self._pid = 0
 
     def watch(self, dbapi_conn: Any, limit_s: float) -> None:
@@ -38,9 +39,14 @@ class ConnectionWatchdog:
             self._watched[id(dbapi_conn)] = (dbapi_conn, time.monotonic() + limit_s)
             self._ensure_thread()
 
-    def release(self, dbapi_conn: Any) -> None:
+    def release(self, dbapi_conn: Any) -> bool:
+        """Stop watching ``dbapi_conn``; return whether it had been cut meanwhile."""
         with self._lock:
             self._watched.pop(id(dbapi_conn), None)
+            if id(dbapi_conn) in self._cut:
+                self._cut.discard(id(dbapi_conn))
+                return True
+            return False
 
     def _ensure_thread(self) -> None:
         if self._pid == os.getpid():
@@ -56,6 +62,7 @@ class ConnectionWatchdog:
                 due = [(k, c) for k, (c, at) in self._watched.items() if at <= now]
                 for key, _ in due:
                     self._watched.pop(key, None)
+                    self._cut.add(key)
             for _, conn in due:
                 _shut_down(conn)
 

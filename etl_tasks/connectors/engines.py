@@ -62,11 +62,12 @@ def create_sql_engine(
     pool_size: int = 2,
     connect_timeout_s: float | None = None,
     connect_args: dict[str, Any] | None = None,
+    pre_ping: bool = True,
 ) -> Engine:
     """An engine with bounded pools; SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE``."""
     u = normalize_url(url)
     backend = u.get_backend_name()
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping}
     connect_args = dict(connect_args or {})
     if backend == "sqlite":
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
@@ -110,7 +111,10 @@ def create_endpoint_engine(
     """An engine on a spec's (checked) endpoint: pinned address, no ambient credentials,
     bounded waits, and a refusal of any connection that turns out to be a Baton state DB."""
     engine = create_sql_engine(
-        endpoint.url, pool_size=pool_size, connect_args=endpoint.connect_args(timeouts)
+        endpoint.url,
+        pool_size=pool_size,
+        connect_args=endpoint.connect_args(timeouts),
+        pre_ping=False,  # the guard pings on checkout, under its watchdog
     )
     guard_engine(engine, endpoint.backend, limit)
     return engine

@@ -64,10 +64,13 @@ def test_baton_up_then_submit_wait_status_workers(tmp_path: Path) -> None:
         # refused as unauthorised (401), not as unconfigured (403)
         for worker in _get(port, "/api/v1/workers")["items"]:
             assert requests.post(f"{worker['probe_url']}/drain", timeout=5).status_code == 401
-        source = f"sqlite:///{tmp_path / 'legacy.db'}"
+        # (in ./data: `baton up` lets specs reach its own folder and ./data only)
+        data = tmp_path / "data"
+        data.mkdir()
+        source = f"sqlite:///{data / 'legacy.db'}"
         build_source(source, customers=900, orders=200, bad_every=7)
         spec_path = tmp_path / "spec.yaml"
-        spec_path.write_text(yaml.safe_dump(spec_for(source, f"sqlite:///{tmp_path / 'c.db'}")))
+        spec_path.write_text(yaml.safe_dump(spec_for(source, f"sqlite:///{data / 'c.db'}")))
         # When a spec is submitted as YAML and waited for
         done = run_baton("submit", str(spec_path), "--wait", env=env, cwd=tmp_path)
         # Then the command exits 0 and shows the summary

@@ -17,9 +17,16 @@ from typing import Any
 
 import pytest
 import requests
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 
-from tests.data import build_source, sqlite_url
+from etl_tasks.state.db import StateDB
+from etl_tasks.state.models import Chunk, Migration
+from tests.data import build_source, spec_for, sqlite_url, submit
+from tests.harness import WorkerProcess, wait_for
 from tests.security.listeners import Listener
+from tests.tcp_proxy import TcpProxy
+from worker.celery_app import CeleryPublisher, create_celery
 
 KINDS = ("postgresql", "mysql", "mariadb")
 DEADLINE_S = 2.0
@@ -113,3 +120,67 @@ def test_a_refused_preflight_over_the_limit_says_when_to_retry(
     assert held.status_code == 422
     message = held.json()["errors"][0]["message"]
     assert message == f"the source did not answer in {DEADLINE_S:g} s"
+
+
+def test_a_worker_whose_target_goes_silent_retries_and_finishes(
+    make_settings: Any, pg_url: str, tmp_path: Path
+) -> None:
+    # Given a migration into PostgreSQL through a proxy, and one real worker
+    settings = make_settings()
+    legacy = sqlite_url(tmp_path / "legacy.db")
+    build_source(legacy, customers=3000, orders=10)
+    proxy = TcpProxy("127.0.0.1", 5432).start()
+    target = make_url(pg_url).set(port=proxy.port).render_as_string(hide_password=False)
+    spec = spec_for(legacy, target, chunk_rows=100)
+    spec["streams"] = spec["streams"][:1]
+    db = StateDB(settings.database_url)
+    app = create_celery(settings)
+    worker = WorkerProcess(settings, "silent", tmp_path)
+    try:
+        worker.wait_ready()
+        migration_id = submit(db, CeleryPublisher(app), spec)
+        wait_for(lambda: _chunks(db, migration_id, "done") >= 3, 60, what="some chunks done")
+        # When the target goes silent mid-migration (connections open, no answers)
+        proxy.freeze()
+        frozen_at = time.monotonic()
+
+        def cut_and_retrying() -> bool:
+            errors = _errors(db, migration_id)
+            return any(
+                "unavailable" in (e or "") or "stopped answering" in (e or "") for e in errors
+            )
+
+        wait_for(cut_and_retrying, settings.lease_s * 3, what="the silent step to give up")
+        gave_up_after = time.monotonic() - frozen_at
+        proxy.thaw()
+        # Then the stuck step gave up within its lease, and the migration finishes by itself
+        wait_for(lambda: _state(db, migration_id) == "succeeded", 90, what="success")
+    finally:
+        proxy.stop()
+        worker.close()
+        app.close()
+    assert gave_up_after < settings.lease_s
+    assert "silent past its limit" in worker.log_path.read_text()
+    with db.reading() as s:
+        loaded = s.scalar(
+            select(func.sum(Chunk.rows_out)).where(Chunk.migration_id == migration_id)
+        )
+    assert loaded == 3000
+    db.dispose()
+
+
+def _chunks(db: StateDB, migration_id: str, state: str) -> int:
+    with db.reading() as s:
+        query = select(func.count()).where(Chunk.migration_id == migration_id, Chunk.state == state)
+        return int(s.scalar(query) or 0)
+
+
+def _errors(db: StateDB, migration_id: str) -> list[str | None]:
+    with db.reading() as s:
+        return list(s.scalars(select(Chunk.last_error).where(Chunk.migration_id == migration_id)))
+
+
+def _state(db: StateDB, migration_id: str) -> str:
+    with db.reading() as s:
+        mig = s.get(Migration, migration_id)
+        return mig.state if mig is not None else ""
