@@ -23,7 +23,7 @@ class BatonExtension:
 def create_app(settings: Settings | None = None, publisher: Publisher | None = None) -> Flask:
     """Build the API; settings and publisher are injected (tests pass their own)."""
     from api.errors import register_error_handlers
-    from api.routes import migrations, system
+    from api.routes import migrations, system, tokens
 
     settings = settings or load_settings()
     if publisher is None:
@@ -37,4 +37,5 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     register_error_handlers(app)
     app.register_blueprint(migrations.bp)
     app.register_blueprint(system.bp)
+    app.register_blueprint(tokens.bp)
     return app

@@ -6,7 +6,15 @@ from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from etl_tasks.errors import BatonError, Conflict, NotFound, SpecError
+from etl_tasks.errors import BatonError, Conflict, FieldError, NotFound, SpecError
+
+
+class InvalidRequest(Exception):
+    """Raised when a request body (other than a spec) does not fit its model; answered 422."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("; ".join(f"{e.path}: {e.message}" for e in errors))
+        self.errors = errors
 
 
 def _json(status: int, message: str, **extra: object) -> ResponseReturnValue:
@@ -18,6 +26,11 @@ def register_error_handlers(app: Flask) -> None:
     def _spec(exc: SpecError) -> ResponseReturnValue:
         errors = [{"path": e.path, "message": e.message} for e in exc.errors]
         return _json(422, "the spec is not valid", errors=errors)
+
+    @app.errorhandler(InvalidRequest)
+    def _invalid(exc: InvalidRequest) -> ResponseReturnValue:
+        errors = [{"path": e.path, "message": e.message} for e in exc.errors]
+        return _json(422, "the request is not valid", errors=errors)
 
     @app.errorhandler(NotFound)
     def _not_found(exc: NotFound) -> ResponseReturnValue:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-import orjson
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest
 
-from api.auth import require
+from api.auth import current_principal, require
+from api.body import json_body
 from etl_tasks import control, views
 from etl_tasks.errors import FieldError, SpecError
 from etl_tasks.preflight import preflight
 from etl_tasks.publisher import publish_plan
 from etl_tasks.spec import parse_spec
+from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState
 
 bp = Blueprint("migrations", __name__, url_prefix="/api/v1/migrations")
@@ -24,25 +27,22 @@ def _ext() -> Any:
     return current_app.extensions["baton"]
 
 
-def _json_body() -> object:
-    mimetype = request.mimetype or ""
-    if not (mimetype == "application/json" or mimetype.endswith("+json")):
-        raise UnsupportedMediaType("send the spec as application/json")
-    raw = request.get_data(cache=False)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from None
+def _idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key``, as stored: scoped to the caller (see scoped_key)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= 200:
+        raise SpecError([FieldError("Idempotency-Key", "must be 1 to 200 characters")])
+    return control.scoped_key(current_principal().scope, key)
 
 
 @bp.post("")
 @require("operator")
 def submit() -> ResponseReturnValue:
-    body = _json_body()
+    body = json_body("the spec")
     spec = parse_spec(body)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= 200:
-        raise SpecError([FieldError("Idempotency-Key", "must be 1 to 200 characters")])
+    key = _idempotency_key()
     ext = _ext()
     body_hash = control.request_hash(body)
     replayed = control.find_replay(ext.db, key, body_hash) if key else None
@@ -50,8 +50,15 @@ def submit() -> ResponseReturnValue:
         migration_id, created = replayed, False
     else:
         keys = preflight(spec, ext.settings.preflight_timeout_s)
+        who = current_principal()
         migration_id, created = control.create_migration(
-            ext.db, spec, keys, idempotency_key=key, body_hash=body_hash
+            ext.db,
+            spec,
+            keys,
+            idempotency_key=key,
+            body_hash=body_hash,
+            owner=who.name,
+            actor=who.actor,
         )
     if created:
         publish_plan(ext.publisher, migration_id)
@@ -94,7 +101,7 @@ def quarantine(migration_id: str) -> ResponseReturnValue:
     return jsonify({"items": views.list_quarantine(_ext().db, migration_id)})
 
 
-_CONTROLS = {
+CONTROLS: dict[str, Callable[[StateDB, str, str], None]] = {
     "pause": control.pause,
     "resume": control.resume,
     "cancel": control.cancel,
@@ -102,14 +109,18 @@ _CONTROLS = {
 }
 
 
-@bp.post("/<migration_id>/<action>")
-@require("operator")
-def act(migration_id: str, action: str) -> ResponseReturnValue:
-    fn = _CONTROLS.get(action)
-    if fn is None:
-        return jsonify({"error": f"unknown action {action!r}"}), 404
+def _act(migration_id: str, action: str) -> ResponseReturnValue:
     ext = _ext()
-    fn(ext.db, migration_id)
+    CONTROLS[action](ext.db, migration_id, current_principal().actor)
     if action in ("resume", "retry"):
         publish_plan(ext.publisher, migration_id)
     return jsonify(views.migration_view(ext.db, migration_id))
+
+
+for _action in CONTROLS:  # one rule per action, as the OpenAPI document lists them
+    bp.add_url_rule(
+        f"/<migration_id>/{_action}",
+        endpoint=_action,
+        view_func=require("operator")(partial(_act, action=_action)),
+        methods=["POST"],
+    )
