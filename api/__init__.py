@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
+from api.throttle import AuthThrottle
 from etl_tasks.publisher import Publisher
 from etl_tasks.settings import Settings, load_settings
 from etl_tasks.state.db import StateDB
@@ -18,6 +20,7 @@ class BatonExtension:
     settings: Settings
     db: StateDB
     publisher: Publisher
+    throttle: AuthThrottle
 
 
 def create_app(settings: Settings | None = None, publisher: Publisher | None = None) -> Flask:
@@ -33,7 +36,14 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["baton"] = BatonExtension(settings, StateDB(settings.database_url), publisher)
+    app.extensions["baton"] = BatonExtension(
+        settings, StateDB(settings.database_url), publisher, AuthThrottle(settings)
+    )
+    # The client address (what failed authentications are counted by) is the peer's,
+    # or the one the trusted proxies say they saw: X-Forwarded-For, and nothing else.
+    app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+        app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0, x_host=0, x_port=0, x_prefix=0
+    )
     register_error_handlers(app)
     app.register_blueprint(migrations.bp)
     app.register_blueprint(system.bp)

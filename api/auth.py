@@ -14,7 +14,7 @@ from typing import Any, TypeVar, cast
 
 from flask import current_app, g, request
 from werkzeug.datastructures import WWWAuthenticate
-from werkzeug.exceptions import Forbidden, Unauthorized
+from werkzeug.exceptions import Forbidden, TooManyRequests, Unauthorized
 
 from etl_tasks.tokens import LOCAL, Principal, allows, authenticate
 
@@ -47,7 +47,10 @@ def require(role: str) -> Callable[[F], F]:
 
 
 def _authenticate() -> Principal:
-    """The token's principal; a caller without a valid token is refused (401)."""
+    """The token's principal; a caller without a valid token is refused (401, or 429).
+
+    The token is checked first, so a valid one is never throttled.
+    """
     ext = current_app.extensions["baton"]
     if ext.settings.auth == "off":
         return LOCAL
@@ -55,6 +58,12 @@ def _authenticate() -> Principal:
     principal = authenticate(ext.db, token) if token else None
     if principal is not None:
         return principal
+    retry_after = ext.throttle.failed(request.remote_addr or "unknown")
+    if retry_after is not None:
+        raise TooManyRequests(
+            f"too many failed authentications from this address; retry in {retry_after} s",
+            retry_after=retry_after,
+        )
     message = "unknown or revoked token" if token else "send 'Authorization: Bearer <token>'"
     raise Unauthorized(message, www_authenticate=WWWAuthenticate("Bearer"))
 
