@@ -14,11 +14,13 @@ from api.auth import current_principal, require
 from api.body import json_body
 from etl_tasks import control, views
 from etl_tasks.errors import FieldError, SpecError
+from etl_tasks.masking import mask_quarantined
 from etl_tasks.preflight import preflight
 from etl_tasks.publisher import publish_plan
 from etl_tasks.spec import parse_spec
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState
+from etl_tasks.tokens import allows
 
 bp = Blueprint("migrations", __name__, url_prefix="/api/v1/migrations")
 
@@ -97,8 +99,12 @@ def chunks(migration_id: str) -> ResponseReturnValue:
 @bp.get("/<migration_id>/quarantine")
 @require("viewer")
 def quarantine(migration_id: str) -> ResponseReturnValue:
+    """Quarantined rows; a viewer sees each row's columns and reason, never a value."""
     views.migration_view(_ext().db, migration_id)  # 404 for an unknown id
-    return jsonify({"items": views.list_quarantine(_ext().db, migration_id)})
+    items = views.list_quarantine(_ext().db, migration_id)
+    if not allows(current_principal().role, "operator"):
+        items = [mask_quarantined(item) for item in items]
+    return jsonify({"items": items})
 
 
 CONTROLS: dict[str, Callable[[StateDB, str, str], None]] = {
