@@ -26,6 +26,7 @@ class BatonExtension:
 def create_app(settings: Settings | None = None, publisher: Publisher | None = None) -> Flask:
     """Build the API; settings and publisher are injected (tests pass their own)."""
     from api.errors import register_error_handlers
+    from api.headers import register_security_headers
     from api.routes import migrations, system, tokens
 
     settings = settings or load_settings()
@@ -45,6 +46,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
         app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0, x_host=0, x_port=0, x_prefix=0
     )
     register_error_handlers(app)
+    register_security_headers(app)
     app.register_blueprint(migrations.bp)
     app.register_blueprint(system.bp)
     app.register_blueprint(tokens.bp)

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import TypeVar
 
 import orjson
-from flask import request
+from flask import current_app, request
 from pydantic import BaseModel, ValidationError
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from api.errors import InvalidRequest
 from etl_tasks.errors import FieldError
 
 M = TypeVar("M", bound=BaseModel)
+
+_PIECE = 64 * 1024  # bytes read from the stream at a time
 
 
 def json_body(what: str = "the body") -> object:
@@ -20,11 +22,38 @@ def json_body(what: str = "the body") -> object:
     mimetype = request.mimetype or ""
     if not (mimetype == "application/json" or mimetype.endswith("+json")):
         raise UnsupportedMediaType(f"send {what} as application/json")
-    raw = request.get_data(cache=False)
+    raw = read_body(current_app.extensions["baton"].settings.max_body_bytes)
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not JSON: {exc}") from None
+
+
+def read_body(limit: int) -> bytes:
+    """The whole body, or 413 when it is over ``limit`` bytes, however it is framed.
+
+    A body sent with ``Transfer-Encoding: chunked`` has no length to check up
+    front; werkzeug's own limit would cut it at ``limit`` bytes and hand on the
+    truncated JSON. So the body is read here, one byte past the limit at most.
+    """
+    length = request.content_length
+    if length is not None and length > limit:
+        raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
+    if length is None and not request.environ.get("wsgi.input_terminated"):
+        return b""  # no length and a server that does not end the stream: nothing to read safely
+    stream = request.environ["wsgi.input"]
+    wanted = limit + 1 if length is None else length
+    pieces: list[bytes] = []
+    size = 0
+    while size < wanted:
+        piece = stream.read(min(_PIECE, wanted - size))
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+    if size > limit:
+        raise RequestEntityTooLarge(f"the body is larger than {limit} bytes")
+    return b"".join(pieces)
 
 
 def parse_body(model: type[M], value: object) -> M:

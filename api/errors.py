@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Flask, jsonify
+import logging
+
+from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from etl_tasks.errors import BatonError, Conflict, FieldError, NotFound, SpecError
+from etl_tasks.errors import Conflict, FieldError, NotFound, SpecError
+
+log = logging.getLogger(__name__)
 
 
 class InvalidRequest(Exception):
@@ -40,9 +44,12 @@ def register_error_handlers(app: Flask) -> None:
     def _conflict(exc: Conflict) -> ResponseReturnValue:
         return _json(409, str(exc))
 
-    @app.errorhandler(BatonError)
-    def _baton(exc: BatonError) -> ResponseReturnValue:
-        return _json(500, str(exc))
+    @app.errorhandler(Exception)
+    def _internal(exc: Exception) -> ResponseReturnValue:
+        # Anything else is a bug or an outage: logged whole, answered without its text,
+        # which may carry a driver's message, a host name or a value.
+        log.error("unexpected error: %s %s", request.method, request.path, exc_info=exc)
+        return _json(500, "internal error; the API's log has the details")
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> ResponseReturnValue:
