@@ -27,7 +27,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     """Build the API; settings and publisher are injected (tests pass their own)."""
     from api.errors import register_error_handlers
     from api.headers import register_security_headers
-    from api.routes import migrations, system, tokens
+    from api.routes import migrations, register_converters, system, tokens
 
     settings = settings or load_settings()
     if publisher is None:
@@ -47,6 +47,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     )
     register_error_handlers(app)
     register_security_headers(app)
+    register_converters(app)
     app.register_blueprint(migrations.bp)
     app.register_blueprint(system.bp)
     app.register_blueprint(tokens.bp)

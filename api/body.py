@@ -15,6 +15,7 @@ from etl_tasks.errors import FieldError
 M = TypeVar("M", bound=BaseModel)
 
 _PIECE = 64 * 1024  # bytes read from the stream at a time
+NUL = "\x00"
 
 
 def json_body(what: str = "the body") -> object:
@@ -24,9 +25,41 @@ def json_body(what: str = "the body") -> object:
         raise UnsupportedMediaType(f"send {what} as application/json")
     raw = read_body(current_app.extensions["baton"].settings.max_body_bytes)
     try:
-        return orjson.loads(raw)
+        value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the body is not JSON: {exc}") from None
+    if b"\\u0000" in raw:  # JSON can only spell NUL so; skip the walk without it
+        problems = [FieldError(path, "must not contain a NUL character") for path in _nuls(value)]
+        if problems:
+            raise InvalidRequest(problems)
+    return value
+
+
+def _nuls(value: object) -> list[str]:
+    """Where a string (or a key) holds NUL: no text column stores one (PostgreSQL refuses).
+
+    Walked with a stack rather than recursion: a JSON body may nest deeper than Python.
+    """
+    found: list[str] = []
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            found += [path] if NUL in item else []
+            continue
+        if isinstance(item, dict):
+            pairs = [(str(k), v) for k, v in item.items()]
+        elif isinstance(item, list):
+            pairs = [(str(i), v) for i, v in enumerate(item)]
+        else:
+            continue
+        for key, child in reversed(pairs):
+            here = f"{path}/{key}" if path else key
+            if NUL in key:
+                found.append(here)
+            else:
+                stack.append((here, child))
+    return found
 
 
 def read_body(limit: int) -> bytes:

@@ -1,4 +1,7 @@
-"""A real ``baton api`` (gunicorn) on a free port, with a SQLite state DB of the test's own."""
+"""A real ``baton api`` (gunicorn) on a free port, with a state DB of the test's own.
+
+The state DB is a SQLite file in the work folder unless the test hands over its own.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +23,17 @@ from tests.harness import ROOT
 class ApiProcess:
     """``python -m ops.cli api`` in its own process group; stopped (or killed) on close."""
 
-    def __init__(self, workdir: Path, redis_url: str, key_prefix: str, **env: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        redis_url: str,
+        key_prefix: str,
+        database_url: str | None = None,
+        **env: str,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        self.database_url = f"sqlite:///{workdir / 'state.db'}"
+        self.database_url = database_url or f"sqlite:///{workdir / 'state.db'}"
         upgrade(self.database_url)
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("BATON_")},

@@ -81,13 +81,13 @@ def index() -> ResponseReturnValue:
     return jsonify({"items": views.list_migrations(_ext().db, state)})
 
 
-@bp.get("/<migration_id>")
+@bp.get("/<id:migration_id>")
 @require("viewer")
 def show(migration_id: str) -> ResponseReturnValue:
     return jsonify(views.migration_view(_ext().db, migration_id))
 
 
-@bp.get("/<migration_id>/chunks")
+@bp.get("/<id:migration_id>/chunks")
 @require("viewer")
 def chunks(migration_id: str) -> ResponseReturnValue:
     state = request.args.get("state")
@@ -96,7 +96,7 @@ def chunks(migration_id: str) -> ResponseReturnValue:
     return jsonify({"items": views.list_chunks(_ext().db, migration_id, state)})
 
 
-@bp.get("/<migration_id>/quarantine")
+@bp.get("/<id:migration_id>/quarantine")
 @require("viewer")
 def quarantine(migration_id: str) -> ResponseReturnValue:
     """Quarantined rows; a viewer sees each row's columns and reason, never a value."""
@@ -125,7 +125,7 @@ def _act(migration_id: str, action: str) -> ResponseReturnValue:
 
 for _action in CONTROLS:  # one rule per action, as the OpenAPI document lists them
     bp.add_url_rule(
-        f"/<migration_id>/{_action}",
+        f"/<id:migration_id>/{_action}",
         endpoint=_action,
         view_func=require("operator")(partial(_act, action=_action)),
         methods=["POST"],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from collections.abc import Callable
 
 import pytest
 from flask import Response
@@ -12,7 +13,8 @@ from werkzeug.test import TestResponse
 
 from api.headers import SECURITY_HEADERS
 from etl_tasks.errors import TransientError
-from tests.integration.api_support import MIGRATIONS, Api, bearer, error_body
+from etl_tasks.settings import Settings
+from tests.integration.api_support import MIGRATIONS, Api, Spec, bearer, error_body, make_api
 
 
 def assert_hardened(resp: TestResponse) -> None:
@@ -99,3 +101,33 @@ def test_an_unsized_body_at_the_limit_is_read_whole(api: Api) -> None:
     assert len(body) == limit
     resp = _post_unsized(api, "/api/v1/tokens", body)
     assert resp.status_code == 201, resp.get_data(as_text=True)
+
+
+# --- what PostgreSQL refuses to store or compare -----------------------------------------------
+
+
+@pytest.fixture
+def on_postgres(make_settings: Callable[..., Settings], pg_url: str) -> Api:
+    return make_api(make_settings(database_url=pg_url))
+
+
+def test_an_id_with_a_nul_names_nothing(on_postgres: Api) -> None:
+    client = on_postgres.client
+    for resp in (
+        client.get(f"{MIGRATIONS}/%00"),
+        client.get(f"{MIGRATIONS}/a%00b/chunks"),
+        client.get(f"{MIGRATIONS}/%00/quarantine"),
+        client.post(f"{MIGRATIONS}/%00/pause"),
+    ):
+        assert error_body(resp, 404).keys() == {"error"}
+
+
+def test_a_body_with_a_nul_is_422_at_its_path(on_postgres: Api, spec: Spec) -> None:
+    token = on_postgres.client.post("/api/v1/tokens", json={"name": "a\x00b", "role": "viewer"})
+    errors = error_body(token, 422)["errors"]
+    assert errors == [{"path": "name", "message": "must not contain a NUL character"}]
+    spec["streams"][0]["columns"]["tenant_id"] = {"value": ["ok", "\x00"]}
+    refused = on_postgres.submit({**spec, "name": "x\x00"})
+    paths = [e["path"] for e in error_body(refused, 422)["errors"]]
+    assert paths == ["name", "streams/0/columns/tenant_id/value/1"]
+    assert on_postgres.client.get(MIGRATIONS).get_json() == {"items": []}
