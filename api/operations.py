@@ -55,9 +55,7 @@ class Operation:
 
 
 MIGRATION_ID = Param("id", "path", {"type": "string"}, "the migration's id", required=True)
-TOKEN_ID = Param(
-    "token_id", "path", {"type": "integer", "minimum": 1}, "the token's id", required=True
-)
+TOKEN_ID = Param("id", "path", {"type": "integer", "minimum": 1}, "the token's id", required=True)
 MIGRATION_STATE = Param(
     "state", "query", {"type": "string", "enum": list(MigrationState)}, "only this state"
 )
@@ -173,7 +171,7 @@ OPERATIONS: list[Operation] = [
     ),
     Operation(
         "delete",
-        "/api/v1/tokens/{token_id}",
+        "/api/v1/tokens/{id}",
         "revokeToken",
         "Revoke a token (revoking it again changes nothing)",
         "admin",
