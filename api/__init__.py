@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from flask import Flask
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api.preflight_gate import PreflightGate
+from api.throttle import AuthThrottle
 from etl_tasks.boundary.policy import Boundary
 from etl_tasks.boundary.sealing import Sealer
 from etl_tasks.publisher import Publisher
@@ -24,12 +26,14 @@ class BatonExtension:
     boundary: Boundary  # what a spec may reach (docs/security.md)
     sealer: Sealer | None  # seals specs' endpoints; None without BATON_SECRET_KEYS
     preflight_gate: PreflightGate
+    throttle: AuthThrottle
 
 
 def create_app(settings: Settings | None = None, publisher: Publisher | None = None) -> Flask:
     """Build the API; settings and publisher are injected (tests pass their own)."""
     from api.errors import register_error_handlers
-    from api.routes import migrations, system
+    from api.headers import register_security_headers
+    from api.routes import migrations, register_converters, system, tokens
 
     settings = settings or load_settings()
     if publisher is None:
@@ -46,8 +50,17 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
         Boundary.from_settings(settings),
         Sealer.from_text(settings.secret_keys),
         PreflightGate(settings.preflight_concurrency, settings.preflight_timeout_s),
+        AuthThrottle(settings),
+    )
+    # The client address (what failed authentications are counted by) is the peer's,
+    # or the one the trusted proxies say they saw: X-Forwarded-For, and nothing else.
+    app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+        app.wsgi_app, x_for=settings.trusted_proxy_hops, x_proto=0, x_host=0, x_port=0, x_prefix=0
     )
     register_error_handlers(app)
+    register_security_headers(app)
+    register_converters(app)
     app.register_blueprint(migrations.bp)
     app.register_blueprint(system.bp)
+    app.register_blueprint(tokens.bp)
     return app

@@ -1,8 +1,9 @@
 """What operators do to migrations: submit, pause, resume, cancel, retry.
 
-Every function takes the state DB explicitly and returns the migration's id;
-publishing the plan task afterwards is the caller's job (a lost message only
-costs one sweep, see :mod:`etl_tasks.sweeper`).
+Every function takes the state DB explicitly, and the actor it acts for (how the
+migration's events name who asked: ``token 3 (alice)``, ``local``); publishing
+the plan task afterwards is the caller's job (a lost message only costs one
+sweep, see :mod:`etl_tasks.sweeper`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -27,6 +29,15 @@ def request_hash(body: Any) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
+def scoped_key(scope: str, key: str) -> str:
+    """How an ``Idempotency-Key`` is stored: a hash of who sent it and the key itself.
+
+    Two callers sending the same key never meet (nor learn of each other's
+    migration), and the stored value is 64 hex characters whatever the key.
+    """
+    return hashlib.sha256(orjson.dumps([scope, key])).hexdigest()
+
+
 def create_migration(
     db: StateDB,
     spec: MigrationSpec,
@@ -35,14 +46,16 @@ def create_migration(
     idempotency_key: str | None = None,
     body_hash: str | None = None,
     storage: tuple[dict[str, Any], str | None] | None = None,
+    owner: str | None = None,
+    actor: str | None = None,
 ) -> tuple[str, bool]:
     """Record a validated, preflighted spec; return ``(id, created)``.
 
     ``storage`` is the spec as it is kept (see
     :func:`etl_tasks.boundary.sealing.storage_form`); by default, as submitted.
-
-    With an ``Idempotency-Key``, the same key and body return the first
-    migration again; the same key with another body is a :class:`Conflict`.
+    With an idempotency key (see :func:`scoped_key`), the same key and body return
+    the first migration again; the same key with another body is a :class:`Conflict`.
+    ``owner`` is who submitted it (a token's name), ``actor`` how its events name them.
     """
     if idempotency_key:
         existing = _by_key(db, idempotency_key, body_hash)
@@ -62,6 +75,7 @@ def create_migration(
                     sealed=sealed,
                     idempotency_key=idempotency_key,
                     request_hash=body_hash,
+                    owner=owner,
                     created_at=now,
                     updated_at=now,
                 )
@@ -81,7 +95,15 @@ def create_migration(
                         chunk_rows=spec.chunk_rows,
                     )
                 )
-            s.add(Event(migration_id=migration_id, kind="submitted", message=spec.name, at=now))
+            s.add(
+                Event(
+                    migration_id=migration_id,
+                    kind="submitted",
+                    message=spec.name,
+                    at=now,
+                    actor=actor,
+                )
+            )
     except sa_exc.IntegrityError:
         if idempotency_key:
             existing = _by_key(db, idempotency_key, body_hash)
@@ -114,7 +136,9 @@ def _load(db: StateDB, migration_id: str) -> Migration:
         return mig
 
 
-def _transition(db: StateDB, migration_id: str, allowed: set[str], to: str, kind: str) -> None:
+def _transition(
+    db: StateDB, migration_id: str, allowed: set[str], to: str, kind: str, actor: str
+) -> None:
     with db.session() as s:
         mig = s.get(Migration, migration_id, with_for_update=ROW_LOCK)
         if mig is None:
@@ -126,10 +150,16 @@ def _transition(db: StateDB, migration_id: str, allowed: set[str], to: str, kind
         mig.updated_at = now
         if to in (MigrationState.CANCELLED,):
             mig.finished_at = now
-        s.add(Event(migration_id=migration_id, kind=kind, message=f"{kind} by operator", at=now))
+        s.add(_event(migration_id, kind, actor, now))
 
 
-def pause(db: StateDB, migration_id: str) -> None:
+def _event(migration_id: str, kind: str, actor: str, at: datetime) -> Event:
+    return Event(
+        migration_id=migration_id, kind=kind, message=f"{kind} by {actor}", at=at, actor=actor
+    )
+
+
+def pause(db: StateDB, migration_id: str, actor: str) -> None:
     """Steps in hand finish; no new step starts until resume."""
     _transition(
         db,
@@ -137,25 +167,27 @@ def pause(db: StateDB, migration_id: str) -> None:
         {MigrationState.PENDING, MigrationState.RUNNING},
         MigrationState.PAUSED,
         "pause",
+        actor,
     )
 
 
-def resume(db: StateDB, migration_id: str) -> None:
-    _transition(db, migration_id, {MigrationState.PAUSED}, MigrationState.RUNNING, "resume")
+def resume(db: StateDB, migration_id: str, actor: str) -> None:
+    _transition(db, migration_id, {MigrationState.PAUSED}, MigrationState.RUNNING, "resume", actor)
     _forget_queued(db, migration_id)
 
 
-def cancel(db: StateDB, migration_id: str) -> None:
+def cancel(db: StateDB, migration_id: str, actor: str) -> None:
     _transition(
         db,
         migration_id,
         {MigrationState.PENDING, MigrationState.RUNNING, MigrationState.PAUSED},
         MigrationState.CANCELLED,
         "cancel",
+        actor,
     )
 
 
-def retry(db: StateDB, migration_id: str) -> None:
+def retry(db: StateDB, migration_id: str, actor: str) -> None:
     """A failed migration runs again from its failed chunks; done chunks stay done."""
     with db.session() as s:
         mig = s.get(Migration, migration_id, with_for_update=ROW_LOCK)
@@ -189,7 +221,7 @@ def retry(db: StateDB, migration_id: str) -> None:
         mig.error = None
         mig.finished_at = None
         mig.updated_at = now
-        s.add(Event(migration_id=migration_id, kind="retry", message="retry by operator", at=now))
+        s.add(_event(migration_id, "retry", actor, now))
     _forget_queued(db, migration_id)
 
 

@@ -81,7 +81,7 @@ class Settings(BaseSettings):
     allowed_paths: str | None = None  # folders a SQLite (or file) endpoint may be in; unset: any
     # Fernet keys (comma-separated, newest first) sealing a spec's endpoints in the state DB.
     secret_keys: str | None = None
-    # Reverse proxies in front of the API (X-Forwarded-For).
+    # Reverse proxies in front of the API whose X-Forwarded-For is believed; 0: none.
     trusted_proxy_hops: int = Field(0, ge=0)
     auth_failures_max: int = Field(20, ge=1)  # failed authentications per client address ...
     auth_failures_window_s: int = Field(60, gt=0)  # ... within this window (seconds), then 429

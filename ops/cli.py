@@ -8,12 +8,15 @@ import os
 import secrets
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from etl_tasks.settings import Settings, load_settings
 from ops.secrets_cmd import secrets_group
+
+if TYPE_CHECKING:
+    from etl_tasks.state.db import StateDB
 
 
 @click.group()
@@ -129,15 +132,59 @@ def token() -> None:
     """API tokens."""
 
 
+def _tokens_db() -> StateDB:
+    from etl_tasks.state.db import StateDB
+
+    return StateDB(load_settings().database_url)
+
+
 @token.command("create")
 @click.option("--name", required=True)
 @click.option("--role", type=click.Choice(["viewer", "operator", "admin"]), required=True)
-def token_create(name: str, role: str) -> None:
+@click.option("--json", "as_json", is_flag=True, help="the token's row with the token in it")
+def token_create(name: str, role: str, as_json: bool) -> None:
     """Print a new API token once; only its hash is kept."""
-    from etl_tasks.state.db import StateDB
-    from etl_tasks.tokens import create_token
+    from etl_tasks.errors import BatonError
+    from etl_tasks.tokens import issue_token
 
-    click.echo(create_token(StateDB(load_settings().database_url), name, role))
+    try:
+        row, secret = issue_token(_tokens_db(), name, role)
+    except BatonError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps({**row, "token": secret}) if as_json else secret)
+
+
+@token.command("list")
+@click.option("--json", "as_json", is_flag=True)
+def token_list(as_json: bool) -> None:
+    """Every token: id, name, role, when it was made and revoked (never the token)."""
+    from etl_tasks.tokens import list_tokens
+
+    items = list_tokens(_tokens_db())
+    if as_json:
+        click.echo(json.dumps({"items": items}))
+        return
+    for t in items:
+        revoked = f"revoked {t['revoked_at']}" if t["revoked_at"] else "live"
+        click.echo(f"{t['id']:>4}  {t['name']:<24} {t['role']:<8} {t['created_at']}  {revoked}")
+
+
+@token.command("revoke")
+@click.argument("id_or_name")
+@click.option("--json", "as_json", is_flag=True)
+def token_revoke(id_or_name: str, as_json: bool) -> None:
+    """Revoke a token, given by id or by the name of one live token."""
+    from etl_tasks.errors import BatonError
+    from etl_tasks.tokens import revoke_token
+
+    try:
+        row = revoke_token(_tokens_db(), id_or_name)
+    except BatonError as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(row))
+    else:
+        click.echo(f"token {row['id']} ({row['name']}) revoked at {row['revoked_at']}")
 
 
 @main.command()

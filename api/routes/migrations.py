@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-import orjson
 from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import BadRequest, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest
 
-from api.auth import require
+from api.auth import current_principal, require
+from api.body import json_body
 from etl_tasks import control, views
 from etl_tasks.boundary.sealing import CAPABILITY as SEALED_SPECS
 from etl_tasks.boundary.sealing import storage_form
 from etl_tasks.errors import FieldError, SpecError
+from etl_tasks.masking import mask_quarantined
 from etl_tasks.preflight import preflight
 from etl_tasks.publisher import publish_plan
 from etl_tasks.spec import parse_spec
+from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState
+from etl_tasks.tokens import allows
 from etl_tasks.workers import all_live_support
 
 bp = Blueprint("migrations", __name__, url_prefix="/api/v1/migrations")
@@ -27,41 +32,46 @@ def _ext() -> Any:
     return current_app.extensions["baton"]
 
 
-def _json_body() -> object:
-    mimetype = request.mimetype or ""
-    if not (mimetype == "application/json" or mimetype.endswith("+json")):
-        raise UnsupportedMediaType("send the spec as application/json")
-    raw = request.get_data(cache=False)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"the body is not JSON: {exc}") from None
+def _idempotency_key() -> str | None:
+    """The request's ``Idempotency-Key``, as stored: scoped to the caller (see scoped_key)."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= 200:
+        raise SpecError([FieldError("Idempotency-Key", "must be 1 to 200 characters")])
+    return control.scoped_key(current_principal().scope, key)
 
 
 @bp.post("")
 @require("operator")
 def submit() -> ResponseReturnValue:
-    body = _json_body()
+    body = json_body("the spec")
     spec = parse_spec(body)
-    key = request.headers.get("Idempotency-Key")
-    if key is not None and not 0 < len(key) <= 200:
-        raise SpecError([FieldError("Idempotency-Key", "must be 1 to 200 characters")])
+    key = _idempotency_key()
     ext = _ext()
     body_hash = control.request_hash(body)
     replayed = control.find_replay(ext.db, key, body_hash) if key else None
     if replayed is not None:  # answered without preflight: the target may be down by now
         migration_id, created = replayed, False
     else:
+        who = current_principal()
         storage = storage_form(spec.to_stored(), ext.sealer, all_live_support(ext.db, SEALED_SPECS))
         with ext.preflight_gate.slot():
             keys = preflight(
                 spec,
                 ext.boundary,
                 timeout_s=ext.settings.preflight_timeout_s,
-                reveal_details=ext.settings.auth == "off",
+                reveal_details=who.is_admin,
             )
         migration_id, created = control.create_migration(
-            ext.db, spec, keys, idempotency_key=key, body_hash=body_hash, storage=storage
+            ext.db,
+            spec,
+            keys,
+            idempotency_key=key,
+            body_hash=body_hash,
+            storage=storage,
+            owner=who.name,
+            actor=who.actor,
         )
     if created:
         publish_plan(ext.publisher, migration_id)
@@ -82,13 +92,13 @@ def index() -> ResponseReturnValue:
     return jsonify({"items": views.list_migrations(_ext().db, state)})
 
 
-@bp.get("/<migration_id>")
+@bp.get("/<id:migration_id>")
 @require("viewer")
 def show(migration_id: str) -> ResponseReturnValue:
     return jsonify(views.migration_view(_ext().db, migration_id))
 
 
-@bp.get("/<migration_id>/chunks")
+@bp.get("/<id:migration_id>/chunks")
 @require("viewer")
 def chunks(migration_id: str) -> ResponseReturnValue:
     state = request.args.get("state")
@@ -97,14 +107,18 @@ def chunks(migration_id: str) -> ResponseReturnValue:
     return jsonify({"items": views.list_chunks(_ext().db, migration_id, state)})
 
 
-@bp.get("/<migration_id>/quarantine")
+@bp.get("/<id:migration_id>/quarantine")
 @require("viewer")
 def quarantine(migration_id: str) -> ResponseReturnValue:
+    """Quarantined rows; a viewer sees each row's columns and reason, never a value."""
     views.migration_view(_ext().db, migration_id)  # 404 for an unknown id
-    return jsonify({"items": views.list_quarantine(_ext().db, migration_id)})
+    items = views.list_quarantine(_ext().db, migration_id)
+    if not allows(current_principal().role, "operator"):
+        items = [mask_quarantined(item) for item in items]
+    return jsonify({"items": items})
 
 
-_CONTROLS = {
+CONTROLS: dict[str, Callable[[StateDB, str, str], None]] = {
     "pause": control.pause,
     "resume": control.resume,
     "cancel": control.cancel,
@@ -112,14 +126,18 @@ _CONTROLS = {
 }
 
 
-@bp.post("/<migration_id>/<action>")
-@require("operator")
-def act(migration_id: str, action: str) -> ResponseReturnValue:
-    fn = _CONTROLS.get(action)
-    if fn is None:
-        return jsonify({"error": f"unknown action {action!r}"}), 404
+def _act(migration_id: str, action: str) -> ResponseReturnValue:
     ext = _ext()
-    fn(ext.db, migration_id)
+    CONTROLS[action](ext.db, migration_id, current_principal().actor)
     if action in ("resume", "retry"):
         publish_plan(ext.publisher, migration_id)
     return jsonify(views.migration_view(ext.db, migration_id))
+
+
+for _action in CONTROLS:  # one rule per action, as the OpenAPI document lists them
+    bp.add_url_rule(
+        f"/<id:migration_id>/{_action}",
+        endpoint=_action,
+        view_func=require("operator")(partial(_act, action=_action)),
+        methods=["POST"],
+    )

@@ -8,10 +8,11 @@ from flask import Blueprint, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
-from api.auth import require
+from api.auth import current_principal, require
 from api.metrics import render_metrics
 from api.openapi import openapi_document
 from etl_tasks import __version__
+from etl_tasks.tokens import allows
 from etl_tasks.workers import list_workers
 
 bp = Blueprint("system", __name__)
@@ -39,7 +40,11 @@ def readyz() -> ResponseReturnValue:
 @bp.get("/api/v1/workers")
 @require("viewer")
 def workers() -> ResponseReturnValue:
-    return jsonify({"items": list_workers(_ext().db)})
+    """Live workers; a viewer is not told where their probes listen."""
+    items = list_workers(_ext().db)
+    if not allows(current_principal().role, "operator"):
+        items = [{**w, "probe_url": None} for w in items]
+    return jsonify({"items": items})
 
 
 @bp.get("/metrics")

@@ -11,28 +11,28 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
-from flask.testing import FlaskClient
 from sqlalchemy.engine import make_url
 from werkzeug.test import TestResponse
 
-from api import create_app
 from etl_tasks.boundary.sealing import new_key
-from etl_tasks.publisher import RecordingPublisher
 from etl_tasks.settings import Settings
 from etl_tasks.state.enums import MigrationState
 from etl_tasks.state.models import Migration
-from etl_tasks.tokens import create_token
-from tests.data import build_source, spec_for, sqlite_url
+from tests.data import sqlite_url
+from tests.integration.api_support import (
+    MIGRATIONS,
+    PLAN_TASK,
+    Api,
+    Spec,
+    bearer,
+    error_body,
+    make_api,
+)
 
-Spec = dict[str, Any]
-
-MIGRATIONS = "/api/v1/migrations"
 STREAM_FIELDS = {
     "name",
     "state",
@@ -57,81 +57,6 @@ CONTRACT_PATHS = [
     "/openapi.json",
 ]
 UNSET_ENV = "API_TEST_NEVER_SET_URL"
-PLAN_TASK = "baton.plan"
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-@dataclass
-class Api:
-    """A test client on a fresh app, with the publisher it records plan messages in."""
-
-    app: Flask
-    client: FlaskClient
-    publisher: RecordingPublisher
-
-    def submit(self, spec: object, headers: dict[str, str] | None = None) -> TestResponse:
-        return self.client.post(MIGRATIONS, json=spec, headers=headers or {})
-
-    def submit_raw(self, data: str | bytes, content_type: str | None) -> TestResponse:
-        return self.client.post(MIGRATIONS, data=data, content_type=content_type)
-
-    def created(self, spec: Spec, headers: dict[str, str] | None = None) -> str:
-        resp = self.submit(spec, headers)
-        assert resp.status_code == 201, resp.get_data(as_text=True)
-        return str(resp.get_json()["id"])
-
-    def ids(self, query: str = "", headers: dict[str, str] | None = None) -> list[str]:
-        resp = self.client.get(MIGRATIONS + query, headers=headers or {})
-        assert resp.status_code == 200, resp.get_data(as_text=True)
-        return [m["id"] for m in resp.get_json()["items"]]
-
-    def control(
-        self, migration_id: str, action: str, headers: dict[str, str] | None = None
-    ) -> TestResponse:
-        return self.client.post(f"{MIGRATIONS}/{migration_id}/{action}", headers=headers or {})
-
-    def plans(self) -> list[str]:
-        """The migration ids of every plan message published so far."""
-        assert all(task == PLAN_TASK for task, _, _ in self.publisher.sent)
-        return [str(kwargs["migration_id"]) for _, _, kwargs in self.publisher.sent]
-
-    def token(self, role: str) -> str:
-        return create_token(self.app.extensions["baton"].db, f"test-{role}", role)
-
-
-def make_api(settings: Settings) -> Api:
-    publisher = RecordingPublisher()
-    app = create_app(settings, publisher=publisher)
-    return Api(app, app.test_client(), publisher)
-
-
-@pytest.fixture
-def api(make_settings: Callable[..., Settings]) -> Api:
-    return make_api(make_settings())
-
-
-@pytest.fixture
-def source_db(tmp_path: Path) -> Path:
-    path = tmp_path / "legacy.db"
-    build_source(sqlite_url(path), customers=40, orders=10)
-    return path
-
-
-@pytest.fixture
-def spec(source_db: Path, tmp_path: Path) -> Spec:
-    return spec_for(sqlite_url(source_db), sqlite_url(tmp_path / "target.db"))
-
-
-def error_body(resp: TestResponse, status: int) -> dict[str, Any]:
-    assert resp.status_code == status, resp.get_data(as_text=True)
-    assert resp.mimetype == "application/json"
-    body = resp.get_json()
-    assert isinstance(body, dict)
-    assert isinstance(body["error"], str) and body["error"]
-    return body
 
 
 def assert_nothing_created(api: Api) -> None:
@@ -627,11 +552,6 @@ def test_openapi_document_is_valid(api: Api) -> None:
 
 
 # --- auth ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def secured(make_settings: Callable[..., Settings]) -> Api:
-    return make_api(make_settings(auth="on"))
 
 
 @pytest.mark.parametrize(

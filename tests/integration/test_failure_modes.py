@@ -133,7 +133,7 @@ def test_a_chunk_that_keeps_crashing_is_failed_after_max_attempts(
     view = migration_view(driver.rt.db, mid)
     assert view["state"] == "failed" and "did not finish after 3 attempts" in view["error"]
     # And retry runs it again from extract
-    control.retry(driver.rt.db, mid)
+    control.retry(driver.rt.db, mid, "test")
     sweep(driver.rt)
     driver.run()
     assert_migrated(driver.rt.db, mid, spec)
@@ -153,11 +153,11 @@ def test_pause_stops_new_steps_and_resume_finishes(
     spec = spec_for(source, _target(tmp_path), chunk_rows=60)
     mid = submit(driver.rt.db, driver.publisher, spec)
     driver.run(max_messages=10)
-    control.pause(driver.rt.db, mid)
+    control.pause(driver.rt.db, mid, "test")
     driver.run()  # every remaining message is refused at claim
     paused = migration_view(driver.rt.db, mid)
     assert paused["state"] == "paused" and paused["chunks_done"] < paused["chunks_total"]
-    control.resume(driver.rt.db, mid)
+    control.resume(driver.rt.db, mid, "test")
     for _ in range(50):
         sweep(driver.rt)
         driver.run()
@@ -170,7 +170,7 @@ def test_cancel_stops_the_migration(driver: Driver, source: str, tmp_path: Path)
     spec = spec_for(source, _target(tmp_path), chunk_rows=60)
     mid = submit(driver.rt.db, driver.publisher, spec)
     driver.run(max_messages=6)
-    control.cancel(driver.rt.db, mid)
+    control.cancel(driver.rt.db, mid, "test")
     before = migration_view(driver.rt.db, mid)
     # Every message still queued is refused, and the sweeper sends nothing more
     outcomes = [driver.deliver(t, k) for t, k in list(driver.publisher.queue)]

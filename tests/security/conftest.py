@@ -21,7 +21,7 @@ from etl_tasks.settings import Settings
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import ApiToken, Migration
 from etl_tasks.tokens import create_token
-from tests.harness import ApiProcess
+from tests.api_process import ApiProcess
 
 ROLES = ("viewer", "operator", "admin")
 
@@ -72,11 +72,17 @@ def live_factory(
         values.update(overrides)
         settings = make_settings(**values)
         db = StateDB(settings.database_url)
-        live = Live(settings, ApiProcess(settings, tmp_path, **(env or {})), db)
+        workdir = tmp_path / f"api-{len(started)}"
+        workdir.mkdir()
+        every = {**settings.as_env(), **(env or {})}
+        api = ApiProcess(
+            workdir, settings.broker_url, settings.key_prefix, settings.database_url, **every
+        )
+        live = Live(settings, api, db)
         started.append(live)
         for role in ROLES:
             live.tokens[role] = create_token(db, f"{role}-1", role)
-        live.api.wait_ready()
+        api.wait_ready()
         return live
 
     yield start

@@ -82,7 +82,7 @@ CASES: dict[str, tuple[Mutation, str, str]] = {
     "NUL in a table": (
         _stream(target_table="cust\u0000omers"),
         "streams/0/target_table",
-        "control",
+        "NUL",
     ),
     "constant 1000 deep": (_nested, "streams/0/columns/deep/value", "nested"),
     "80-character identifier": (

@@ -113,7 +113,9 @@ def test_the_canary_password_appears_nowhere(
             "/api/v1/workers",
         ):
             answers.append(live.request("GET", path, role).text)
-    logs = [live.api.log(), *(w.log_path.read_text(errors="replace") for w in workers)]
+    logs = [
+        p.read_text(errors="replace") for p in (live.api.log_path, *(w.log_path for w in workers))
+    ]
     state = make_url(live.settings.database_url)
     dump = subprocess.run(
         ["pg_dump", "--no-owner", "-h", "127.0.0.1", "-U", "postgres", str(state.database)],

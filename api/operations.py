@@ -1,0 +1,207 @@
+"""Every operation of the API, as a table: what :mod:`api.openapi` documents.
+
+One row per path and method: who may call it, what it takes and what it
+answers. A test checks the table against the app's own routes, so a route
+cannot exist undocumented, nor a row without its route.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel
+
+from api.schemas import (
+    ChunkList,
+    Health,
+    MigrationList,
+    MigrationView,
+    QuarantineList,
+    Readiness,
+    TokenCreate,
+    TokenCreated,
+    TokenPage,
+    TokenView,
+    WorkerList,
+)
+from etl_tasks.spec import MigrationSpec
+from etl_tasks.state.enums import ChunkState, MigrationState
+
+#: What an answer holds when it is not a model: a media type and its schema.
+Media = tuple[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    where: str  # path, query or header
+    schema: dict[str, Any]
+    description: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class Operation:
+    method: str
+    path: str
+    operation_id: str
+    summary: str
+    role: str | None  # the role a token needs; None: no token at all
+    answers: dict[int, tuple[str, type[BaseModel] | Media]]  # status: (description, body)
+    errors: tuple[int, ...] = ()  # beyond 401, 403 and 429, which the role implies
+    body: type[BaseModel] | None = None
+    params: tuple[Param, ...] = field(default=())
+
+
+MIGRATION_ID = Param("id", "path", {"type": "string"}, "the migration's id", required=True)
+TOKEN_ID = Param("id", "path", {"type": "integer", "minimum": 1}, "the token's id", required=True)
+MIGRATION_STATE = Param(
+    "state", "query", {"type": "string", "enum": list(MigrationState)}, "only this state"
+)
+CHUNK_STATE = Param("state", "query", {"type": "string", "enum": list(ChunkState)}, "only this")
+IDEMPOTENCY_KEY = Param(
+    "Idempotency-Key",
+    "header",
+    {"type": "string", "minLength": 1, "maxLength": 200},
+    "the same key (from the same token) and body answer the first migration again",
+)
+
+
+def _controls() -> list[Operation]:
+    does = {
+        "pause": "Pause a migration: steps in hand finish, no new step starts",
+        "resume": "Resume a paused migration",
+        "cancel": "Cancel a migration for good",
+        "retry": "Run a failed migration again from its failed chunks",
+    }
+    return [
+        Operation(
+            "post",
+            f"/api/v1/migrations/{{id}}/{action}",
+            f"{action}Migration",
+            summary,
+            "operator",
+            {200: ("the migration, after the change", MigrationView)},
+            (404, 409),
+            params=(MIGRATION_ID,),
+        )
+        for action, summary in does.items()
+    ]
+
+
+OPERATIONS: list[Operation] = [
+    Operation(
+        "post",
+        "/api/v1/migrations",
+        "submitMigration",
+        "Submit a migration (checked against its source and target first)",
+        "operator",
+        {201: ("created, or replayed for the same Idempotency-Key", MigrationView)},
+        (400, 409, 413, 415, 422),
+        body=MigrationSpec,
+        params=(IDEMPOTENCY_KEY,),
+    ),
+    Operation(
+        "get",
+        "/api/v1/migrations",
+        "listMigrations",
+        "Migrations, newest first",
+        "viewer",
+        {200: ("the migrations", MigrationList)},
+        (400,),
+        params=(MIGRATION_STATE,),
+    ),
+    Operation(
+        "get",
+        "/api/v1/migrations/{id}",
+        "getMigration",
+        "A migration with its streams, throughput and ETA",
+        "viewer",
+        {200: ("the migration", MigrationView)},
+        (404,),
+        params=(MIGRATION_ID,),
+    ),
+    Operation(
+        "get",
+        "/api/v1/migrations/{id}/chunks",
+        "listChunks",
+        "A migration's chunks",
+        "viewer",
+        {200: ("the chunks", ChunkList)},
+        (400, 404),
+        params=(MIGRATION_ID, CHUNK_STATE),
+    ),
+    Operation(
+        "get",
+        "/api/v1/migrations/{id}/quarantine",
+        "listQuarantine",
+        "Quarantined rows with their reasons (values masked for viewers)",
+        "viewer",
+        {200: ("the quarantined rows", QuarantineList)},
+        (404,),
+        params=(MIGRATION_ID,),
+    ),
+    *_controls(),
+    Operation(
+        "get",
+        "/api/v1/workers",
+        "listWorkers",
+        "Live workers and what they are doing",
+        "viewer",
+        {200: ("the workers", WorkerList)},
+    ),
+    Operation(
+        "get",
+        "/api/v1/tokens",
+        "listTokens",
+        "Every API token (never the token itself)",
+        "admin",
+        {200: ("the tokens", TokenPage)},
+    ),
+    Operation(
+        "post",
+        "/api/v1/tokens",
+        "createToken",
+        "Make an API token; the answer is the only place it is shown",
+        "admin",
+        {201: ("the new token", TokenCreated)},
+        (400, 413, 415, 422),
+        body=TokenCreate,
+    ),
+    Operation(
+        "delete",
+        "/api/v1/tokens/{id}",
+        "revokeToken",
+        "Revoke a token (revoking it again changes nothing)",
+        "admin",
+        {200: ("the revoked token", TokenView)},
+        (404,),
+        params=(TOKEN_ID,),
+    ),
+    Operation("get", "/healthz", "health", "Liveness", None, {200: ("alive", Health)}),
+    Operation(
+        "get",
+        "/readyz",
+        "readiness",
+        "Readiness: the state DB answers",
+        None,
+        {200: ("ready", Readiness), 503: ("not ready, and why", Readiness)},
+    ),
+    Operation(
+        "get",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics, computed from the state DB",
+        None,
+        {200: ("the text exposition format", ("text/plain", {"type": "string"}))},
+    ),
+    Operation(
+        "get",
+        "/openapi.json",
+        "openapi",
+        "This document",
+        None,
+        {200: ("the API's OpenAPI 3.1 document", ("application/json", {"type": "object"}))},
+    ),
+]

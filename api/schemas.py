@@ -1,0 +1,193 @@
+"""The API's request and response bodies as pydantic models.
+
+Request models validate what callers send; response models describe what the
+views answer (the views build plain dicts in :mod:`etl_tasks.views`), and both
+feed the OpenAPI document (:mod:`api.openapi`). Response models accept fields
+they do not list, so a later version may add fields (never remove or rename one).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from etl_tasks.state.enums import ChunkState, MigrationState, Step, StreamState, WorkerState
+from etl_tasks.tokens import NAME_MAX
+
+Timestamp = str  # ISO 8601, UTC, with a trailing Z
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class Error(_Response):
+    """Every error the API answers: a sentence saying what went wrong."""
+
+    error: str
+
+
+class Problem(_Response):
+    """One problem with a request, located by a slash-separated path into its body."""
+
+    path: str
+    message: str
+
+
+class InvalidBody(_Response):
+    """422: every problem found in the request, each at its path."""
+
+    error: str
+    errors: list[Problem]
+
+
+# --- migrations ------------------------------------------------------------------------------
+
+
+class StreamView(_Response):
+    name: str
+    state: StreamState
+    rows_loaded: int
+    rows_quarantined: int
+    chunks_total: int
+    chunks_done: int
+    chunks_failed: int
+    fully_planned: bool
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+
+
+class MigrationSummary(_Response):
+    id: str
+    name: str
+    state: MigrationState
+    waiting_reason: str | None
+    error: str | None
+    source: dict[str, Any] = Field(description="the source, its secrets masked")
+    target: dict[str, Any] = Field(description="the target, its secrets masked")
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    updated_at: Timestamp
+
+
+class MigrationView(MigrationSummary):
+    streams: list[StreamView]
+    rows_loaded: int
+    rows_quarantined: int
+    chunks_total: int
+    chunks_done: int
+    fully_planned: bool
+    elapsed_s: float
+    throughput_rows_per_s: float
+    eta_s: float | None
+
+
+class MigrationList(_Response):
+    items: list[MigrationSummary]
+
+
+class ChunkView(_Response):
+    id: int
+    stream: str
+    seq: int
+    state: ChunkState
+    step: Step
+    lower: list[Any] | None = Field(description="exclusive key bound; null: from the start")
+    upper: list[Any] | None = Field(description="inclusive key bound; null: open-ended")
+    attempts: int
+    retries: int
+    worker: str | None
+    lease_owner: str | None
+    rows_in: int | None
+    rows_out: int | None
+    rows_quarantined: int | None
+    last_error: str | None
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    extract_ms: int | None
+    transform_ms: int | None
+    load_ms: int | None
+
+
+class ChunkList(_Response):
+    items: list[ChunkView]
+
+
+class QuarantinedRowView(_Response):
+    stream: str
+    chunk_id: int
+    key: str = Field(description="the row's key, JSON-encoded")
+    reason: str = Field(description="why it was refused; literal values masked for viewers")
+    row: dict[str, Any] | None = Field(description="the row; every value '***' for viewers")
+
+
+class QuarantineList(_Response):
+    items: list[QuarantinedRowView]
+
+
+# --- workers, probes ------------------------------------------------------------------------
+
+
+class WorkerView(_Response):
+    name: str
+    version: str
+    host: str
+    pid: int
+    state: WorkerState
+    in_flight: int
+    steps_done: int
+    probe_url: str | None = Field(description="the worker's probe; null for viewers")
+    started_at: Timestamp
+    last_heartbeat: Timestamp
+
+
+class WorkerList(_Response):
+    items: list[WorkerView]
+
+
+class Health(_Response):
+    status: Literal["ok"]
+    version: str
+
+
+class Readiness(_Response):
+    ready: bool
+    version: str | None = None
+    reason: str | None = None
+
+
+# --- tokens ----------------------------------------------------------------------------------
+
+
+class TokenCreate(_Request):
+    """A new token: who holds it and what it may do."""
+
+    name: str = Field(min_length=1, max_length=NAME_MAX)
+    role: Literal["viewer", "operator", "admin"]
+
+
+class TokenView(_Response):
+    id: int
+    name: str
+    role: Literal["viewer", "operator", "admin"]
+    created_at: Timestamp
+    revoked_at: Timestamp | None
+
+
+class TokenCreated(TokenView):
+    token: str = Field(description="the bearer token, shown in this answer only")
+
+
+class TokenPage(_Response):
+    items: list[TokenView]
+    next: str | None = Field(description="cursor of the next page; null: this is the last")
