@@ -20,6 +20,7 @@ from etl_tasks.control import create_migration
 from etl_tasks.publisher import publish_plan
 from etl_tasks.spec import parse_spec
 from etl_tasks.state.models import Migration
+from tests import services
 from tests.data import build_source, sqlite_url
 from tests.harness import WorkerProcess, wait_for
 from tests.security.conftest import Live, errors_of
@@ -188,3 +189,28 @@ def test_a_worker_refuses_the_state_db_even_when_preflight_was_skipped(
     # Then the migration fails with the reason, and not one token row changed
     assert STATE in str(error)
     assert live.token_rows() == before
+
+
+def test_a_mariadb_state_db_is_refused_by_url_and_by_a_qualified_table_name(
+    live_factory: Any, legacy: str, mariadb_url: str
+) -> None:
+    # Given an API whose state DB is a MariaDB database, and an operator's own database
+    # on the same server
+    if not services.mariadb_answers():
+        services.unavailable("MariaDB")
+    with services.mariadb_database() as state_url:
+        live = live_factory(database_url=state_url)
+        state_db = make_url(state_url).database
+        before = live.token_rows()
+        # When a spec names the state DB itself, or reaches it from the operator's own
+        # database with a qualified table name (MySQL lets a user do that)
+        direct = _spec({"url": legacy}, {"url": state_url}, target_table="api_tokens")
+        into_state = {"target_table": f"{state_db}.api_tokens"}
+        qualified = _spec({"url": legacy}, {"url": mariadb_url}, **into_state)
+        direct_errors = errors_of(live.submit(direct))
+        qualified_errors = errors_of(live.submit(qualified))
+        # Then both are refused and no token row changed
+        assert STATE in direct_errors["target/url"]
+        assert STATE in qualified_errors["streams/0"]
+        assert live.token_rows() == before
+        assert live.migrations() == 0
