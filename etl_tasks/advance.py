@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from etl_tasks import planning
 from etl_tasks.bindings import target_columns
 from etl_tasks.chunk_lease import fail_migration
-from etl_tasks.connectors.sql_schema import ensure_ledger, ensure_table
+from etl_tasks.connectors.sql_schema import ensure_ledger, ensure_table, target_of
 from etl_tasks.connectors.sql_source import reflect_table
 from etl_tasks.connectors.sql_target import error_reason, is_transient_error
 from etl_tasks.errors import PermanentError, TransientError
@@ -109,10 +109,13 @@ def _prepare(rt: Runtime, migration_id: str, stream: str) -> None:
     if not st.create_target:
         return
     binding = rt.binding(migration_id, stream)
-    source_table = binding.source.table
-    created = ensure_table(
-        engine, st.target_table, target_columns(st, source_table), binding.target_key
-    )
+    with engine.connect() as conn:
+        to = target_of(conn, st.target_table)
+    columns, refused = target_columns(st, binding.source.table, binding.source_types, to)
+    if refused:  # preflight refuses these; a spec recorded without it fails here
+        name, why = refused[0]
+        raise PermanentError(f"cannot create column {name!r}: {why.reason}")
+    created = ensure_table(engine, st.target_table, columns, binding.target_key)
     if created:
         log.info(
             "created target table %s",

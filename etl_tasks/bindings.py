@@ -1,8 +1,10 @@
-"""A stream of a spec bound to its real source and target tables.
+"""A stream of a spec bound to its real source (and, for ``create_target``, its target shape).
 
-Binding reflects both tables once per process and works out everything the
-steps need: which source columns to read (key first), the compiled row
-mapper, the target's key, and the target table's shape for ``create_target``.
+Binding reads the source table's declared column types once per process and
+works out everything the steps need: which source columns to read (key
+first) and how (PostgreSQL types whose only exact form is their text are read
+as text), the compiled row mapper, where each target column comes from, the
+target's key, and what a created target column becomes.
 """
 
 from __future__ import annotations
@@ -10,24 +12,29 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Date, DateTime, Float, Numeric, Table, Text
-from sqlalchemy.types import TypeEngine
+from sqlalchemy import Table
 
-from etl_tasks.connectors.sql_schema import portable_type
 from etl_tasks.connectors.sql_source import SqlSource
 from etl_tasks.spec import ColumnFrom, ColumnSpec, ColumnValue, MigrationSpec, Stream
 from etl_tasks.transforms import RowMapper, compile_mapper
+from etl_tasks.values.ddl import Target, TargetColumn, Uncarriable, carry
+from etl_tasks.values.path import ColumnOrigin
+from etl_tasks.values.types import ColumnType, Kind
 
-_TRANSFORM_TYPES: dict[str, TypeEngine[Any]] = {
-    "int": BigInteger(),
-    "float": Float(),
-    "decimal": Numeric(),
-    "bool": Boolean(),
-    "date": Date(),
-    "datetime": DateTime(),
-    "lower": Text(),
-    "upper": Text(),
-    "strip": Text(),
+Types = dict[str, ColumnType]
+
+#: What a created column holds when a transform produced its values.
+_TRANSFORM_KINDS: dict[str, tuple[Kind, int | None]] = {
+    "int": (Kind.INTEGER, 64),
+    "float": (Kind.FLOAT, 53),
+    "decimal": (Kind.DECIMAL, None),
+    "bool": (Kind.BOOLEAN, None),
+    "date": (Kind.DATE, None),
+    "datetime": (Kind.TIMESTAMP, None),
+    "lower": (Kind.TEXT, None),
+    "upper": (Kind.TEXT, None),
+    "strip": (Kind.TEXT, None),
+    "map": (Kind.TEXT, None),
 }
 
 
@@ -37,23 +44,40 @@ def source_key(stream: Stream, table: Table) -> list[str]:
 
 
 def column_specs(stream: Stream, table: Table) -> dict[str, ColumnSpec]:
-    """Target column → spec; by default every source column under its own name."""
+    """Target column → spec; by default every source column (but ``exclude``) by its name."""
     if stream.columns is not None:
         return dict(stream.columns)
-    return {c.name: c.name for c in table.columns}
+    skip = set(stream.exclude)
+    return {c.name: c.name for c in table.columns if c.name not in skip}
+
+
+def _source_of(spec: ColumnSpec) -> str | None:
+    if isinstance(spec, str):
+        return spec
+    return spec.from_ if isinstance(spec, ColumnFrom) else None
 
 
 def read_columns(stream: Stream, table: Table) -> list[str]:
     """Source columns to read: the key first, then every column the mapping uses."""
-    key = source_key(stream, table)
-    used: list[str] = list(key)
+    used: list[str] = list(source_key(stream, table))
     for spec in column_specs(stream, table).values():
-        name = (
-            spec if isinstance(spec, str) else spec.from_ if isinstance(spec, ColumnFrom) else None
-        )
+        name = _source_of(spec)
         if name is not None and name not in used:
             used.append(name)
     return used
+
+
+def origins(stream: Stream, table: Table) -> dict[str, ColumnOrigin]:
+    """Where each target column's value comes from, and whether a transform changes it."""
+    out: dict[str, ColumnOrigin] = {}
+    for name, spec in column_specs(stream, table).items():
+        if isinstance(spec, ColumnValue):
+            out[name] = ColumnOrigin(None, transformed=True)
+        elif isinstance(spec, ColumnFrom):
+            out[name] = ColumnOrigin(spec.from_, spec.transform is not None, spec.as_)
+        else:
+            out[name] = ColumnOrigin(spec, False, stream.as_.get(spec))
+    return out
 
 
 def target_key(stream: Stream, table: Table) -> tuple[list[str], bool]:
@@ -64,46 +88,62 @@ def target_key(stream: Stream, table: Table) -> tuple[list[str], bool]:
     """
     key = source_key(stream, table)
     direct: dict[str, str] = {}
-    for col, spec in column_specs(stream, table).items():
-        if isinstance(spec, str):
-            direct.setdefault(spec, col)
-        elif isinstance(spec, ColumnFrom) and spec.transform is None:
-            direct.setdefault(spec.from_, col)
+    for col, origin in origins(stream, table).items():
+        if origin.source is not None and not origin.transformed and origin.rep is None:
+            direct.setdefault(origin.source, col)
     if all(k in direct for k in key):
         return [direct[k] for k in key], True
     return [], False
 
 
-def _value_type(value: Any) -> TypeEngine[Any]:
+def _value_type(value: Any) -> ColumnType:
     if isinstance(value, bool):
-        return Boolean()
+        return ColumnType("", Kind.BOOLEAN, "boolean")
     if isinstance(value, int):
-        return BigInteger()
+        return ColumnType("", Kind.INTEGER, "bigint", precision=64)
     if isinstance(value, float):
-        return Float()
-    return Text()
+        return ColumnType("", Kind.FLOAT, "double", precision=53)
+    if isinstance(value, dict | list):
+        return ColumnType("", Kind.JSON, "json")
+    return ColumnType("", Kind.TEXT, "text")
 
 
-def target_columns(stream: Stream, table: Table) -> list[tuple[str, TypeEngine[Any], bool]]:
-    """(name, portable type, nullable) of each target column, for ``create_target``."""
-    out: list[tuple[str, TypeEngine[Any], bool]] = []
+def produced_type(spec: ColumnSpec, types: Types) -> ColumnType:
+    """The type of the values a target column receives, before the target is known."""
+    if isinstance(spec, ColumnValue):
+        return _value_type(spec.value)
+    src = types[_source_of(spec) or ""]
+    if isinstance(spec, ColumnFrom) and spec.transform in _TRANSFORM_KINDS:
+        kind, bits = _TRANSFORM_KINDS[spec.transform]
+        return ColumnType("", kind, kind.value, precision=bits)
+    return src
+
+
+def target_columns(
+    stream: Stream, table: Table, types: Types, to: Target
+) -> tuple[list[TargetColumn], list[tuple[str, Uncarriable]]]:
+    """Each created target column, and the columns whose type cannot be carried."""
+    tkey, _ = target_key(stream, table)
+    out: list[TargetColumn] = []
+    refused: list[tuple[str, Uncarriable]] = []
     for name, spec in column_specs(stream, table).items():
-        if isinstance(spec, ColumnValue):
-            out.append((name, _value_type(spec.value), True))
+        produced = produced_type(spec, types)
+        rep = spec.as_ if isinstance(spec, ColumnFrom) else None
+        if isinstance(spec, str):
+            rep = stream.as_.get(spec)
+        try:
+            carried = carry(produced, to, name, key=name in tkey, rep=rep)
+        except Uncarriable as exc:
+            refused.append((name, exc))
             continue
-        src = table.c[spec if isinstance(spec, str) else spec.from_]
-        sa_type = portable_type(src.type)
-        if isinstance(spec, ColumnFrom) and spec.transform in _TRANSFORM_TYPES:
-            sa_type = _TRANSFORM_TYPES[spec.transform]
-        elif isinstance(spec, ColumnFrom) and spec.transform == "map":
-            sa_type = Text()
-        out.append((name, sa_type, bool(src.nullable) or isinstance(spec, ColumnFrom)))
-    return out
+        nullable = name not in tkey and (produced.nullable or not isinstance(spec, str))
+        out.append(TargetColumn(name, carried, nullable))
+    return out, refused
 
 
 @dataclass(frozen=True)
 class StreamBinding:
-    """Everything a step needs about one stream, computed once per process."""
+    """Everything a step needs about one stream's source, computed once per process."""
 
     name: str
     stream: Stream
@@ -112,23 +152,41 @@ class StreamBinding:
     key: list[str]  # source key columns
     target_key: list[str]
     identity_key: bool
+    source_types: Types
+    origins: dict[str, ColumnOrigin]
 
     @property
     def key_width(self) -> int:
         return len(self.key)
 
 
-def bind_stream(spec: MigrationSpec, name: str, source_table: Table) -> StreamBinding:
+def _text_columns(stream: Stream, table: Table, types: Types) -> set[str]:
+    """Columns read as their database's own text (a PostgreSQL array asked for as JSON is
+    read as an array instead, to be written as JSON)."""
+    wanted_json = {o.source for o in origins(stream, table).values() if o.rep == "json"}
+    return {
+        name
+        for name, t in types.items()
+        if t.exact_text and not (t.kind == Kind.ARRAY and name in wanted_json)
+    }
+
+
+def bind_stream(
+    spec: MigrationSpec, name: str, source_table: Table, source_types: Types
+) -> StreamBinding:
     stream = spec.stream(name)
     key = source_key(stream, source_table)
     cols = read_columns(stream, source_table)
     tkey, identity = target_key(stream, source_table)
+    text_cols = _text_columns(stream, source_table, source_types)
     return StreamBinding(
         name=name,
         stream=stream,
-        source=SqlSource(source_table, key, cols, stream.where),
-        mapper=compile_mapper(stream.columns, cols),
+        source=SqlSource(source_table, key, cols, stream.where, text_cols),
+        mapper=compile_mapper(stream.columns or column_specs(stream, source_table), cols),
         key=key,
         target_key=tkey,
         identity_key=identity,
+        source_types=source_types,
+        origins=origins(stream, source_table),
     )

@@ -71,7 +71,7 @@ def preflight(
     try:
         if source is not None and target is not None:
             for i, stream in enumerate(spec.streams):
-                checked = StreamCheck(i, stream, source, target, ctx.problems)
+                checked = StreamCheck(i, spec, stream, source, target, ctx.problems)
                 keys[stream.stream_name] = _guarded(ctx, checked)
     finally:
         for side in (source, target):

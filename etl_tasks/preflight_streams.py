@@ -1,43 +1,68 @@
 """Preflight of one stream: its tables, key, columns and target, on the real databases.
 
-A key is accepted only when the source guarantees it unique and not null (its
-primary key, or a unique index on NOT NULL columns). Names are checked by the
-rules of the database they are used on (length, system schemas), since
-PostgreSQL would silently cut a long one and reach another table.
+A key is accepted only when the source guarantees it unique and not null: its
+primary key or a unique index over NOT NULL columns that is neither partial
+nor on expressions (SQLite's non-INTEGER primary keys may hold NULL: they are
+counted). Every column's type is either carried to the target or refused here,
+by name, with the option that would carry it; a few rows are read through the
+whole value path without writing. Names are checked by the rules of the
+database they are used on (length, system schemas), since PostgreSQL would
+silently cut a long one and reach another table.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
 from typing import TYPE_CHECKING
 
-from sqlalchemy import JSON, Engine, Table, inspect
+from sqlalchemy import Connection, Engine, Table, inspect
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.types import ARRAY
 
-from etl_tasks.bindings import column_specs, source_key, target_columns, target_key
+from etl_tasks import codec
+from etl_tasks.bindings import (
+    Types,
+    bind_stream,
+    column_specs,
+    produced_type,
+    source_key,
+    target_columns,
+    target_key,
+)
 from etl_tasks.boundary.identity import refuse_marked_schema
 from etl_tasks.boundary.names import identifier_problem
 from etl_tasks.connectors.engines import for_reading
-from etl_tasks.connectors.sql_source import reflect_table, split_name
-from etl_tasks.errors import FieldError
-from etl_tasks.spec import Stream
+from etl_tasks.connectors.sql_schema import target_of
+from etl_tasks.connectors.sql_source import reflect_table
+from etl_tasks.errors import BadRowError, FieldError
+from etl_tasks.preflight_keys import key_problem, null_keys
+from etl_tasks.spec import MigrationSpec, Stream
 from etl_tasks.transforms import mapper_problems
+from etl_tasks.values.catalog import describe
+from etl_tasks.values.ddl import Target, TargetColumn
+from etl_tasks.values.path import build_path
+from etl_tasks.values.types import ColumnType, Kind
 
 if TYPE_CHECKING:
     from etl_tasks.preflight import Side
 
-_UNORDERABLE = ("JSON", "JSONB", "ARRAY", "HSTORE", "XML", "GEOMETRY", "GEOGRAPHY")
+SAMPLE_ROWS = 20  # rows of each stream read through the whole value path
 
 
 class StreamCheck:
     """The checks of stream ``index``; problems are appended to ``problems``."""
 
     def __init__(
-        self, index: int, stream: Stream, source: Side, target: Side, problems: list[FieldError]
+        self,
+        index: int,
+        spec: MigrationSpec,
+        stream: Stream,
+        source: Side,
+        target: Side,
+        problems: list[FieldError],
     ) -> None:
         self.index = index
         self.path = f"streams/{index}"
+        self.spec = spec
         self.stream = stream
         self.source = source
         self.target = target
@@ -46,7 +71,7 @@ class StreamCheck:
     def add(self, path: str, message: str) -> None:
         self.problems.append(FieldError(f"{self.path}/{path}", message))
 
-    def _has_problems(self, under: str) -> bool:
+    def _has_problems(self, under: str = "") -> bool:
         return any(e.path.startswith(f"{self.path}/{under}") for e in self.problems)
 
     def run(self) -> list[str]:
@@ -54,21 +79,24 @@ class StreamCheck:
         stream = self.stream
         if not self._names_fit():
             return []
-        try:
-            refuse_marked_schema(self.source.engine, stream.source_table)
-            table = reflect_table(for_reading(self.source.engine), stream.source_table)
-        except sa_exc.NoSuchTableError:
-            self.add("source_table", f"no table {stream.source_table!r} in the source")
+        found = self._source_table()
+        if found is None:
             return []
-        key = self._check_key(table)
+        table, types = found
+        key = self._check_key(table, types)
         names = [c.name for c in table.columns]
         for j, f in enumerate(stream.where):
             if f.column not in names:
                 self.add(f"where/{j}/column", f"no column {f.column!r} in {table.name!r}")
-        for p, message in mapper_problems(stream.columns, names):
+        for j, name in enumerate(stream.exclude):
+            if name not in names:
+                self.add(f"exclude/{j}", f"no column {name!r} in {table.name!r}")
+        for p, message in mapper_problems(column_specs(stream, table), names):
             self.add(p, message)
-        if key and not self._has_problems("columns"):
-            self._check_target(table)
+        if key and not self._has_problems():
+            target_types = self._check_target(table, types)
+            if target_types is not None and not self._has_problems():
+                self._sample(table, types, target_types)
         return key
 
     def _names_fit(self) -> bool:
@@ -83,95 +111,182 @@ class StreamCheck:
                 ok = False
         return ok
 
-    def _check_key(self, table: Table) -> list[str]:
-        key = source_key(self.stream, table)
-        if not key:
-            self.add("key", f"{table.name!r} has no primary key: give 'key'")
-            return []
-        missing = [k for k in key if k not in table.c]
-        if missing:
-            self.add("key", f"no column {missing[0]!r} in {table.name!r}")
-            return []
-        for k in key:
-            col = table.c[k]
-            if (
-                isinstance(col.type, JSON | ARRAY)
-                or type(col.type).__name__.upper() in _UNORDERABLE
-            ):
-                self.add("key", f"key column {k!r} ({col.type}) cannot be ordered")
-                return []
-        if not unique_not_null(self.source.engine, table, key):
+    def _source_table(self) -> tuple[Table, Types] | None:
+        name = self.stream.source_table
+        engine = self.source.engine
+        refuse_marked_schema(engine, name)
+        try:
+            table = reflect_table(for_reading(engine), name)
+        except sa_exc.NoSuchTableError:
             self.add(
-                "key",
-                f"key {key} is not unique and not null in {table.name!r}: "
-                "use the primary key or a unique index on NOT NULL columns",
+                "source_table", f"no table {name!r} in the source{_did_you_mean(engine, name)}"
             )
+            return None
+        with for_reading(engine).connect() as conn:
+            return table, describe(conn, name)
+
+    def _check_key(self, table: Table, types: Types) -> list[str]:
+        key = source_key(self.stream, table)
+        with for_reading(self.source.engine).connect() as conn:
+            problem = key_problem(conn, table, key, types, self.stream.write)
+            if problem is None and self.stream.on_null_key == "fail":
+                count = null_keys(conn, table, key, types)
+                if count:
+                    problem = (
+                        f"{count} rows of {table.name!r} have a NULL key {key}: they cannot "
+                        'be keyed; set on_null_key to "quarantine" to set them aside'
+                    )
+        if problem is not None:
+            self.add("key", problem)
             return []
         return key
 
-    def _check_target(self, source_table: Table) -> None:
+    def _check_target(self, source_table: Table, types: Types) -> Types | None:
+        """The target columns' types: reflected, or what ``create_target`` would make."""
         stream = self.stream
-        for name, _, _ in target_columns(stream, source_table):
-            problem = identifier_problem(name, self.target.backend)
-            if problem:
-                self.add(f"columns/{name}", problem)
         if self.target.fresh:  # a SQLite file not created yet: every table is missing
-            self._missing_target(source_table)
-            return
+            return self._missing_target(source_table, types)
+        refuse_marked_schema(self.target.engine, stream.target_table)
         try:
-            refuse_marked_schema(self.target.engine, stream.target_table)
             table = reflect_table(for_reading(self.target.engine), stream.target_table)
         except sa_exc.NoSuchTableError:
-            self._missing_target(source_table)
-            return
-        self._existing_target(source_table, table)
+            return self._missing_target(source_table, types)
+        with for_reading(self.target.engine).connect() as conn:
+            target_types = describe(conn, stream.target_table)
+        self._existing_target(source_table, table, types, target_types)
+        return target_types
 
-    def _missing_target(self, source_table: Table) -> None:
+    def _missing_target(self, source_table: Table, types: Types) -> Types | None:
         stream = self.stream
         if not stream.create_target:
             self.add(
                 "target_table",
-                f"no table {stream.target_table!r} in the target (set create_target to create it)",
+                f"no table {stream.target_table!r} in the target (set create_target to create it)"
+                + _did_you_mean(self.target.engine, stream.target_table, fresh=self.target.fresh),
             )
-        elif not target_key(stream, source_table)[1]:
+            return None
+        if not target_key(stream, source_table)[1]:
             self.add(
                 "columns", "create_target needs every key column copied unchanged into the target"
             )
+            return None
+        if self.target.fresh:  # connecting would create the file
+            to = Target("sqlite", table=stream.target_table)
+        else:
+            with self.target.engine.connect() as conn:
+                to = target_of(conn, stream.target_table)
+        columns, refused = target_columns(stream, source_table, types, to)
+        for name, why in refused:
+            option = f"; give it {why.option}" if why.option else ""
+            self.add(f"columns/{name}", f"cannot carry {name!r}: {why.reason}{option}")
+        for column in columns:
+            problem = identifier_problem(column.name, self.target.backend)
+            if problem:
+                self.add(f"columns/{column.name}", problem)
+        return {c.name: _would_be(c, source_table, types, to.dialect, self.stream) for c in columns}
 
-    def _existing_target(self, source_table: Table, table: Table) -> None:
+    def _existing_target(
+        self, source_table: Table, table: Table, types: Types, target_types: Types
+    ) -> None:
         stream = self.stream
-        missing = [c for c in column_specs(stream, source_table) if c not in table.c]
-        for col in missing:
-            self.add(f"columns/{col}", f"no column {col!r} in target table {stream.target_table!r}")
+        for col in column_specs(stream, source_table):
+            if col not in table.c:
+                self.add(
+                    f"columns/{col}", f"no column {col!r} in target table {stream.target_table!r}"
+                )
         tkey, _ = target_key(stream, source_table)
         tkey = tkey or [c.name for c in table.primary_key.columns]
         if not tkey:
             self.add("target_table", f"{stream.target_table!r} has no primary key")
-        elif any(k not in table.c for k in tkey):
-            absent = next(k for k in tkey if k not in table.c)
-            self.add(
-                "target_table", f"target table {stream.target_table!r} has no key column {absent!r}"
-            )
-        elif stream.write != "insert" and not unique_not_null(self.target.engine, table, tkey):
+            return
+        absent = [k for k in tkey if k not in table.c]
+        if absent:
             self.add(
                 "target_table",
-                f"target key {tkey} of {stream.target_table!r} "
-                "is not its primary key or a unique index",
+                f"target table {stream.target_table!r} has no key column {absent[0]!r}",
             )
+            return
+        with for_reading(self.target.engine).connect() as conn:
+            problem = None
+            if stream.write != "insert":
+                problem = key_problem(conn, table, tkey, target_types, "upsert", side="target")
+        if problem is not None:
+            self.add("target_table", problem)
+        self._key_collations(tkey, types, target_types, source_table)
+
+    def _key_collations(
+        self, tkey: list[str], types: Types, target_types: Types, source_table: Table
+    ) -> None:
+        """Text keys that differ by case, accent or trailing spaces must stay distinct."""
+        skey = source_key(self.stream, source_table)
+        for s_name, t_name in zip(skey, tkey, strict=False):
+            target = target_types.get(t_name)
+            if target is None or target.kind != Kind.TEXT or not target.collation:
+                continue
+            source = types.get(s_name)
+            if source is not None and source.collation == target.collation:
+                continue  # as unique in the source as it will be in the target
+            if not _exact_collation(target.collation):
+                self.add(
+                    "target_table",
+                    f"key column {t_name!r} has collation {target.collation}: keys differing "
+                    "only by case, accent or trailing spaces would collide; use a binary "
+                    "no-pad collation (utf8mb4_nopad_bin on MariaDB, utf8mb4_0900_bin on MySQL)",
+                )
+
+    def _sample(self, table: Table, types: Types, target_types: Types) -> None:
+        """A few rows through read, transforms, casts and staging, writing nothing: a value
+        Baton cannot carry is refused here, by column, not found at run time."""
+        binding = bind_stream(self.spec, self.stream.stream_name, table, types)
+        path = build_path(binding.mapper, binding.origins, types, target_types)
+        with for_reading(self.source.engine).connect() as conn:
+            rows = _first_rows(conn, binding.source.select_range(None, None), SAMPLE_ROWS)
+        for row in rows:
+            try:
+                converted = path.convert(row)
+            except BadRowError:
+                continue  # quarantined at run time, with its reason
+            for name, value in zip(path.target_columns, converted, strict=True):
+                try:
+                    codec.encode_value(value)
+                except TypeError:
+                    self.add(
+                        f"columns/{name}", f"cannot carry values of type {type(value).__name__}"
+                    )
+                    return
 
 
-def unique_not_null(engine: Engine, table: Table, key: Sequence[str]) -> bool:
-    pk = [c.name for c in table.primary_key.columns]
-    if sorted(pk) == sorted(key):
-        return True
-    if any(table.c[k].nullable for k in key):
-        return False
-    schema, name = split_name(table.fullname)
-    insp = inspect(for_reading(engine))
-    uniques: list[list[str | None]] = [
-        list(u["column_names"]) for u in insp.get_unique_constraints(name, schema=schema)
-    ]
-    uniques += [
-        list(ix["column_names"]) for ix in insp.get_indexes(name, schema=schema) if ix["unique"]
-    ]
-    return any(sorted(c for c in u if c) == sorted(key) for u in uniques)
+def _first_rows(conn: Connection, stmt: object, limit: int) -> list[tuple[object, ...]]:
+    result = conn.execute(stmt.limit(limit))  # type: ignore[attr-defined]
+    return [tuple(r) for r in result]
+
+
+def _would_be(
+    column: TargetColumn, source_table: Table, types: Types, dialect: str, stream: Stream
+) -> ColumnType:
+    """The type a column ``create_target`` makes will have, for the sample's casts."""
+    spec = column_specs(stream, source_table)[column.name]
+    source = types.get(spec) if isinstance(spec, str) else None
+    if source is not None and source.sql.lower() == column.carried.sql.lower():
+        return source.with_(dialect=dialect)
+    produced = produced_type(spec, types)
+    return produced.with_(dialect=dialect, sql=column.carried.sql)
+
+
+def _exact_collation(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in ("binary", "utf8mb4_nopad_bin", "utf8mb4_0900_bin", "utf8mb3_nopad_bin")
+
+
+def _did_you_mean(engine: Engine, name: str, *, fresh: bool = False) -> str:
+    """A near or case-only match among the database's tables, to say what was meant."""
+    if fresh:
+        return ""
+    schema, _, table = name.rpartition(".")
+    try:
+        tables = inspect(for_reading(engine)).get_table_names(schema=schema or None)
+    except sa_exc.SQLAlchemyError:
+        return ""
+    same = [t for t in tables if t.lower() == table.lower()]
+    close = same or difflib.get_close_matches(table, tables, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""

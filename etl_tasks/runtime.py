@@ -6,13 +6,15 @@ Specs never change after submit, so what is derived from them is cached.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections.abc import Iterator
 
 import redis
 from sqlalchemy import Engine, Table
 from sqlalchemy import exc as sa_exc
 
-from etl_tasks.bindings import StreamBinding, bind_stream
+from etl_tasks.bindings import StreamBinding, Types, bind_stream
 from etl_tasks.boundary.identity import refuse_marked_schema
 from etl_tasks.boundary.policy import Boundary, worker_timeouts
 from etl_tasks.boundary.sealing import Sealer, open_spec
@@ -27,6 +29,8 @@ from etl_tasks.spec import MigrationSpec
 from etl_tasks.staging import StagingStore
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import Migration
+from etl_tasks.values.catalog import describe
+from etl_tasks.values.path import ValuePath, build_path
 
 
 class Runtime:
@@ -47,6 +51,7 @@ class Runtime:
         self._specs: dict[str, MigrationSpec] = {}
         self._endpoints: dict[tuple[str, str], SqlEndpoint] = {}
         self._bindings: dict[tuple[str, str], StreamBinding] = {}
+        self._paths: dict[tuple[str, str], ValuePath] = {}
         self._targets: dict[tuple[str, str], SqlTarget] = {}
         self._broker: redis.Redis | None = None
 
@@ -103,8 +108,10 @@ class Runtime:
             if key in self._bindings:
                 return self._bindings[key]
         spec = self.spec(migration_id)
-        table = self._reflect(self.source_reader(migration_id), spec.stream(stream).source_table)
-        binding = bind_stream(spec, stream, table)
+        source = self.source_reader(migration_id)
+        name = spec.stream(stream).source_table
+        table = self._reflect(source, name)
+        binding = bind_stream(spec, stream, table, self._describe(source, name))
         with self._lock:
             self._bindings[key] = binding
         return binding
@@ -117,17 +124,45 @@ class Runtime:
         spec = self.spec(migration_id)
         binding = self.binding(migration_id, stream)
         engine = self.target_engine(migration_id)
-        table = self._reflect(engine, spec.stream(stream).target_table)
+        name = spec.stream(stream).target_table
+        table = self._reflect(engine, name)
+        types = self._describe(engine, name)
         tkey = binding.target_key or [c.name for c in table.primary_key.columns]
-        target = SqlTarget(engine, table, tkey, spec.stream(stream).write, binding.identity_key)
+        target = SqlTarget(
+            engine, table, tkey, spec.stream(stream).write, binding.identity_key, types
+        )
         with self._lock:
             self._targets[key] = target
         return target
 
+    def value_path(self, migration_id: str, stream: str) -> ValuePath:
+        """Transforms, then the strict casts into the target's columns (which exist by now:
+        a stream's prepare step runs before any of its chunks)."""
+        key = (migration_id, stream)
+        with self._lock:
+            if key in self._paths:
+                return self._paths[key]
+        binding = self.binding(migration_id, stream)
+        target = self.target(migration_id, stream)
+        path = build_path(binding.mapper, binding.origins, binding.source_types, target.types)
+        with self._lock:
+            self._paths[key] = path
+        return path
+
     def _reflect(self, engine: Engine, name: str) -> Table:
-        try:
+        with self._catalog_errors(name):
             refuse_marked_schema(engine, name)
             return reflect_table(for_reading(engine), name)
+
+    def _describe(self, engine: Engine, name: str) -> Types:
+        with self._catalog_errors(name), for_reading(engine).connect() as conn:
+            return describe(conn, name)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _catalog_errors(name: str) -> Iterator[None]:
+        try:
+            yield
         except sa_exc.NoSuchTableError as exc:
             raise PermanentError(f"table {name!r} does not exist") from exc
         except sa_exc.SQLAlchemyError as exc:
@@ -139,7 +174,7 @@ class Runtime:
         """Forget a finished migration and close its engines when no other uses them."""
         with self._lock:
             self._specs.pop(migration_id, None)
-            for cache in (self._bindings, self._targets):
+            for cache in (self._bindings, self._targets, self._paths):
                 for k in [k for k in cache if k[0] == migration_id]:
                     cache.pop(k)
             mine = [self._endpoints.pop(k) for k in list(self._endpoints) if k[0] == migration_id]

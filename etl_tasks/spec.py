@@ -16,6 +16,7 @@ from etl_tasks.errors import FieldError, SpecError
 
 FilterOp = Literal["=", "!=", "<", "<=", ">", ">=", "in", "is_null"]
 WriteMode = Literal["upsert", "insert", "skip_existing"]
+Representation = Literal["text", "json"]
 MAX_VALUE_DEPTH = 16  # nesting of a constant, a filter value or a transform's args
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
@@ -112,6 +113,8 @@ class ColumnFrom(_Model):
     from_: str = Field(alias="from")
     transform: str | None = None
     args: dict[str, Any] = Field(default_factory=dict)
+    # Carry a type the target has no exact counterpart for as its text, or as JSON.
+    as_: Representation | None = Field(None, alias="as")
 
     _from_name = field_validator("from_")(_name)
     _args_shallow = field_validator("args")(_shallow)
@@ -140,6 +143,12 @@ class Stream(_Model):
     create_target: bool = False
     write: WriteMode = "upsert"
     after: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)  # on top of the default mapping
+    # Source column → representation, for columns mapped by default ("as" in a mapping).
+    as_: dict[str, Representation] = Field(default_factory=dict, alias="as")
+    # Rows whose key is NULL (SQLite allows it outside INTEGER PRIMARY KEY): refused at
+    # preflight with their count, or quarantined with their reason.
+    on_null_key: Literal["fail", "quarantine"] = "fail"
 
     @property
     def stream_name(self) -> str:
@@ -161,6 +170,14 @@ class Stream(_Model):
         for name in [v] if isinstance(v, str) else v or []:
             _name(name)
         return v
+
+    @model_validator(mode="after")
+    def _exclude_only_defaults(self) -> Stream:
+        if self.exclude and self.columns is not None:
+            raise ValueError("'exclude' applies to the default mapping: leave out 'columns'")
+        for name in self.exclude:
+            _name(name)
+        return self
 
     @field_validator("columns")
     @classmethod
@@ -186,8 +203,11 @@ class MigrationSpec(_Model):
     max_bad_rows: int = Field(1000, ge=0)
 
     def to_stored(self) -> dict[str, Any]:
-        """The form kept in the state DB: JSON, aliases, nulls kept (a constant may be null)."""
-        return self.model_dump(mode="json", by_alias=True)
+        """The form kept in the state DB: JSON, aliases, nulls kept (a constant may be null).
+
+        Only what the operator wrote is kept, not the defaults: a worker of the previous
+        version can then read every spec that uses none of the fields added since."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
     def stream(self, name: str) -> Stream:
         for s in self.streams:

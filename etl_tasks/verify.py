@@ -1,28 +1,32 @@
 """Verification: the target compared with the source, row by row, after the transforms.
 
-For each stream every source row is mapped with the stream's own mapper; rows
-that fail a transform are expected in the quarantine, the rest in the
-target, equal column by column. Values are compared in a normal form (numbers
-as decimals, timestamps as ISO text) so a NUMERIC read back as ``Decimal``
-equals the float it came from.
+Every source row, read as the source stores it, goes through the stream's
+transforms and strict casts (what the target should hold); rows those refuse
+are expected in the quarantine, the rest in the target, equal column by
+column. The target is read back as the database returns it, without the load
+path's encoders, and both sides are compared in the canonical form of each
+target column's type (:mod:`etl_tasks.values.canonical`), so a conversion bug
+on the way in cannot hide on the way back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
-from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, Table
 
-from etl_tasks.bindings import bind_stream
+from etl_tasks.bindings import StreamBinding, Types, bind_stream
 from etl_tasks.codec import decode_value
-from etl_tasks.connectors.sql_source import reflect_table
+from etl_tasks.connectors.sql_source import SqlSource, reflect_table
 from etl_tasks.errors import BadRowError
 from etl_tasks.spec import MigrationSpec
 from etl_tasks.state.db import StateDB
+from etl_tasks.values.canonical import Canon, canonical_for
+from etl_tasks.values.casts import Cast, cast_to
+from etl_tasks.values.catalog import describe
+from etl_tasks.values.path import ValuePath, build_path
 from etl_tasks.views import list_quarantine
 
 Key = tuple[Any, ...]
@@ -44,32 +48,38 @@ class StreamCheck:
         return not (self.missing or self.unexpected or self.different)
 
 
-def normal(value: Any) -> Any:
-    """A comparable form of a value, the same whichever database it was read from."""
-    if value is None or isinstance(value, str):
-        return value
-    if isinstance(value, bool):
-        return "1" if value else "0"  # MySQL has no boolean: it reads back 1 and 0
-    if isinstance(value, int | float | Decimal):
-        try:
-            d = Decimal(str(value)).normalize()
-        except InvalidOperation:
-            return str(value)
-        return "0" if d.is_zero() else format(d, "f")
-    if isinstance(value, datetime | date | time):
-        return value.isoformat()
-    if isinstance(value, bytes | memoryview | bytearray):
-        return bytes(value).hex()
-    return str(value)
-
-
 def quarantine_keys(db: StateDB, migration_id: str) -> dict[str, set[Key]]:
-    """Each stream's quarantined keys, in the normal form :func:`verify` compares."""
+    """Each stream's quarantined keys, as the values they were recorded with."""
     out: dict[str, set[Key]] = {}
     for entry in list_quarantine(db, migration_id, limit=10_000_000):
-        key = tuple(normal(decode_value(v)) for v in orjson.loads(entry["key"]))
+        key = tuple(decode_value(v) for v in orjson.loads(entry["key"]))
         out.setdefault(entry["stream"], set()).add(key)
     return out
+
+
+def _reader(table: Table, columns: list[str], types: Types) -> SqlSource:
+    """Reads ``columns`` as the database returns them (exact text where that is the form)."""
+    text_cols = {c for c in columns if c in types and types[c].exact_text}
+    return SqlSource(table, [], columns, [], text_cols)
+
+
+class _Keys:
+    """A key in the target key columns' canonical form, from source or target values."""
+
+    def __init__(self, names: list[str], types: Types) -> None:
+        self._steps = [(cast_to(types[n]), canonical_for(types[n])) for n in names]
+
+    def canon(self, values: Key) -> Key:
+        return tuple(
+            canon(_try(cast, v)) for (cast, canon), v in zip(self._steps, values, strict=False)
+        )
+
+
+def _try(cast: Cast, value: Any) -> Any:
+    try:
+        return cast(value)
+    except BadRowError:
+        return value
 
 
 def verify_stream(
@@ -79,33 +89,31 @@ def verify_stream(
     target: Engine,
     quarantined: set[Key] | None = None,
 ) -> StreamCheck:
-    """Compare one stream; rows whose key was quarantined by the target are expected absent."""
-    quarantined = quarantined or set()
+    """Compare one stream; rows quarantined (by a transform, a cast or the target) are
+    expected absent. Both sides are read without the load path's conversions and
+    compared in the canonical form of each target column."""
     stream = spec.stream(name)
-    binding = bind_stream(spec, name, reflect_table(source, stream.source_table))
-    check = StreamCheck(name)
-    columns = list(binding.mapper.target_columns)
-    key_pos = [columns.index(k) for k in binding.target_key] or list(range(len(binding.key)))
-    expected: dict[tuple[Any, ...], tuple[Any, ...]] = {}
     with source.connect() as conn:
-        for row in binding.source.read_range(conn, None, None):
-            check.source_rows += 1
-            try:
-                mapped = tuple(normal(v) for v in binding.mapper.map_row(row))
-            except BadRowError:
-                check.bad_rows += 1
-                continue
-            key = tuple(mapped[i] for i in key_pos)
-            if key in quarantined:
-                check.bad_rows += 1
-                continue
-            expected[key] = mapped
-    check.expected_rows = len(expected)
+        source_types = describe(conn, stream.source_table)
+    with target.connect() as conn:
+        target_types = describe(conn, stream.target_table)
+    binding = bind_stream(spec, name, reflect_table(source, stream.source_table), source_types)
+    path = build_path(binding.mapper, binding.origins, source_types, target_types)
+    columns = list(path.target_columns)
+    canons = [canonical_for(target_types[c]) for c in columns]
+    tkey = binding.target_key or [
+        c.name for c in reflect_table(target, stream.target_table).primary_key.columns
+    ]
+    keys = _Keys(tkey, target_types)
+    key_pos = [columns.index(k) for k in tkey]
+    skipped = {keys.canon(k) for k in quarantined or set()}
+    check = StreamCheck(name)
+    expected = _expected(check, binding, path, canons, key_pos, keys, skipped, source)
     table = reflect_table(target, stream.target_table)
     with target.connect() as conn:
-        for row in conn.execute(select(*[table.c[c] for c in columns])):
+        for row in _reader(table, columns, target_types).read_range(conn, None, None):
             check.target_rows += 1
-            got = tuple(normal(v) for v in row)
+            got = tuple(canon(v) for canon, v in zip(canons, row, strict=True))
             key = tuple(got[i] for i in key_pos)
             want = expected.pop(key, None)
             if want is None:
@@ -115,6 +123,38 @@ def verify_stream(
                 check.different.append((key, diff))
     check.missing = list(expected)
     return check
+
+
+def _expected(
+    check: StreamCheck,
+    binding: StreamBinding,
+    path: ValuePath,
+    canons: list[Canon],
+    key_pos: list[int],
+    keys: _Keys,
+    skipped: set[Key],
+    source: Engine,
+) -> dict[Key, Key]:
+    expected: dict[Key, Key] = {}
+    with source.connect() as conn:
+        for row in binding.source.read_range(conn, None, None):
+            check.source_rows += 1
+            if binding.identity_key and keys.canon(tuple(row[: binding.key_width])) in skipped:
+                check.bad_rows += 1
+                continue
+            try:
+                converted = path.convert(row)
+            except BadRowError:
+                check.bad_rows += 1
+                continue
+            mapped = tuple(canon(v) for canon, v in zip(canons, converted, strict=True))
+            key = tuple(mapped[i] for i in key_pos)
+            if key in skipped:
+                check.bad_rows += 1
+                continue
+            expected[key] = mapped
+    check.expected_rows = len(expected)
+    return expected
 
 
 def verify(

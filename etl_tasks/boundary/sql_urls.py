@@ -45,6 +45,13 @@ ALLOWED_PARAMS: dict[str, frozenset[str]] = {
 }
 DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "mariadb": 3306}
 NO_FILE = "/nonexistent/baton-no-ambient-credentials"  # libpq skips a file that is not there
+PG_SESSION = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres"
+# Instants read and written in UTC; a value a column cannot hold is an error, never a
+# silent truncation or a zero date.
+MYSQL_SESSION = (
+    "SET time_zone = '+00:00', sql_mode = 'STRICT_ALL_TABLES,NO_ZERO_IN_DATE,NO_ZERO_DATE,"
+    "ERROR_FOR_DIVISION_BY_ZERO,NO_ENGINE_SUBSTITUTION'"
+)
 _PORT = re.compile(r"^[a-z0-9+]+://[^/?#]*@?[^/?#:]*:([^/?#]*)", re.I)
 
 
@@ -160,7 +167,9 @@ def _pg_args(ep: SqlEndpoint, t: Timeouts) -> dict[str, Any]:
         "keepalives_interval": 5,
         "keepalives_count": 3,
         "tcp_user_timeout": io_ms,
-        "options": f"-c statement_timeout={io_ms}",
+        # Pinned session settings: how every value is spelled on the way in and out
+        # must not depend on the server's or the role's defaults.
+        "options": f"-c statement_timeout={io_ms} {PG_SESSION}",
         "application_name": ep.url.query.get("application_name", "baton"),
     }
 
@@ -174,4 +183,5 @@ def _mysql_args(ep: SqlEndpoint, t: Timeouts) -> dict[str, Any]:
         "read_timeout": max(0.5, t.io_s),
         "write_timeout": max(0.5, t.io_s),
         "local_infile": False,
+        "init_command": MYSQL_SESSION,
     }

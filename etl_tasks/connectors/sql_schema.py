@@ -1,8 +1,9 @@
 """Creating target tables and the ledger, once per stream, under a lock.
 
-Types are SQLAlchemy's generic ones so a table read from SQLite can be
-created in PostgreSQL or MariaDB; the key becomes the primary key; no foreign
-keys are copied (streams load in parallel, in any order).
+Each column's type is what :mod:`etl_tasks.values.ddl` carries it to (the
+source's own declaration within one dialect, its exact counterpart across);
+the key becomes the primary key; no foreign keys are copied (streams load in
+parallel, in any order).
 """
 
 from __future__ import annotations
@@ -10,65 +11,19 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections.abc import Iterator, Sequence
-from typing import Any
 
-from sqlalchemy import (
-    Column,
-    Connection,
-    DateTime,
-    Engine,
-    Float,
-    MetaData,
-    Numeric,
-    String,
-    Table,
-    Text,
-    Time,
-    inspect,
-    text,
-)
-from sqlalchemy.dialects import mysql
-from sqlalchemy.types import NullType, TypeEngine
+from sqlalchemy import Column, Connection, Engine, MetaData, Table, inspect, text
 
 from etl_tasks.connectors.ledger import ledger_table
 from etl_tasks.connectors.sql_source import split_name
 from etl_tasks.errors import TransientError
+from etl_tasks.values.ddl import DeclaredType, Target, TargetColumn
 
 
-def portable_type(sa_type: TypeEngine[Any]) -> TypeEngine[Any]:
-    """The generic form of a reflected type; untyped SQLite columns become text."""
-    if isinstance(sa_type, NullType):
-        return Text()
-    try:
-        generic = sa_type.as_generic()
-    except NotImplementedError:
-        return Text()
-    return Text() if isinstance(generic, NullType) else generic
-
-
-def _key_safe(sa_type: TypeEngine[Any], dialect: str) -> TypeEngine[Any]:
-    """MySQL cannot index unbounded text: a text key column gets a length."""
-    if dialect in ("mysql", "mariadb") and isinstance(sa_type, Text | String):
-        if getattr(sa_type, "length", None) is None or isinstance(sa_type, Text):
-            return String(255)
-    return sa_type
-
-
-def _lossless(sa_type: TypeEngine[Any], dialect: str) -> TypeEngine[Any]:
-    """MySQL's defaults lose data (DECIMAL(10,0), DATETIME without fractions): widen them."""
-    if dialect not in ("mysql", "mariadb"):
-        return sa_type
-    if isinstance(sa_type, Numeric) and not isinstance(sa_type, Float):
-        if sa_type.precision is None:
-            return mysql.DECIMAL(precision=65, scale=20)
-        return sa_type
-    if isinstance(sa_type, DateTime):
-        return mysql.DATETIME(fsp=6)
-    if isinstance(sa_type, Time):
-        return mysql.TIME(fsp=6)
-    if isinstance(sa_type, Float):
-        return mysql.DOUBLE()
-    return sa_type
+def target_of(conn: Connection, table_name: str) -> Target:
+    """What :func:`etl_tasks.values.ddl.carry` needs to know of a target table's database."""
+    mariadb = bool(getattr(conn.dialect, "is_mariadb", False))
+    return Target(conn.dialect.name, mariadb, table_name)
 
 
 @contextlib.contextmanager
@@ -95,27 +50,26 @@ def _ddl_lock(engine: Engine, name: str) -> Iterator[Connection]:
 
 
 def ensure_table(
-    engine: Engine,
-    name: str,
-    columns: Sequence[tuple[str, TypeEngine[Any], bool]],
-    key: Sequence[str],
+    engine: Engine, name: str, columns: Sequence[TargetColumn], key: Sequence[str]
 ) -> bool:
-    """Create the target table if it is missing; return whether it was created."""
+    """Create the target table if it is missing (its enum types and domains first); return
+    whether it was created."""
     schema, table_name = split_name(name)
-    dialect = engine.dialect.name
     cols = [
         Column(
-            n,
-            _key_safe(_lossless(t, dialect), dialect) if n in key else _lossless(t, dialect),
-            primary_key=n in key,
-            nullable=(n not in key and nullable),
+            c.name,
+            DeclaredType(c.carried.sql),
+            primary_key=c.name in key,
+            nullable=c.nullable,
             autoincrement=False,
         )
-        for n, t, nullable in columns
+        for c in columns
     ]
     with _ddl_lock(engine, f"baton:ddl:{name}") as conn:
         if inspect(conn).has_table(table_name, schema=schema):
             return False
+        for statement in dict.fromkeys(s for c in columns for s in c.carried.setup):
+            conn.exec_driver_sql(statement)
         Table(table_name, MetaData(), *cols, schema=schema).create(conn)
         return True
 

@@ -3,10 +3,18 @@
 Names are used exactly as written: SQLAlchemy quotes any name that needs it.
 Chunk boundaries come from index scans (``ORDER BY key LIMIT 1 OFFSET n``
 after the previous boundary), so the API never reads a table's keys.
+
+Values are read as the database stores them: no SQLAlchemy type processing
+on the way in (a SQLite column declared BOOLEAN holding ``'no'`` reads
+``'no'``, a DATETIME key stored with a ``T`` keeps it), and key bounds are
+bound back exactly as they were read, so every boundary sorts where its row
+does. Types whose only exact form is their text (PostgreSQL intervals, JSON,
+arrays, ranges, enums …) are read as that text.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -17,12 +25,17 @@ from sqlalchemy import (
     MetaData,
     Select,
     Table,
+    Text,
     and_,
+    cast,
     select,
     true,
     tuple_,
+    type_coerce,
 )
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SAWarning
+from sqlalchemy.types import NullType
 
 from etl_tasks.spec import Filter
 
@@ -36,12 +49,23 @@ def split_name(name: str) -> tuple[str | None, str]:
 
 
 def reflect_table(engine: Engine | Connection, name: str) -> Table:
-    """The table as the database describes it (raises ``NoSuchTableError``)."""
+    """The table as the database describes it (raises ``NoSuchTableError``).
+
+    Types SQLAlchemy does not know (``xml``, a PostGIS geometry) are left untyped:
+    Baton reads the declared types from the catalog itself (:mod:`etl_tasks.values`).
+    """
     schema, table = split_name(name)
-    return Table(table, MetaData(), schema=schema, autoload_with=engine)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Did not recognize type", category=SAWarning)
+        return Table(table, MetaData(), schema=schema, autoload_with=engine)
 
 
-def key_expr(cols: Sequence[Column[Any]]) -> ColumnElement[Any]:
+def raw(col: ColumnElement[Any]) -> ColumnElement[Any]:
+    """The column with no SQLAlchemy type processing, for reads and for bound values."""
+    return type_coerce(col, NullType())
+
+
+def key_expr(cols: Sequence[ColumnElement[Any]]) -> ColumnElement[Any]:
     return cols[0] if len(cols) == 1 else tuple_(*cols)
 
 
@@ -53,7 +77,7 @@ def filters(table: Table, where: Sequence[Filter]) -> ColumnElement[bool]:
     """The spec's ``where`` list as one SQL condition."""
     conds: list[ColumnElement[bool]] = []
     for f in where:
-        col = table.c[f.column]
+        col = raw(table.c[f.column])
         match f.op:
             case "=":
                 conds.append(col == f.value)
@@ -75,7 +99,7 @@ def filters(table: Table, where: Sequence[Filter]) -> ColumnElement[bool]:
 
 
 def range_condition(
-    key_cols: Sequence[Column[Any]],
+    key_cols: Sequence[ColumnElement[Any]],
     lower: Sequence[Any] | None,
     upper: Sequence[Any] | None,
 ) -> ColumnElement[bool]:
@@ -93,15 +117,27 @@ class SqlSource:
     """One source table of one stream, ready to be read chunk by chunk."""
 
     def __init__(
-        self, table: Table, key: Sequence[str], columns: Sequence[str], where: Sequence[Filter]
+        self,
+        table: Table,
+        key: Sequence[str],
+        columns: Sequence[str],
+        where: Sequence[Filter],
+        text_columns: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         self.table = table
-        self.key_cols = [table.c[k] for k in key]
+        self.key_cols = [raw(table.c[k]) for k in key]
         self.columns = list(columns)
         self.where = filters(table, where)
+        self._read = [self._readable(table.c[c], c in text_columns) for c in self.columns]
+
+    @staticmethod
+    def _readable(col: Column[Any], as_text: bool) -> ColumnElement[Any]:
+        if as_text:
+            return type_coerce(cast(col, Text), NullType()).label(col.name)
+        return raw(col).label(col.name)
 
     def select_range(self, lower: Sequence[Any] | None, upper: Sequence[Any] | None) -> Select[Any]:
-        cols = [self.table.c[c] for c in self.columns]
+        cols = self._read
         return (
             select(*cols)
             .where(self.where, range_condition(self.key_cols, lower, upper))

@@ -2,10 +2,13 @@
 
 In one target transaction: claim the chunk's ledger row (a second delivery
 stops there), write the rows, record the quarantined ones in the ledger row,
-commit. PostgreSQL gets COPY: straight into the table when the chunk's key
-range is still empty there, otherwise through a temporary stage and an
-upsert. A batch that fails on a bad row is bisected inside savepoints until
-the bad rows are isolated; they are quarantined and the rest loads.
+commit. PostgreSQL gets COPY, and only COPY: straight into the table when the
+chunk's key range is still empty there, otherwise through a temporary stage
+and an upsert, so both paths write the very same text for every value.
+MySQL/MariaDB and SQLite get multi-row inserts of values spelled by their own
+encoder, without SQLAlchemy's type processing in between. A batch that fails
+on a bad row is bisected inside savepoints until the bad rows are isolated;
+they are quarantined and the rest loads.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import Connection, Engine, Table, exists, select, tuple_
+from sqlalchemy import Column, Connection, Engine, MetaData, Table, exists, select, tuple_
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.dialects import mysql, sqlite
+from sqlalchemy.types import NullType
 
 from etl_tasks import codec
 from etl_tasks.budget import SUB_BATCH_ROWS
@@ -26,14 +30,15 @@ from etl_tasks.connectors import ledger
 from etl_tasks.connectors.db_errors import classify
 from etl_tasks.connectors.ledger import LedgerRecord, QuarantineEntry
 from etl_tasks.connectors.pg_copy import copy_into
-from etl_tasks.connectors.sql_source import range_condition
-from etl_tasks.errors import PermanentError, TransientError
+from etl_tasks.connectors.sql_source import range_condition, raw
+from etl_tasks.errors import BadRowError, PermanentError, TransientError
+from etl_tasks.values.casts import cast_to
+from etl_tasks.values.encoders import ENCODERS
+from etl_tasks.values.types import ColumnType
 
 log = logging.getLogger(__name__)
 
 WriteMode = Literal["upsert", "insert", "skip_existing"]
-STAGE_MIN_ROWS = 200  # below this a multi-row INSERT beats COPY into a stage
-PG_MAX_PARAMS = 32_767  # bind parameters in one statement (the protocol allows 65,535)
 
 
 @dataclass
@@ -75,14 +80,30 @@ class SqlTarget:
     """One target table of one stream."""
 
     def __init__(
-        self, engine: Engine, table: Table, key: Sequence[str], write: WriteMode, identity_key: bool
+        self,
+        engine: Engine,
+        table: Table,
+        key: Sequence[str],
+        write: WriteMode,
+        identity_key: bool,
+        types: dict[str, ColumnType],
     ) -> None:
         self.engine = engine
         self.table = table
         self.key = list(key)
         self.write = write
         self.identity_key = identity_key  # target key values equal the source key values
+        self.types = types  # each column's declared type, from the catalog
         self.dialect = engine.dialect.name
+        self.encode = ENCODERS[self.dialect]
+        # The same table with no SQLAlchemy type processing: values arrive encoded.
+        self.raw_table = Table(
+            table.name,
+            MetaData(),
+            *[Column(c.name, NullType(), primary_key=c.name in self.key) for c in table.columns],
+            schema=table.schema,
+        )
+        self._key_casts = [cast_to(types[k]) for k in self.key if k in types]
 
     def load(self, req: LoadRequest) -> LedgerRecord:
         """Commit the chunk's rows and its ledger row together; a replay changes nothing."""
@@ -161,13 +182,27 @@ class SqlTarget:
         return QuarantineEntry(key, why, {c: codec.encode_value(v) for c, v in by_name.items()})
 
     def _range_is_empty(self, conn: Connection, req: LoadRequest) -> bool:
-        """Whether COPY may go straight into the table (PostgreSQL, fresh key range)."""
+        """Whether COPY may go straight into the table (PostgreSQL, fresh key range).
+
+        The chunk's bounds are the source's values: compared in the target's terms (cast
+        to its key columns). A bound the target's key type cannot hold (a stray text in an
+        integer key) means the range cannot be checked here, so the staged path is taken.
+        """
         if self.dialect != "postgresql" or not self.identity_key or req.key_range is None:
             return False
-        key_cols = [self.table.c[k] for k in self.key]
-        cond = range_condition(key_cols, *req.key_range)
+        try:
+            bounds = [self._target_key(b) for b in req.key_range]
+        except BadRowError:
+            return False
+        key_cols = [raw(self.table.c[k]) for k in self.key]
+        cond = range_condition(key_cols, *bounds)
         probe = select(1).select_from(self.table).where(cond)
         return not conn.execute(select(exists(probe))).scalar()
+
+    def _target_key(self, bound: Sequence[Any] | None) -> list[Any] | None:
+        if bound is None:
+            return None
+        return [cast(v) for cast, v in zip(self._key_casts, bound, strict=True)]
 
     def _split_existing(
         self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]]
@@ -176,11 +211,12 @@ class SqlTarget:
         query instead of by bisecting a batch where every row fails. Returns the positions
         of the rows to write, and of the taken ones with their reason."""
         positions = [columns.index(k) for k in self.key]
-        keys = [tuple(row[p] for p in positions) for row in rows]
-        key_cols = [self.table.c[k] for k in self.key]
+        keys = [tuple(self.encode(row[p]) for p in positions) for row in rows]
+        key_cols = [raw(self.table.c[k]) for k in self.key]
         expr = key_cols[0] if len(key_cols) == 1 else tuple_(*key_cols)
         wanted = [k[0] for k in keys] if len(key_cols) == 1 else keys
-        found = {tuple(r) for r in conn.execute(select(*key_cols).where(expr.in_(wanted)))}
+        query = select(*key_cols).where(expr.in_(wanted))
+        found = {tuple(self.encode(v) for v in r) for r in conn.execute(query)}
         fresh = [i for i, k in enumerate(keys) if k not in found]
         taken = [
             (i, "key already in the target (write: insert)")
@@ -225,30 +261,24 @@ class SqlTarget:
     def _write(
         self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]], *, direct: bool
     ) -> None:
-        if self.dialect == "postgresql" and (
-            direct or len(rows) >= STAGE_MIN_ROWS or len(rows) * len(columns) > PG_MAX_PARAMS
-        ):
+        if self.dialect == "postgresql":
             self._pg_copy(conn, columns, rows, direct=direct)
             return
-        params = [dict(zip(columns, r, strict=True)) for r in rows]
-        if self.dialect == "postgresql":
-            # One multi-row statement. SQLAlchemy does not batch an executemany that has an
-            # ON CONFLICT clause, and psycopg2 would then send one statement per row.
-            conn.execute(self._insert_stmt(columns).values(params))
-        else:  # the sqlite3 and PyMySQL drivers run an executemany as one batch themselves
-            conn.execute(self._insert_stmt(columns), params)
+        encode = self.encode
+        params = [{c: encode(v) for c, v in zip(columns, r, strict=True)} for r in rows]
+        # the sqlite3 and PyMySQL drivers run an executemany as one batch themselves
+        conn.execute(self._insert_stmt(columns), params)
 
     def _insert_stmt(self, columns: list[str]) -> Any:
         """INSERT with the write mode's conflict clause, in the target's dialect."""
         others = [c for c in columns if c not in self.key]
         if self.dialect == "mysql" or self.dialect == "mariadb":
-            stmt = mysql.insert(self.table)
+            mine = mysql.insert(self.raw_table)
             if self.write == "insert":
-                return stmt
+                return mine
             cols = others if self.write == "upsert" and others else self.key[:1]
-            return stmt.on_duplicate_key_update({c: stmt.inserted[c] for c in cols})
-        dialect_mod = postgresql if self.dialect == "postgresql" else sqlite
-        stmt = dialect_mod.insert(self.table)
+            return mine.on_duplicate_key_update({c: mine.inserted[c] for c in cols})
+        stmt = sqlite.insert(self.raw_table)
         if self.write == "insert":
             return stmt
         if self.write == "skip_existing" or not others:

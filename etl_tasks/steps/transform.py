@@ -1,4 +1,9 @@
-"""Transform: map staged source rows to target rows; set aside the rows that fail."""
+"""Transform: map staged source rows to target rows; set aside the rows that fail.
+
+Each row goes through the stream's value path: the spec's transforms, then the
+strict cast into each target column's type. A value either arrives exactly
+or its row is quarantined with the reason, here, before the load.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +19,7 @@ from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.steps import extract as extract_step
 from etl_tasks.steps.common import elapsed_ms, run_step
-from etl_tasks.transforms import RowMapper
+from etl_tasks.values.path import ValuePath
 
 STAGE = "transformed"
 
@@ -32,12 +37,13 @@ def _transform(rt: Runtime, c: Claim) -> None:
         raise StagingMissing()
     columns, rows, _ = codec.decode_rows(blob)
     binding = rt.binding(c.migration_id, c.stream)
-    mapped = map_rows(binding.mapper, columns, rows, binding.key_width)
+    path = rt.value_path(c.migration_id, c.stream)
+    mapped = map_rows(path, columns, rows, binding.key_width)
     if mapped.bad and rt.spec(c.migration_id).on_bad_row == "fail":
         first = mapped.bad[0][1]
         raise PermanentError(f"bad row {first.key}: {first.reason}")
     out = codec.encode_rows(
-        binding.mapper.target_columns,
+        path.target_columns,
         mapped.good,
         quarantine=[[q.key, q.reason, q.row, pos] for pos, q in mapped.bad],
         positions=mapped.positions,
@@ -68,7 +74,7 @@ class Mapped:
 
 
 def map_rows(
-    mapper: RowMapper, columns: list[str], rows: list[tuple[Any, ...]], key_width: int
+    path: ValuePath, columns: list[str], rows: list[tuple[Any, ...]], key_width: int
 ) -> Mapped:
     """Target rows for the rows that map, quarantine entries for those that do not.
 
@@ -76,7 +82,7 @@ def map_rows(
     chunk at a key the source returned.
     """
     out = Mapped()
-    map_row = mapper.map_row
+    map_row = path.convert
     for pos, row in enumerate(rows):
         try:
             out.good.append(map_row(row))

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy import Engine, distinct, func, select, tuple_
 from sqlalchemy import exc as sa_exc
 
-from etl_tasks.bindings import bind_stream
+from etl_tasks.bindings import target_key
 from etl_tasks.boundary.policy import Boundary
 from etl_tasks.connectors.engines import create_sql_engine
 from etl_tasks.connectors.ledger import committed_chunks
@@ -218,9 +218,9 @@ def _ledger_rows(target: Engine, migration_id: str) -> dict[str, int]:
 def _distinct_keys(spec: MigrationSpec, name: str, source: Engine, target: Engine) -> int:
     """Distinct target keys of one stream: fewer than its rows means some row is doubled."""
     stream = spec.stream(name)
-    binding = bind_stream(spec, name, reflect_table(source, stream.source_table))
+    tkey, _ = target_key(stream, reflect_table(source, stream.source_table))
     table = reflect_table(target, stream.target_table)
-    names = binding.target_key or [c.name for c in table.primary_key.columns]
+    names = tkey or [c.name for c in table.primary_key.columns]
     cols = [table.c[n] for n in names]
     key = cols[0] if len(cols) == 1 else tuple_(*cols)
     with target.connect() as conn:

@@ -5,25 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import (
-    BigInteger,
-    Boolean,
-    Column,
-    Date,
-    DateTime,
-    Float,
-    Integer,
-    MetaData,
-    Numeric,
-    String,
-    Table,
-    Text,
-)
+from sqlalchemy import Column, Integer, MetaData, String, Table
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.types import NullType, TypeEngine
+from sqlalchemy.types import NullType
 
 from etl_tasks.bindings import bind_stream, read_columns, source_key, target_columns, target_key
 from etl_tasks.spec import MigrationSpec, Stream
+from etl_tasks.values.ddl import Target
+from etl_tasks.values.types import ColumnType, Kind
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -55,17 +44,23 @@ def line_table() -> Table:
     )
 
 
+def customer_types() -> dict[str, ColumnType]:
+    """The declared types of :func:`customer_table`, as PostgreSQL's catalog gives them."""
+    pg = "postgresql"
+    return {
+        "Email": ColumnType(pg, Kind.TEXT, "character varying(120)", length=120),
+        "CustomerId": ColumnType(pg, Kind.INTEGER, "integer", nullable=False, precision=32),
+        "Born": ColumnType(pg, Kind.TEXT, "character varying(10)", length=10),
+        "Price": ColumnType(pg, Kind.DECIMAL, "numeric(10,2)", False, precision=10, scale=2),
+        "Active": ColumnType(pg, Kind.TEXT, "character varying(1)", length=1),
+        "Notes": ColumnType("sqlite", Kind.UNTYPED, ""),
+        "CreatedAt": ColumnType(pg, Kind.TIMESTAMPTZ, "timestamp with time zone"),
+    }
+
+
 def stream(**fields: Any) -> Stream:
     base = {"source_table": "Customer", "target_table": "customers"}
     return Stream.model_validate({**base, **fields})
-
-
-def types_of(s: Stream, table: Table) -> dict[str, TypeEngine[Any]]:
-    return {name: sa_type for name, sa_type, _ in target_columns(s, table)}
-
-
-def nullability_of(s: Stream, table: Table) -> dict[str, bool]:
-    return {name: nullable for name, _, nullable in target_columns(s, table)}
 
 
 # --- the source key and the columns to read ------------------------------------------------
@@ -187,63 +182,83 @@ def test_key_copied_through_from_without_transform_is_identity() -> None:
 
 # --- target column types -------------------------------------------------------------------
 
+PG = Target("postgresql", table="customers")
+
+
+def types_of(s: Stream, table: Table, to: Target = PG) -> dict[str, str]:
+    columns, refused = target_columns(s, table, customer_types(), to)
+    assert not refused
+    return {c.name: c.carried.sql for c in columns}
+
+
+def nullability_of(s: Stream, table: Table) -> dict[str, bool]:
+    columns, _ = target_columns(s, table, customer_types(), PG)
+    return {c.name: c.nullable for c in columns}
+
 
 @pytest.mark.parametrize(
     ("transform", "expected"),
     [
-        ("int", BigInteger),
-        ("float", Float),
-        ("decimal", Numeric),
-        ("bool", Boolean),
-        ("date", Date),
-        ("datetime", DateTime),
-        ("lower", Text),
-        ("upper", Text),
-        ("strip", Text),
-        ("map", Text),
+        ("int", "bigint"),
+        ("float", "double precision"),
+        ("decimal", "numeric"),
+        ("bool", "boolean"),
+        ("date", "date"),
+        ("datetime", "timestamp"),
+        ("lower", "text"),
+        ("upper", "text"),
+        ("strip", "text"),
+        ("map", "text"),
     ],
 )
-def test_transformed_column_type(transform: str, expected: type[TypeEngine[Any]]) -> None:
+def test_transformed_column_type(transform: str, expected: str) -> None:
     s = stream(columns={"id": "CustomerId", "out": {"from": "Born", "transform": transform}})
 
-    assert type(types_of(s, customer_table())["out"]) is expected
+    assert types_of(s, customer_table())["out"] == expected
 
 
 @pytest.mark.parametrize(
     ("value", "expected"),
     [
-        ("acme", Text),
-        (7, BigInteger),
-        (2.5, Float),
-        (True, Boolean),
-        (False, Boolean),
-        (None, Text),
-        ({"a": 1}, Text),
+        ("acme", "text"),
+        (7, "bigint"),
+        (2.5, "double precision"),
+        (True, "boolean"),
+        (False, "boolean"),
+        (None, "text"),
+        ({"a": 1}, "json"),
     ],
     ids=["str", "int", "float", "true", "false", "null", "object"],
 )
-def test_constant_column_type(value: object, expected: type[TypeEngine[Any]]) -> None:
+def test_constant_column_type(value: object, expected: str) -> None:
     s = stream(columns={"id": "CustomerId", "c": {"value": value}})
 
-    assert type(types_of(s, customer_table())["c"]) is expected
+    assert types_of(s, customer_table())["c"] == expected
 
 
-def test_plain_copy_keeps_the_generic_type() -> None:
+def test_a_plain_copy_within_one_dialect_keeps_the_declaration() -> None:
     types = types_of(stream(), customer_table())
 
-    assert type(types["CustomerId"]) is Integer
-    assert type(types["Email"]) is String and types["Email"].length == 120  # type: ignore[attr-defined]
-    assert type(types["Price"]) is Numeric
-    assert (types["Price"].precision, types["Price"].scale) == (10, 2)  # type: ignore[attr-defined]
-    assert type(types["CreatedAt"]) is DateTime
-    assert types["CreatedAt"].timezone is True  # type: ignore[attr-defined]
+    assert types["CustomerId"] == "integer"
+    assert types["Email"] == "character varying(120)"
+    assert types["Price"] == "numeric(10,2)"
+    assert types["CreatedAt"] == "timestamp with time zone"
+
+
+def test_a_plain_copy_across_dialects_gets_the_exact_counterpart() -> None:
+    maria = types_of(stream(), customer_table(), Target("mysql", mariadb=True, table="c"))
+
+    assert maria["Price"] == "DECIMAL(10,2)"
+    assert maria["CreatedAt"] == "DATETIME(6)"  # an instant, kept in UTC
+    assert maria["Email"] == "VARCHAR(120)"
+    assert types_of(stream(), customer_table(), Target("sqlite"))["Price"] == "TEXT"
 
 
 @pytest.mark.parametrize("spec", ["Notes", {"from": "Notes"}], ids=["copy", "from"])
 def test_untyped_column_becomes_text(spec: object) -> None:
     s = stream(columns={"id": "CustomerId", "notes": spec})
 
-    assert type(types_of(s, customer_table())["notes"]) is Text
+    assert types_of(s, customer_table())["notes"] == "text"
 
 
 def test_transform_without_a_known_type_keeps_the_source_type() -> None:
@@ -254,13 +269,26 @@ def test_transform_without_a_known_type_keeps_the_source_type() -> None:
         }
     )
 
-    assert type(types_of(s, customer_table())["p"]) is Numeric
+    assert types_of(s, customer_table())["p"] == "numeric(10,2)"
 
 
 def test_target_columns_follow_the_mapping_order_and_names() -> None:
     s = stream(columns={"z": {"value": 1}, "id": "CustomerId", "mail": "Email"})
 
-    assert [name for name, _, _ in target_columns(s, customer_table())] == ["z", "id", "mail"]
+    assert list(types_of(s, customer_table())) == ["z", "id", "mail"]
+
+
+def test_exclude_drops_columns_from_the_default_mapping() -> None:
+    s = stream(exclude=["Notes", "Born"])
+
+    assert "Notes" not in types_of(s, customer_table())
+    assert read_columns(s, customer_table()) == [
+        "CustomerId",
+        "Email",
+        "Price",
+        "Active",
+        "CreatedAt",
+    ]
 
 
 def test_nullability() -> None:
@@ -310,7 +338,7 @@ def test_bind_stream_puts_it_together() -> None:
         }
     )
 
-    binding = bind_stream(spec, "customers", customer_table())
+    binding = bind_stream(spec, "customers", customer_table(), customer_types())
 
     assert binding.name == "customers"
     assert binding.key == ["CustomerId"] and binding.key_width == 1

@@ -1,0 +1,276 @@
+"""Reading each column's declared type from the database's own catalog."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import Connection, text
+
+from etl_tasks.values.types import ColumnType, Kind
+
+Columns = dict[str, ColumnType]
+
+_PG_COLUMNS = text("""
+    SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
+           t.typname, t.typtype, t.typcategory, bt.typname, et.typname, tn.nspname,
+           CASE WHEN t.typtype = 'd' THEN pg_catalog.format_type(t.typbasetype, t.typtypmod) END,
+           a.atttypid
+    FROM pg_catalog.pg_attribute a
+    JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
+    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+    JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+    JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace
+    LEFT JOIN pg_catalog.pg_type bt ON bt.oid = t.typbasetype
+    LEFT JOIN pg_catalog.pg_type et ON et.oid = t.typelem AND t.typcategory = 'A'
+    WHERE c.relname = :name AND n.nspname = COALESCE(:schema, pg_catalog.current_schema())
+      AND a.attnum > 0 AND NOT a.attisdropped
+    ORDER BY a.attnum
+""")
+_PG_ENUM_LABELS = text(
+    "SELECT enumlabel FROM pg_catalog.pg_enum WHERE enumtypid = :oid ORDER BY enumsortorder"
+)
+_PG_KINDS: dict[str, tuple[Kind, int | None]] = {
+    "int2": (Kind.INTEGER, 16),
+    "int4": (Kind.INTEGER, 32),
+    "int8": (Kind.INTEGER, 64),
+    "numeric": (Kind.DECIMAL, None),
+    "float4": (Kind.FLOAT, 24),
+    "float8": (Kind.FLOAT, 53),
+    "bool": (Kind.BOOLEAN, None),
+    "text": (Kind.TEXT, None),
+    "varchar": (Kind.TEXT, None),
+    "bpchar": (Kind.TEXT, None),
+    "citext": (Kind.TEXT, None),
+    "name": (Kind.TEXT, None),
+    "bytea": (Kind.BINARY, None),
+    "date": (Kind.DATE, None),
+    "time": (Kind.TIME, None),
+    "timestamp": (Kind.TIMESTAMP, None),
+    "timestamptz": (Kind.TIMESTAMPTZ, None),
+    "interval": (Kind.INTERVAL, None),
+    "json": (Kind.JSON, None),
+    "jsonb": (Kind.JSON, None),
+    "uuid": (Kind.UUID, None),
+}
+_NUMBERS = re.compile(r"\((\d+)(?:\s*,\s*(\d+))?\)")
+
+
+def _args(sql: str) -> tuple[int | None, int | None]:
+    m = _NUMBERS.search(sql)
+    if not m:
+        return None, None
+    return int(m.group(1)), (int(m.group(2)) if m.group(2) is not None else None)
+
+
+def describe_postgresql(conn: Connection, schema: str | None, name: str) -> Columns:
+    out: Columns = {}
+    rows = conn.execute(_PG_COLUMNS, {"name": name, "schema": schema}).all()
+    for (
+        col,
+        sql,
+        nullable,
+        typname,
+        typtype,
+        category,
+        base,
+        elem,
+        typschema,
+        base_sql,
+        oid,
+    ) in rows:
+        user_type = f"{typschema}.{typname}" if typtype in ("e", "d") else None
+        if typtype == "e":
+            labels = tuple(conn.execute(_PG_ENUM_LABELS, {"oid": oid}).scalars())
+            out[col] = ColumnType(
+                "postgresql", Kind.ENUM, sql, nullable, labels=labels, user_type=user_type
+            )
+            continue
+        if category == "A":
+            out[col] = ColumnType("postgresql", Kind.ARRAY, sql, nullable, element=elem)
+            continue
+        kind, bits = _PG_KINDS.get(base if typtype == "d" else typname, (Kind.NATIVE, None))
+        first, second = _args(base_sql if typtype == "d" else sql)
+        out[col] = _sized("postgresql", kind, sql, nullable, bits, first, second).with_(
+            fixed=typname == "bpchar", jsonb=typname == "jsonb", user_type=user_type
+        )
+    return out
+
+
+def _sized(
+    dialect: str,
+    kind: Kind,
+    sql: str,
+    nullable: bool,
+    bits: int | None,
+    first: int | None,
+    second: int | None,
+) -> ColumnType:
+    if kind == Kind.DECIMAL:
+        return ColumnType(dialect, kind, sql, nullable, precision=first, scale=second)
+    if kind in (Kind.TEXT, Kind.BINARY):
+        return ColumnType(dialect, kind, sql, nullable, length=first)
+    if kind in (Kind.TIME, Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+        return ColumnType(dialect, kind, sql, nullable, scale=first)
+    return ColumnType(dialect, kind, sql, nullable, precision=bits)
+
+
+_MYSQL_COLUMNS = text("""
+    SELECT column_name, data_type, column_type, is_nullable = 'YES', collation_name,
+           numeric_precision, numeric_scale, character_maximum_length, datetime_precision
+    FROM information_schema.columns
+    WHERE table_schema = COALESCE(:schema, DATABASE()) AND table_name = :name
+    ORDER BY ordinal_position
+""")
+_MYSQL_JSON_CHECKS = text("""
+    SELECT check_clause FROM information_schema.check_constraints
+    WHERE constraint_schema = COALESCE(:schema, DATABASE()) AND table_name = :name
+""")
+_MYSQL_INT_BITS = {"tinyint": 8, "smallint": 16, "mediumint": 24, "int": 32, "bigint": 64}
+_MYSQL_KINDS: dict[str, Kind] = {
+    **{k: Kind.INTEGER for k in _MYSQL_INT_BITS},
+    "year": Kind.INTEGER,
+    "decimal": Kind.DECIMAL,
+    "float": Kind.FLOAT,
+    "double": Kind.FLOAT,
+    **{k: Kind.TEXT for k in ("char", "varchar", "tinytext", "text", "mediumtext", "longtext")},
+    **{
+        k: Kind.BINARY
+        for k in ("binary", "varbinary", "tinyblob", "blob", "mediumblob", "longblob")
+    },
+    "date": Kind.DATE,
+    "time": Kind.TIME,
+    "datetime": Kind.TIMESTAMP,
+    "timestamp": Kind.TIMESTAMPTZ,  # an instant: read in UTC (the session's time zone)
+    "json": Kind.JSON,
+    "enum": Kind.ENUM,
+    "set": Kind.SET,
+}
+_LABEL = re.compile(r"'((?:[^']|'')*)'")
+
+
+def describe_mysql(conn: Connection, schema: str | None, name: str) -> Columns:
+    dialect = conn.dialect.name
+    checks = " ".join(
+        str(c) for c in conn.execute(_MYSQL_JSON_CHECKS, {"schema": schema, "name": name}).scalars()
+    )
+    out: Columns = {}
+    params = {"schema": schema, "name": name}
+    for row in conn.execute(_MYSQL_COLUMNS, params).all():
+        col, data_type, sql, nullable, collation, precision, scale, length, fsp = row
+        kind = _MYSQL_KINDS.get(str(data_type), Kind.NATIVE)
+        if kind == Kind.TEXT and re.search(rf"json_valid\(`?{re.escape(col)}`?\)", checks):
+            kind = Kind.JSON
+        out[col] = _mysql_column(
+            dialect,
+            kind,
+            str(data_type),
+            str(sql),
+            bool(nullable),
+            collation,
+            precision,
+            scale,
+            length,
+            fsp,
+        )
+    return out
+
+
+def _mysql_column(
+    dialect: str,
+    kind: Kind,
+    data_type: str,
+    sql: str,
+    nullable: bool,
+    collation: str | None,
+    precision: Any,
+    scale: Any,
+    length: Any,
+    fsp: Any,
+) -> ColumnType:
+    unsigned = "unsigned" in sql
+    if kind == Kind.INTEGER:
+        bits = _MYSQL_INT_BITS.get(data_type, 16)
+        return ColumnType(dialect, kind, sql, nullable, precision=bits, unsigned=unsigned)
+    if kind == Kind.DECIMAL:
+        return ColumnType(
+            dialect, kind, sql, nullable, precision=precision, scale=scale, unsigned=unsigned
+        )
+    if kind == Kind.FLOAT:
+        return ColumnType(
+            dialect, kind, sql, nullable, precision=24 if data_type == "float" else 53
+        )
+    if kind in (Kind.ENUM, Kind.SET):
+        labels = tuple(m.replace("''", "'") for m in _LABEL.findall(sql))
+        return ColumnType(dialect, kind, sql, nullable, labels=labels, collation=collation)
+    if kind in (Kind.TEXT, Kind.BINARY):
+        size = int(length) if length is not None and int(length) < 65536 else None
+        fixed = data_type in ("char", "binary")
+        return ColumnType(
+            dialect, kind, sql, nullable, length=size, fixed=fixed, collation=collation
+        )
+    if kind in (Kind.TIME, Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
+        return ColumnType(dialect, kind, sql, nullable, scale=int(fsp or 0))
+    return ColumnType(dialect, kind, sql, nullable)
+
+
+_SQLITE_RULES: list[tuple[str, Kind]] = [
+    ("INT", Kind.INTEGER),
+    ("BOOL", Kind.BOOLEAN),
+    ("TIMESTAMP", Kind.TIMESTAMP),
+    ("DATETIME", Kind.TIMESTAMP),
+    ("DATE", Kind.DATE),
+    ("TIME", Kind.TIME),
+    ("DEC", Kind.DECIMAL),
+    ("NUMERIC", Kind.DECIMAL),
+    ("MONEY", Kind.DECIMAL),
+    ("REAL", Kind.FLOAT),
+    ("FLOA", Kind.FLOAT),
+    ("DOUB", Kind.FLOAT),
+    ("JSON", Kind.JSON),
+    ("CHAR", Kind.TEXT),
+    ("CLOB", Kind.TEXT),
+    ("TEXT", Kind.TEXT),
+    ("BLOB", Kind.BINARY),
+    ("UUID", Kind.TEXT),
+]
+
+
+def sqlite_kind(declared: str) -> Kind:
+    """What a SQLite declaration means (its values may still be of any storage class)."""
+    upper = declared.upper()
+    if not upper.strip():
+        return Kind.UNTYPED
+    for needle, kind in _SQLITE_RULES:
+        if needle in upper:
+            return kind
+    return Kind.DECIMAL  # SQLite's NUMERIC affinity
+
+
+def describe_sqlite(conn: Connection, schema: str | None, name: str) -> Columns:
+    prefix = f'"{schema}".' if schema else ""
+    quoted = name.replace('"', '""')
+    out: Columns = {}
+    for row in conn.exec_driver_sql(f'PRAGMA {prefix}table_info("{quoted}")').all():
+        _, col, declared, notnull, _, _ = row
+        first, second = _args(str(declared or ""))
+        kind = sqlite_kind(str(declared or ""))
+        nullable = not notnull
+        bits = 64 if kind == Kind.INTEGER else None
+        out[col] = _sized("sqlite", kind, str(declared or ""), nullable, bits, first, second)
+    return out
+
+
+_DESCRIBERS: dict[str, Callable[[Connection, str | None, str], Columns]] = {
+    "postgresql": describe_postgresql,
+    "mysql": describe_mysql,
+    "mariadb": describe_mysql,
+    "sqlite": describe_sqlite,
+}
+
+
+def describe(conn: Connection, table_name: str) -> Columns:
+    """Every column of ``table_name`` (``schema.table`` or ``table``), by its declared type."""
+    schema, _, name = table_name.rpartition(".")
+    return _DESCRIBERS[conn.dialect.name](conn, schema or None, name)
