@@ -13,6 +13,13 @@ from etl_tasks.settings import Settings
 from etl_tasks.state.db import upgrade
 from ops.timings import FAST_TIMINGS
 from tests import services
+from tests.samples import (  # noqa: F401  (fixtures: the public sample databases)
+    chinook_url,
+    northwind_url,
+    pagila_template,
+    pagila_url,
+    sakila_url,
+)
 
 
 @pytest.fixture(scope="session")

@@ -57,14 +57,15 @@ def postgres_answers() -> bool:
 
 
 @contextmanager
-def pg_database(prefix: str = "baton_t") -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
+def pg_database(prefix: str = "baton_t", template: str | None = None) -> Iterator[str]:
+    """A fresh PostgreSQL database for one test (a copy of ``template``), dropped afterwards."""
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = psycopg2.connect(**_pg_params(PG_ADMIN_URL))
     admin.autocommit = True
     try:
         with admin.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
+            copy = f' TEMPLATE "{template}"' if template else ""
+            cur.execute(f'CREATE DATABASE "{name}"{copy}')
         yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.cursor() as cur:
