@@ -132,7 +132,7 @@ def target_columns(
         if isinstance(spec, str):
             rep = stream.as_.get(spec)
         try:
-            carried = carry(produced, to, name, key=name in tkey, rep=rep)
+            carried = carry(produced, to, name, key=name in tkey, rep=rep, key_columns=len(tkey))
         except Uncarriable as exc:
             refused.append((name, exc))
             continue
@@ -160,15 +160,18 @@ class StreamBinding:
         return len(self.key)
 
 
-def _text_columns(stream: Stream, table: Table, types: Types) -> set[str]:
-    """Columns read as their database's own text (a PostgreSQL array asked for as JSON is
-    read as an array instead, to be written as JSON)."""
-    wanted_json = {o.source for o in origins(stream, table).values() if o.rep == "json"}
-    return {
-        name
-        for name, t in types.items()
-        if t.exact_text and not (t.kind == Kind.ARRAY and name in wanted_json)
-    }
+def _text_columns(stream: Stream, table: Table, types: Types) -> dict[str, str | None]:
+    """Columns read as their database's own text, with the function that gives it where
+    that is not a plain cast (a MySQL geometry asked for as text: its WKT). A PostgreSQL
+    array asked for as JSON is read as an array instead, to be written as JSON."""
+    reps = {o.source: o.rep for o in origins(stream, table).values() if o.rep}
+    out: dict[str, str | None] = {}
+    for name, t in types.items():
+        if t.exact_text and not (t.kind == Kind.ARRAY and reps.get(name) == "json"):
+            out[name] = None
+        elif t.text_function and reps.get(name) == "text":
+            out[name] = t.text_function
+    return out
 
 
 def bind_stream(

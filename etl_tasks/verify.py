@@ -59,7 +59,9 @@ def quarantine_keys(db: StateDB, migration_id: str) -> dict[str, set[Key]]:
 
 def _reader(table: Table, columns: list[str], types: Types) -> SqlSource:
     """Reads ``columns`` as the database returns them (exact text where that is the form)."""
-    text_cols = {c for c in columns if c in types and types[c].exact_text}
+    text_cols: dict[str, str | None] = {
+        c: None for c in columns if c in types and types[c].exact_text
+    }
     return SqlSource(table, [], columns, [], text_cols)
 
 

@@ -37,8 +37,8 @@ def _number(value: int | float | Decimal) -> str:
 
 
 def _timestamp(value: datetime) -> str:
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC)
+    if value.tzinfo is not None:  # an instant, compared in UTC; a naive value stands for UTC
+        value = value.astimezone(UTC).replace(tzinfo=None)
     return value.isoformat(sep=" ")
 
 
@@ -73,8 +73,9 @@ def canonical(value: Any, fixed_width: bool = False) -> Canonical:
       column (PostgreSQL keeps them when read, MySQL drops them);
     - ``bytes``: lower-case hex;
     - ``timestamp``: ISO 8601 with a space (``2022-02-15 09:57:20``); one with a time zone
-      is converted to UTC and keeps its offset (``…+00:00``), so a ``timestamptz`` that
-      lost its zone differs; ``date``, ``time``: ISO 8601; ``interval``: microseconds;
+      is converted to UTC and compared as UTC (a MySQL ``DATETIME`` holding a
+      ``timestamptz`` holds it in UTC); ``date``, ``time``: ISO 8601; ``interval``:
+      microseconds;
     - ``array``: a JSON list of canonical elements; ``set``: the JSON list of its sorted
       members; ``json``: JSON with sorted keys;
     - anything else: its Python type and ``str()``.
@@ -175,11 +176,18 @@ def _columns(engine: Engine, table: str) -> tuple[list[str], set[str]]:
 
 
 def _read(
-    engine: Engine, table: str, columns: list[str], key: list[str], fixed: set[str]
+    engine: Engine,
+    table: str,
+    columns: list[str],
+    key: list[str],
+    fixed: set[str],
+    as_text: set[str] = frozenset(),  # type: ignore[assignment]
 ) -> dict[Key, tuple[Canonical, ...]]:
-    """Every row of ``table`` by the text of its key (the whole row without a key)."""
+    """Every row of ``table`` by the text of its key (the whole row without a key); the
+    ``as_text`` columns (MySQL geometries a spec carries as text) as their WKT."""
     quote = engine.dialect.identifier_preparer.quote
-    sql = f"SELECT {', '.join(quote(c) for c in columns)} FROM {quote(table)}"
+    picked = [f"ST_AsText({quote(c)})" if c in as_text else quote(c) for c in columns]
+    sql = f"SELECT {', '.join(picked)} FROM {quote(table)}"
     positions = [columns.index(k) for k in key] or list(range(len(columns)))
     rows: dict[Key, tuple[Canonical, ...]] = {}
     with engine.connect() as conn:
@@ -187,6 +195,15 @@ def _read(
             row = tuple(canonical(v, c in fixed) for c, v in zip(columns, raw, strict=True))
             rows[tuple(None if row[i] is None else row[i][1] for i in positions)] = row
     return rows
+
+
+def _spatial(engine: Engine, table: str) -> set[str]:
+    sql = (
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = DATABASE() "
+        "AND table_name = %s AND data_type IN ('geometry', 'point', 'linestring', 'polygon')"
+    )
+    with engine.connect() as conn:
+        return {str(r[0]) for r in conn.exec_driver_sql(sql, (table,))}
 
 
 def compare_table(source: Engine, target: Engine, stream: dict[str, Any]) -> TableDiff:
@@ -197,7 +214,14 @@ def compare_table(source: Engine, target: Engine, stream: dict[str, Any]) -> Tab
     if "columns" in stream:
         assert all(src == col for col, src in stream["columns"].items()), stream["columns"]
         columns = [c for c in columns if c in stream["columns"]]
-    want = _read(source, table, columns, key, fixed)
+    wkt = {
+        c
+        for c, rep in stream.get("as", {}).items()
+        if rep == "text"
+        and source.dialect.name in ("mysql", "mariadb")
+        and c in _spatial(source, table)
+    }
+    want = _read(source, table, columns, key, fixed, wkt)
     got = _read(target, stream["target_table"], columns, key, fixed)
     diff = TableDiff(stream["target_table"], source_rows=len(want), target_rows=len(got))
     diff.missing = [k for k in want if k not in got]
@@ -205,10 +229,30 @@ def compare_table(source: Engine, target: Engine, stream: dict[str, Any]) -> Tab
     for k, row in want.items():
         if k in got:
             pairs = zip(columns, row, got[k], strict=True)
-            cols = {c: (w, g) for c, w, g in pairs if not same(w, g)}
+            cols = {c: (w, g) for c, w, g in pairs if not same(*_as(stream, c, w, g))}
             if cols:
                 diff.different.append((k, cols))
     return diff
+
+
+def _as(
+    stream: dict[str, Any], column: str, want: Canonical, got: Canonical
+) -> tuple[Canonical, Canonical]:
+    """A column the spec carries ``"as": "json"``: an array or a MySQL SET ('a,b') on one
+    side, the JSON list it became on the other."""
+    if stream.get("as", {}).get(column) != "json" or want is None or got is None:
+        return want, got
+    return ("json", json.dumps(_items(want))), ("json", json.dumps(_items(got)))
+
+
+def _items(value: tuple[str, str]) -> list[Any]:
+    """The list an array, a SET ('a,b') or a JSON text holds."""
+    kind, text = value
+    if kind == "array":  # canonical elements, or a JSON column the driver parsed
+        return [item[1] if item else None for item in json.loads(text)]
+    if text.startswith("["):
+        return list(json.loads(text))
+    return [part for part in text.split(",") if part]
 
 
 def compare_tables(spec: dict[str, Any]) -> list[TableDiff]:

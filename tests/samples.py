@@ -234,9 +234,12 @@ def load_order(tables: list[str], refs: dict[str, set[str]]) -> dict[str, list[s
     return after
 
 
-def sample_spec(source_url: str, target_url: str, name: str) -> dict[str, Any]:
+def sample_spec(
+    source_url: str, target_url: str, name: str, carry: dict[str, dict[str, str]] | None = None
+) -> dict[str, Any]:
     """Every base table of the source a stream of its own name, created in the target, keyed
-    by its primary key, after the tables it references; everything else left to defaults."""
+    by its primary key, after the tables it references; everything else left to defaults but
+    ``carry``: per table, the ``"as"`` a column needs (what preflight asked for)."""
     engine = create_sql_engine(source_url)
     try:
         tables, refs = _tables_and_references(engine)
@@ -253,6 +256,8 @@ def sample_spec(source_url: str, target_url: str, name: str) -> dict[str, Any]:
         stream["create_target"] = True
         if after[table]:
             stream["after"] = after[table]
+        if table in (carry or {}):
+            stream["as"] = (carry or {})[table]
         streams.append(stream)
     return {
         "name": f"sample database {name}",

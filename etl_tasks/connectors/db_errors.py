@@ -25,31 +25,35 @@ _MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055, 1927}
 _MYSQL_BAD_ROW = {1048, 1062, 1264, 1265, 1292, 1366, 1406, 1451, 1452, 1690, 3819, 4025}
 
 
-def _pg_kind(code: str) -> Kind | None:
+def _pg_kind(code: str) -> Kind:
+    """By SQLSTATE alone: a code the server gave that is neither the connection's nor the
+    data's (a syntax error, a limit exceeded) will not pass by retrying."""
     if code in _PG_TRANSIENT_CODES or code.startswith(_PG_TRANSIENT_CLASSES):
         return "transient"
     if code.startswith(_PG_BAD_ROW_CLASSES):
         return "bad_row"
-    return None
+    return "fatal"
 
 
 def _mysql_kind(orig: BaseException) -> Kind | None:
+    """By error number: the server's own errors (below 2000, and 3000 up) are fatal unless
+    listed; the client's (2000 to 2999: cannot connect, server gone) are transient."""
     code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
+    if code is None or code == 0:
+        return None
     if code in _MYSQL_TRANSIENT:
         return "transient"
     if code in _MYSQL_BAD_ROW:
         return "bad_row"
-    return None
+    return "transient" if 2000 <= code < 3000 else "fatal"
 
 
 def classify(exc: BaseException) -> Kind:
     """What retrying this error would do."""
     orig = getattr(exc, "orig", None) or exc
     pgcode = getattr(orig, "pgcode", None)
-    if isinstance(pgcode, str):
-        kind = _pg_kind(pgcode)
-        if kind:
-            return kind
+    if isinstance(pgcode, str) and pgcode:
+        return _pg_kind(pgcode)
     if type(orig).__module__.startswith("pymysql"):
         kind = _mysql_kind(orig)
         if kind:

@@ -15,7 +15,7 @@ arrays, ranges, enums …) are read as that text.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +28,7 @@ from sqlalchemy import (
     Text,
     and_,
     cast,
+    func,
     select,
     true,
     tuple_,
@@ -122,16 +123,20 @@ class SqlSource:
         key: Sequence[str],
         columns: Sequence[str],
         where: Sequence[Filter],
-        text_columns: set[str] | frozenset[str] = frozenset(),
+        text_columns: Mapping[str, str | None] | None = None,
     ) -> None:
         self.table = table
         self.key_cols = [raw(table.c[k]) for k in key]
         self.columns = list(columns)
         self.where = filters(table, where)
-        self._read = [self._readable(table.c[c], c in text_columns) for c in self.columns]
+        texts = dict(text_columns or {})
+        self._read = [self._readable(table.c[c], c in texts, texts.get(c)) for c in self.columns]
 
     @staticmethod
-    def _readable(col: Column[Any], as_text: bool) -> ColumnElement[Any]:
+    def _readable(col: Column[Any], as_text: bool, function: str | None) -> ColumnElement[Any]:
+        """The column as stored, or as its text (a cast, or ``function(col)``)."""
+        if function is not None:
+            return type_coerce(getattr(func, function)(col), NullType()).label(col.name)
         if as_text:
             return type_coerce(cast(col, Text), NullType()).label(col.name)
         return raw(col).label(col.name)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine
@@ -15,7 +16,7 @@ from etl_tasks.connectors.sql_target import error_reason, is_transient_error
 from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
-from etl_tasks.splitting import commit_split
+from etl_tasks.splitting import commit_split, renew
 from etl_tasks.steps.common import elapsed_ms, run_step
 
 STAGE = "extracted"
@@ -29,8 +30,13 @@ def _extract(rt: Runtime, c: Claim) -> None:
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
     binding = rt.binding(c.migration_id, c.stream)
     engine = rt.source_reader(c.migration_id)
+
+    def keep_lease() -> None:
+        if clock.renewal_due():  # a slow source must not lose the chunk to another worker
+            renew(rt, c)
+
     try:
-        rows, cut = _read(engine, binding.source, c, clock, binding.key_width)
+        rows, cut = _read(engine, binding.source, c, clock, binding.key_width, keep_lease)
     except sa_exc.SQLAlchemyError as exc:
         if is_transient_error(exc):
             raise TransientError(f"source unavailable: {error_reason(exc)}") from exc
@@ -50,7 +56,12 @@ def _extract(rt: Runtime, c: Claim) -> None:
 
 
 def _read(
-    engine: Engine, source: SqlSource, c: Claim, clock: StepClock, key_width: int
+    engine: Engine,
+    source: SqlSource,
+    c: Claim,
+    clock: StepClock,
+    key_width: int,
+    between: Callable[[], None],
 ) -> tuple[list[tuple[Any, ...]], list[Any] | None]:
     """The chunk's rows in key order, stopping at the deadline: (rows, cut or None)."""
     rows: list[tuple[Any, ...]] = []
@@ -62,4 +73,5 @@ def _read(
             if clock.expired() and result.fetchone() is not None:
                 result.close()
                 return rows, codec.encode_key(rows[-1][:key_width])
+            between()
     return rows, None

@@ -8,20 +8,24 @@ or its row is quarantined with the reason, here, before the load.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from etl_tasks import codec
+from etl_tasks.budget import StepClock
 from etl_tasks.chunk_lease import NOW, Claim, commit
 from etl_tasks.connectors.ledger import QuarantineEntry
 from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
+from etl_tasks.splitting import renew
 from etl_tasks.steps import extract as extract_step
 from etl_tasks.steps.common import elapsed_ms, run_step
 from etl_tasks.values.path import ValuePath
 
 STAGE = "transformed"
+RENEW_CHECK_ROWS = 64  # rows between two looks at the lease clock (a slow plugin is slow)
 
 
 def transform(rt: Runtime, chunk_id: int) -> str:
@@ -38,7 +42,13 @@ def _transform(rt: Runtime, c: Claim) -> None:
     columns, rows, _ = codec.decode_rows(blob)
     binding = rt.binding(c.migration_id, c.stream)
     path = rt.value_path(c.migration_id, c.stream)
-    mapped = map_rows(path, columns, rows, binding.key_width)
+    clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
+
+    def keep_lease() -> None:
+        if clock.renewal_due():  # a slow transform must not lose the chunk to another worker
+            renew(rt, c)
+
+    mapped = map_rows(path, columns, rows, binding.key_width, keep_lease)
     if mapped.bad and rt.spec(c.migration_id).on_bad_row == "fail":
         first = mapped.bad[0][1]
         raise PermanentError(f"bad row {first.key}: {first.reason}")
@@ -74,7 +84,11 @@ class Mapped:
 
 
 def map_rows(
-    path: ValuePath, columns: list[str], rows: list[tuple[Any, ...]], key_width: int
+    path: ValuePath,
+    columns: list[str],
+    rows: list[tuple[Any, ...]],
+    key_width: int,
+    between: Callable[[], None] = lambda: None,
 ) -> Mapped:
     """Target rows for the rows that map, quarantine entries for those that do not.
 
@@ -84,6 +98,8 @@ def map_rows(
     out = Mapped()
     map_row = path.convert
     for pos, row in enumerate(rows):
+        if not pos % RENEW_CHECK_ROWS:
+            between()
         try:
             out.good.append(map_row(row))
         except BadRowError as exc:

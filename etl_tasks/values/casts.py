@@ -50,10 +50,8 @@ def _integer(target: ColumnType) -> Cast:
     low, high = (0, 2**bits - 1) if target.unsigned else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
 
     def cast(value: Any) -> int:
-        if isinstance(value, bool):
-            raise bad(value, target)
-        if isinstance(value, int):
-            number = value
+        if isinstance(value, int):  # True is 1 (a MySQL BOOLEAN is a TINYINT(1))
+            number = int(value)
         elif isinstance(value, float) and value.is_integer():
             number = int(value)
         elif isinstance(value, Decimal) and value.is_finite() and value == value.to_integral():
@@ -235,11 +233,16 @@ def _parse_datetime(value: Any) -> dt.datetime | None:
 
 
 def _timestamp(target: ColumnType) -> Cast:
+    # MySQL's DATETIME is where an instant goes on MySQL (TIMESTAMP ends in 2038): in UTC.
+    instants_in_utc = target.dialect in ("mysql", "mariadb")
+
     def cast(value: Any) -> dt.datetime:
         parsed = _parse_datetime(value)
         if parsed is None:
             raise bad(value, target, " (ISO 8601; give other formats the 'datetime' transform)")
-        if parsed.tzinfo is not None:
+        if parsed.tzinfo is not None and instants_in_utc:
+            parsed = parsed.astimezone(dt.UTC).replace(tzinfo=None)
+        elif parsed.tzinfo is not None:
             raise bad(value, target, ": it has a UTC offset and the column has no time zone")
         _fsp(value, parsed, target)
         return parsed

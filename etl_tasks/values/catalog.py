@@ -16,7 +16,9 @@ _PG_COLUMNS = text("""
     SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), NOT a.attnotnull,
            t.typname, t.typtype, t.typcategory, bt.typname, et.typname, tn.nspname,
            CASE WHEN t.typtype = 'd' THEN pg_catalog.format_type(t.typbasetype, t.typtypmod) END,
-           a.atttypid
+           a.atttypid,
+           (SELECT string_agg(pg_catalog.pg_get_constraintdef(k.oid), ' ' ORDER BY k.conname)
+            FROM pg_catalog.pg_constraint k WHERE k.contypid = t.oid)
     FROM pg_catalog.pg_attribute a
     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid
     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
@@ -65,37 +67,27 @@ def _args(sql: str) -> tuple[int | None, int | None]:
 
 
 def describe_postgresql(conn: Connection, schema: str | None, name: str) -> Columns:
-    out: Columns = {}
     rows = conn.execute(_PG_COLUMNS, {"name": name, "schema": schema}).all()
-    for (
-        col,
-        sql,
-        nullable,
-        typname,
-        typtype,
-        category,
-        base,
-        elem,
-        typschema,
-        base_sql,
-        oid,
-    ) in rows:
-        user_type = f"{typschema}.{typname}" if typtype in ("e", "d") else None
-        if typtype == "e":
-            labels = tuple(conn.execute(_PG_ENUM_LABELS, {"oid": oid}).scalars())
-            out[col] = ColumnType(
-                "postgresql", Kind.ENUM, sql, nullable, labels=labels, user_type=user_type
-            )
-            continue
-        if category == "A":
-            out[col] = ColumnType("postgresql", Kind.ARRAY, sql, nullable, element=elem)
-            continue
-        kind, bits = _PG_KINDS.get(base if typtype == "d" else typname, (Kind.NATIVE, None))
-        first, second = _args(base_sql if typtype == "d" else sql)
-        out[col] = _sized("postgresql", kind, sql, nullable, bits, first, second).with_(
-            fixed=typname == "bpchar", jsonb=typname == "jsonb", user_type=user_type
+    return {row[0]: _pg_column(conn, tuple(row)) for row in rows}
+
+
+def _pg_column(conn: Connection, row: tuple[Any, ...]) -> ColumnType:
+    _, sql, nullable, typname, typtype, category, base, elem, typschema, base_sql, oid, checks = row
+    user_type = f"{typschema}.{typname}" if typtype in ("e", "d") else None
+    if typtype == "e":
+        labels = tuple(conn.execute(_PG_ENUM_LABELS, {"oid": oid}).scalars())
+        return ColumnType(
+            "postgresql", Kind.ENUM, sql, nullable, labels=labels, user_type=user_type
         )
-    return out
+    if category == "A":
+        return ColumnType("postgresql", Kind.ARRAY, sql, nullable, element=elem)
+    domain = typtype == "d"
+    kind, bits = _PG_KINDS.get(base if domain else typname, (Kind.NATIVE, None))
+    first, second = _args(base_sql if domain else sql)
+    definition = f"{base_sql} {checks or ''}".strip() if domain else None
+    return _sized("postgresql", kind, sql, nullable, bits, first, second).with_(
+        fixed=typname == "bpchar", jsonb=typname == "jsonb", user_type=user_type, base=definition
+    )
 
 
 def _sized(
@@ -148,6 +140,16 @@ _MYSQL_KINDS: dict[str, Kind] = {
     "set": Kind.SET,
 }
 _LABEL = re.compile(r"'((?:[^']|'')*)'")
+_MYSQL_SPATIAL = {
+    "geometry",
+    "point",
+    "linestring",
+    "polygon",
+    "multipoint",
+    "multilinestring",
+    "multipolygon",
+    "geometrycollection",
+}
 
 
 def describe_mysql(conn: Connection, schema: str | None, name: str) -> Columns:
@@ -212,7 +214,8 @@ def _mysql_column(
         )
     if kind in (Kind.TIME, Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
         return ColumnType(dialect, kind, sql, nullable, scale=int(fsp or 0))
-    return ColumnType(dialect, kind, sql, nullable)
+    spatial = "ST_AsText" if data_type in _MYSQL_SPATIAL else None
+    return ColumnType(dialect, kind, sql, nullable, text_function=spatial)
 
 
 _SQLITE_RULES: list[tuple[str, Kind]] = [

@@ -68,9 +68,19 @@ class Target:
 
 
 def carry(
-    src: ColumnType, to: Target, column: str, *, key: bool, rep: Representation | None
+    src: ColumnType,
+    to: Target,
+    column: str,
+    *,
+    key: bool,
+    rep: Representation | None,
+    key_columns: int = 1,
 ) -> Carried:
-    """The target column type for ``src``; raises :class:`Uncarriable`."""
+    """The target column type for ``src``; raises :class:`Uncarriable`.
+
+    ``key_columns`` is how many columns the key has: on MySQL/MariaDB they share the
+    3072 bytes an index may hold.
+    """
     if rep is not None:
         return _represented(src, to, rep)
     same = src.dialect == to.dialect or {src.dialect, to.dialect} == {"mysql", "mariadb"}
@@ -78,7 +88,7 @@ def carry(
         return _pg_native(src)
     if same and to.dialect in ("mysql", "mariadb") and not (key and src.kind == Kind.TEXT):
         return Carried(src.sql)
-    return _CROSS[_family(to.dialect)](src, to, column, key)
+    return _CROSS[_family(to.dialect)](src, to, column, key_columns if key else 0)
 
 
 def _family(dialect: str) -> str:
@@ -99,8 +109,8 @@ def _pg_native(src: ColumnType) -> Carried:
     setup: tuple[str, ...] = ()
     if src.kind == Kind.ENUM and src.user_type:
         setup = (_pg_enum(src.user_type, src.labels),)
-    elif src.user_type:  # a domain: created over its base type (its checks stay the source's)
-        setup = (_pg_domain(src.user_type, src.sql),)
+    elif src.user_type and src.base:  # a domain: its base type and its constraints
+        setup = (_pg_domain(src.user_type, src.base),)
     return Carried(src.sql, setup)
 
 
@@ -120,9 +130,9 @@ def _pg_enum(name: str, labels: tuple[str, ...]) -> str:
     )
 
 
-def _pg_domain(name: str, base_sql: str) -> str:
+def _pg_domain(name: str, definition: str) -> str:
     return (
-        "DO $$ BEGIN CREATE DOMAIN " + _quote_pg(name) + " AS " + base_sql + "; "
+        "DO $$ BEGIN CREATE DOMAIN " + _quote_pg(name) + " AS " + definition + "; "
         "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
     )
 
@@ -142,7 +152,7 @@ def _decimal(src: ColumnType, name: str) -> str:
     return f"{name}({src.precision},{src.scale or 0})"
 
 
-def _to_postgresql(src: ColumnType, to: Target, column: str, key: bool) -> Carried:
+def _to_postgresql(src: ColumnType, to: Target, column: str, key: int) -> Carried:
     kind = src.kind
     simple = {
         Kind.BOOLEAN: "boolean",
@@ -177,17 +187,18 @@ def _to_postgresql(src: ColumnType, to: Target, column: str, key: bool) -> Carri
     raise _refusal(src, "PostgreSQL")
 
 
-def _mysql_text(src: ColumnType, to: Target, key: bool) -> str:
+def _mysql_text(src: ColumnType, to: Target, key: int) -> str:
     if key:
         collation = "utf8mb4_nopad_bin" if to.mariadb else "utf8mb4_0900_bin"
-        size = min(src.length or KEY_TEXT_CHARS, KEY_TEXT_CHARS)
+        share = KEY_TEXT_CHARS // key
+        size = min(src.length or share, share)
         return f"VARCHAR({size}) CHARACTER SET utf8mb4 COLLATE {collation}"
     if src.length and src.length <= 16383:
         return f"{'CHAR' if src.fixed and src.length <= 255 else 'VARCHAR'}({src.length})"
     return "LONGTEXT"
 
 
-def _to_mysql(src: ColumnType, to: Target, column: str, key: bool) -> Carried:
+def _to_mysql(src: ColumnType, to: Target, column: str, key: int) -> Carried:
     kind = src.kind
     if kind == Kind.INTEGER:
         bits = (src.precision or 64) + (1 if src.unsigned else 0)
@@ -205,7 +216,7 @@ def _to_mysql(src: ColumnType, to: Target, column: str, key: bool) -> Carried:
     simple = {
         Kind.FLOAT: "FLOAT" if src.precision == 24 else "DOUBLE",
         Kind.BOOLEAN: "BOOLEAN",
-        Kind.BINARY: "VARBINARY(3072)" if key else "LONGBLOB",
+        Kind.BINARY: f"VARBINARY({3072 // key})" if key else "LONGBLOB",
         Kind.DATE: "DATE",
         Kind.JSON: "JSON",
         Kind.UUID: "CHAR(36)",
@@ -215,7 +226,7 @@ def _to_mysql(src: ColumnType, to: Target, column: str, key: bool) -> Carried:
     raise _refusal(src, "MySQL/MariaDB")
 
 
-def _to_sqlite(src: ColumnType, to: Target, column: str, key: bool) -> Carried:
+def _to_sqlite(src: ColumnType, to: Target, column: str, key: int) -> Carried:
     simple = {
         Kind.INTEGER: "INTEGER",
         Kind.DECIMAL: "TEXT",  # NUMERIC affinity would round what REAL cannot hold

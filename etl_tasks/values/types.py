@@ -52,6 +52,8 @@ class ColumnType:
     labels: tuple[str, ...] = ()  # enum and set labels, in order
     element: str | None = None  # an array's element type, as declared
     user_type: str | None = None  # PostgreSQL: an enum or domain to create in the target
+    base: str | None = None  # a PostgreSQL domain's definition: base type and constraints
+    text_function: str | None = None  # SQL function giving its standard text (ST_AsText)
     jsonb: bool = False
 
     def with_(self, **changes: object) -> ColumnType:
