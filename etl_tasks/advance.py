@@ -115,7 +115,7 @@ def _prepare(rt: Runtime, migration_id: str, stream: str) -> None:
     if refused:  # preflight refuses these; a spec recorded without it fails here
         name, why = refused[0]
         raise PermanentError(f"cannot create column {name!r}: {why.reason}")
-    created = ensure_table(engine, st.target_table, columns, binding.target_key)
+    created = ensure_table(engine, st.target_table, columns, binding.target_key, binding.unique_key)
     if created:
         log.info(
             "created target table %s",

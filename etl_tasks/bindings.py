@@ -154,6 +154,7 @@ class StreamBinding:
     identity_key: bool
     source_types: Types
     origins: dict[str, ColumnOrigin]
+    unique_key: bool = True  # False: equal keys (write: insert); they always share a chunk
 
     @property
     def key_width(self) -> int:
@@ -175,7 +176,11 @@ def _text_columns(stream: Stream, table: Table, types: Types) -> dict[str, str |
 
 
 def bind_stream(
-    spec: MigrationSpec, name: str, source_table: Table, source_types: Types
+    spec: MigrationSpec,
+    name: str,
+    source_table: Table,
+    source_types: Types,
+    unique_key: bool = True,
 ) -> StreamBinding:
     stream = spec.stream(name)
     key = source_key(stream, source_table)
@@ -192,4 +197,5 @@ def bind_stream(
         identity_key=identity,
         source_types=source_types,
         origins=origins(stream, source_table),
+        unique_key=unique_key,
     )

@@ -33,7 +33,21 @@ _ENCODE: dict[type, tuple[str, Callable[[Any], Any]]] = {
     bytes: ("b", lambda v: base64.b64encode(v).decode()),
     float: ("f", repr),  # only for non-finite floats, which JSON cannot hold
 }
+
+
+class NullKeys:
+    """The bound of the one chunk holding a stream's rows whose key is NULL (they match no
+    key range); set aside with their reason when the stream says ``on_null_key: quarantine``."""
+
+    def __repr__(self) -> str:
+        return "NULL_KEYS"
+
+
+NULL_KEYS = NullKeys()
+NULL_KEYS_BOUND: list[Any] = [{"$": "nullkeys", "v": 1}]  # as chunk bounds store it
+
 _DECODE: dict[str, Callable[[Any], Any]] = {
+    "nullkeys": lambda _: NULL_KEYS,
     "dec": Decimal,
     "dt": datetime.fromisoformat,
     "d": date.fromisoformat,

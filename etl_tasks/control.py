@@ -48,6 +48,7 @@ def create_migration(
     storage: tuple[dict[str, Any], str | None] | None = None,
     owner: str | None = None,
     actor: str | None = None,
+    notes: Sequence[str] = (),
 ) -> tuple[str, bool]:
     """Record a validated, preflighted spec; return ``(id, created)``.
 
@@ -55,7 +56,8 @@ def create_migration(
     :func:`etl_tasks.boundary.sealing.storage_form`); by default, as submitted.
     With an idempotency key (see :func:`scoped_key`), the same key and body return
     the first migration again; the same key with another body is a :class:`Conflict`.
-    ``owner`` is who submitted it (a token's name), ``actor`` how its events name them.
+    ``owner`` is who submitted it (a token's name), ``actor`` how its events name them;
+    ``notes`` (what preflight found worth saying) become events.
     """
     if idempotency_key:
         existing = _by_key(db, idempotency_key, body_hash)
@@ -104,6 +106,8 @@ def create_migration(
                     actor=actor,
                 )
             )
+            for note in notes:
+                s.add(Event(migration_id=migration_id, kind="preflight_note", message=note, at=now))
     except sa_exc.IntegrityError:
         if idempotency_key:
             existing = _by_key(db, idempotency_key, body_hash)

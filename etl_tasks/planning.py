@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from etl_tasks import codec
+from etl_tasks.codec import NULL_KEYS
 from etl_tasks.connectors.sql_target import error_reason, is_transient_error
 from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.runtime import Runtime
@@ -48,6 +49,8 @@ def plan_more(rt: Runtime, migration_id: str, stream_id: int) -> int:
         seen_seq, name, rows = stream.plan_seq, stream.name, stream.chunk_rows
         lower = codec.decode_key(stream.planned_until)
     ranges, complete = boundaries(rt, migration_id, name, lower, rows, room)
+    if seen_seq == 0 and rt.spec(migration_id).stream(name).on_null_key == "quarantine":
+        ranges.insert(0, ((NULL_KEYS,), (NULL_KEYS,)))  # planned once, with the first ranges
     return _record(rt, migration_id, stream_id, seen_seq, ranges, complete)
 
 
@@ -96,7 +99,7 @@ def _record(
             .values(
                 plan_seq=seen_seq + 1,
                 fully_planned=complete,
-                planned_until=codec.encode_key(ranges[-1][1]),
+                planned_until=_encode(ranges[-1][1]),
             )
         ).rowcount  # type: ignore[attr-defined]
         if not won:
@@ -105,7 +108,7 @@ def _record(
             s,
             migration_id,
             stream_id,
-            [(codec.encode_key(lo), codec.encode_key(hi)) for lo, hi in ranges],
+            [(_encode(lo), _encode(hi)) for lo, hi in ranges],
             now,
         )
     log.info(
@@ -114,6 +117,12 @@ def _record(
         extra={"migration_id": migration_id, "stream_id": stream_id, "complete": complete},
     )
     return len(ranges)
+
+
+def _encode(bound: tuple[Any, ...] | None) -> list[Any] | None:
+    if bound is not None and bound[0] is NULL_KEYS:
+        return list(codec.NULL_KEYS_BOUND)
+    return codec.encode_key(bound)
 
 
 def add_chunks(

@@ -62,8 +62,12 @@ def preflight(
     *,
     timeout_s: float = 5.0,
     reveal_details: bool = False,
+    notes: list[str] | None = None,
 ) -> dict[str, list[str]]:
-    """Check the spec against the real databases; return each stream's resolved key."""
+    """Check the spec against the real databases; return each stream's resolved key.
+
+    ``notes`` receives what the operator should know but that refuses nothing.
+    """
     ctx = _Context(boundary, Deadline(timeout_s), reveal_details, Problems())
     source = _open(ctx, "source", spec.source, must_exist=True)
     target = _open(ctx, "target", spec.target, must_exist=False)
@@ -71,7 +75,7 @@ def preflight(
     try:
         if source is not None and target is not None:
             for i, stream in enumerate(spec.streams):
-                checked = StreamCheck(i, spec, stream, source, target, ctx.problems)
+                checked = StreamCheck(i, spec, stream, source, target, ctx.problems, notes)
                 keys[stream.stream_name] = _guarded(ctx, checked)
     finally:
         for side in (source, target):

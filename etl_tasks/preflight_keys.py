@@ -3,7 +3,9 @@
 A primary key, or a unique constraint or index over NOT NULL columns, counts;
 a partial index (``... WHERE active``) or one on expressions does not: it says
 nothing about the rows it leaves out. SQLite lets a primary key that is not
-``INTEGER PRIMARY KEY`` hold NULLs, so those are counted.
+``INTEGER PRIMARY KEY`` hold NULLs, so those are counted. With ``write:
+insert`` any orderable key will do (a table without a primary key, a view):
+rows with equal keys then always share a chunk.
 """
 
 from __future__ import annotations
@@ -40,17 +42,21 @@ def key_problem(
             name in _UNORDERABLE
         ):
             return f"key column {k!r} ({declared.sql if declared else name}) cannot be ordered"
-    if not _unique_not_null(conn, table, key):
+    if write == "insert" and side == "source":
+        return None  # any orderable key: equal keys share a chunk
+    if not unique_not_null(conn, table, key):
         return (
             f"key {list(key)} is not unique and not null in {table.name!r}"
             + ("" if side == "source" else " (the target)")
             + ": use the primary key or a unique index on NOT NULL columns "
             "(partial and expression indexes do not count)"
+            + (", or write: insert" if side == "source" else "")
         )
     return None
 
 
-def _unique_not_null(conn: Connection, table: Table, key: Sequence[str]) -> bool:
+def unique_not_null(conn: Connection, table: Table, key: Sequence[str]) -> bool:
+    """Whether the database guarantees ``key`` unique and not null in ``table``."""
     pk = [c.name for c in table.primary_key.columns]
     if sorted(pk) == sorted(key):
         return True
@@ -90,3 +96,10 @@ def null_keys(
         return 0
     cond = or_(*[raw(table.c[k]).is_(None) for k in nullable])
     return int(conn.execute(select(func.count()).select_from(table).where(cond)).scalar() or 0)
+
+
+def longest_run(conn: Connection, table: Table, key: Sequence[str]) -> int:
+    """How many rows share the most frequent key value (1 for a unique key)."""
+    cols = [raw(table.c[k]) for k in key]
+    counts = select(func.count().label("n")).select_from(table).group_by(*cols).subquery()
+    return int(conn.execute(select(func.max(counts.c.n))).scalar() or 0)

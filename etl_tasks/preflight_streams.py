@@ -34,7 +34,7 @@ from etl_tasks.connectors.engines import for_reading
 from etl_tasks.connectors.sql_schema import target_of
 from etl_tasks.connectors.sql_source import reflect_table
 from etl_tasks.errors import BadRowError, FieldError
-from etl_tasks.preflight_keys import key_problem, null_keys
+from etl_tasks.preflight_keys import key_problem, longest_run, null_keys, unique_not_null
 from etl_tasks.spec import MigrationSpec, Stream
 from etl_tasks.transforms import mapper_problems
 from etl_tasks.values.catalog import describe
@@ -59,7 +59,9 @@ class StreamCheck:
         source: Side,
         target: Side,
         problems: list[FieldError],
+        notes: list[str] | None = None,
     ) -> None:
+        self.notes = notes if notes is not None else []
         self.index = index
         self.path = f"streams/{index}"
         self.spec = spec
@@ -136,10 +138,22 @@ class StreamCheck:
                         f"{count} rows of {table.name!r} have a NULL key {key}: they cannot "
                         'be keyed; set on_null_key to "quarantine" to set them aside'
                     )
+            if problem is None and not unique_not_null(conn, table, key):
+                self._note_runs(conn, table, key)
         if problem is not None:
             self.add("key", problem)
             return []
         return key
+
+    def _note_runs(self, conn: Connection, table: Table, key: list[str]) -> None:
+        """A key that is not unique: rows with equal keys share a chunk, so a run longer than
+        a chunk loads as one step (longer than the step budget would like)."""
+        run = longest_run(conn, table, key)
+        if run > self.spec.chunk_rows:
+            self.notes.append(
+                f"stream {self.stream.stream_name!r}: key {key} repeats up to {run} times, "
+                f"more than chunk_rows ({self.spec.chunk_rows}); such a run loads as one step"
+            )
 
     def _check_target(self, source_table: Table, types: Types) -> Types | None:
         """The target columns' types: reflected, or what ``create_target`` would make."""

@@ -14,7 +14,7 @@ import redis
 from sqlalchemy import Engine, Table
 from sqlalchemy import exc as sa_exc
 
-from etl_tasks.bindings import StreamBinding, Types, bind_stream
+from etl_tasks.bindings import StreamBinding, Types, bind_stream, source_key
 from etl_tasks.boundary.identity import refuse_marked_schema
 from etl_tasks.boundary.policy import Boundary, worker_timeouts
 from etl_tasks.boundary.sealing import Sealer, open_spec
@@ -23,6 +23,7 @@ from etl_tasks.connectors.engines import EngineCache, for_reading
 from etl_tasks.connectors.sql_source import reflect_table
 from etl_tasks.connectors.sql_target import SqlTarget, error_reason, is_transient_error
 from etl_tasks.errors import NotFound, PermanentError, TransientError
+from etl_tasks.preflight_keys import unique_not_null
 from etl_tasks.publisher import Publisher
 from etl_tasks.settings import Settings
 from etl_tasks.spec import MigrationSpec
@@ -111,7 +112,9 @@ class Runtime:
         source = self.source_reader(migration_id)
         name = spec.stream(stream).source_table
         table = self._reflect(source, name)
-        binding = bind_stream(spec, stream, table, self._describe(source, name))
+        with self._catalog_errors(name), source.connect() as conn:
+            unique = unique_not_null(conn, table, source_key(spec.stream(stream), table))
+        binding = bind_stream(spec, stream, table, self._describe(source, name), unique)
         with self._lock:
             self._bindings[key] = binding
         return binding
@@ -129,7 +132,13 @@ class Runtime:
         types = self._describe(engine, name)
         tkey = binding.target_key or [c.name for c in table.primary_key.columns]
         target = SqlTarget(
-            engine, table, tkey, spec.stream(stream).write, binding.identity_key, types
+            engine,
+            table,
+            tkey,
+            spec.stream(stream).write,
+            binding.identity_key,
+            types,
+            binding.unique_key,
         )
         with self._lock:
             self._targets[key] = target

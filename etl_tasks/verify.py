@@ -18,7 +18,7 @@ import orjson
 from sqlalchemy import Engine, Table
 
 from etl_tasks.bindings import StreamBinding, Types, bind_stream
-from etl_tasks.codec import decode_value
+from etl_tasks.codec import NULL_KEYS, decode_value
 from etl_tasks.connectors.sql_source import SqlSource, reflect_table
 from etl_tasks.errors import BadRowError
 from etl_tasks.spec import MigrationSpec
@@ -117,13 +117,18 @@ def verify_stream(
             check.target_rows += 1
             got = tuple(canon(v) for canon, v in zip(canons, row, strict=True))
             key = tuple(got[i] for i in key_pos)
-            want = expected.pop(key, None)
-            if want is None:
+            wants = expected.get(key)
+            if not wants:
                 check.unexpected.append(key)
-            elif want != got:
+                continue
+            want = got if got in wants else wants[0]  # equal keys (write: insert): any match
+            wants.remove(want)
+            if not wants:
+                del expected[key]
+            if want != got:
                 diff = {c: (w, g) for c, w, g in zip(columns, want, got, strict=True) if w != g}
                 check.different.append((key, diff))
-    check.missing = list(expected)
+    check.missing = [key for key, rows in expected.items() for _ in rows]
     return check
 
 
@@ -136,8 +141,8 @@ def _expected(
     keys: _Keys,
     skipped: set[Key],
     source: Engine,
-) -> dict[Key, Key]:
-    expected: dict[Key, Key] = {}
+) -> dict[Key, list[Key]]:
+    expected: dict[Key, list[Key]] = {}
     with source.connect() as conn:
         for row in binding.source.read_range(conn, None, None):
             check.source_rows += 1
@@ -154,9 +159,24 @@ def _expected(
             if key in skipped:
                 check.bad_rows += 1
                 continue
-            expected[key] = mapped
-    check.expected_rows = len(expected)
+            expected.setdefault(key, []).append(mapped)
+            check.expected_rows += 1
+        _null_keys(check, binding, conn, expected)
     return expected
+
+
+def _null_keys(
+    check: StreamCheck, binding: StreamBinding, conn: Any, expected: dict[Key, list[Key]]
+) -> None:
+    """Rows whose key is NULL are in no key range: set aside (``on_null_key: quarantine``),
+    or missing."""
+    stmt = binding.source.select_range((NULL_KEYS,), None)
+    for _ in conn.execute(stmt):
+        check.source_rows += 1
+        if binding.stream.on_null_key == "quarantine":
+            check.bad_rows += 1
+        else:
+            expected.setdefault((None,) * binding.key_width, []).append(())
 
 
 def verify(

@@ -188,8 +188,9 @@ def sqlite_url(path: Path) -> str:
 def submit(db: StateDB, publisher: Publisher, spec: dict[str, Any]) -> str:
     """What the API does on POST: validate, preflight, record, publish the plan task."""
     parsed = parse_spec(spec)
-    keys = preflight(parsed, open_boundary(db))
-    migration_id, _ = create_migration(db, parsed, keys)
+    notes: list[str] = []
+    keys = preflight(parsed, open_boundary(db), notes=notes)
+    migration_id, _ = create_migration(db, parsed, keys, notes=notes)
     publish_plan(publisher, migration_id)
     return migration_id
 

@@ -19,7 +19,7 @@ from etl_tasks.errors import FieldError, SpecError
 from etl_tasks.masking import mask_quarantined
 from etl_tasks.preflight import preflight
 from etl_tasks.publisher import publish_plan
-from etl_tasks.spec import parse_spec
+from etl_tasks.spec import MigrationSpec, parse_spec
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState
 from etl_tasks.tokens import allows
@@ -54,25 +54,7 @@ def submit() -> ResponseReturnValue:
     if replayed is not None:  # answered without preflight: the target may be down by now
         migration_id, created = replayed, False
     else:
-        who = current_principal()
-        storage = storage_form(spec.to_stored(), ext.sealer, all_live_support(ext.db, SEALED_SPECS))
-        with ext.preflight_gate.slot():
-            keys = preflight(
-                spec,
-                ext.boundary,
-                timeout_s=ext.settings.preflight_timeout_s,
-                reveal_details=who.is_admin,
-            )
-        migration_id, created = control.create_migration(
-            ext.db,
-            spec,
-            keys,
-            idempotency_key=key,
-            body_hash=body_hash,
-            storage=storage,
-            owner=who.name,
-            actor=who.actor,
-        )
+        migration_id, created = _create(ext, spec, key, body_hash)
     if created:
         publish_plan(ext.publisher, migration_id)
     response = jsonify(views.migration_view(ext.db, migration_id))
@@ -81,6 +63,32 @@ def submit() -> ResponseReturnValue:
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+def _create(ext: Any, spec: MigrationSpec, key: str | None, body_hash: str) -> tuple[str, bool]:
+    """Seal, preflight (at most BATON_PREFLIGHT_CONCURRENCY at once) and record a spec."""
+    who = current_principal()
+    storage = storage_form(spec.to_stored(), ext.sealer, all_live_support(ext.db, SEALED_SPECS))
+    notes: list[str] = []
+    with ext.preflight_gate.slot():
+        keys = preflight(
+            spec,
+            ext.boundary,
+            timeout_s=ext.settings.preflight_timeout_s,
+            reveal_details=who.is_admin,
+            notes=notes,
+        )
+    return control.create_migration(
+        ext.db,
+        spec,
+        keys,
+        idempotency_key=key,
+        body_hash=body_hash,
+        storage=storage,
+        owner=who.name,
+        actor=who.actor,
+        notes=notes,
+    )
 
 
 @bp.get("")

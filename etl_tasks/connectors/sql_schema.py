@@ -12,7 +12,7 @@ import contextlib
 import zlib
 from collections.abc import Iterator, Sequence
 
-from sqlalchemy import Column, Connection, Engine, MetaData, Table, inspect, text
+from sqlalchemy import Column, Connection, Engine, Index, MetaData, Table, inspect, text
 
 from etl_tasks.connectors.ledger import ledger_table
 from etl_tasks.connectors.sql_source import split_name
@@ -50,27 +50,33 @@ def _ddl_lock(engine: Engine, name: str) -> Iterator[Connection]:
 
 
 def ensure_table(
-    engine: Engine, name: str, columns: Sequence[TargetColumn], key: Sequence[str]
+    engine: Engine,
+    name: str,
+    columns: Sequence[TargetColumn],
+    key: Sequence[str],
+    unique: bool = True,
 ) -> bool:
     """Create the target table if it is missing (its enum types and domains first); return
-    whether it was created."""
+    whether it was created. A unique key is its primary key; one that is not (``write:
+    insert``) gets a plain index, for the loads' range checks."""
     schema, table_name = split_name(name)
     cols = [
         Column(
             c.name,
             DeclaredType(c.carried.sql),
-            primary_key=c.name in key,
+            primary_key=unique and c.name in key,
             nullable=c.nullable,
             autoincrement=False,
         )
         for c in columns
     ]
+    extra = [] if unique else [Index(f"{table_name}_baton_key", *key)]
     with _ddl_lock(engine, f"baton:ddl:{name}") as conn:
         if inspect(conn).has_table(table_name, schema=schema):
             return False
         for statement in dict.fromkeys(s for c in columns for s in c.carried.setup):
             conn.exec_driver_sql(statement)
-        Table(table_name, MetaData(), *cols, schema=schema).create(conn)
+        Table(table_name, MetaData(), *cols, *extra, schema=schema).create(conn)
         return True
 
 

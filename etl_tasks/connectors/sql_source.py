@@ -29,6 +29,7 @@ from sqlalchemy import (
     and_,
     cast,
     func,
+    or_,
     select,
     true,
     tuple_,
@@ -38,6 +39,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SAWarning
 from sqlalchemy.types import NullType
 
+from etl_tasks.codec import NULL_KEYS
 from etl_tasks.spec import Filter
 
 
@@ -104,9 +106,10 @@ def range_condition(
     lower: Sequence[Any] | None,
     upper: Sequence[Any] | None,
 ) -> ColumnElement[bool]:
-    """``lower < key <= upper``; a missing bound is open."""
+    """``lower < key <= upper``; a missing bound is open. A key with a NULL in it is in no
+    range (see :data:`etl_tasks.codec.NULL_KEYS` for the chunk that holds those rows)."""
     k = key_expr(key_cols)
-    conds: list[ColumnElement[bool]] = []
+    conds: list[ColumnElement[bool]] = [c.is_not(None) for c in key_cols]
     if lower is not None:
         conds.append(k > key_value(lower))
     if upper is not None:
@@ -143,6 +146,8 @@ class SqlSource:
 
     def select_range(self, lower: Sequence[Any] | None, upper: Sequence[Any] | None) -> Select[Any]:
         cols = self._read
+        if lower is not None and lower[0] is NULL_KEYS:  # the rows no key range holds
+            return select(*cols).where(self.where, or_(*[k.is_(None) for k in self.key_cols]))
         return (
             select(*cols)
             .where(self.where, range_condition(self.key_cols, lower, upper))

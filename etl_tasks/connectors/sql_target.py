@@ -26,6 +26,7 @@ from sqlalchemy.types import NullType
 
 from etl_tasks import codec
 from etl_tasks.budget import SUB_BATCH_ROWS
+from etl_tasks.codec import NULL_KEYS
 from etl_tasks.connectors import ledger
 from etl_tasks.connectors.db_errors import classify
 from etl_tasks.connectors.ledger import LedgerRecord, QuarantineEntry
@@ -87,6 +88,7 @@ class SqlTarget:
         write: WriteMode,
         identity_key: bool,
         types: dict[str, ColumnType],
+        unique_key: bool = True,
     ) -> None:
         self.engine = engine
         self.table = table
@@ -94,6 +96,7 @@ class SqlTarget:
         self.write = write
         self.identity_key = identity_key  # target key values equal the source key values
         self.types = types  # each column's declared type, from the catalog
+        self.unique_key = unique_key  # False: an orderable key with equal values (insert only)
         self.dialect = engine.dialect.name
         self.encode = ENCODERS[self.dialect]
         # The same table with no SQLAlchemy type processing: values arrive encoded.
@@ -142,7 +145,7 @@ class SqlTarget:
             part = req.rows[written : written + SUB_BATCH_ROWS]
             fresh = list(range(len(part)))  # positions in ``part`` of the rows to write
             taken: list[tuple[int, str]] = []
-            if self.write == "insert" and not direct:
+            if self.write == "insert" and not direct and self.unique_key:
                 fresh, taken = self._split_existing(conn, req.columns, part)
             refused, done = self._write_bisecting(
                 conn,
@@ -160,6 +163,8 @@ class SqlTarget:
             if written < len(req.rows) and (handled < len(part) or req.expired(last_s)):
                 break
             req.between_batches()
+        written, refused = self._complete_run(conn, req, written, direct)
+        bad += refused
         cut = None
         kept = req.quarantine
         if written < len(req.rows):  # stopped at the deadline: the rest becomes a new chunk
@@ -169,6 +174,23 @@ class SqlTarget:
         loaded = written - len(bad)
         ledger.finish(conn, req.migration_id, req.stream, req.chunk_id, loaded, quarantine, cut)
         return LedgerRecord(req.token, loaded, quarantine, cut)
+
+    def _complete_run(
+        self, conn: Connection, req: LoadRequest, written: int, direct: bool
+    ) -> tuple[int, list[tuple[tuple[Any, ...], str]]]:
+        """A cut never separates rows with equal keys (a key that is not unique, with
+        ``write: insert``): the rest of the run is written before the chunk is cut."""
+        keys = req.source_keys
+        end = written
+        while 0 < end < len(keys) and keys[end] == keys[written - 1]:
+            end += 1
+        if end == written:
+            return written, []
+        run = req.rows[written:end]
+        refused, _ = self._write_bisecting(
+            conn, req.columns, run, direct=direct, stop=lambda: False
+        )
+        return end, refused
 
     def _committed(self, conn: Connection, req: LoadRequest) -> LedgerRecord | None:
         if conn.in_transaction():
@@ -190,6 +212,8 @@ class SqlTarget:
         """
         if self.dialect != "postgresql" or not self.identity_key or req.key_range is None:
             return False
+        if any(b is not None and NULL_KEYS in b for b in req.key_range):
+            return False  # the rows whose key is NULL: quarantined, none to write
         try:
             bounds = [self._target_key(b) for b in req.key_range]
         except BadRowError:

@@ -55,6 +55,17 @@ def _extract(rt: Runtime, c: Claim) -> None:
         publish_step(rt.publisher, "transform", c.chunk_id)
 
 
+def _rest_of_run(result: Any, rows: list[tuple[Any, ...]], key_width: int) -> bool:
+    """Read on to the end of the run of rows sharing the last key (a key need not be unique
+    with ``write: insert``), so a cut never separates them; whether rows remain after it."""
+    last = rows[-1][:key_width]
+    while (row := result.fetchone()) is not None:
+        if tuple(row[:key_width]) != last:
+            return True
+        rows.append(tuple(row))
+    return False
+
+
 def _read(
     engine: Engine,
     source: SqlSource,
@@ -70,7 +81,7 @@ def _read(
         result = conn.execution_options(stream_results=True, yield_per=SUB_BATCH_ROWS).execute(stmt)
         for part in result.partitions(SUB_BATCH_ROWS):
             rows.extend(tuple(r) for r in part)
-            if clock.expired() and result.fetchone() is not None:
+            if clock.expired() and _rest_of_run(result, rows, key_width):
                 result.close()
                 return rows, codec.encode_key(rows[-1][:key_width])
             between()

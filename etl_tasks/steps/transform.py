@@ -7,6 +7,7 @@ or its row is quarantined with the reason, here, before the load.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -97,16 +98,32 @@ def map_rows(
     """
     out = Mapped()
     map_row = path.convert
+    null_keys = _NullKeys()
     for pos, row in enumerate(rows):
         if not pos % RENEW_CHECK_ROWS:
             between()
         try:
+            if None in row[:key_width]:
+                raise BadRowError("its key is NULL (on_null_key: quarantine)")
             out.good.append(map_row(row))
         except BadRowError as exc:
-            key = codec.dumps(list(row[:key_width]))
+            key = null_keys.key(row) if None in row[:key_width] else list(row[:key_width])
             record = {c: codec.encode_value(v) for c, v in zip(columns, row, strict=True)}
-            out.bad.append((pos, QuarantineEntry(key, str(exc), record)))
+            out.bad.append((pos, QuarantineEntry(codec.dumps(key), str(exc), record)))
             continue
         out.positions.append(pos)
         out.source_keys.append(codec.encode_key(row[:key_width]))
     return out
+
+
+class _NullKeys:
+    """A quarantine key for rows whose key is NULL: their content's digest, with a count for
+    identical rows, so each is recorded once however often the chunk is re-read."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, int] = {}
+
+    def key(self, row: tuple[Any, ...]) -> list[Any]:
+        digest = hashlib.sha256(codec.dumps(list(row)).encode()).hexdigest()[:16]
+        self._seen[digest] = self._seen.get(digest, 0) + 1
+        return [None, f"{digest}:{self._seen[digest]}"]

@@ -12,6 +12,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from etl_tasks.state.models import Event
 from tests.checks import assert_migrated
 from tests.data import sqlite_url
 from tests.harness import Driver
@@ -72,6 +73,22 @@ def test_rows_with_a_null_key_are_refused_with_their_count_not_dropped(
     # When it is submitted, preflight says how many rows cannot be keyed
     errors = refusals(driver, one_stream(source, pg_url, source_table="T", target_table="t"))
     assert "2 rows" in errors["streams/0/key"] and "on_null_key" in errors["streams/0/key"]
+
+
+def test_rows_with_a_null_key_can_be_quarantined_instead(
+    driver: Driver, tmp_path: Path, pg_url: str
+) -> None:
+    rows = [(None, 1), (None, 1), (None, 2), ("a", 3), ("b", 4)]
+    source = sqlite_db(
+        tmp_path / "n.db", 'CREATE TABLE "T" (k TEXT PRIMARY KEY, v INT)', {"T": rows}
+    )
+    spec = one_stream(source, pg_url, source_table="T", target_table="t", on_null_key="quarantine")
+    mid, view = migrate(driver, spec)
+    assert view["rows_loaded"] == 2 and view["rows_quarantined"] == 3
+    assert all("NULL" in why for why in reasons(driver, mid).values())
+    assert_migrated(driver.rt.db, mid, spec)
+    # And a second delivery of every message changes nothing
+    assert migrate(driver, {**spec, "name": "again"})[1]["rows_quarantined"] == 3
 
 
 def test_a_partial_unique_index_does_not_prove_a_key(
@@ -354,3 +371,50 @@ def test_a_table_named_with_another_case_says_what_was_meant(
     target = sqlite_url(tmp_path / "t.db")
     spec = one_stream(pg_url, target, source_table="order details", target_table="od")
     assert "did you mean 'Order Details'?" in refusals(driver, spec)["streams/0/source_table"]
+
+
+# --- keys that are not unique ------------------------------------------------------------------
+
+
+def test_a_table_without_a_primary_key_and_a_view_move_with_write_insert(
+    make_settings: Any, tmp_path: Path, pg_url: str
+) -> None:
+    # Given a log table without a primary key whose key repeats in runs longer than a chunk,
+    # and a view over it; and a step budget so short that steps stop at their deadline
+    rows = [(day, n, f"event {day}-{n}") for day in range(1, 41) for n in range(day % 7 * 9 + 1)]
+    source = sqlite_db(
+        tmp_path / "log.db",
+        'CREATE TABLE "Log" (day INTEGER NOT NULL, n INTEGER, what TEXT);'
+        'CREATE VIEW "Recent" AS SELECT day, what FROM "Log" WHERE day > 20',
+        {"Log": rows},
+    )
+    driver = Driver(make_settings(step_budget_s=0.02))
+    try:
+        insert = {"key": "day", "write": "insert"}
+        spec = one_stream(
+            source, pg_url, source_table="Log", target_table="log", chunk_rows=20, **insert
+        )
+        recent_stream = {"source_table": "Recent", "target_table": "recent", **insert}
+        spec["streams"].append({**recent_stream, "create_target": True})
+        # When they migrate (a key that is not unique is refused unless write is insert)
+        mid, view = migrate(driver, spec)
+        # Then every row arrived once, runs of equal keys were never split by a cut
+        assert view["state"] == "succeeded", view
+        assert pg_exec(pg_url, "SELECT count(*) FROM log")[0][0] == len(rows)
+        recent = sum(1 for r in rows if r[0] > 20)
+        assert pg_exec(pg_url, "SELECT count(*) FROM recent")[0][0] == recent
+        assert_migrated(driver.rt.db, mid, spec)
+        with driver.rt.db.reading() as s:
+            notes = [e.message for e in s.query(Event).filter(Event.kind == "preflight_note")]
+        assert any("repeats up to 55 times" in n for n in notes), notes
+    finally:
+        driver.close()
+    # And without write: insert, preflight says what would make it acceptable
+    spec["streams"][0]["write"] = "upsert"
+    spec["name"] = "refused"
+    spec["streams"].pop()
+    other = Driver(make_settings())
+    try:
+        assert "write: insert" in refusals(other, spec)["streams/0/key"]
+    finally:
+        other.close()
