@@ -16,9 +16,9 @@ from sqlalchemy.orm import Session
 from etl_tasks import planning
 from etl_tasks.bindings import target_columns
 from etl_tasks.chunk_lease import fail_migration
+from etl_tasks.connectors.db_errors import error_reason, is_transient_error, transient
 from etl_tasks.connectors.sql_schema import ensure_ledger, ensure_table, target_of
 from etl_tasks.connectors.sql_source import reflect_table
-from etl_tasks.connectors.sql_target import error_reason, is_transient_error
 from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
@@ -97,7 +97,7 @@ def prepare(rt: Runtime, migration_id: str, stream: str) -> None:
         _prepare(rt, migration_id, stream)
     except sa_exc.SQLAlchemyError as exc:
         if is_transient_error(exc):
-            raise TransientError(f"target unavailable: {error_reason(exc)}") from exc
+            raise transient("target unavailable", exc) from exc
         raise PermanentError(f"cannot prepare {stream!r}: {error_reason(exc)}") from exc
 
 

@@ -104,8 +104,14 @@ def commit(rt: Runtime, c: Claim, **values: Any) -> bool:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def retry_later(rt: Runtime, c: Claim, error: str) -> None:
-    """A transient failure: release the lease and set ``not_before`` (never a countdown)."""
+def retry_later(rt: Runtime, c: Claim, error: str, connection: bool = True) -> None:
+    """A transient failure: release the lease and set ``not_before`` (never a countdown).
+
+    An error a working server gives (``connection`` False: a deadlock, a lock timeout)
+    that repeats identically is the data's, not an outage: each such answer counts as an
+    attempt, so after ``max_attempts`` of them the chunk fails with it instead of
+    waiting out the retry window.
+    """
     with rt.db.session() as s:
         now = rt.db.now(s)
         chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
@@ -118,7 +124,8 @@ def retry_later(rt: Runtime, c: Claim, error: str) -> None:
             return
         delay = min(rt.settings.retry_backoff_s * 2**chunk.retries, rt.settings.retry_backoff_max_s)
         chunk.retries += 1
-        chunk.attempts = max(0, chunk.attempts - 1)  # it did not crash: not a lost attempt
+        if connection or chunk.last_error != error[:2000]:
+            chunk.attempts = max(0, chunk.attempts - 1)  # it did not crash: not a lost attempt
         chunk.first_failure_at = first
         chunk.not_before = now + timedelta(seconds=delay)
         chunk.lease_owner = None

@@ -15,7 +15,15 @@ class BatonError(Exception):
 
 
 class TransientError(BatonError):
-    """Raised when a step failed for a reason that may pass (a target down, a timeout)."""
+    """Raised when a step failed for a reason that may pass (a target down, a timeout).
+
+    ``connection`` is False when the database answered (a deadlock, a lock timeout):
+    such an error repeating identically is taken as the data's, not as an outage.
+    """
+
+    def __init__(self, message: str = "", *, connection: bool = True) -> None:
+        super().__init__(message)
+        self.connection = connection
 
 
 class PermanentError(BatonError):

@@ -18,8 +18,8 @@ from sqlalchemy.orm import Session
 
 from etl_tasks import codec
 from etl_tasks.codec import NULL_KEYS
-from etl_tasks.connectors.sql_target import error_reason, is_transient_error
-from etl_tasks.errors import PermanentError, TransientError
+from etl_tasks.connectors.db_errors import error_reason, is_transient_error, transient
+from etl_tasks.errors import PermanentError
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.enums import ChunkState, Step
 from etl_tasks.state.models import Chunk, Stream
@@ -76,7 +76,7 @@ def boundaries(
                 lower = upper
     except sa_exc.SQLAlchemyError as exc:
         if is_transient_error(exc):
-            raise TransientError(f"source unavailable: {error_reason(exc)}") from exc
+            raise transient("source unavailable", exc) from exc
         raise PermanentError(f"cannot plan {stream!r}: {error_reason(exc)}") from exc
     return ranges, False
 

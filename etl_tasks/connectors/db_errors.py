@@ -14,7 +14,7 @@ from typing import Literal
 
 from sqlalchemy import exc as sa_exc
 
-from etl_tasks.errors import EndpointUnavailable
+from etl_tasks.errors import EndpointUnavailable, TransientError
 
 Kind = Literal["transient", "bad_row", "fatal"]
 
@@ -88,3 +88,42 @@ def unavailable(exc: BaseException, *, timed_out: bool, timeout_s: float) -> End
     ):
         return EndpointUnavailable("credentials", detail)
     return EndpointUnavailable("connect", detail)
+
+
+_PG_CONNECTION = ("08", "57P")  # connection exceptions, shutdown of the server
+_MYSQL_CONNECTION = {1053, 1927, 2002, 2003, 2006, 2013, 2055}
+
+
+def on_connection(exc: BaseException) -> bool:
+    """Whether a transient error is the connection's (down, gone, refused) rather than an
+    answer of a working server (a deadlock, a lock timeout)."""
+    orig = getattr(exc, "orig", None) or exc
+    pgcode = getattr(orig, "pgcode", None)
+    if isinstance(pgcode, str) and pgcode:
+        return pgcode.startswith(_PG_CONNECTION)
+    code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
+    if type(orig).__module__.startswith("pymysql") and code:
+        return code in _MYSQL_CONNECTION or 2000 <= code < 3000
+    return True
+
+
+def error_reason(exc: BaseException) -> str:
+    """The driver's own first line, short."""
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return (text[0] if text else type(orig).__name__)[:500]
+
+
+def transient(what: str, exc: BaseException) -> TransientError:
+    """``exc`` (classified transient) as Baton's error: ``what`` says which side."""
+    return TransientError(f"{what}: {error_reason(exc)}", connection=on_connection(exc))
+
+
+def is_bad_row_error(exc: BaseException) -> bool:
+    """A failure caused by the data (a constraint, a value the column refuses)."""
+    return classify(exc) == "bad_row"
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """A failure of the connection (down, restarting, timed out): try again later."""
+    return classify(exc) == "transient"

@@ -28,11 +28,16 @@ from etl_tasks import codec
 from etl_tasks.budget import SUB_BATCH_ROWS
 from etl_tasks.codec import NULL_KEYS
 from etl_tasks.connectors import ledger
-from etl_tasks.connectors.db_errors import classify
+from etl_tasks.connectors.db_errors import (
+    error_reason,
+    is_bad_row_error,
+    is_transient_error,
+    transient,
+)
 from etl_tasks.connectors.ledger import LedgerRecord, QuarantineEntry
 from etl_tasks.connectors.pg_copy import copy_into
 from etl_tasks.connectors.sql_source import range_condition, raw
-from etl_tasks.errors import BadRowError, PermanentError, TransientError
+from etl_tasks.errors import BadRowError, PermanentError
 from etl_tasks.values.casts import cast_to
 from etl_tasks.values.encoders import ENCODERS
 from etl_tasks.values.types import ColumnType
@@ -59,22 +64,6 @@ class LoadRequest:
     source_keys: list[Any] = field(default_factory=list)  # each row's source key, encoded
     expired: Callable[[float], bool] = lambda ahead_s: False  # deadline passed, or would
     between_batches: Callable[[], None] = lambda: None  # e.g. renew the lease
-
-
-def is_bad_row_error(exc: BaseException) -> bool:
-    """A failure caused by the data (a constraint, a value the column refuses)."""
-    return classify(exc) == "bad_row"
-
-
-def is_transient_error(exc: BaseException) -> bool:
-    """A failure of the connection (down, restarting, timed out): try again later."""
-    return classify(exc) == "transient"
-
-
-def error_reason(exc: Exception) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip().splitlines()
-    return (text[0] if text else type(orig).__name__)[:500]
 
 
 class SqlTarget:
@@ -114,7 +103,7 @@ class SqlTarget:
             return self._load(req)
         except sa_exc.SQLAlchemyError as exc:
             if is_transient_error(exc):
-                raise TransientError(f"target unavailable: {error_reason(exc)}") from exc
+                raise transient("target unavailable", exc) from exc
             raise PermanentError(f"target refused the chunk: {error_reason(exc)}") from exc
 
     def _load(self, req: LoadRequest) -> LedgerRecord:

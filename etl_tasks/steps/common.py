@@ -38,7 +38,7 @@ def run_step(rt: Runtime, chunk_id: int, step: str, body: Callable[[Claim], None
     try:
         body(c)
     except TransientError as exc:
-        retry_later(rt, c, str(exc))
+        retry_later(rt, c, str(exc), exc.connection)
         return "retry"
     except StagingMissing:
         log.warning("staged input missing; back to extract", extra=ids)

@@ -11,9 +11,9 @@ from sqlalchemy import exc as sa_exc
 from etl_tasks import codec
 from etl_tasks.budget import SUB_BATCH_ROWS, StepClock
 from etl_tasks.chunk_lease import NOW, Claim, commit
+from etl_tasks.connectors.db_errors import error_reason, is_transient_error, transient
 from etl_tasks.connectors.sql_source import SqlSource
-from etl_tasks.connectors.sql_target import error_reason, is_transient_error
-from etl_tasks.errors import PermanentError, TransientError
+from etl_tasks.errors import PermanentError
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import commit_split, renew
@@ -39,7 +39,7 @@ def _extract(rt: Runtime, c: Claim) -> None:
         rows, cut = _read(engine, binding.source, c, clock, binding.key_width, keep_lease)
     except sa_exc.SQLAlchemyError as exc:
         if is_transient_error(exc):
-            raise TransientError(f"source unavailable: {error_reason(exc)}") from exc
+            raise transient("source unavailable", exc) from exc
         raise PermanentError(f"source refused the read: {error_reason(exc)}") from exc
     rt.staging.put(c.chunk_id, c.token, STAGE, codec.encode_rows(binding.source.columns, rows))
     outcome = {
