@@ -14,11 +14,14 @@ from pydantic import BaseModel
 
 from api.schemas import (
     ChunkList,
+    DraftRequest,
     Health,
     MigrationList,
     MigrationView,
     QuarantineList,
     Readiness,
+    SpecChecked,
+    SpecDraft,
     TokenCreate,
     TokenCreated,
     TokenPage,
@@ -90,6 +93,29 @@ def _controls() -> list[Operation]:
     ]
 
 
+SPEC_OPERATIONS: list[Operation] = [
+    Operation(
+        "post",
+        "/api/v1/specs/draft",
+        "draftSpec",
+        "Draft a complete spec from a source's schema (and a target's, for its dialect)",
+        "operator",
+        {200: ("the drafted spec, with comments on what to check", SpecDraft)},
+        (400, 413, 415, 422),
+        body=DraftRequest,
+    ),
+    Operation(
+        "post",
+        "/api/v1/specs/check",
+        "checkSpec",
+        "Run a spec's whole preflight without submitting it; nothing is created",
+        "operator",
+        {200: ("the spec passes preflight", SpecChecked)},
+        (400, 413, 415, 422),
+        body=MigrationSpec,
+    ),
+]
+
 OPERATIONS: list[Operation] = [
     Operation(
         "post",
@@ -143,6 +169,7 @@ OPERATIONS: list[Operation] = [
         params=(MIGRATION_ID,),
     ),
     *_controls(),
+    *SPEC_OPERATIONS,
     Operation(
         "get",
         "/api/v1/workers",

@@ -191,3 +191,26 @@ class TokenCreated(TokenView):
 class TokenPage(_Response):
     items: list[TokenView]
     next: str | None = Field(description="cursor of the next page; null: this is the last")
+
+
+# --- specs -----------------------------------------------------------------------------------
+
+
+class DraftRequest(_Request):
+    """What to draft a spec from: the source (and the target, to draft for its dialect)."""
+
+    source: dict[str, Any] = Field(description="an endpoint, as in a spec")
+    target: dict[str, Any] | None = Field(None, description="an endpoint, as in a spec")
+    name: str | None = Field(None, min_length=1, max_length=200)
+
+
+class SpecDraft(_Response):
+    spec: dict[str, Any] = Field(description="a complete spec, ready to submit")
+    comments: dict[str, str] = Field(description="path in the spec → what to know about it")
+    notes: list[str]
+
+
+class SpecChecked(_Response):
+    ok: bool
+    keys: dict[str, list[str]] = Field(description="each stream's key, as preflight resolved it")
+    notes: list[str]

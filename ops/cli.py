@@ -14,6 +14,7 @@ import click
 
 from etl_tasks.settings import Settings, load_settings
 from ops.secrets_cmd import secrets_group
+from ops.spec_cmd import spec_group
 
 if TYPE_CHECKING:
     from etl_tasks.state.db import StateDB
@@ -412,6 +413,7 @@ def bench(
 
 
 main.add_command(secrets_group)
+main.add_command(spec_group)
 
 if __name__ == "__main__":
     main()

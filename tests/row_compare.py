@@ -210,6 +210,7 @@ def compare_table(source: Engine, target: Engine, stream: dict[str, Any]) -> Tab
     """A stream's target table against its source table: every column, or those of the
     stream's ``columns``, which must copy each source column under its own name."""
     table, key = stream["source_table"], stream.get("key", [])
+    key = [key] if isinstance(key, str) else list(key)
     columns, fixed = _columns(source, table)
     if "columns" in stream:
         assert all(src == col for col, src in stream["columns"].items()), stream["columns"]

@@ -26,17 +26,15 @@ import os
 import re
 import shutil
 import subprocess
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, inspect, text
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 
 from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.drafting.draft import draft_spec
 from etl_tasks.state.db import StateDB
 from etl_tasks.views import list_chunks, list_quarantine, migration_view
 from tests import services
@@ -174,97 +172,22 @@ def northwind_url(tmp_path: Path) -> str:
 
 # --- The spec a new user would write -----------------------------------------------------------
 
-_PG_TABLES = """
-    SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-    WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'p') AND NOT c.relispartition
-    ORDER BY c.relname
-"""
-# Foreign keys of a partition belong to its partitioned table.
-_PG_REFERENCES = """
-    SELECT coalesce(parent.relname, child.relname), ref.relname
-    FROM pg_constraint con
-    JOIN pg_class child ON child.oid = con.conrelid
-    JOIN pg_namespace n ON n.oid = child.relnamespace
-    JOIN pg_class ref ON ref.oid = con.confrelid
-    LEFT JOIN pg_inherits i ON i.inhrelid = child.oid
-    LEFT JOIN pg_class parent ON parent.oid = i.inhparent
-    WHERE con.contype = 'f' AND n.nspname = current_schema()
-"""
 
-
-def _tables_and_references(engine: Engine) -> tuple[list[str], dict[str, set[str]]]:
-    """Base tables (a partitioned table, never its partitions) and the tables each references."""
-    if engine.dialect.name == "postgresql":
-        with engine.connect() as conn:
-            tables = [r[0] for r in conn.execute(text(_PG_TABLES))]
-            refs: dict[str, set[str]] = {t: set() for t in tables}
-            for table, referred in conn.execute(text(_PG_REFERENCES)):
-                refs.setdefault(table, set()).add(referred)
-        return tables, refs
-    insp = inspect(engine)
-    tables = sorted(insp.get_table_names())
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", sa_exc.SAWarning)  # types SQLAlchemy does not know
-        return tables, {
-            t: {fk["referred_table"] for fk in insp.get_foreign_keys(t)} for t in tables
-        }
-
-
-def load_order(tables: list[str], refs: dict[str, set[str]]) -> dict[str, list[str]]:
-    """Each table's ``after``: the tables it references, except itself and any reference
-    that would close a cycle (Sakila's store and staff reference each other)."""
-    after: dict[str, list[str]] = {t: [] for t in tables}
-
-    def waits_for(table: str, other: str) -> bool:
-        seen: set[str] = set()
-        todo = [table]
-        while todo:
-            t = todo.pop()
-            if t == other:
-                return True
-            if t not in seen:
-                seen.add(t)
-                todo.extend(after[t])
-        return False
-
-    for table in tables:
-        for referred in sorted(refs.get(table, ())):
-            if referred != table and referred in after and not waits_for(referred, table):
-                after[table].append(referred)
-    return after
-
-
-def sample_spec(
-    source_url: str, target_url: str, name: str, carry: dict[str, dict[str, str]] | None = None
-) -> dict[str, Any]:
-    """Every base table of the source a stream of its own name, created in the target, keyed
-    by its primary key, after the tables it references; everything else left to defaults but
-    ``carry``: per table, the ``"as"`` a column needs (what preflight asked for)."""
-    engine = create_sql_engine(source_url)
+def sample_spec(source_url: str, target_url: str, name: str) -> dict[str, Any]:
+    """The spec ``baton spec init SOURCE --target TARGET`` drafts for a sample."""
+    source, target = create_sql_engine(source_url), create_sql_engine(target_url)
     try:
-        tables, refs = _tables_and_references(engine)
-        insp = inspect(engine)
-        keys = {t: insp.get_pk_constraint(t)["constrained_columns"] for t in tables}
+        drafted = draft_spec(
+            source,
+            target,
+            name=f"sample database {name}",
+            source_endpoint={"url": source_url},
+            target_endpoint={"url": target_url},
+        )
     finally:
-        engine.dispose()
-    after = load_order(tables, refs)
-    streams: list[dict[str, Any]] = []
-    for table in tables:
-        stream: dict[str, Any] = {"source_table": table, "target_table": table}
-        if keys[table]:
-            stream["key"] = keys[table]
-        stream["create_target"] = True
-        if after[table]:
-            stream["after"] = after[table]
-        if table in (carry or {}):
-            stream["as"] = (carry or {})[table]
-        streams.append(stream)
-    return {
-        "name": f"sample database {name}",
-        "source": {"url": source_url},
-        "target": {"url": target_url},
-        "streams": streams,
-    }
+        source.dispose()
+        target.dispose()
+    return drafted.spec
 
 
 # --- What went wrong in a migration ------------------------------------------------------------
