@@ -23,6 +23,7 @@ from etl_tasks.boundary.policy import Boundary
 from etl_tasks.boundary.sql_urls import SqlEndpoint, Timeouts
 from etl_tasks.connectors.db_errors import unavailable
 from etl_tasks.connectors.engines import create_endpoint_engine
+from etl_tasks.drafting.infer import infer_after
 from etl_tasks.errors import BoundaryError, EndpointUnavailable, FieldError, SpecError
 from etl_tasks.preflight_streams import StreamCheck
 from etl_tasks.spec import Endpoint, MigrationSpec
@@ -63,10 +64,13 @@ def preflight(
     timeout_s: float = 5.0,
     reveal_details: bool = False,
     notes: list[str] | None = None,
+    order: dict[str, list[str]] | None = None,
 ) -> dict[str, list[str]]:
     """Check the spec against the real databases; return each stream's resolved key.
 
-    ``notes`` receives what the operator should know but that refuses nothing.
+    ``notes`` receives what the operator should know but that refuses nothing;
+    ``order`` the ``after`` inferred from the target's foreign keys for the streams that
+    give none (:func:`etl_tasks.drafting.infer.with_after` writes it into the spec).
     """
     ctx = _Context(boundary, Deadline(timeout_s), reveal_details, Problems())
     source = _open(ctx, "source", spec.source, must_exist=True)
@@ -77,6 +81,8 @@ def preflight(
             for i, stream in enumerate(spec.streams):
                 checked = StreamCheck(i, spec, stream, source, target, ctx.problems, notes)
                 keys[stream.stream_name] = _guarded(ctx, checked)
+            if not ctx.problems and not target.fresh and order is not None:
+                _infer(ctx, spec, target, order, notes)
     finally:
         for side in (source, target):
             if side is not None:
@@ -84,6 +90,24 @@ def preflight(
     if ctx.problems:
         raise SpecError(ctx.problems)
     return keys
+
+
+def _infer(
+    ctx: _Context,
+    spec: MigrationSpec,
+    target: Side,
+    order: dict[str, list[str]],
+    notes: list[str] | None,
+) -> None:
+    try:
+        inferred, said = infer_after(spec, target.engine)
+    except sa_exc.SQLAlchemyError as exc:
+        failure = unavailable(exc, timed_out=ctx.deadline.expired(), timeout_s=ctx.deadline.seconds)
+        ctx.problems.add("target", failure.public_message("target"))
+        return
+    order.update(inferred)
+    if notes is not None:
+        notes.extend(said)
 
 
 def _field(endpoint: Endpoint) -> str:

@@ -32,6 +32,7 @@ from etl_tasks.boundary.paths import PathPolicy
 from etl_tasks.boundary.policy import Boundary
 from etl_tasks.connectors.engines import create_sql_engine
 from etl_tasks.control import create_migration
+from etl_tasks.drafting.infer import with_after
 from etl_tasks.preflight import preflight
 from etl_tasks.publisher import Publisher, publish_plan
 from etl_tasks.spec import parse_spec
@@ -189,8 +190,9 @@ def submit(db: StateDB, publisher: Publisher, spec: dict[str, Any]) -> str:
     """What the API does on POST: validate, preflight, record, publish the plan task."""
     parsed = parse_spec(spec)
     notes: list[str] = []
-    keys = preflight(parsed, open_boundary(db), notes=notes)
-    migration_id, _ = create_migration(db, parsed, keys, notes=notes)
+    order: dict[str, list[str]] = {}
+    keys = preflight(parsed, open_boundary(db), notes=notes, order=order)
+    migration_id, _ = create_migration(db, with_after(parsed, order), keys, notes=notes)
     publish_plan(publisher, migration_id)
     return migration_id
 

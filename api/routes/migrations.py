@@ -15,6 +15,7 @@ from api.body import json_body
 from etl_tasks import control, views
 from etl_tasks.boundary.sealing import CAPABILITY as SEALED_SPECS
 from etl_tasks.boundary.sealing import storage_form
+from etl_tasks.drafting.infer import with_after
 from etl_tasks.errors import FieldError, SpecError
 from etl_tasks.masking import mask_quarantined
 from etl_tasks.preflight import preflight
@@ -68,8 +69,10 @@ def submit() -> ResponseReturnValue:
 def _create(ext: Any, spec: MigrationSpec, key: str | None, body_hash: str) -> tuple[str, bool]:
     """Seal, preflight (at most BATON_PREFLIGHT_CONCURRENCY at once) and record a spec."""
     who = current_principal()
-    storage = storage_form(spec.to_stored(), ext.sealer, all_live_support(ext.db, SEALED_SPECS))
+    # A credential written in the spec is refused before anything is contacted.
+    storage_form(spec.to_stored(), ext.sealer, all_live_support(ext.db, SEALED_SPECS))
     notes: list[str] = []
+    order: dict[str, list[str]] = {}
     with ext.preflight_gate.slot():
         keys = preflight(
             spec,
@@ -77,7 +80,10 @@ def _create(ext: Any, spec: MigrationSpec, key: str | None, body_hash: str) -> t
             timeout_s=ext.settings.preflight_timeout_s,
             reveal_details=who.is_admin,
             notes=notes,
+            order=order,
         )
+    spec = with_after(spec, order)
+    storage = storage_form(spec.to_stored(), ext.sealer, all_live_support(ext.db, SEALED_SPECS))
     return control.create_migration(
         ext.db,
         spec,

@@ -64,8 +64,9 @@ class Schema:
     references: list[Reference]
 
 
-def read_schema(engine: Engine) -> Schema:
-    """The database's base tables with their keys, and the references between them."""
+def read_schema(engine: Engine, *, estimates: bool = True) -> Schema:
+    """The database's base tables with their keys, and the references between them (and, with
+    ``estimates``, how many rows each holds)."""
     with engine.connect() as conn, warnings.catch_warnings():
         warnings.simplefilter("ignore", sa_exc.SAWarning)  # types SQLAlchemy does not know
         names = _table_names(conn)
@@ -74,7 +75,7 @@ def read_schema(engine: Engine) -> Schema:
         refs = [ref for name in names for ref in _references(insp, name, tables)]
         if conn.dialect.name == "postgresql":
             refs += _partition_references(conn, tables, refs)
-        for name, rows in _estimates(conn, names).items():
+        for name, rows in (_estimates(conn, names) if estimates else {}).items():
             tables[name].rows = rows
     return Schema(tables, refs)
 

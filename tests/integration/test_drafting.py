@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from etl_tasks.connectors.engines import create_sql_engine
 from etl_tasks.drafting.draft import draft_spec, to_yaml
 from etl_tasks.spec import parse_spec
+from etl_tasks.state.models import Event, Migration
 from ops.cli import main
 from tests.checks import assert_migrated
 from tests.data import sqlite_url
@@ -143,3 +144,36 @@ def test_an_empty_sqlite_target_needs_no_file_to_draft(tmp_path: Path) -> None:
     source = sqlite_db(tmp_path / "legacy.db", LEGACY, ROWS)
     spec, _ = _draft(source, sqlite_url(tmp_path / "new.db"))
     assert all(s["create_target"] for s in spec["streams"])  # type: ignore[index]
+
+
+def test_the_order_a_spec_leaves_unsaid_comes_from_the_targets_foreign_keys(
+    driver: Driver, tmp_path: Path, pg_url: str
+) -> None:
+    # Given a target whose tables refer to each other, and a spec that says nothing of order
+    source = sqlite_db(tmp_path / "legacy.db", LEGACY, ROWS)
+    pg_exec(
+        pg_url,
+        """
+        CREATE TABLE "Region" (id int PRIMARY KEY, name text NOT NULL);
+        CREATE TABLE "Office" (id int PRIMARY KEY, region_id int NOT NULL REFERENCES "Region",
+                               head_id int);
+    """,
+    )
+    spec = {
+        "name": "unordered",
+        "source": {"url": source},
+        "target": {"url": pg_url},
+        "streams": [
+            {"source_table": "Office", "target_table": "Office"},
+            {"source_table": "Region", "target_table": "Region"},
+        ],
+    }
+    # When it runs
+    mid, view = migrate(driver, spec)
+    # Then Office waited for Region, and the migration says why
+    assert view["state"] == "succeeded" and view["rows_quarantined"] == 0, view
+    with driver.rt.db.reading() as s:
+        stored = s.get(Migration, mid).spec  # type: ignore[union-attr]
+        notes = [e.message for e in s.query(Event).filter(Event.migration_id == mid)]
+    assert stored["streams"][0]["after"] == ["Region"]
+    assert any("foreign keys" in n for n in notes)
