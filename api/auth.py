@@ -16,6 +16,7 @@ from flask import current_app, g, request
 from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import Forbidden, TooManyRequests, Unauthorized
 
+from etl_tasks.spec import MigrationSpec
 from etl_tasks.tokens import LOCAL, Principal, allows, authenticate
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,3 +73,9 @@ def _bearer_token() -> str | None:
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     token = token.strip()
     return token if scheme.lower() == "bearer" and token else None
+
+
+def require_admin_for_queries(spec: MigrationSpec, who: Principal) -> None:
+    """A stream's ``query`` reads whatever the source's user can: admins only."""
+    if not who.is_admin and any(s.query is not None for s in spec.streams):
+        raise Forbidden("a stream with a query needs the admin role")

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy.sql import FromClause
 
 from etl_tasks.connectors.sql_source import SqlSource
 from etl_tasks.spec import ColumnFrom, ColumnSpec, ColumnValue, MigrationSpec, Stream
@@ -38,12 +38,12 @@ _TRANSFORM_KINDS: dict[str, tuple[Kind, int | None]] = {
 }
 
 
-def source_key(stream: Stream, table: Table) -> list[str]:
+def source_key(stream: Stream, table: FromClause) -> list[str]:
     """The stream's key: as given, else the source table's primary key."""
-    return stream.key_columns or [c.name for c in table.primary_key.columns]
+    return stream.key_columns or [c.name for c in table.primary_key]
 
 
-def column_specs(stream: Stream, table: Table) -> dict[str, ColumnSpec]:
+def column_specs(stream: Stream, table: FromClause) -> dict[str, ColumnSpec]:
     """Target column → spec; by default every source column (but ``exclude``) by its name."""
     if stream.columns is not None:
         return dict(stream.columns)
@@ -57,7 +57,7 @@ def _source_of(spec: ColumnSpec) -> str | None:
     return spec.from_ if isinstance(spec, ColumnFrom) else None
 
 
-def read_columns(stream: Stream, table: Table) -> list[str]:
+def read_columns(stream: Stream, table: FromClause) -> list[str]:
     """Source columns to read: the key first, then every column the mapping uses."""
     used: list[str] = list(source_key(stream, table))
     for spec in column_specs(stream, table).values():
@@ -67,7 +67,7 @@ def read_columns(stream: Stream, table: Table) -> list[str]:
     return used
 
 
-def origins(stream: Stream, table: Table) -> dict[str, ColumnOrigin]:
+def origins(stream: Stream, table: FromClause) -> dict[str, ColumnOrigin]:
     """Where each target column's value comes from, and whether a transform changes it."""
     out: dict[str, ColumnOrigin] = {}
     for name, spec in column_specs(stream, table).items():
@@ -80,7 +80,7 @@ def origins(stream: Stream, table: Table) -> dict[str, ColumnOrigin]:
     return out
 
 
-def target_key(stream: Stream, table: Table) -> tuple[list[str], bool]:
+def target_key(stream: Stream, table: FromClause) -> tuple[list[str], bool]:
     """Target key columns (mapped straight from the source key), and whether they are identical.
 
     Identical means the target holds the source key's values unchanged, so a
@@ -120,7 +120,7 @@ def produced_type(spec: ColumnSpec, types: Types) -> ColumnType:
 
 
 def target_columns(
-    stream: Stream, table: Table, types: Types, to: Target
+    stream: Stream, table: FromClause, types: Types, to: Target
 ) -> tuple[list[TargetColumn], list[tuple[str, Uncarriable]]]:
     """Each created target column, and the columns whose type cannot be carried."""
     tkey, _ = target_key(stream, table)
@@ -161,7 +161,7 @@ class StreamBinding:
         return len(self.key)
 
 
-def _text_columns(stream: Stream, table: Table, types: Types) -> dict[str, str | None]:
+def _text_columns(stream: Stream, table: FromClause, types: Types) -> dict[str, str | None]:
     """Columns read as their database's own text, with the function that gives it where
     that is not a plain cast (a MySQL geometry asked for as text: its WKT). A PostgreSQL
     array asked for as JSON is read as an array instead, to be written as JSON."""
@@ -178,7 +178,7 @@ def _text_columns(stream: Stream, table: Table, types: Types) -> dict[str, str |
 def bind_stream(
     spec: MigrationSpec,
     name: str,
-    source_table: Table,
+    source_table: FromClause,
     source_types: Types,
     unique_key: bool = True,
 ) -> StreamBinding:

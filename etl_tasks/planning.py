@@ -68,6 +68,7 @@ def boundaries(
     ranges: list[Range] = []
     try:
         with engine.connect() as conn:
+            binding.source.begin(conn)
             for _ in range(count):
                 upper = binding.source.next_boundary(conn, lower, rows)
                 ranges.append((lower, upper))

@@ -103,3 +103,12 @@ def longest_run(conn: Connection, table: Table, key: Sequence[str]) -> int:
     cols = [raw(table.c[k]) for k in key]
     counts = select(func.count().label("n")).select_from(table).group_by(*cols).subquery()
     return int(conn.execute(select(func.max(counts.c.n))).scalar() or 0)
+
+
+def query_key_repeats(conn: Connection, query: Any, key: Sequence[str]) -> int:
+    """How many key values of a query's rows repeat (or are NULL): 0 proves it unique."""
+    cols = [query.c[k] for k in key]
+    repeats = select(*cols).group_by(*cols).having(func.count() > 1).subquery()
+    nulls = select(func.count()).select_from(query).where(or_(*[c.is_(None) for c in cols]))
+    repeated = conn.execute(select(func.count()).select_from(repeats)).scalar() or 0
+    return int(repeated) + int(conn.execute(nulls).scalar() or 0)

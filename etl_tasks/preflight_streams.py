@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, Engine, Table, inspect
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.sql import FromClause
 
 from etl_tasks import codec
 from etl_tasks.bindings import (
@@ -30,11 +31,19 @@ from etl_tasks.bindings import (
 )
 from etl_tasks.boundary.identity import refuse_marked_schema
 from etl_tasks.boundary.names import identifier_problem
+from etl_tasks.connectors.db_errors import error_reason
 from etl_tasks.connectors.engines import for_reading
+from etl_tasks.connectors.source_shape import source_shape
 from etl_tasks.connectors.sql_schema import target_of
-from etl_tasks.connectors.sql_source import reflect_table
+from etl_tasks.connectors.sql_source import read_only, reflect_table
 from etl_tasks.errors import BadRowError, FieldError
-from etl_tasks.preflight_keys import key_problem, longest_run, null_keys, unique_not_null
+from etl_tasks.preflight_keys import (
+    key_problem,
+    longest_run,
+    null_keys,
+    query_key_repeats,
+    unique_not_null,
+)
 from etl_tasks.spec import MigrationSpec, Stream
 from etl_tasks.transforms import mapper_problems
 from etl_tasks.values.catalog import describe
@@ -86,13 +95,14 @@ class StreamCheck:
             return []
         table, types = found
         key = self._check_key(table, types)
-        names = [c.name for c in table.columns]
+        names = [c.key for c in table.columns]
+        source = stream.source_name
         for j, f in enumerate(stream.where):
             if f.column not in names:
-                self.add(f"where/{j}/column", f"no column {f.column!r} in {table.name!r}")
+                self.add(f"where/{j}/column", f"no column {f.column!r} in {source!r}")
         for j, name in enumerate(stream.exclude):
             if name not in names:
-                self.add(f"exclude/{j}", f"no column {name!r} in {table.name!r}")
+                self.add(f"exclude/{j}", f"no column {name!r} in {source!r}")
         for p, message in mapper_problems(column_specs(stream, table), names):
             self.add(p, message)
         if key and not self._has_problems():
@@ -107,28 +117,34 @@ class StreamCheck:
             ("source_table", self.stream.source_table, self.source),
             ("target_table", self.stream.target_table, self.target),
         ):
+            if name is None:
+                continue  # a query
             problem = identifier_problem(name, side.backend)
             if problem:
                 self.add(field, problem)
                 ok = False
         return ok
 
-    def _source_table(self) -> tuple[Table, Types] | None:
-        name = self.stream.source_table
+    def _source_table(self) -> tuple[FromClause, Types] | None:
         engine = self.source.engine
-        refuse_marked_schema(engine, name)
         try:
-            table = reflect_table(for_reading(engine), name)
+            return source_shape(engine, self.stream)
         except sa_exc.NoSuchTableError:
+            name = str(self.stream.source_table)
             self.add(
                 "source_table", f"no table {name!r} in the source{_did_you_mean(engine, name)}"
             )
-            return None
-        with for_reading(engine).connect() as conn:
-            return table, describe(conn, name)
+        except sa_exc.DBAPIError as exc:
+            if self.stream.query is None:
+                raise
+            self.add("query", f"the source refused the query: {error_reason(exc)}")
+        return None
 
-    def _check_key(self, table: Table, types: Types) -> list[str]:
+    def _check_key(self, table: FromClause, types: Types) -> list[str]:
         key = source_key(self.stream, table)
+        if self.stream.query is not None:
+            return self._check_query_key(table, key)
+        assert isinstance(table, Table)
         with for_reading(self.source.engine).connect() as conn:
             problem = key_problem(conn, table, key, types, self.stream.write)
             if problem is None and self.stream.on_null_key == "fail":
@@ -145,6 +161,25 @@ class StreamCheck:
             return []
         return key
 
+    def _check_query_key(self, query: FromClause, key: list[str]) -> list[str]:
+        """A query's key cannot be proved by an index: its rows are counted instead."""
+        missing = [k for k in key if k not in query.c]
+        if missing:
+            self.add("key", f"the query returns no column {missing[0]!r}")
+            return []
+        try:
+            with for_reading(self.source.engine).connect() as conn:
+                read_only(conn)
+                repeated = query_key_repeats(conn, query, key)
+        except sa_exc.DBAPIError as exc:  # only admins give queries: they see the driver's text
+            self.add("query", f"the source refused the query: {error_reason(exc)}")
+            return []
+        if repeated and self.stream.write != "insert":
+            self.add("key", f"{repeated} values of key {key} repeat in the query's rows: "
+                     "give a unique key, or write: insert")  # fmt: skip
+            return []
+        return key
+
     def _note_runs(self, conn: Connection, table: Table, key: list[str]) -> None:
         """A key that is not unique: rows with equal keys share a chunk, so a run longer than
         a chunk loads as one step (longer than the step budget would like)."""
@@ -155,7 +190,7 @@ class StreamCheck:
                 f"more than chunk_rows ({self.spec.chunk_rows}); such a run loads as one step"
             )
 
-    def _check_target(self, source_table: Table, types: Types) -> Types | None:
+    def _check_target(self, source_table: FromClause, types: Types) -> Types | None:
         """The target columns' types: reflected, or what ``create_target`` would make."""
         stream = self.stream
         if self.target.fresh:  # a SQLite file not created yet: every table is missing
@@ -170,7 +205,7 @@ class StreamCheck:
         self._existing_target(source_table, table, types, target_types)
         return target_types
 
-    def _missing_target(self, source_table: Table, types: Types) -> Types | None:
+    def _missing_target(self, source_table: FromClause, types: Types) -> Types | None:
         stream = self.stream
         if not stream.create_target:
             self.add(
@@ -200,7 +235,7 @@ class StreamCheck:
         return {c.name: _would_be(c, source_table, types, to.dialect, self.stream) for c in columns}
 
     def _existing_target(
-        self, source_table: Table, table: Table, types: Types, target_types: Types
+        self, source_table: FromClause, table: Table, types: Types, target_types: Types
     ) -> None:
         stream = self.stream
         for col in column_specs(stream, source_table):
@@ -229,7 +264,7 @@ class StreamCheck:
         self._key_collations(tkey, types, target_types, source_table)
 
     def _key_collations(
-        self, tkey: list[str], types: Types, target_types: Types, source_table: Table
+        self, tkey: list[str], types: Types, target_types: Types, source_table: FromClause
     ) -> None:
         """Text keys that differ by case, accent or trailing spaces must stay distinct."""
         skey = source_key(self.stream, source_table)
@@ -248,7 +283,7 @@ class StreamCheck:
                     "no-pad collation (utf8mb4_nopad_bin on MariaDB, utf8mb4_0900_bin on MySQL)",
                 )
 
-    def _sample(self, table: Table, types: Types, target_types: Types) -> None:
+    def _sample(self, table: FromClause, types: Types, target_types: Types) -> None:
         """A few rows through read, transforms, casts and staging, writing nothing: a value
         Baton cannot carry is refused here, by column, not found at run time."""
         binding = bind_stream(self.spec, self.stream.stream_name, table, types)
@@ -276,7 +311,7 @@ def _first_rows(conn: Connection, stmt: object, limit: int) -> list[tuple[object
 
 
 def _would_be(
-    column: TargetColumn, source_table: Table, types: Types, dialect: str, stream: Stream
+    column: TargetColumn, source_table: FromClause, types: Types, dialect: str, stream: Stream
 ) -> ColumnType:
     """The type a column ``create_target`` makes will have, for the sample's casts."""
     spec = column_specs(stream, source_table)[column.name]

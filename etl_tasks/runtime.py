@@ -21,6 +21,7 @@ from etl_tasks.boundary.sealing import Sealer, open_spec
 from etl_tasks.boundary.sql_urls import SqlEndpoint
 from etl_tasks.connectors.db_errors import error_reason, is_transient_error
 from etl_tasks.connectors.engines import EngineCache, for_reading
+from etl_tasks.connectors.source_shape import source_shape
 from etl_tasks.connectors.sql_source import reflect_table
 from etl_tasks.connectors.sql_target import SqlTarget
 from etl_tasks.errors import NotFound, PermanentError, TransientError
@@ -110,12 +111,15 @@ class Runtime:
             if key in self._bindings:
                 return self._bindings[key]
         spec = self.spec(migration_id)
+        st = spec.stream(stream)
         source = self.source_reader(migration_id)
-        name = spec.stream(stream).source_table
-        table = self._reflect(source, name)
-        with self._catalog_errors(name), source.connect() as conn:
-            unique = unique_not_null(conn, table, source_key(spec.stream(stream), table))
-        binding = bind_stream(spec, stream, table, self._describe(source, name), unique)
+        with self._catalog_errors(st.source_name):
+            table, types = source_shape(source, st)
+            unique = st.write != "insert"  # a query's key was proved unique by preflight
+            if st.query is None:
+                with source.connect() as conn:
+                    unique = unique_not_null(conn, table, source_key(st, table))  # type: ignore[arg-type]
+        binding = bind_stream(spec, stream, table, types, unique)
         with self._lock:
             self._bindings[key] = binding
         return binding

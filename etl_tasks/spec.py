@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from etl_tasks.boundary.names import control_character, is_reserved_table
 from etl_tasks.errors import FieldError, SpecError
+from etl_tasks.query_check import query_problem
 
 FilterOp = Literal["=", "!=", "<", "<=", ">", ">=", "in", "is_null"]
 WriteMode = Literal["upsert", "insert", "skip_existing"]
@@ -49,7 +50,9 @@ def _name(value: str) -> str:
     return value
 
 
-def _table(value: str) -> str:
+def _table(value: str | None) -> str | None:
+    if value is None:
+        return None
     _name(value)
     if is_reserved_table(value):
         raise ValueError("baton_* tables are Baton's own: a stream may not read or write one")
@@ -132,9 +135,12 @@ ColumnSpec = str | ColumnFrom | ColumnValue
 
 
 class Stream(_Model):
-    """One source table to one target table."""
+    """One source table (or query) to one target table."""
 
-    source_table: str = Field(min_length=1)
+    source_table: str | None = Field(None, min_length=1)
+    # Instead of source_table, on a SQL source (admins only): exactly one SELECT, keyed by
+    # a column it returns, run read-only with a statement timeout.
+    query: str | None = Field(None, min_length=1)
     target_table: str = Field(min_length=1)
     name: str | None = None
     key: str | list[str] | None = None
@@ -161,6 +167,28 @@ class Stream(_Model):
         return [self.key] if isinstance(self.key, str) else list(self.key)
 
     _tables = field_validator("source_table", "target_table")(_table)
+
+    @field_validator("query")
+    @classmethod
+    def _one_select(cls, v: str | None) -> str | None:
+        if v is not None:
+            problem = query_problem(v)
+            if problem:
+                raise ValueError(problem)
+        return v
+
+    @model_validator(mode="after")
+    def _table_or_query(self) -> Stream:
+        if (self.source_table is None) == (self.query is None):
+            raise ValueError("give exactly one of 'source_table' or 'query'")
+        if self.query is not None and not self.key:
+            raise ValueError("a stream with a query needs a 'key': a column the query returns")
+        return self
+
+    @property
+    def source_name(self) -> str:
+        """What the source side is called in messages: its table, or ``query``."""
+        return self.source_table or "query"
 
     @field_validator("key")
     @classmethod

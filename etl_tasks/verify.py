@@ -19,6 +19,7 @@ from sqlalchemy import Engine, Table
 
 from etl_tasks.bindings import StreamBinding, Types, bind_stream
 from etl_tasks.codec import NULL_KEYS, decode_value
+from etl_tasks.connectors.source_shape import source_shape
 from etl_tasks.connectors.sql_source import SqlSource, reflect_table
 from etl_tasks.errors import BadRowError
 from etl_tasks.spec import MigrationSpec
@@ -95,11 +96,10 @@ def verify_stream(
     expected absent. Both sides are read without the load path's conversions and
     compared in the canonical form of each target column."""
     stream = spec.stream(name)
-    with source.connect() as conn:
-        source_types = describe(conn, stream.source_table)
+    source_table, source_types = source_shape(source, stream)
     with target.connect() as conn:
         target_types = describe(conn, stream.target_table)
-    binding = bind_stream(spec, name, reflect_table(source, stream.source_table), source_types)
+    binding = bind_stream(spec, name, source_table, source_types, stream.query is None)
     path = build_path(binding.mapper, binding.origins, source_types, target_types)
     columns = list(path.target_columns)
     canons = [canonical_for(target_types[c]) for c in columns]

@@ -10,7 +10,7 @@ from flask import Blueprint, current_app, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest
 
-from api.auth import current_principal, require
+from api.auth import current_principal, require, require_admin_for_queries
 from api.body import json_body
 from etl_tasks import control, views
 from etl_tasks.boundary.sealing import CAPABILITY as SEALED_SPECS
@@ -69,6 +69,7 @@ def submit() -> ResponseReturnValue:
 def _create(ext: Any, spec: MigrationSpec, key: str | None, body_hash: str) -> tuple[str, bool]:
     """Seal, preflight (at most BATON_PREFLIGHT_CONCURRENCY at once) and record a spec."""
     who = current_principal()
+    require_admin_for_queries(spec, who)
     # A credential written in the spec is refused before anything is contacted.
     storage_form(spec.to_stored(), ext.sealer, all_live_support(ext.db, SEALED_SPECS))
     notes: list[str] = []

@@ -7,7 +7,7 @@ from typing import Any
 from flask import Blueprint, current_app, jsonify
 from flask.typing import ResponseReturnValue
 
-from api.auth import current_principal, require
+from api.auth import current_principal, require, require_admin_for_queries
 from api.body import json_body, parse_body
 from api.schemas import DraftRequest
 from etl_tasks.drafting.service import draft_through
@@ -43,6 +43,7 @@ def draft() -> ResponseReturnValue:
 def check() -> ResponseReturnValue:
     """The whole preflight of a spec, creating nothing: 200, or 422 with every problem."""
     spec = parse_spec(json_body("the spec"))
+    require_admin_for_queries(spec, current_principal())
     ext = _ext()
     notes: list[str] = []
     with ext.preflight_gate.slot():

@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
-    Column,
     ColumnElement,
     Connection,
     MetaData,
@@ -37,6 +36,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SAWarning
+from sqlalchemy.sql import FromClause
 from sqlalchemy.types import NullType
 
 from etl_tasks.codec import NULL_KEYS
@@ -63,6 +63,14 @@ def reflect_table(engine: Engine | Connection, name: str) -> Table:
         return Table(table, MetaData(), schema=schema, autoload_with=engine)
 
 
+def read_only(conn: Connection) -> None:
+    """Make the transaction about to start on ``conn`` read-only (a stream's query)."""
+    if conn.dialect.name in ("postgresql", "mysql", "mariadb"):
+        conn.exec_driver_sql("SET TRANSACTION READ ONLY")
+    else:
+        conn.exec_driver_sql("PRAGMA query_only = 1")
+
+
 def raw(col: ColumnElement[Any]) -> ColumnElement[Any]:
     """The column with no SQLAlchemy type processing, for reads and for bound values."""
     return type_coerce(col, NullType())
@@ -76,7 +84,7 @@ def key_value(values: Sequence[Any]) -> Any:
     return values[0] if len(values) == 1 else tuple_(*values)
 
 
-def filters(table: Table, where: Sequence[Filter]) -> ColumnElement[bool]:
+def filters(table: FromClause, where: Sequence[Filter]) -> ColumnElement[bool]:
     """The spec's ``where`` list as one SQL condition."""
     conds: list[ColumnElement[bool]] = []
     for f in where:
@@ -122,13 +130,15 @@ class SqlSource:
 
     def __init__(
         self,
-        table: Table,
+        table: FromClause,
         key: Sequence[str],
         columns: Sequence[str],
         where: Sequence[Filter],
         text_columns: Mapping[str, str | None] | None = None,
+        query: bool = False,
     ) -> None:
         self.table = table
+        self.query = query  # a stream's query: read in a read-only transaction
         self.key_cols = [raw(table.c[k]) for k in key]
         self.columns = list(columns)
         self.where = filters(table, where)
@@ -136,13 +146,20 @@ class SqlSource:
         self._read = [self._readable(table.c[c], c in texts, texts.get(c)) for c in self.columns]
 
     @staticmethod
-    def _readable(col: Column[Any], as_text: bool, function: str | None) -> ColumnElement[Any]:
+    def _readable(
+        col: ColumnElement[Any], as_text: bool, function: str | None
+    ) -> ColumnElement[Any]:
         """The column as stored, or as its text (a cast, or ``function(col)``)."""
         if function is not None:
-            return type_coerce(getattr(func, function)(col), NullType()).label(col.name)
+            return type_coerce(getattr(func, function)(col), NullType()).label(col.key)
         if as_text:
-            return type_coerce(cast(col, Text), NullType()).label(col.name)
-        return raw(col).label(col.name)
+            return type_coerce(cast(col, Text), NullType()).label(col.key)
+        return raw(col).label(col.key)
+
+    def begin(self, conn: Connection) -> None:
+        """Before the first read on ``conn``."""
+        if self.query:
+            read_only(conn)
 
     def select_range(self, lower: Sequence[Any] | None, upper: Sequence[Any] | None) -> Select[Any]:
         cols = self._read
@@ -158,6 +175,7 @@ class SqlSource:
         self, conn: Connection, lower: Sequence[Any] | None, upper: Sequence[Any] | None
     ) -> list[tuple[Any, ...]]:
         """Every row of the range, in key order, as tuples in ``columns`` order."""
+        self.begin(conn)
         result = conn.execute(self.select_range(lower, upper))
         return [tuple(r) for r in result]
 

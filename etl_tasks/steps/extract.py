@@ -78,6 +78,7 @@ def _read(
     rows: list[tuple[Any, ...]] = []
     stmt = source.select_range(codec.decode_key(c.lower), codec.decode_key(c.upper))
     with engine.connect() as conn:
+        source.begin(conn)
         result = conn.execution_options(stream_results=True, yield_per=SUB_BATCH_ROWS).execute(stmt)
         for part in result.partitions(SUB_BATCH_ROWS):
             rows.extend(tuple(r) for r in part)

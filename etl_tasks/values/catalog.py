@@ -277,3 +277,71 @@ def describe(conn: Connection, table_name: str) -> Columns:
     """Every column of ``table_name`` (``schema.table`` or ``table``), by its declared type."""
     schema, _, name = table_name.rpartition(".")
     return _DESCRIBERS[conn.dialect.name](conn, schema or None, name)
+
+
+# --- a query's columns: what the driver says of a result -------------------------------------
+
+_PG_TYPES = text(
+    "SELECT oid, typname, pg_catalog.format_type(oid, NULL), typtype, typcategory "
+    "FROM pg_catalog.pg_type WHERE oid = ANY(:oids)"
+)
+_MYSQL_CODES: dict[int, tuple[Kind, int | None]] = {
+    0: (Kind.DECIMAL, None), 246: (Kind.DECIMAL, None), 1: (Kind.INTEGER, 8),
+    2: (Kind.INTEGER, 16), 9: (Kind.INTEGER, 24), 3: (Kind.INTEGER, 32), 8: (Kind.INTEGER, 64),
+    13: (Kind.INTEGER, 16), 4: (Kind.FLOAT, 24), 5: (Kind.FLOAT, 53), 10: (Kind.DATE, None),
+    14: (Kind.DATE, None), 11: (Kind.TIME, None), 12: (Kind.TIMESTAMP, None),
+    7: (Kind.TIMESTAMPTZ, None), 245: (Kind.JSON, None), 247: (Kind.TEXT, None),
+    248: (Kind.SET, None), 15: (Kind.TEXT, None), 253: (Kind.TEXT, None),
+    254: (Kind.TEXT, None), 249: (Kind.TEXT, None), 250: (Kind.TEXT, None),
+    251: (Kind.TEXT, None), 252: (Kind.TEXT, None),
+}  # fmt: skip
+_MYSQL_BINARY_CHARSET = 63
+
+
+def query_types(conn: Connection, names: list[str], cursor: Any) -> Columns:
+    """Each column of a query's result, as well as the driver can say (no table declares
+    them): PostgreSQL's type by OID, MySQL's by field type, SQLite's not at all."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return _pg_query_types(conn, names, cursor.description)
+    if dialect in ("mysql", "mariadb"):
+        fields = getattr(getattr(cursor, "_result", None), "fields", None)
+        return _mysql_query_types(conn, names, cursor.description, fields)
+    return {n: ColumnType("sqlite", Kind.UNTYPED, "") for n in names}
+
+
+def _pg_query_types(conn: Connection, names: list[str], description: Any) -> Columns:
+    oids = [int(d[1]) for d in description]
+    known = {int(r[0]): r[1:] for r in conn.execute(_PG_TYPES, {"oids": oids}).all()}
+    out: Columns = {}
+    for name, oid in zip(names, oids, strict=True):
+        typname, sql, typtype, category = known.get(oid, ("", "text", "b", "S"))
+        if category == "A":
+            out[name] = ColumnType("postgresql", Kind.ARRAY, sql)
+        elif typtype == "e":
+            labels = tuple(conn.execute(_PG_ENUM_LABELS, {"oid": oid}).scalars())
+            out[name] = ColumnType("postgresql", Kind.ENUM, sql, labels=labels)
+        else:
+            kind, bits = _PG_KINDS.get(typname, (Kind.NATIVE, None))
+            out[name] = ColumnType(
+                "postgresql", kind, sql, precision=bits, jsonb=typname == "jsonb"
+            )
+    return out
+
+
+def _mysql_query_types(
+    conn: Connection, names: list[str], description: Any, fields: Any
+) -> Columns:
+    out: Columns = {}
+    dialect = conn.dialect.name
+    for i, (name, entry) in enumerate(zip(names, description, strict=True)):
+        code = int(entry[1])
+        kind, bits = _MYSQL_CODES.get(code, (Kind.NATIVE, None))
+        charset = getattr(fields[i], "charsetnr", None) if fields else None
+        if kind == Kind.TEXT and charset == _MYSQL_BINARY_CHARSET:
+            kind = Kind.BINARY
+        if kind == Kind.DECIMAL:
+            out[name] = ColumnType(dialect, kind, "decimal", precision=entry[4], scale=entry[5])
+        else:
+            out[name] = ColumnType(dialect, kind, kind.value, precision=bits)
+    return out

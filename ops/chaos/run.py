@@ -27,6 +27,7 @@ from etl_tasks.bindings import target_key
 from etl_tasks.boundary.policy import Boundary
 from etl_tasks.connectors.engines import create_sql_engine
 from etl_tasks.connectors.ledger import committed_chunks
+from etl_tasks.connectors.source_shape import source_shape
 from etl_tasks.connectors.sql_source import reflect_table
 from etl_tasks.control import create_migration
 from etl_tasks.preflight import preflight
@@ -218,7 +219,7 @@ def _ledger_rows(target: Engine, migration_id: str) -> dict[str, int]:
 def _distinct_keys(spec: MigrationSpec, name: str, source: Engine, target: Engine) -> int:
     """Distinct target keys of one stream: fewer than its rows means some row is doubled."""
     stream = spec.stream(name)
-    tkey, _ = target_key(stream, reflect_table(source, stream.source_table))
+    tkey, _ = target_key(stream, source_shape(source, stream)[0])
     table = reflect_table(target, stream.target_table)
     names = tkey or [c.name for c in table.primary_key.columns]
     cols = [table.c[n] for n in names]
@@ -273,7 +274,7 @@ def check_migration(db: StateDB, sub: Submitted, stats: DemoStats) -> MigrationR
         streams = {st["name"]: st for st in view["streams"]}
         for c in checks:
             keys = _distinct_keys(spec, c.name, source, target)
-            dirty = stats.dirty.get(spec.stream(c.name).source_table, 0)
+            dirty = stats.dirty.get(spec.stream(c.name).source_name, 0)
             judge_stream(result, c, streams[c.name], ledger.get(c.name, 0), keys, dirty)
     finally:
         source.dispose()

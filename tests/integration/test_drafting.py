@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 import yaml
@@ -16,7 +17,7 @@ from tests.checks import assert_migrated
 from tests.data import sqlite_url
 from tests.harness import Driver
 from tests.integration.api_support import Api
-from tests.integration.fidelity_support import migrate, pg_exec, sqlite_db
+from tests.integration.fidelity_support import migrate, pg_exec, refusals, sqlite_db
 
 LEGACY = """
     CREATE TABLE "Region" (id INTEGER PRIMARY KEY, name TEXT NOT NULL);
@@ -177,3 +178,57 @@ def test_the_order_a_spec_leaves_unsaid_comes_from_the_targets_foreign_keys(
         notes = [e.message for e in s.query(Event).filter(Event.migration_id == mid)]
     assert stored["streams"][0]["after"] == ["Region"]
     assert any("foreign keys" in n for n in notes)
+
+
+def test_a_query_stream_reads_only_what_it_selects_read_only(
+    driver: Driver, pg_url_factory: object, make_settings: object
+) -> None:
+    source, target = pg_url_factory(), pg_url_factory()  # type: ignore[operator]
+    pg_exec(
+        source,
+        """
+        CREATE TABLE customers (id int PRIMARY KEY, name text);
+        CREATE TABLE orders (id int PRIMARY KEY, customer_id int, total numeric(10,2));
+        INSERT INTO customers SELECT i, 'c' || i FROM generate_series(1, 20) i;
+        INSERT INTO orders SELECT i, i % 20 + 1, i * 1.5 FROM generate_series(1, 300) i;
+        CREATE TABLE touched (n int);
+        CREATE FUNCTION touch() RETURNS int LANGUAGE sql
+            AS 'INSERT INTO touched VALUES (1) RETURNING 1';
+    """,
+    )
+    joined = "SELECT o.id, c.name, o.total FROM orders o JOIN customers c ON c.id = o.customer_id"
+    spec = {
+        "name": "joined",
+        "source": {"url": source},
+        "target": {"url": target},
+        "chunk_rows": 40,
+        "streams": [{"query": joined, "key": "id", "target_table": "order_names",
+                     "create_target": True}],
+    }  # fmt: skip
+    mid, view = migrate(driver, spec)
+    assert view["state"] == "succeeded" and view["rows_loaded"] == 300, view
+    assert pg_exec(target, "SELECT name, total FROM order_names WHERE id = 7") == [
+        ("c8", Decimal("10.50"))
+    ]
+    assert_migrated(driver.rt.db, mid, spec)
+    # A query that would write (through a function) is refused by the read-only transaction
+    spec["streams"][0]["query"] = "SELECT id, touch() AS t FROM orders"
+    spec["name"] = "writes"
+    problems = refusals(driver, spec)
+    assert any("read-only" in message for message in problems.values()), problems
+    assert pg_exec(source, "SELECT count(*) FROM touched") == [(0,)]
+
+
+def test_only_an_admin_submits_a_query(secured: Api, tmp_path: Path) -> None:
+    source = sqlite_db(tmp_path / "legacy.db", LEGACY, ROWS)
+    spec = {
+        "name": "q",
+        "source": {"url": source},
+        "target": {"url": sqlite_url(tmp_path / "t.db")},
+        "streams": [{"query": 'SELECT id, name FROM "Region"', "key": "id",
+                     "target_table": "r", "create_target": True}],
+    }  # fmt: skip
+    operator = {"Authorization": f"Bearer {secured.token('operator')}"}
+    admin = {"Authorization": f"Bearer {secured.token('admin')}"}
+    assert secured.submit(spec, operator).status_code == 403
+    assert secured.submit(spec, admin).status_code == 201

@@ -170,8 +170,34 @@ def test_stream_tables_are_required_and_non_empty(field: str) -> None:
     missing = stream()
     del missing[field]
 
-    assert_refused(spec(missing), f"streams/0/{field}", "Field required")
+    expected = "Field required" if field == "target_table" else "'source_table' or 'query'"
+    assert_refused(
+        spec(missing), "streams/0" + ("/target_table" if field == "target_table" else ""), expected
+    )
     assert_refused(spec(stream(**{field: ""})), f"streams/0/{field}", "at least 1 character")
+
+
+@pytest.mark.parametrize(
+    ("query", "why"),
+    [
+        ("SELECT 1; DROP TABLE customers", "exactly one statement"),
+        ("DELETE FROM customers", "only a SELECT"),
+        ("WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM d", "'DELETE'"),
+        ("SELECT * FROM t FOR UPDATE", "'FOR'"),
+        ("SELECT pg_sleep(3600)", "'pg_sleep'"),
+    ],
+)
+def test_a_query_is_one_select_that_changes_nothing(query: str, why: str) -> None:
+    data = spec(stream(source_table=None, query=query, key="id"))
+    assert_refused(data, "streams/0/query", why)
+
+
+def test_a_query_needs_a_key_and_excludes_a_source_table() -> None:
+    assert_refused(
+        spec(stream(source_table=None, query="SELECT 1 AS id")), "streams/0", "needs a 'key'"
+    )
+    both = stream(query="SELECT 1 AS id", key="id")
+    assert_refused(spec(both), "streams/0", "exactly one of 'source_table' or 'query'")
 
 
 def test_problems_are_located_in_the_right_stream() -> None:
