@@ -63,6 +63,16 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def endpoint_kind(endpoint: dict[str, Any]) -> str:
+    """What kind of system an endpoint object names: ``sql`` (``url``, ``url_env``), or its
+    form's own key (``http``, ``file``); a sealed one keeps its kind beside the seal."""
+    if "kind" in endpoint:
+        return str(endpoint["kind"])
+    if "url" in endpoint or "url_env" in endpoint or not endpoint:
+        return "sql"
+    return next(iter(endpoint))
+
+
 class Endpoint(_Model):
     """A source or target: a SQLAlchemy URL, given directly or by environment variable.
 

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from etl_tasks.connectors.engines import redact
 from etl_tasks.errors import NotFound
+from etl_tasks.spec import endpoint_kind
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState
 from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream
@@ -26,7 +27,7 @@ def _iso(value: datetime | None) -> str | None:
 def _endpoint(spec: dict[str, Any], which: str) -> dict[str, Any]:
     ep = spec.get(which, {})
     if ep.get("sealed"):
-        return {"sealed": True}
+        return {"sealed": True, "kind": endpoint_kind(ep)}
     if ep.get("url"):
         return {"url": redact(ep["url"])}
     return {"url_env": ep.get("url_env", "")}
@@ -92,17 +93,22 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
             }
         )
     view = _summary(mig)
-    if mig.state == MigrationState.RUNNING and not view["waiting_reason"] and not _live_workers(db):
-        view["waiting_reason"] = "no worker is running"
+    if mig.state == MigrationState.RUNNING and not view["waiting_reason"]:
+        view["waiting_reason"] = _worker_shortage(db, mig.spec)
     view["streams"] = items
     view.update(_progress(mig, items, now))
     return view
 
 
-def _live_workers(db: StateDB) -> bool:
-    from etl_tasks.workers import list_workers
+def _worker_shortage(db: StateDB, spec: dict[str, Any]) -> str | None:
+    """Why no worker can move the migration on: none runs, or none supports its endpoints
+    (a worker of an older version, during a rolling deploy)."""
+    from etl_tasks.workers import list_workers, missing_kinds
 
-    return bool(list_workers(db))
+    if not list_workers(db):
+        return "no worker is running"
+    missing = missing_kinds(db, spec)
+    return f"no worker supports {', '.join(missing)}" if missing else None
 
 
 def _summary(mig: Migration) -> dict[str, Any]:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 
 from etl_tasks.boundary.sealing import CAPABILITY as SEALED_SPECS
 from etl_tasks.constants import CONSUMED_SCHEMAS
+from etl_tasks.spec import endpoint_kind
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import WorkerState
 from etl_tasks.state.models import Worker
@@ -61,6 +63,23 @@ def mark_stopped(db: StateDB, name: str, steps_done: int) -> None:
             row.in_flight = 0
             row.steps_done = steps_done
             row.heartbeat_at = db.now(s)
+
+
+def missing_kinds(db: StateDB, spec: dict[str, Any]) -> list[str]:
+    """The migration's endpoint kinds that no live worker advertises (``http targets``)."""
+    needed = {(which, endpoint_kind(spec.get(which, {}))) for which in ("source", "target")}
+    with db.reading() as s:
+        now = db.now(s)
+        rows = list(s.scalars(select(Worker).where(Worker.state != WorkerState.STOPPED)))
+    live = [w for w in rows if now - w.heartbeat_at <= timedelta(seconds=LIVE_AFTER_S)]
+    offered = {kind for w in live for kind in _kinds(w)}
+    return sorted(f"{kind} {which}s" for which, kind in needed if kind not in offered)
+
+
+def _kinds(worker: Worker) -> list[str]:
+    """What a worker advertises; one from before advertising existed moves SQL only."""
+    kinds = (worker.capabilities or {}).get("endpoint_kinds")
+    return list(kinds) if isinstance(kinds, list) else ["sql"]
 
 
 def all_live_support(db: StateDB, capability: str) -> bool:

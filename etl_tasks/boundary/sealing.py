@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from etl_tasks.errors import FieldError, PermanentError, SpecError
+from etl_tasks.spec import endpoint_kind
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import Migration
 
@@ -97,7 +98,10 @@ def has_literal_credential(endpoint: Mapping[str, Any]) -> bool:
 def split_sealed(stored: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(the spec with its endpoints replaced by a placeholder, the endpoints)."""
     endpoints = {f: stored[f] for f in SEALED_FIELDS}
-    public = {**stored, **{f: dict(PLACEHOLDER) for f in SEALED_FIELDS}}
+    public = {
+        **stored,
+        **{f: {**PLACEHOLDER, "kind": endpoint_kind(stored[f])} for f in SEALED_FIELDS},
+    }
     return public, endpoints
 
 

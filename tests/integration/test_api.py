@@ -340,7 +340,7 @@ def test_a_postgresql_target_passes_preflight_and_its_password_is_hidden(
     mid = resp.get_json()["id"]
     shown = api.client.get(f"{MIGRATIONS}/{mid}")
     listed = api.client.get(MIGRATIONS)
-    assert shown.get_json()["target"] == {"sealed": True}
+    assert shown.get_json()["target"] == {"sealed": True, "kind": "sql"}
     for answer in (resp, shown, listed):
         assert password not in answer.get_data(as_text=True)
     assert api.plans() == [mid]

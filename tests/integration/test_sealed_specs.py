@@ -22,7 +22,7 @@ from etl_tasks.settings import Settings
 from etl_tasks.spec import parse_spec
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import Migration, Worker
-from etl_tasks.workers import CAPABILITIES, WorkerInfo, heartbeat
+from etl_tasks.workers import CAPABILITIES, WorkerInfo, heartbeat, missing_kinds
 from ops.cli import main
 from tests.data import build_source, open_boundary, spec_for, sqlite_url
 from tests.harness import Driver
@@ -66,7 +66,9 @@ def test_a_sealed_spec_runs_and_its_password_is_nowhere_in_the_state_db(
         assert CANARY.encode() not in part.read_bytes()
     with StateDB(settings.database_url).reading() as s:
         mig = s.get(Migration, migration_id)
-        assert mig is not None and mig.sealed and mig.spec["target"] == {"sealed": True}
+        assert (
+            mig is not None and mig.sealed and mig.spec["target"] == {"sealed": True, "kind": "sql"}
+        )
 
 
 def test_a_worker_without_the_key_fails_the_migration_with_the_reason(
@@ -143,9 +145,31 @@ def test_the_api_keeps_literal_credentials_out_until_every_live_worker_can_open_
     heartbeat(db, new, state="active", in_flight=0, steps_done=0)
     resp = client.post("/api/v1/migrations", json=spec)
     assert resp.status_code == 201, resp.get_data(as_text=True)
-    assert resp.get_json()["target"] == {"sealed": True}
+    assert resp.get_json()["target"] == {"sealed": True, "kind": "sql"}
     with db.reading() as s:
         assert s.get(Worker, "new@host").capabilities == CAPABILITIES  # type: ignore[union-attr]
         dump = s.execute(text("SELECT spec, sealed FROM migrations")).all()
     assert CANARY not in repr(dump)
+    db.dispose()
+
+
+def test_a_migration_no_live_worker_can_move_says_so(
+    make_settings: Callable[..., Settings],
+) -> None:
+    # Given live workers that move SQL endpoints only (one from before they said so)
+    db = StateDB(make_settings().database_url)
+    for name, pid in (("new@host", 1), ("old@host", 2)):
+        info = WorkerInfo(name, "0.1.0", "host", pid, None)
+        heartbeat(db, info, state="active", in_flight=0, steps_done=0)
+    with db.session() as s:
+        row = s.get(Worker, "old@host")
+        assert row is not None
+        row.capabilities = None
+    # Then a spec with an HTTP target waits for a worker that can, by name; SQL is fine
+    http = {"source": {"url": "sqlite:////x.db"}, "target": {"http": {"url": "http://h/{table}"}}}
+    assert missing_kinds(db, http) == ["http targets"]
+    assert (
+        missing_kinds(db, {"source": {"sealed": True, "kind": "sql"}, "target": {"url_env": "X"}})
+        == []
+    )
     db.dispose()

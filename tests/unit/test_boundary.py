@@ -353,7 +353,7 @@ def test_sealed_endpoints_round_trip_and_rotate() -> None:
 def test_storage_seals_when_every_worker_can_open_it() -> None:
     sealer = Sealer([new_key()])
     public, sealed = storage_form(dict(STORED), sealer, workers_can_unseal=True)
-    assert public["source"] == {"sealed": True} and public["target"] == {"sealed": True}
+    assert public["source"] == public["target"] == {"sealed": True, "kind": "sql"}
     assert sealed is not None and "canary-pw" not in repr(public)
     assert open_spec(public, sealed, sealer) == STORED
 
