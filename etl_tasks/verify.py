@@ -7,29 +7,66 @@ column. The target is read back as the database returns it, without the load
 path's encoders, and both sides are compared in the canonical form of each
 target column's type (:mod:`etl_tasks.values.canonical`), so a conversion bug
 on the way in cannot hide on the way back.
+
+A key range can be compared on its own (:meth:`StreamComparer.compare`): that
+is what each ``baton.verify`` task does (:mod:`etl_tasks.verification`).
+:func:`verify` compares whole streams at once, for the demo and the tests.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, Table
+from sqlalchemy import Connection, Engine, Table
 
 from etl_tasks.bindings import StreamBinding, Types, bind_stream
 from etl_tasks.codec import decode_value
 from etl_tasks.connectors.sql_source import SqlSource, reflect_table
-from etl_tasks.errors import BadRowError
+from etl_tasks.errors import BadRowError, PermanentError
 from etl_tasks.spec import MigrationSpec
 from etl_tasks.state.db import StateDB
-from etl_tasks.values.canonical import Canon, canonical_for
+from etl_tasks.values.canonical import canonical_for
 from etl_tasks.values.casts import Cast, cast_to
 from etl_tasks.values.catalog import describe
 from etl_tasks.values.path import ValuePath, build_path
+from etl_tasks.verification.lookups import KeySpeller, batches, keys_present, rows_with_keys
 from etl_tasks.views import list_quarantine
 
 Key = tuple[Any, ...]
+Canonical = tuple[str | None, ...]
+Diff = dict[str, tuple[str | None, str | None]]  # column: (expected, found)
+MISSING, UNEXPECTED, DIFFERENT = "missing", "unexpected", "different"
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One row that differs: missing from the target, unexpected in it, or other values."""
+
+    kind: str  # MISSING, UNEXPECTED or DIFFERENT
+    key: Key  # the target key, in canonical form
+    columns: Diff  # the columns that differ (all of them for a missing or unexpected row)
+
+
+@dataclass
+class RangeCheck:
+    """One key range of one stream (or the whole stream), compared."""
+
+    source_rows: int = 0
+    expected_rows: int = 0
+    target_rows: int = 0
+    bad_rows: int = 0  # expected absent: refused by a transform or a cast, or quarantined
+    compared: int = 0  # rows found on both sides and compared
+    mismatches: list[Mismatch] = field(default_factory=list)
+
+    def of_kind(self, kind: str) -> list[Mismatch]:
+        return [m for m in self.mismatches if m.kind == kind]
+
+    @property
+    def ok(self) -> bool:
+        return not self.mismatches
 
 
 @dataclass
@@ -47,22 +84,31 @@ class StreamCheck:
     def ok(self) -> bool:
         return not (self.missing or self.unexpected or self.different)
 
+    @classmethod
+    def of(cls, name: str, check: RangeCheck) -> StreamCheck:
+        return cls(
+            name,
+            check.source_rows,
+            check.expected_rows,
+            check.target_rows,
+            check.bad_rows,
+            [m.key for m in check.of_kind(MISSING)],
+            [m.key for m in check.of_kind(UNEXPECTED)],
+            [(m.key, m.columns) for m in check.of_kind(DIFFERENT)],
+        )
+
 
 def quarantine_keys(db: StateDB, migration_id: str) -> dict[str, set[Key]]:
     """Each stream's quarantined keys, as the values they were recorded with."""
     out: dict[str, set[Key]] = {}
     for entry in list_quarantine(db, migration_id, limit=10_000_000):
-        key = tuple(decode_value(v) for v in orjson.loads(entry["key"]))
-        out.setdefault(entry["stream"], set()).add(key)
+        out.setdefault(entry["stream"], set()).add(decode_key_text(entry["key"]))
     return out
 
 
-def _reader(table: Table, columns: list[str], types: Types) -> SqlSource:
-    """Reads ``columns`` as the database returns them (exact text where that is the form)."""
-    text_cols: dict[str, str | None] = {
-        c: None for c in columns if c in types and types[c].exact_text
-    }
-    return SqlSource(table, [], columns, [], text_cols)
+def decode_key_text(text: str) -> Key:
+    """A quarantined row's key (JSON, as recorded) as the values it was read with."""
+    return tuple(decode_value(v) for v in orjson.loads(text))
 
 
 class _Keys:
@@ -84,6 +130,197 @@ def _try(cast: Cast, value: Any) -> Any:
         return value
 
 
+@dataclass
+class _Side:
+    """What the source range says the target holds: rows expected, and rows expected absent,
+    each by canonical key with its key as the target spells it (``None``: it cannot)."""
+
+    expected: dict[Key, tuple[Canonical, Key | None]] = field(default_factory=dict)
+    absent: dict[Key, Key | None] = field(default_factory=dict)
+
+
+class StreamComparer:
+    """One stream's comparison, set up once: what each side reads, and the form compared."""
+
+    def __init__(
+        self,
+        binding: StreamBinding,
+        path: ValuePath,
+        target: Table,
+        target_types: Types,
+        target_key: list[str],
+        dialects: tuple[str, str],  # the source's, the target's
+    ) -> None:
+        self.binding = binding
+        self.path = path
+        self.columns = list(path.target_columns)
+        self._canons = [canonical_for(target_types[c]) for c in self.columns]
+        self._keys = _Keys(target_key, target_types)
+        self._key_pos = [self.columns.index(k) for k in target_key]
+        text = {c: None for c in self.columns if c in target_types and target_types[c].exact_text}
+        self.target = SqlSource(target, target_key, self.columns, [], text)
+        self._target_keys = KeySpeller([target_types[k] for k in target_key], dialects[1])
+        self._source_keys = KeySpeller([binding.source_types[k] for k in binding.key], dialects[0])
+
+    @classmethod
+    def for_stream(
+        cls, spec: MigrationSpec, name: str, source: Engine, target: Engine
+    ) -> StreamComparer:
+        """Everything read from the two databases' catalogs, for one stream."""
+        stream = spec.stream(name)
+        with source.connect() as conn:
+            source_types = describe(conn, stream.source_table)
+        with target.connect() as conn:
+            target_types = describe(conn, stream.target_table)
+        binding = bind_stream(spec, name, reflect_table(source, stream.source_table), source_types)
+        path = build_path(binding.mapper, binding.origins, source_types, target_types)
+        table = reflect_table(target, stream.target_table)
+        tkey = binding.target_key or [c.name for c in table.primary_key.columns]
+        dialects = (source.dialect.name, target.dialect.name)
+        return cls(binding, path, table, target_types, tkey, dialects)
+
+    def compare(
+        self,
+        source: Engine,
+        target: Engine,
+        lower: Sequence[Any] | None = None,
+        upper: Sequence[Any] | None = None,
+        quarantined: Collection[Key] = (),
+    ) -> RangeCheck:
+        """Compare the source's key range (lower, upper]; without bounds, the whole stream.
+
+        ``quarantined`` holds the keys (as recorded) of the rows quarantined in the range:
+        they, and the rows a transform or cast refuses, are expected absent.
+        """
+        whole = lower is None and upper is None
+        if not whole and not self.binding.identity_key:
+            raise PermanentError(
+                f"stream {self.binding.name!r}: its target key is not its source key unchanged, "
+                "so the target cannot be cut by the source's key ranges"
+            )
+        check = RangeCheck()
+        skipped = {self._keys.canon(k) for k in quarantined}
+        with source.connect() as src, target.connect() as tgt:
+            side = self._expected(check, src, lower, upper, skipped)
+            strays = self._read_target(check, side, tgt, lower, upper)
+            if whole:  # every target row was read, and every source row expected
+                for key, got, _ in strays:
+                    self._unexpected(check, key, got)
+            else:
+                self._look_up(check, side, tgt)
+                self._sort_strays(check, strays, src)
+        for key, (want, _) in side.expected.items():
+            columns: Diff = {c: (w, None) for c, w in zip(self.columns, want, strict=True)}
+            check.mismatches.append(Mismatch(MISSING, key, columns))
+        return check
+
+    def _canonical(self, row: Sequence[Any]) -> Canonical:
+        return tuple(canon(v) for canon, v in zip(self._canons, row, strict=True))
+
+    def _expected(
+        self,
+        check: RangeCheck,
+        conn: Connection,
+        lower: Sequence[Any] | None,
+        upper: Sequence[Any] | None,
+        skipped: set[Key],
+    ) -> _Side:
+        side = _Side()
+        width, identity = self.binding.key_width, self.binding.identity_key
+        for row in self.binding.source.read_range(conn, lower, upper):
+            check.source_rows += 1
+            source_key = tuple(row[:width])
+            if identity and self._keys.canon(source_key) in skipped:
+                self._absent(check, side, source_key)
+                continue
+            try:
+                converted = self.path.convert(row)
+            except BadRowError:
+                if identity:
+                    self._absent(check, side, source_key)
+                else:
+                    check.bad_rows += 1
+                continue
+            mapped = self._canonical(converted)
+            key = tuple(mapped[i] for i in self._key_pos)
+            spelled = self._target_keys.spell([converted[i] for i in self._key_pos], cast=False)
+            if key in skipped:
+                check.bad_rows += 1
+                side.absent[key] = spelled
+                continue
+            side.expected[key] = (mapped, spelled)
+        check.expected_rows = len(side.expected)
+        return side
+
+    def _absent(self, check: RangeCheck, side: _Side, source_key: Key) -> None:
+        check.bad_rows += 1
+        side.absent[self._keys.canon(source_key)] = self._target_keys.spell(source_key)
+
+    def _read_target(
+        self,
+        check: RangeCheck,
+        side: _Side,
+        conn: Connection,
+        lower: Sequence[Any] | None,
+        upper: Sequence[Any] | None,
+    ) -> list[tuple[Key, Canonical, Key]]:
+        """Match the target's rows in the range; return those the source range does not know."""
+        bounds = (self._target_keys.bound(lower), self._target_keys.bound(upper))
+        strays: list[tuple[Key, Canonical, Key]] = []
+        for row in self.target.read_range(conn, *bounds):
+            got = self._canonical(row)
+            key = tuple(got[i] for i in self._key_pos)
+            if not self._match(check, side, key, got):
+                strays.append((key, got, tuple(row[i] for i in self._key_pos)))
+        return strays
+
+    def _match(self, check: RangeCheck, side: _Side, key: Key, got: Canonical) -> bool:
+        """Account for a target row the source range knows; False when it does not."""
+        if key in side.expected:
+            want, _ = side.expected.pop(key)
+            check.target_rows += 1
+            check.compared += 1
+            if want != got:
+                pairs = zip(self.columns, want, got, strict=True)
+                diff = {c: (w, g) for c, w, g in pairs if w != g}
+                check.mismatches.append(Mismatch(DIFFERENT, key, diff))
+            return True
+        if key in side.absent:
+            del side.absent[key]
+            self._unexpected(check, key, got)
+            return True
+        return False
+
+    def _unexpected(self, check: RangeCheck, key: Key, got: Canonical) -> None:
+        check.target_rows += 1
+        columns: Diff = {c: (None, g) for c, g in zip(self.columns, got, strict=True)}
+        check.mismatches.append(Mismatch(UNEXPECTED, key, columns))
+
+    def _look_up(self, check: RangeCheck, side: _Side, conn: Connection) -> None:
+        """Rows the target range did not show, looked up by key: the target may order keys
+        differently from the source, so a row of this range can sit outside its bounds."""
+        wanted = [k for _, k in side.expected.values() if k is not None]
+        wanted += [k for k in side.absent.values() if k is not None]
+        for batch in batches(wanted):
+            for row in conn.execute(rows_with_keys(self.target, batch)):
+                got = self._canonical(row)
+                self._match(check, side, tuple(got[i] for i in self._key_pos), got)
+
+    def _sort_strays(
+        self, check: RangeCheck, strays: list[tuple[Key, Canonical, Key]], conn: Connection
+    ) -> None:
+        """Target rows inside the bounds that the source range lacks are unexpected, unless
+        the source has their key: then another range holds them, and compares them."""
+        if not strays:
+            return
+        spelled = [self._source_keys.spell(raw) for _, _, raw in strays]
+        found = keys_present(conn, self.binding.source, [k for k in spelled if k is not None])
+        present = {self._keys.canon(k) for k in found}
+        for key, got, _ in strays:
+            if key not in present:
+                self._unexpected(check, key, got)
+
+
 def verify_stream(
     spec: MigrationSpec,
     name: str,
@@ -91,72 +328,11 @@ def verify_stream(
     target: Engine,
     quarantined: set[Key] | None = None,
 ) -> StreamCheck:
-    """Compare one stream; rows quarantined (by a transform, a cast or the target) are
+    """Compare one whole stream; rows quarantined (by a transform, a cast or the target) are
     expected absent. Both sides are read without the load path's conversions and
     compared in the canonical form of each target column."""
-    stream = spec.stream(name)
-    with source.connect() as conn:
-        source_types = describe(conn, stream.source_table)
-    with target.connect() as conn:
-        target_types = describe(conn, stream.target_table)
-    binding = bind_stream(spec, name, reflect_table(source, stream.source_table), source_types)
-    path = build_path(binding.mapper, binding.origins, source_types, target_types)
-    columns = list(path.target_columns)
-    canons = [canonical_for(target_types[c]) for c in columns]
-    tkey = binding.target_key or [
-        c.name for c in reflect_table(target, stream.target_table).primary_key.columns
-    ]
-    keys = _Keys(tkey, target_types)
-    key_pos = [columns.index(k) for k in tkey]
-    skipped = {keys.canon(k) for k in quarantined or set()}
-    check = StreamCheck(name)
-    expected = _expected(check, binding, path, canons, key_pos, keys, skipped, source)
-    table = reflect_table(target, stream.target_table)
-    with target.connect() as conn:
-        for row in _reader(table, columns, target_types).read_range(conn, None, None):
-            check.target_rows += 1
-            got = tuple(canon(v) for canon, v in zip(canons, row, strict=True))
-            key = tuple(got[i] for i in key_pos)
-            want = expected.pop(key, None)
-            if want is None:
-                check.unexpected.append(key)
-            elif want != got:
-                diff = {c: (w, g) for c, w, g in zip(columns, want, got, strict=True) if w != g}
-                check.different.append((key, diff))
-    check.missing = list(expected)
-    return check
-
-
-def _expected(
-    check: StreamCheck,
-    binding: StreamBinding,
-    path: ValuePath,
-    canons: list[Canon],
-    key_pos: list[int],
-    keys: _Keys,
-    skipped: set[Key],
-    source: Engine,
-) -> dict[Key, Key]:
-    expected: dict[Key, Key] = {}
-    with source.connect() as conn:
-        for row in binding.source.read_range(conn, None, None):
-            check.source_rows += 1
-            if binding.identity_key and keys.canon(tuple(row[: binding.key_width])) in skipped:
-                check.bad_rows += 1
-                continue
-            try:
-                converted = path.convert(row)
-            except BadRowError:
-                check.bad_rows += 1
-                continue
-            mapped = tuple(canon(v) for canon, v in zip(canons, converted, strict=True))
-            key = tuple(mapped[i] for i in key_pos)
-            if key in skipped:
-                check.bad_rows += 1
-                continue
-            expected[key] = mapped
-    check.expected_rows = len(expected)
-    return expected
+    comparer = StreamComparer.for_stream(spec, name, source, target)
+    return StreamCheck.of(name, comparer.compare(source, target, quarantined=quarantined or ()))
 
 
 def verify(

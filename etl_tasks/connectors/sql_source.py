@@ -141,6 +141,11 @@ class SqlSource:
             return type_coerce(cast(col, Text), NullType()).label(col.name)
         return raw(col).label(col.name)
 
+    @property
+    def read_columns(self) -> list[ColumnElement[Any]]:
+        """What a read selects: ``columns``, each as stored or as its text."""
+        return list(self._read)
+
     def select_range(self, lower: Sequence[Any] | None, upper: Sequence[Any] | None) -> Select[Any]:
         cols = self._read
         return (
