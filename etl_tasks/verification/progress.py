@@ -10,8 +10,10 @@ sweep interval, never the verification.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
 
 from etl_tasks.publisher import publish_verify
 from etl_tasks.runtime import Runtime
@@ -48,48 +50,49 @@ def publish_ready(rt: Runtime, verification_id: int) -> int:
     """Publish pending ranges, keeping at most ``max_queued_chunks`` queued or running."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        busy = (
-            s.scalar(
-                select(func.count())
-                .select_from(VerificationRange)
-                .where(
-                    VerificationRange.verification_id == verification_id,
-                    or_(
-                        VerificationRange.state == RangeState.RUNNING,
-                        and_(
-                            VerificationRange.state == RangeState.PENDING,
-                            VerificationRange.queued_at.is_not(None),
-                        ),
-                    ),
-                )
-            )
-            or 0
-        )
-        room = rt.settings.max_queued_chunks - busy
-        if room <= 0:
-            return 0
-        ranges = list(
-            s.scalars(
-                select(VerificationRange)
-                .where(
-                    VerificationRange.verification_id == verification_id,
-                    VerificationRange.state == RangeState.PENDING,
-                    VerificationRange.queued_at.is_(None),
-                    or_(
-                        VerificationRange.not_before.is_(None), VerificationRange.not_before <= now
-                    ),
-                )
-                .order_by(VerificationRange.id)
-                .limit(room)
-                .with_for_update(skip_locked=True, key_share=True)  # as ROW_LOCK
-            )
-        )
+        room = rt.settings.max_queued_chunks - _busy(s, verification_id)
+        ranges = _ready(s, verification_id, now, room) if room > 0 else []
         for r in ranges:
             r.queued_at = now
         ids = [r.id for r in ranges]
     for range_id in ids:
         publish_verify(rt.publisher, range_id)
     return len(ids)
+
+
+def _busy(s: Session, verification_id: int) -> int:
+    """Ranges running, or queued and not started yet."""
+    queued = and_(
+        VerificationRange.state == RangeState.PENDING, VerificationRange.queued_at.is_not(None)
+    )
+    query = (
+        select(func.count())
+        .select_from(VerificationRange)
+        .where(
+            VerificationRange.verification_id == verification_id,
+            or_(VerificationRange.state == RangeState.RUNNING, queued),
+        )
+    )
+    return s.scalar(query) or 0
+
+
+def _ready(s: Session, verification_id: int, now: datetime, room: int) -> list[VerificationRange]:
+    """Up to ``room`` pending ranges with no message out and no backoff, locked."""
+    due = or_(VerificationRange.not_before.is_(None), VerificationRange.not_before <= now)
+    return list(
+        s.scalars(
+            select(VerificationRange)
+            .where(
+                VerificationRange.verification_id == verification_id,
+                VerificationRange.state == RangeState.PENDING,
+                VerificationRange.queued_at.is_(None),
+                due,
+            )
+            .order_by(VerificationRange.id)
+            .limit(room)
+            .with_for_update(skip_locked=True, key_share=True)  # as ROW_LOCK
+        )
+    )
 
 
 def settle(rt: Runtime, verification_id: int) -> None:
@@ -99,34 +102,9 @@ def settle(rt: Runtime, verification_id: int) -> None:
         if v is None or v.state != VerificationState.RUNNING:
             return
         migration_id = v.migration_id
-        counts = dict(
-            s.execute(
-                select(VerificationRange.state, func.count())
-                .where(VerificationRange.verification_id == verification_id)
-                .group_by(VerificationRange.state)
-            ).all()
-        )
-        failed = s.scalar(
-            select(VerificationRange.last_error)
-            .where(
-                VerificationRange.verification_id == verification_id,
-                VerificationRange.state == RangeState.FAILED,
-            )
-            .limit(1)
-        )
-        differs = s.scalar(
-            select(func.count())
-            .select_from(VerificationRange)
-            .where(
-                VerificationRange.verification_id == verification_id,
-                VerificationRange.missing
-                + VerificationRange.unexpected
-                + VerificationRange.different
-                > 0,
-            )
-        )
+        counts, error, differs = _tally(s, verification_id)
     if counts.get(RangeState.FAILED):
-        state, error = VerificationState.FAILED, failed or "a range could not be compared"
+        state, error = VerificationState.FAILED, error or "a range could not be compared"
     elif counts.get(RangeState.PENDING) or counts.get(RangeState.RUNNING):
         return
     else:
@@ -136,3 +114,27 @@ def settle(rt: Runtime, verification_id: int) -> None:
             "verification %s: %s", verification_id, state, extra={"migration_id": migration_id}
         )
         rt.release(migration_id)
+
+
+def _tally(s: Session, verification_id: int) -> tuple[dict[str, int], str | None, bool]:
+    """Ranges by state, the first failed range's error, and whether any range differs."""
+    mine = VerificationRange.verification_id == verification_id
+    counts = dict(
+        s.execute(
+            select(VerificationRange.state, func.count())
+            .where(mine)
+            .group_by(VerificationRange.state)
+        ).all()
+    )
+    error = s.scalar(
+        select(VerificationRange.last_error)
+        .where(mine, VerificationRange.state == RangeState.FAILED)
+        .limit(1)
+    )
+    mismatches = (
+        VerificationRange.missing + VerificationRange.unexpected + VerificationRange.different
+    )
+    differs = s.scalar(
+        select(func.count()).select_from(VerificationRange).where(mine, mismatches > 0)
+    )
+    return counts, error, bool(differs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from etl_tasks.verify import DIFFERENT, MISSING, UNEXPECTED, Mismatch, RangeCheck
+from etl_tasks.verification.checks import DIFFERENT, MISSING, UNEXPECTED, Mismatch, RangeCheck
 
 SAMPLES_PER_RANGE = 5  # rows kept per range; a report shows a few per stream
 VALUE_CHARS = 200  # a longer canonical value is cut, with "…" at the end

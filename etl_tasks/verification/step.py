@@ -22,6 +22,7 @@ from etl_tasks.connectors.sql_target import error_reason, is_transient_error
 from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.models import QuarantinedRow
+from etl_tasks.verification.checks import Key, RangeCheck
 from etl_tasks.verification.lease import (
     RangeClaim,
     claim,
@@ -32,7 +33,7 @@ from etl_tasks.verification.lease import (
 )
 from etl_tasks.verification.progress import advance_verification
 from etl_tasks.verification.results import result_columns
-from etl_tasks.verify import Key, RangeCheck, StreamComparer, decode_key_text
+from etl_tasks.verify import StreamComparer, decode_key_text
 
 log = logging.getLogger("etl_tasks.steps")
 
