@@ -15,14 +15,15 @@ is what each ``baton.verify`` task does (:mod:`etl_tasks.verification`).
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Table
+from sqlalchemy import Connection, Engine, Select, Table
 
 from etl_tasks.bindings import StreamBinding, Types, bind_stream
+from etl_tasks.budget import SUB_BATCH_ROWS
 from etl_tasks.codec import decode_value
 from etl_tasks.connectors.sql_source import SqlSource, reflect_table
 from etl_tasks.errors import BadRowError, PermanentError
@@ -89,6 +90,20 @@ def _try(cast: Cast, value: Any) -> Any:
         return value
 
 
+@dataclass(frozen=True)
+class _Reader:
+    """Rows of a query streamed in sub-batches, ``between`` called after each one."""
+
+    conn: Connection
+    between: Callable[[], None]
+
+    def rows(self, stmt: Select[Any]) -> Iterator[tuple[Any, ...]]:
+        options = {"stream_results": True, "yield_per": SUB_BATCH_ROWS}
+        for part in self.conn.execution_options(**options).execute(stmt).partitions():
+            yield from (tuple(row) for row in part)
+            self.between()
+
+
 @dataclass
 class _Side:
     """What the source range says the target holds: rows expected, and rows expected absent,
@@ -145,11 +160,13 @@ class StreamComparer:
         lower: Sequence[Any] | None = None,
         upper: Sequence[Any] | None = None,
         quarantined: Collection[Key] = (),
+        between: Callable[[], None] = lambda: None,
     ) -> RangeCheck:
         """Compare the source's key range (lower, upper]; without bounds, the whole stream.
 
         ``quarantined`` holds the keys (as recorded) of the rows quarantined in the range:
-        they, and the rows a transform or cast refuses, are expected absent.
+        they, and the rows a transform or cast refuses, are expected absent. ``between``
+        is called every ``SUB_BATCH_ROWS`` rows read (a task renews its lease there).
         """
         whole = lower is None and upper is None
         if not whole and not self.binding.identity_key:
@@ -160,8 +177,8 @@ class StreamComparer:
         check = RangeCheck()
         skipped = {self._keys.canon(k) for k in quarantined}
         with source.connect() as src, target.connect() as tgt:
-            side = self._expected(check, src, lower, upper, skipped)
-            strays = self._read_target(check, side, tgt, lower, upper)
+            side = self._expected(check, _Reader(src, between), lower, upper, skipped)
+            strays = self._read_target(check, side, _Reader(tgt, between), lower, upper)
             if whole:  # every target row was read, and every source row expected
                 for key, got, _ in strays:
                     self._unexpected(check, key, got)
@@ -179,14 +196,14 @@ class StreamComparer:
     def _expected(
         self,
         check: RangeCheck,
-        conn: Connection,
+        reader: _Reader,
         lower: Sequence[Any] | None,
         upper: Sequence[Any] | None,
         skipped: set[Key],
     ) -> _Side:
         side = _Side()
         width, identity = self.binding.key_width, self.binding.identity_key
-        for row in self.binding.source.read_range(conn, lower, upper):
+        for row in reader.rows(self.binding.source.select_range(lower, upper)):
             check.source_rows += 1
             source_key = tuple(row[:width])
             if identity and self._keys.canon(source_key) in skipped:
@@ -219,14 +236,14 @@ class StreamComparer:
         self,
         check: RangeCheck,
         side: _Side,
-        conn: Connection,
+        reader: _Reader,
         lower: Sequence[Any] | None,
         upper: Sequence[Any] | None,
     ) -> list[tuple[Key, Canonical, Key]]:
         """Match the target's rows in the range; return those the source range does not know."""
         bounds = (self._target_keys.bound(lower), self._target_keys.bound(upper))
         strays: list[tuple[Key, Canonical, Key]] = []
-        for row in self.target.read_range(conn, *bounds):
+        for row in reader.rows(self.target.select_range(*bounds)):
             got = self._canonical(row)
             key = tuple(got[i] for i in self._key_pos)
             if not self._match(check, side, key, got):

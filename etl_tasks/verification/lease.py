@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from etl_tasks.errors import LeaseLost
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import RangeState, VerificationState
@@ -106,6 +107,20 @@ def record(rt: Runtime, c: RangeClaim, **result: Any) -> bool:
             )
         )
         return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+def renew(rt: Runtime, c: RangeClaim) -> None:
+    """Extend the lease while a long range is compared; raise :class:`LeaseLost` when the
+    range has a newer token (another task took it over: this one must stop)."""
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        done = s.execute(
+            update(VerificationRange)
+            .where(VerificationRange.id == c.range_id, VerificationRange.lease_token == c.token)
+            .values(lease_expires_at=now + timedelta(seconds=rt.settings.lease_s))
+        ).rowcount  # type: ignore[attr-defined]
+    if not done:
+        raise LeaseLost()
 
 
 def retry_later(rt: Runtime, c: RangeClaim, error: str) -> None:

@@ -17,9 +17,10 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
 from etl_tasks import codec
+from etl_tasks.budget import StepClock
 from etl_tasks.connectors.engines import for_reading
 from etl_tasks.connectors.sql_target import error_reason, is_transient_error
-from etl_tasks.errors import PermanentError, TransientError
+from etl_tasks.errors import LeaseLost, PermanentError, TransientError
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.models import QuarantinedRow
 from etl_tasks.verification.checks import Key, RangeCheck
@@ -29,6 +30,7 @@ from etl_tasks.verification.lease import (
     fail_claimed,
     record,
     release_after_error,
+    renew,
     retry_later,
 )
 from etl_tasks.verification.progress import advance_verification
@@ -47,6 +49,9 @@ def verify_range(rt: Runtime, range_id: int) -> str:
     started = time.monotonic()
     try:
         check = compare_claimed(rt, c)
+    except LeaseLost:
+        log.warning("lease lost; another worker has the range", extra=ids)
+        return "lease_lost"
     except TransientError as exc:
         retry_later(rt, c, str(exc))
         return "retry"
@@ -81,9 +86,15 @@ def compare_claimed(rt: Runtime, c: RangeClaim) -> RangeCheck:
         (source.dialect.name, target.engine.dialect.name),
     )
     lower, upper = codec.decode_key(c.lower), codec.decode_key(c.upper)
+    clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
+
+    def keep_lease() -> None:  # a whole-stream range can take longer than a lease
+        if clock.renewal_due():
+            renew(rt, c)
+
     try:
         return comparer.compare(
-            source, for_reading(target.engine), lower, upper, _quarantined(rt, c)
+            source, for_reading(target.engine), lower, upper, _quarantined(rt, c), keep_lease
         )
     except sa_exc.SQLAlchemyError as exc:
         if is_transient_error(exc):

@@ -17,11 +17,12 @@ from sqlalchemy import func, select, text
 
 from etl_tasks.connectors.engines import create_sql_engine
 from etl_tasks.constants import TASK_VERIFY
+from etl_tasks.errors import LeaseLost
 from etl_tasks.publisher import publish_plan
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk, Migration, VerificationRange
 from etl_tasks.sweeper import sweep
-from etl_tasks.verification.lease import claim
+from etl_tasks.verification.lease import claim, record, renew
 from etl_tasks.verification.report import latest_report
 from etl_tasks.verification.requests import request_verification
 from etl_tasks.views import migration_view
@@ -305,6 +306,35 @@ def test_a_range_whose_worker_died_is_taken_over_and_recorded_once(
             assert (taken.attempts, taken.lease_token, taken.recorded_token) == (2, 2, 2)
         assert streams(report)["Customers"]["source_rows"] == 1200
     finally:
+        driver.close()
+
+
+def test_a_task_whose_range_was_taken_over_stops_and_records_nothing(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    settings = make_settings(step_budget_s=0.5, lease_s=1.0)
+    driver, slow = Driver(settings), Driver(settings, name="slow")
+    try:
+        mid, _ = migrate(driver, tmp_path, sqlite_url(tmp_path / "cloud.db"))
+        request_verification(driver.rt.db, mid, "test")
+        publish_plan(driver.publisher, mid)
+        driver.run(on_message=lambda task, _: task != TASK_VERIFY)  # plan, hold the ranges
+        with driver.rt.db.reading() as s:
+            range_id = s.scalars(select(VerificationRange.id)).first()
+        assert range_id is not None
+        # Given a slow task whose lease expired, and another task that took the range over
+        stale = claim(slow.rt, range_id)
+        time.sleep(1.1)
+        fresh = claim(driver.rt, range_id)
+        assert stale is not None and fresh is not None and fresh.token == stale.token + 1
+        # Then the slow one stops at its next renewal, and could record nothing anyway
+        with pytest.raises(LeaseLost):
+            renew(slow.rt, stale)
+        assert not record(slow.rt, stale, source_rows=1)
+        assert record(driver.rt, fresh, source_rows=1)
+        assert not record(driver.rt, fresh, source_rows=2)  # once
+    finally:
+        slow.close()
         driver.close()
 
 
