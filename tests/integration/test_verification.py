@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, insert, select, text, update
 
 from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.sql_source import reflect_table
 from etl_tasks.constants import TASK_VERIFY
 from etl_tasks.errors import LeaseLost
 from etl_tasks.publisher import publish_plan
@@ -361,3 +362,42 @@ def test_only_a_succeeded_migration_is_verified(driver: Driver, tmp_path: Path, 
         driver.run(max_messages=1)
     with pytest.raises(Conflict, match=f"cannot verify a migration that is {state}"):
         request_verification(driver.rt.db, mid, "test")
+
+
+@pytest.mark.parametrize("pair", ["sqlite-sqlite", "sqlite-mariadb", "postgresql-postgresql"])
+def test_each_dialect_reports_a_changed_a_deleted_and_an_added_row(
+    driver: Driver, tmp_path: Path, pair: str, request: pytest.FixtureRequest
+) -> None:
+    urls = {"sqlite": lambda name: sqlite_url(tmp_path / f"{name}.db")}
+    urls["postgresql"] = lambda _: request.getfixturevalue("pg_url_factory")()
+    urls["mariadb"] = lambda _: request.getfixturevalue("mariadb_url")
+    source_kind, target_kind = pair.split("-")
+    source, target = urls[source_kind]("legacy"), urls[target_kind]("cloud")
+    build_source(source, customers=800, orders=150, bad_every=19)
+    spec = spec_for(source, target, chunk_rows=120)
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    driver.run()
+    assert verify_now(driver, mid)["state"] == "equal"
+    # Given the target changed behind Baton's back, through its own dialect
+    engine = create_sql_engine(target)
+    try:
+        customers = reflect_table(engine, "Customers")
+        lines = reflect_table(engine, "order_lines")
+        with engine.begin() as conn:
+            conn.execute(update(customers).where(customers.c.CustomerId == 77).values(active=False))
+            conn.execute(delete(lines).where(lines.c.OrderId == 150, lines.c.LineNo == 3))
+            conn.execute(insert(lines).values(OrderId=151, LineNo=1, sku="SKU-X", qty=1))
+    finally:
+        engine.dispose()
+    # Then the verification names each row, in its stream
+    found = {
+        (st["name"], x["kind"], tuple(x["key"])): x["columns"]
+        for st in verify_now(driver, mid)["streams"]
+        for x in st["samples"]
+    }
+    assert set(found) == {
+        ("Customers", "different", ("77",)),
+        ("order_lines", "missing", ("150", "3")),
+        ("order_lines", "unexpected", ("151", "1")),
+    }
+    assert found["Customers", "different", ("77",)] == ["active"]
