@@ -62,6 +62,8 @@ def sweep(rt: Runtime) -> SweepReport:
         advance(rt, migration_id)
     report.migrations = len(active)
     report.ranges_republished = sweep_verifications(rt, report.broker_lost)
+    if report.ranges_republished:
+        log.info("sweeper re-published %d verification ranges", len(report.ranges_republished))
     if report.republished or report.broker_lost:
         log.info(
             "sweeper re-published %d chunks (broker lost: %s)",
