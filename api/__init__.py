@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     """Build the API; settings and publisher are injected (tests pass their own)."""
     from api.errors import register_error_handlers
     from api.headers import register_security_headers
-    from api.routes import migrations, register_converters, specs, system, tokens
+    from api.routes import migrations, register_converters, specs, system, tokens, verifications
 
     settings = settings or load_settings()
     if publisher is None:
@@ -61,6 +61,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     register_security_headers(app)
     register_converters(app)
     app.register_blueprint(migrations.bp)
+    app.register_blueprint(verifications.bp)
     app.register_blueprint(system.bp)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(specs.bp)

@@ -26,6 +26,7 @@ from api.schemas import (
     TokenCreated,
     TokenPage,
     TokenView,
+    VerificationReport,
     WorkerList,
 )
 from etl_tasks.spec import MigrationSpec
@@ -170,6 +171,27 @@ OPERATIONS: list[Operation] = [
     ),
     *_controls(),
     *SPEC_OPERATIONS,
+    Operation(
+        "post",
+        "/api/v1/migrations/{id}/verify",
+        "verifyMigration",
+        "Compare a succeeded migration's target with its source, range by range "
+        "(or join the verification already under way)",
+        "operator",
+        {202: ("the verification, pending or under way", VerificationReport)},
+        (404, 409),
+        params=(MIGRATION_ID,),
+    ),
+    Operation(
+        "get",
+        "/api/v1/migrations/{id}/verify",
+        "getVerification",
+        "The newest verification's report (sample values masked for viewers)",
+        "viewer",
+        {200: ("the report", VerificationReport)},
+        (404,),
+        params=(MIGRATION_ID,),
+    ),
     Operation(
         "get",
         "/api/v1/workers",

@@ -12,7 +12,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from etl_tasks.state.enums import ChunkState, MigrationState, Step, StreamState, WorkerState
+from etl_tasks.state.enums import (
+    ChunkState,
+    MigrationState,
+    Step,
+    StreamState,
+    VerificationState,
+    WorkerState,
+)
 from etl_tasks.tokens import NAME_MAX
 
 Timestamp = str  # ISO 8601, UTC, with a trailing Z
@@ -79,7 +86,18 @@ class MigrationSummary(_Response):
     updated_at: Timestamp
 
 
+class VerificationLink(_Response):
+    """The newest verification of a migration, and where its report is."""
+
+    id: int
+    state: VerificationState
+    report_url: str = Field(description="GET it for the report")
+
+
 class MigrationView(MigrationSummary):
+    verification: VerificationLink | None = Field(
+        description="the newest verification; null: never verified"
+    )
     streams: list[StreamView]
     rows_loaded: int
     rows_quarantined: int
@@ -133,6 +151,71 @@ class QuarantinedRowView(_Response):
 
 class QuarantineList(_Response):
     items: list[QuarantinedRowView]
+
+
+# --- verification ----------------------------------------------------------------------------
+
+
+class VerificationSample(_Response):
+    """A row that differs, its values as canonical text (docs/spec.md, "Canonical forms")."""
+
+    kind: Literal["missing", "unexpected", "different"]
+    key: list[str | None] = Field(description="the target key, canonical")
+    columns: list[str] = Field(description="the differing columns (all, for a whole row)")
+    expected: dict[str, str | None] | None = Field(
+        description="what the source says; null for an unexpected row; '***' for viewers"
+    )
+    found: dict[str, str | None] | None = Field(
+        description="what the target holds; null for a missing row; '***' for viewers"
+    )
+
+
+class MismatchedRange(_Response):
+    seq: int
+    chunk_id: int | None = Field(description="the chunk whose key range it is")
+    lower: list[Any] | None = Field(description="exclusive key bound; null: from the start")
+    upper: list[Any] | None = Field(description="inclusive key bound; null: open-ended")
+    missing: int
+    unexpected: int
+    different: int
+
+
+class StreamVerification(_Response):
+    name: str
+    state: VerificationState
+    equal: bool = Field(description="every range compared, none differs")
+    source_rows: int
+    target_rows: int
+    expected_absent: int = Field(description="source rows quarantined: not in the target")
+    compared: int = Field(description="rows found on both sides and compared")
+    missing: int
+    unexpected: int
+    different: int
+    ranges_total: int
+    ranges_done: int
+    ranges_failed: int
+    mismatched_ranges: list[MismatchedRange] = Field(description="the first 20")
+    mismatched_ranges_total: int
+    samples: list[VerificationSample] = Field(description="up to 5 rows that differ")
+    error: str | None = Field(description="why a range could not be compared")
+
+
+class VerificationReport(_Response):
+    id: int
+    migration_id: str
+    state: VerificationState
+    equal: bool = Field(description="every stream is equal")
+    trigger: Literal["operator", "spec"]
+    requested_by: str | None
+    error: str | None
+    report_url: str
+    created_at: Timestamp
+    started_at: Timestamp | None
+    finished_at: Timestamp | None
+    ranges_total: int
+    ranges_done: int
+    ranges_failed: int
+    streams: list[StreamVerification]
 
 
 # --- workers, probes ------------------------------------------------------------------------

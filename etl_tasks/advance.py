@@ -25,15 +25,18 @@ from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
 from etl_tasks.state.models import Chunk, Event, Migration, Stream
+from etl_tasks.verification.progress import advance_verifications
 
 log = logging.getLogger(__name__)
 
 
 def advance(rt: Runtime, migration_id: str) -> None:
-    """Do whatever the migration needs next; safe to call any time, from anywhere."""
+    """Do whatever the migration (and any verification of it) needs next; safe to call any
+    time, from anywhere."""
     for _ in range(3):  # again when a stream finished: the streams after it may start now
         if not _advance_once(rt, migration_id):
-            return
+            break
+    advance_verifications(rt, migration_id)  # plans "verify": true once the migration succeeded
 
 
 def _advance_once(rt: Runtime, migration_id: str) -> bool:

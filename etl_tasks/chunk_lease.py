@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.orm import Session
 
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
-from etl_tasks.state.models import Chunk, Event, Migration, Stream
+from etl_tasks.state.models import Chunk, Event, Migration, Stream, VerificationRange
 
 log = logging.getLogger(__name__)
 
@@ -206,3 +206,20 @@ def fail_migration(s: Session, migration_id: str, now: datetime, error: str) -> 
     mig.finished_at = now
     mig.updated_at = now
     s.add(Event(migration_id=migration_id, kind="migration_failed", message=error[:2000], at=now))
+
+
+def needs_message(
+    model: type[Chunk] | type[VerificationRange], now: datetime, stale: datetime, broker_lost: bool
+) -> ColumnElement[bool]:
+    """Rows of ``model`` (chunks, verification ranges: both leased the same way) that no
+    live message or lease covers."""
+    no_live_lease = or_(model.lease_expires_at.is_(None), model.lease_expires_at <= now)
+    due = or_(model.not_before.is_(None), model.not_before <= now)
+    lost = model.queued_at.is_not(None) if broker_lost else model.queued_at <= stale
+    running_unqueued = and_(model.state == ChunkState.RUNNING, model.queued_at.is_(None))
+    return and_(
+        model.state.in_([ChunkState.PENDING, ChunkState.RUNNING]),
+        no_live_lease,
+        due,
+        or_(lost, running_unqueued),
+    )

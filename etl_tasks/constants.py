@@ -20,11 +20,13 @@ TASK_PLAN: Final = "baton.plan"
 TASK_EXTRACT: Final = "baton.extract"
 TASK_TRANSFORM: Final = "baton.transform"
 TASK_LOAD: Final = "baton.load"
+TASK_VERIFY: Final = "baton.verify"  # compare one key range of a verification
 
 #: Queue kinds in consumption order: a chunk that has started finishes before new ones
 #: start (load, then transform, then extract). Control (planning) is cheap and keeps the
-#: pipeline fed, so it goes first.
-QUEUE_KINDS: Final = ("control", "load", "transform", "extract")
+#: pipeline fed, so it goes first. Verification comes last: it reads what migrations have
+#: finished and must never hold up one that is still moving. Kinds are only ever added.
+QUEUE_KINDS: Final = ("control", "load", "transform", "extract", "verify")
 
 
 def queue_name(kind: str, schema: int = MESSAGE_SCHEMA) -> str:
@@ -40,6 +42,7 @@ QUEUE_CONTROL: Final = queue_name("control")
 QUEUE_EXTRACT: Final = queue_name("extract")
 QUEUE_TRANSFORM: Final = queue_name("transform")
 QUEUE_LOAD: Final = queue_name("load")
+QUEUE_VERIFY: Final = queue_name("verify")
 QUEUES_IN_PRIORITY_ORDER: Final = consumed_queues()
 
 STEP_TASK: Final = {"extract": TASK_EXTRACT, "transform": TASK_TRANSFORM, "load": TASK_LOAD}

@@ -23,6 +23,7 @@ from etl_tasks.spec import MigrationSpec
 from etl_tasks.state.db import ROW_LOCK, StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState, Step, StreamState
 from etl_tasks.state.models import Chunk, Event, Migration, Stream
+from etl_tasks.verification.requests import SPEC, add_request
 
 
 def request_hash(body: Any) -> str:
@@ -108,6 +109,8 @@ def create_migration(
             )
             for note in notes:
                 s.add(Event(migration_id=migration_id, kind="preflight_note", message=note, at=now))
+            if spec.verify:  # planned by a worker once the migration has succeeded
+                add_request(s, migration_id, SPEC, actor, now)
     except sa_exc.IntegrityError:
         if idempotency_key:
             existing = _by_key(db, idempotency_key, body_hash)

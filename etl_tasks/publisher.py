@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from etl_tasks.constants import MESSAGE_SCHEMA, QUEUE_CONTROL, STEP_QUEUE, STEP_TASK, TASK_PLAN
+from etl_tasks.constants import (
+    MESSAGE_SCHEMA,
+    QUEUE_CONTROL,
+    QUEUE_VERIFY,
+    STEP_QUEUE,
+    STEP_TASK,
+    TASK_PLAN,
+    TASK_VERIFY,
+)
 
 
 class Publisher(Protocol):
@@ -22,6 +30,10 @@ def publish_step(pub: Publisher, step: str, chunk_id: int) -> None:
 
 def publish_plan(pub: Publisher, migration_id: str) -> None:
     pub.send(TASK_PLAN, QUEUE_CONTROL, {"schema": MESSAGE_SCHEMA, "migration_id": migration_id})
+
+
+def publish_verify(pub: Publisher, range_id: int) -> None:
+    pub.send(TASK_VERIFY, QUEUE_VERIFY, {"schema": MESSAGE_SCHEMA, "range_id": range_id})
 
 
 class RecordingPublisher:

@@ -239,13 +239,18 @@ class MigrationSpec(_Model):
     chunk_rows: int = Field(5000, ge=1, le=1_000_000)
     on_bad_row: Literal["quarantine", "fail"] = "quarantine"
     max_bad_rows: int = Field(1000, ge=0)
+    # Compare the target with the source once the migration has succeeded (a verification,
+    # as `POST /api/v1/migrations/{id}/verify` starts one).
+    verify: bool = False
 
     def to_stored(self) -> dict[str, Any]:
         """The form kept in the state DB: JSON, aliases, nulls kept (a constant may be null).
 
         Only what the operator wrote is kept, not the defaults: a worker of the previous
-        version can then read every spec that uses none of the fields added since."""
-        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
+        version can then read every spec that uses none of the fields added since. For the
+        same reason ``verify`` is never kept: it is recorded as a pending verification of
+        the migration instead, which workers of the previous version never read."""
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"verify"})
 
     def stream(self, name: str) -> Stream:
         for s in self.streams:

@@ -5,7 +5,8 @@ the state DB (not an advisory lock: pooled connections leak those and SQLite
 has none). Each pass it re-publishes chunks whose lease expired, whose
 ``not_before`` came, or whose message was lost (the broker's epoch key
 vanished, or the chunk has been queued for longer than any queue should
-take), then advances every active migration.
+take), then advances every active migration, and does the same for the ranges of
+every verification under way (:mod:`etl_tasks.verification.sweep`).
 """
 
 from __future__ import annotations
@@ -13,18 +14,20 @@ from __future__ import annotations
 import logging
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import redis
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from etl_tasks.advance import advance
+from etl_tasks.chunk_lease import needs_message
 from etl_tasks.constants import BROKER_EPOCH_KEY, SWEEPER_LEASE
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
-from etl_tasks.state.enums import ChunkState, MigrationState
+from etl_tasks.state.enums import MigrationState
 from etl_tasks.state.models import Chunk, Migration, NamedLease
+from etl_tasks.verification.sweep import sweep_verifications
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ class SweepReport:
     broker_lost: bool = False
     republished: list[int] = field(default_factory=list)
     migrations: int = 0
+    ranges_republished: list[int] = field(default_factory=list)  # verification ranges
 
 
 def sweep(rt: Runtime) -> SweepReport:
@@ -57,6 +61,9 @@ def sweep(rt: Runtime) -> SweepReport:
         report.republished += republish_stuck(rt, migration_id, report.broker_lost)
         advance(rt, migration_id)
     report.migrations = len(active)
+    report.ranges_republished = sweep_verifications(rt, report.broker_lost)
+    if report.ranges_republished:
+        log.info("sweeper re-published %d verification ranges", len(report.ranges_republished))
     if report.republished or report.broker_lost:
         log.info(
             "sweeper re-published %d chunks (broker lost: %s)",
@@ -118,7 +125,10 @@ def republish_stuck(rt: Runtime, migration_id: str, broker_lost: bool) -> list[i
         chunks = list(
             s.scalars(
                 select(Chunk)
-                .where(Chunk.migration_id == migration_id, _needs_message(now, stale, broker_lost))
+                .where(
+                    Chunk.migration_id == migration_id,
+                    needs_message(Chunk, now, stale, broker_lost),
+                )
                 .with_for_update(skip_locked=True, key_share=True)  # as ROW_LOCK
             )
         )
@@ -128,16 +138,3 @@ def republish_stuck(rt: Runtime, migration_id: str, broker_lost: bool) -> list[i
     for chunk_id, step in todo:
         publish_step(rt.publisher, step, chunk_id)
     return [chunk_id for chunk_id, _ in todo]
-
-
-def _needs_message(now: datetime, stale: datetime, broker_lost: bool):  # type: ignore[no-untyped-def]
-    no_live_lease = or_(Chunk.lease_expires_at.is_(None), Chunk.lease_expires_at <= now)
-    due = or_(Chunk.not_before.is_(None), Chunk.not_before <= now)
-    lost = Chunk.queued_at.is_not(None) if broker_lost else Chunk.queued_at <= stale
-    running_unqueued = and_(Chunk.state == ChunkState.RUNNING, Chunk.queued_at.is_(None))
-    return and_(
-        Chunk.state.in_([ChunkState.PENDING, ChunkState.RUNNING]),
-        no_live_lease,
-        due,
-        or_(lost, running_unqueued),
-    )

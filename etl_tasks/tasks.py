@@ -20,11 +20,19 @@ from sqlalchemy import exc as sa_exc
 
 from etl_tasks.advance import advance
 from etl_tasks.connectors.db_errors import classify
-from etl_tasks.constants import MESSAGE_SCHEMA, TASK_EXTRACT, TASK_LOAD, TASK_PLAN, TASK_TRANSFORM
+from etl_tasks.constants import (
+    MESSAGE_SCHEMA,
+    TASK_EXTRACT,
+    TASK_LOAD,
+    TASK_PLAN,
+    TASK_TRANSFORM,
+    TASK_VERIFY,
+)
 from etl_tasks.runtime import Runtime
 from etl_tasks.steps.extract import extract
 from etl_tasks.steps.load import load
 from etl_tasks.steps.transform import transform
+from etl_tasks.verification.step import verify_range
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -108,3 +116,8 @@ def transform_task(*, chunk_id: int, schema: int = 1, **_: object) -> str:
 @shared_task(name=TASK_LOAD, acks_late=True, ignore_result=True)
 def load_task(*, chunk_id: int, schema: int = 1, **_: object) -> str:
     return _guarded(schema, lambda rt: load(rt, chunk_id))
+
+
+@shared_task(name=TASK_VERIFY, acks_late=True, ignore_result=True)
+def verify_task(*, range_id: int, schema: int = 1, **_: object) -> str:
+    return _guarded(schema, lambda rt: verify_range(rt, range_id))

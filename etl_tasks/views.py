@@ -17,7 +17,8 @@ from etl_tasks.errors import NotFound
 from etl_tasks.spec import endpoint_kind
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState
-from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream
+from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream, Verification
+from etl_tasks.verification.report import report_url
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -75,6 +76,7 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
         )
         counts = _stream_counts(s, migration_id)
         bad = _quarantine_counts(s, migration_id)
+        verification = _verification_link(s, migration_id)
     items = []
     for st in streams:
         c = counts.get(st.id, {"total": 0, "done": 0, "failed": 0, "rows": 0})
@@ -97,7 +99,21 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
         view["waiting_reason"] = _worker_shortage(db, mig.spec)
     view["streams"] = items
     view.update(_progress(mig, items, now))
+    view["verification"] = verification
     return view
+
+
+def _verification_link(s: Session, migration_id: str) -> dict[str, Any] | None:
+    """The newest verification's state, and where its report is; ``None``: never verified."""
+    latest = s.execute(
+        select(Verification.id, Verification.state)
+        .where(Verification.migration_id == migration_id)
+        .order_by(Verification.id.desc())
+        .limit(1)
+    ).first()
+    if latest is None:
+        return None
+    return {"id": latest.id, "state": latest.state, "report_url": report_url(migration_id)}
 
 
 def _worker_shortage(db: StateDB, spec: dict[str, Any]) -> str | None:

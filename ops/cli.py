@@ -15,6 +15,7 @@ import click
 from etl_tasks.settings import Settings, load_settings
 from ops.secrets_cmd import secrets_group
 from ops.spec_cmd import spec_group
+from ops.verify_cmd import verify
 
 if TYPE_CHECKING:
     from etl_tasks.state.db import StateDB
@@ -414,6 +415,7 @@ def bench(
 
 main.add_command(secrets_group)
 main.add_command(spec_group)
+main.add_command(verify)
 
 if __name__ == "__main__":
     main()

@@ -67,6 +67,8 @@ def print_migration(mig: dict[str, Any]) -> None:
         console.print(f"[red]error:[/] {mig['error']}")
     if mig.get("waiting_reason"):
         console.print(f"[yellow]waiting:[/] {mig['waiting_reason']}")
+    if mig.get("verification"):  # `baton verify ID --last` shows its report
+        console.print(f"verification {mig['verification']['id']}: {mig['verification']['state']}")
     table = Table("stream", "state", "rows loaded", "quarantined", "chunks", "failed")
     for st in mig["streams"]:
         table.add_row(

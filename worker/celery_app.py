@@ -19,10 +19,12 @@ from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from etl_tasks.constants import (
     QUEUE_CONTROL,
+    QUEUE_VERIFY,
     QUEUES_IN_PRIORITY_ORDER,
     STEP_QUEUE,
     STEP_TASK,
     TASK_PLAN,
+    TASK_VERIFY,
 )
 from etl_tasks.settings import Settings
 
@@ -102,6 +104,7 @@ def _amqp_config(settings: Settings) -> dict[str, Any]:
 def celery_config(settings: Settings) -> dict[str, Any]:
     routes = {STEP_TASK[step]: {"queue": STEP_QUEUE[step]} for step in STEP_TASK}
     routes[TASK_PLAN] = {"queue": QUEUE_CONTROL}
+    routes[TASK_VERIFY] = {"queue": QUEUE_VERIFY}
     return {
         "broker_url": settings.broker_url,
         "broker_transport_options": _transport_options(settings),

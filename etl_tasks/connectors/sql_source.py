@@ -161,6 +161,11 @@ class SqlSource:
         if self.query:
             read_only(conn)
 
+    @property
+    def read_columns(self) -> list[ColumnElement[Any]]:
+        """What a read selects: ``columns``, each as stored or as its text."""
+        return list(self._read)
+
     def select_range(self, lower: Sequence[Any] | None, upper: Sequence[Any] | None) -> Select[Any]:
         cols = self._read
         if lower is not None and lower[0] is NULL_KEYS:  # the rows no key range holds

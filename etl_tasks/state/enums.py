@@ -46,3 +46,26 @@ class WorkerState(StrEnum):
     ACTIVE = "active"
     DRAINING = "draining"
     STOPPED = "stopped"
+
+
+class VerificationState(StrEnum):
+    PENDING = "pending"  # asked for: waits for its migration to succeed, or to be planned
+    RUNNING = "running"  # its ranges are planned and being compared
+    EQUAL = "equal"  # every range compared, no difference
+    DIFFERENT = "different"  # every range compared, some differ
+    FAILED = "failed"  # a range could not be compared (or its migration was cancelled)
+
+    @property
+    def finished(self) -> bool:
+        return self in (
+            VerificationState.EQUAL,
+            VerificationState.DIFFERENT,
+            VerificationState.FAILED,
+        )
+
+
+class RangeState(StrEnum):
+    PENDING = "pending"  # planned, not yet claimed
+    RUNNING = "running"  # claimed at least once
+    DONE = "done"  # compared; its result is recorded
+    FAILED = "failed"

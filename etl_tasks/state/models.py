@@ -189,3 +189,70 @@ class StateMarker(Base):
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Verification(Base):
+    """One comparison of a migration's target with its source, in key ranges."""
+
+    __tablename__ = "verifications"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    migration_id: Mapped[str] = mapped_column(
+        ForeignKey("migrations.id", ondelete="CASCADE"), index=True
+    )
+    state: Mapped[str] = mapped_column(String(16), index=True)  # the sweeper's question
+    trigger: Mapped[str] = mapped_column(String(16))  # "operator", or "spec" ("verify": true)
+    requested_by: Mapped[str | None] = mapped_column(String(200))  # the actor who asked
+    planned: Mapped[bool] = mapped_column(Boolean, default=False)  # its ranges exist
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    updated_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class VerificationRange(Base):
+    """One key range of one stream, compared by one ``baton.verify`` task; leased like a chunk.
+
+    Its result columns are written once, by the claim whose fencing token is still the
+    range's (:mod:`etl_tasks.verification.lease`).
+    """
+
+    __tablename__ = "verification_ranges"
+    __table_args__ = (
+        UniqueConstraint("verification_id", "stream_id", "seq"),
+        Index("ix_verification_ranges_verification_state", "verification_id", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    verification_id: Mapped[int] = mapped_column(ForeignKey("verifications.id", ondelete="CASCADE"))
+    migration_id: Mapped[str] = mapped_column(ForeignKey("migrations.id", ondelete="CASCADE"))
+    stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"))
+    chunk_id: Mapped[int | None] = mapped_column(BigId)  # the chunk whose range it is
+    seq: Mapped[int] = mapped_column(Integer)
+    lower: Mapped[list[Any] | None] = mapped_column(JSON)  # exclusive; None: from the start
+    upper: Mapped[list[Any] | None] = mapped_column(JSON)  # inclusive; None: open-ended
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    retries: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    lease_token: Mapped[int] = mapped_column(Integer, default=0)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime)
+    not_before: Mapped[datetime | None] = mapped_column(DateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime)
+    first_failure_at: Mapped[datetime | None] = mapped_column(DateTime)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    # The result, written once (None until then).
+    source_rows: Mapped[int | None] = mapped_column(Integer)
+    target_rows: Mapped[int | None] = mapped_column(Integer)
+    expected_absent: Mapped[int | None] = mapped_column(Integer)  # quarantined source rows
+    compared: Mapped[int | None] = mapped_column(Integer)  # rows found on both sides
+    missing: Mapped[int | None] = mapped_column(Integer)
+    unexpected: Mapped[int | None] = mapped_column(Integer)
+    different: Mapped[int | None] = mapped_column(Integer)
+    samples: Mapped[list[Any] | None] = mapped_column(JSON)  # a few rows that differ
+    recorded_token: Mapped[int | None] = mapped_column(Integer)  # the claim that wrote it
+    verify_ms: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -341,8 +341,10 @@ def test_a_newer_version_also_consumes_the_older_queues() -> None:
         "baton.v2.load",
         "baton.v2.transform",
         "baton.v2.extract",
+        "baton.v2.verify",
         "baton.v1.control",
         "baton.v1.load",
         "baton.v1.transform",
         "baton.v1.extract",
+        "baton.v1.verify",
     )
