@@ -40,6 +40,7 @@ class Claim:
     lower: list[Any] | None
     upper: list[Any] | None
     attempts: int
+    extracted: bool = False  # an extract of this chunk committed before (a load may have too)
 
 
 def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
@@ -76,6 +77,7 @@ def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
             chunk.lower,
             chunk.upper,
             chunk.attempts,
+            chunk.rows_in is not None,
         )
 
 

@@ -42,6 +42,9 @@ def _load(rt: Runtime, c: Claim) -> None:
         source_keys=extra["source_keys"],
         expired=clock.expired,
         between_batches=lambda: renew(rt, c) if clock.renewal_due() else None,
+        # A load that stalled past its lease must not commit: the chunk may have gone back
+        # to extract meanwhile (its staged rows lost, no ledger row yet) and be cut anew.
+        before_commit=lambda: renew(rt, c),
     )
     record = rt.target(c.migration_id, c.stream).load(request)
     finish(rt, c, record, elapsed_ms(clock.started))
