@@ -29,10 +29,17 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mysql
 
 from etl_tasks.connectors.db_errors import classify
 from etl_tasks.constants import LEDGER_TABLE
 from etl_tasks.errors import PermanentError, TransientError
+
+#: Text of any size: a chunk's quarantined rows are one JSON document, and MySQL's TEXT
+#: holds only 64 KiB (a few hundred bad rows). PostgreSQL's and SQLite's TEXT are unbounded.
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+#: Columns holding :data:`LongText`; a ledger an older version made may have them narrower.
+LONG_TEXT_COLUMNS = ("quarantine", "cut_key")
 
 
 @dataclass(frozen=True)
@@ -62,9 +69,9 @@ def ledger_table(metadata: MetaData | None = None) -> Table:
         Column("fencing_token", Integer, nullable=False),
         Column("rows_loaded", Integer, nullable=False),
         Column("rows_quarantined", Integer, nullable=False),
-        Column("quarantine", Text, nullable=False),
+        Column("quarantine", LongText, nullable=False),
         Column("committed_at", DateTime, nullable=False),
-        Column("cut_key", Text, nullable=True),
+        Column("cut_key", LongText, nullable=True),
     )
 
 
