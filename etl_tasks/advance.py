@@ -76,7 +76,13 @@ def _set_waiting(rt: Runtime, migration_id: str, reason: str) -> None:
 def _prepare_ready_streams(rt: Runtime, migration_id: str) -> None:
     """Prepare each stream whose predecessors are done: ledger, and its table if asked."""
     with rt.db.session() as s:
-        streams = list(s.scalars(select(Stream).where(Stream.migration_id == migration_id)))
+        streams = list(
+            s.scalars(
+                select(Stream)
+                .where(Stream.migration_id == migration_id)
+                .order_by(Stream.position)  # in the spec's order, whatever index is used
+            )
+        )
     done = {st.name for st in streams if st.state == StreamState.DONE}
     spec = rt.spec(migration_id)
     for st in streams:

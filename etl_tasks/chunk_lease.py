@@ -200,4 +200,14 @@ def fail_migration(s: Session, migration_id: str, now: datetime, error: str) -> 
     mig.error = error[:2000]
     mig.finished_at = now
     mig.updated_at = now
+    # A failed migration has no running or pending stream: every stream not done fails
+    # with it, the ones that never started too (control.retry starts them again).
+    s.execute(
+        update(Stream)
+        .where(
+            Stream.migration_id == migration_id,
+            Stream.state.in_([StreamState.PENDING, StreamState.RUNNING]),
+        )
+        .values(state=StreamState.FAILED)
+    )
     s.add(Event(migration_id=migration_id, kind="migration_failed", message=error[:2000], at=now))
