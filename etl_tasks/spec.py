@@ -140,6 +140,8 @@ class Stream(_Model):
     create_target: bool = False
     write: WriteMode = "upsert"
     after: list[str] = Field(default_factory=list)
+    # Stored only when false, so a version without the field still reads the spec.
+    advance_sequences: bool = Field(True, exclude_if=lambda v: v is True)
 
     @property
     def stream_name(self) -> str:
