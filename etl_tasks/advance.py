@@ -8,6 +8,7 @@ the sweeper, so a lost message only costs one sweep interval.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy import exc as sa_exc
@@ -40,20 +41,33 @@ def advance(rt: Runtime, migration_id: str) -> None:
 def _advance_once(rt: Runtime, migration_id: str) -> bool:
     if not _start(rt, migration_id):
         return False
+    if not _guarded(rt, migration_id, lambda: _prepare_and_plan(rt, migration_id)):
+        return False
     finished: set[int] = set()
+    if not _guarded(rt, migration_id, lambda: finished.update(finish_streams(rt, migration_id))):
+        return False
+    publish_ready(rt, migration_id)
+    return settle(rt, migration_id, finished)
+
+
+def _prepare_and_plan(rt: Runtime, migration_id: str) -> None:
+    _prepare_ready_streams(rt, migration_id)
+    for stream_id in _streams_to_plan(rt, migration_id):
+        planning.plan_more(rt, migration_id, stream_id)
+
+
+def _guarded(rt: Runtime, migration_id: str, work: Callable[[], object]) -> bool:
+    """Run ``work``: a transient error makes the migration wait, a permanent one fails it
+    (and returns False)."""
     try:
-        _prepare_ready_streams(rt, migration_id)
-        for stream_id in _streams_to_plan(rt, migration_id):
-            planning.plan_more(rt, migration_id, stream_id)
-        finished = finish_streams(rt, migration_id)
+        work()
     except TransientError as exc:
         _set_waiting(rt, migration_id, str(exc))
     except PermanentError as exc:
         with rt.db.session() as s:
             fail_migration(s, migration_id, rt.db.now(s), str(exc))
         return False
-    publish_ready(rt, migration_id)
-    return settle(rt, migration_id, finished)
+    return True
 
 
 def _start(rt: Runtime, migration_id: str) -> bool:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from etl_tasks.connectors.sequences import advance_sequences
 from etl_tasks.connectors.sql_target import error_reason, is_transient_error
@@ -41,8 +41,7 @@ def complete_streams(rt: Runtime, migration_id: str) -> list[tuple[int, str]]:
             s.scalars(
                 select(Chunk.stream_id)
                 .where(Chunk.migration_id == migration_id, Chunk.state != ChunkState.DONE)
-                .group_by(Chunk.stream_id)
-                .having(func.count() > 0)
+                .distinct()
             )
         )
     return [(int(i), str(name)) for i, name in streams if i not in unfinished]
