@@ -79,31 +79,33 @@ def expire_leases(db: StateDB, chunk_id: int | None = None) -> None:
 class SnapshotStaging:
     """What a stalled worker holds: the staged rows it read before it stalled.
 
-    It reads them from memory whatever happened to the staging store since, and its
-    writes and deletes go nowhere (it is the rest of the system that matters).
+    It reads those from memory whatever happened to the staging store since; any
+    other read, and every write and delete, goes to the real store, as a worker
+    that wakes up does.
     """
 
-    def __init__(self, blobs: dict[tuple[int, int, str], bytes]) -> None:
-        self._blobs = blobs
+    def __init__(self, store: Any) -> None:
+        self._store = store
+        self._held: dict[tuple[int, int, str], bytes] = {}
 
-    @classmethod
-    def of(cls, rt: Runtime, c: Claim) -> SnapshotStaging:
-        blobs: dict[tuple[int, int, str], bytes] = {}
-        if c.stage_token is not None:
-            for kind in ("extracted", "transformed"):
-                blob = rt.staging.get(c.chunk_id, c.stage_token, kind)
-                if blob is not None:
-                    blobs[(c.chunk_id, c.stage_token, kind)] = blob
-        return cls(blobs)
+    def hold(self, c: Claim) -> None:
+        """Read now what the step of ``c`` will need, as it would right after its claim."""
+        if c.stage_token is None:
+            return
+        for kind in ("extracted", "transformed"):
+            blob = self._store.get(c.chunk_id, c.stage_token, kind)
+            if blob is not None:
+                self._held[(c.chunk_id, c.stage_token, kind)] = blob
 
     def get(self, chunk_id: int, token: int, kind: str) -> bytes | None:
-        return self._blobs.get((chunk_id, token, kind))
+        held = self._held.get((chunk_id, token, kind))
+        return held if held is not None else self._store.get(chunk_id, token, kind)
 
     def put(self, chunk_id: int, token: int, kind: str, blob: bytes) -> None:
-        pass
+        self._store.put(chunk_id, token, kind, blob)
 
     def delete(self, chunk_id: int, token: int, kind: str) -> None:
-        pass
+        self._store.delete(chunk_id, token, kind)
 
     def close(self) -> None:
-        pass
+        self._store.close()

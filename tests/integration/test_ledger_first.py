@@ -222,7 +222,8 @@ def test_a_stalled_load_cannot_commit_once_its_chunk_was_taken_over(
     stalled = Runtime(settings, first.publisher, worker_name="stalled")
     held = claim(stalled, chunk_id, "load")
     assert held is not None
-    stalled.staging = SnapshotStaging.of(stalled, held)  # type: ignore[assignment]
+    stalled.staging = SnapshotStaging(stalled.staging)  # type: ignore[assignment]
+    stalled.staging.hold(held)
     # When, meanwhile, the staged rows are lost and another worker takes the chunk over:
     # it finds no ledger record, so the chunk goes back to extract, which cuts it
     expire_leases(first.rt.db, chunk_id)
