@@ -181,12 +181,17 @@ class ChunkMachine(RuleBasedStateMachine):
     @rule(hurried=st.booleans())
     def run_up_to_the_loads(self, hurried: bool) -> None:
         """Workers take every message but loads, until only loads are left to run."""
-        for _ in range(100):
+        self._deliver_all_but_loads(self.hurried if hurried else self.normal)
+
+    def _deliver_all_but_loads(self, rt: Runtime | None = None) -> None:
+        """Deliver every message but loads (extracts hurried unless ``rt`` says)."""
+        for _ in range(200):
             others = [m for m in self.publisher.queue if m[0] != TASK_LOAD]
             if not others:
                 return
             self.publisher.queue.remove(others[0])
-            self._deliver(self.hurried if hurried else self.normal, *others[0])
+            extract = others[0][0] == "baton.extract"
+            self._deliver(rt or (self.hurried if extract else self.normal), *others[0])
 
     @precondition(lambda self: any(t == TASK_LOAD for t, _ in self.publisher.queue))
     @rule(hurried=st.booleans())
@@ -197,13 +202,16 @@ class ChunkMachine(RuleBasedStateMachine):
             self.publisher.queue.remove(message)
             self._deliver(self.hurried if hurried else self.normal, *message)
 
-    @rule()
-    def crash_and_restart(self) -> None:
-        """Redis and every worker restart: staged rows gone, leases expire, the sweeper
-        re-sends whatever the state DB says is unfinished."""
-        lose_staging(self.normal)
-        expire_leases(self.normal.db)
-        sweep(self.normal)
+    @rule(staging=st.booleans(), leases=st.booleans(), sweeper=st.booleans())
+    def faults(self, staging: bool, leases: bool, sweeper: bool) -> None:
+        """Redis loses the staged rows, leases expire (their workers died), the sweeper runs
+        and re-sends whatever the state DB says is unfinished: any of these, in this order."""
+        if staging:
+            lose_staging(self.normal)
+        if leases:
+            expire_leases(self.normal.db)
+        if sweeper:
+            sweep(self.normal)
 
     @precondition(lambda self: self.publisher.history)
     @rule(index=st.integers(0, 200))
@@ -231,26 +239,14 @@ class ChunkMachine(RuleBasedStateMachine):
             except WorkerKilled:
                 pass  # its lease stays held until it expires
 
-    @rule()
-    def leases_expire(self) -> None:
-        expire_leases(self.normal.db)
-
-    @rule()
-    def staging_lost(self) -> None:
-        lose_staging(self.normal)
-
-    @rule()
-    def sweeper(self) -> None:
-        sweep(self.normal)
-
-    @rule(index=st.integers(0, 50))
-    def stall(self, index: int) -> None:
-        """A worker claims a chunk's current step, reads its input, and stalls."""
+    @rule(step=st.sampled_from(["load", "transform", "extract"]), index=st.integers(0, 50))
+    def stall(self, step: str, index: int) -> None:
+        """A worker claims a chunk at this step, reads its input, and stalls."""
         with self.normal.db.reading() as s:
-            chunks = list(s.execute(select(Chunk.id, Chunk.step).order_by(Chunk.id)).all())
+            chunks = list(s.scalars(select(Chunk.id).where(Chunk.step == step).order_by(Chunk.id)))
         if not chunks:
             return
-        chunk_id, step = chunks[index % len(chunks)]
+        chunk_id = chunks[index % len(chunks)]
         held = claim(self.stale, chunk_id, step)
         if held is not None:
             self.held.hold(held)
@@ -331,7 +327,11 @@ class ChunkMachine(RuleBasedStateMachine):
 
     def _run_to_the_end(self) -> None:
         """Workers finish the migration, extracts hurried: a chunk sent back to extract now
-        is cut after three rows, wherever its earlier load (if any) stopped."""
+        is cut after three rows, wherever its earlier load (if any) stopped. Workers still
+        stalled come back at the worst moment: after those extracts, before the loads."""
+        self._deliver_all_but_loads()
+        while self.stalled:
+            self.stalled_worker_resumes(0)
         for _ in range(200):
             expire_leases(self.normal.db)
             sweep(self.normal)
