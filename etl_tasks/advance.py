@@ -8,6 +8,7 @@ the sweeper, so a lost message only costs one sweep interval.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy import exc as sa_exc
@@ -25,6 +26,7 @@ from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
 from etl_tasks.state.models import Chunk, Event, Migration, Stream
+from etl_tasks.stream_finish import finish_streams
 from etl_tasks.verification.progress import advance_verifications
 
 log = logging.getLogger(__name__)
@@ -42,18 +44,33 @@ def advance(rt: Runtime, migration_id: str) -> None:
 def _advance_once(rt: Runtime, migration_id: str) -> bool:
     if not _start(rt, migration_id):
         return False
+    if not _guarded(rt, migration_id, lambda: _prepare_and_plan(rt, migration_id)):
+        return False
+    finished: set[int] = set()
+    if not _guarded(rt, migration_id, lambda: finished.update(finish_streams(rt, migration_id))):
+        return False
+    publish_ready(rt, migration_id)
+    return settle(rt, migration_id, finished)
+
+
+def _prepare_and_plan(rt: Runtime, migration_id: str) -> None:
+    _prepare_ready_streams(rt, migration_id)
+    for stream_id in _streams_to_plan(rt, migration_id):
+        planning.plan_more(rt, migration_id, stream_id)
+
+
+def _guarded(rt: Runtime, migration_id: str, work: Callable[[], object]) -> bool:
+    """Run ``work``: a transient error makes the migration wait, a permanent one fails it
+    (and returns False)."""
     try:
-        _prepare_ready_streams(rt, migration_id)
-        for stream_id in _streams_to_plan(rt, migration_id):
-            planning.plan_more(rt, migration_id, stream_id)
+        work()
     except TransientError as exc:
         _set_waiting(rt, migration_id, str(exc))
     except PermanentError as exc:
         with rt.db.session() as s:
             fail_migration(s, migration_id, rt.db.now(s), str(exc))
         return False
-    publish_ready(rt, migration_id)
-    return settle(rt, migration_id)
+    return True
 
 
 def _start(rt: Runtime, migration_id: str) -> bool:
@@ -79,7 +96,13 @@ def _set_waiting(rt: Runtime, migration_id: str, reason: str) -> None:
 def _prepare_ready_streams(rt: Runtime, migration_id: str) -> None:
     """Prepare each stream whose predecessors are done: ledger, and its table if asked."""
     with rt.db.session() as s:
-        streams = list(s.scalars(select(Stream).where(Stream.migration_id == migration_id)))
+        streams = list(
+            s.scalars(
+                select(Stream)
+                .where(Stream.migration_id == migration_id)
+                .order_by(Stream.position)  # in the spec's order, whatever index is used
+            )
+        )
     done = {st.name for st in streams if st.state == StreamState.DONE}
     spec = rt.spec(migration_id)
     for st in streams:
@@ -186,10 +209,12 @@ def publish_ready(rt: Runtime, migration_id: str) -> int:
     return len(ids)
 
 
-def settle(rt: Runtime, migration_id: str) -> bool:
+def settle(rt: Runtime, migration_id: str, ready: set[int]) -> bool:
     """Finish streams whose chunks are all done, and the migration when every stream is.
 
-    Returns True when a stream finished and others still wait to start.
+    Only the streams in ``ready`` (their target's part done, see
+    :mod:`etl_tasks.stream_finish`) may be marked done. Returns True when a stream
+    finished and others still wait to start.
     """
     finished = False
     newly_done = False
@@ -201,7 +226,7 @@ def settle(rt: Runtime, migration_id: str) -> bool:
         streams = list(s.scalars(select(Stream).where(Stream.migration_id == migration_id)))
         for st in streams:
             if st.state == StreamState.RUNNING and st.fully_planned:
-                _settle_stream(s, st, now)
+                _settle_stream(s, st, now, st.id in ready)
                 newly_done = newly_done or st.state == StreamState.DONE
         if any(st.state == StreamState.FAILED for st in streams):
             fail_migration(s, migration_id, now, mig.error or "a stream failed")
@@ -226,7 +251,7 @@ def settle(rt: Runtime, migration_id: str) -> bool:
     return newly_done and any(st.state == StreamState.PENDING for st in streams)
 
 
-def _settle_stream(s: Session, st: Stream, now: object) -> None:
+def _settle_stream(s: Session, st: Stream, now: object, ready: bool) -> None:
     counts = dict(
         s.execute(
             select(Chunk.state, func.count()).where(Chunk.stream_id == st.id).group_by(Chunk.state)
@@ -234,6 +259,6 @@ def _settle_stream(s: Session, st: Stream, now: object) -> None:
     )
     if counts.get(ChunkState.FAILED):
         st.state = StreamState.FAILED
-    elif not counts.get(ChunkState.PENDING) and not counts.get(ChunkState.RUNNING):
+    elif ready and not counts.get(ChunkState.PENDING) and not counts.get(ChunkState.RUNNING):
         st.state = StreamState.DONE
         st.finished_at = now  # type: ignore[assignment]

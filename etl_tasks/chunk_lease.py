@@ -40,6 +40,7 @@ class Claim:
     lower: list[Any] | None
     upper: list[Any] | None
     attempts: int
+    extracted: bool = False  # an extract of this chunk committed before (a load may have too)
 
 
 def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
@@ -76,6 +77,7 @@ def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
             chunk.lower,
             chunk.upper,
             chunk.attempts,
+            chunk.rows_in is not None,
         )
 
 
@@ -205,6 +207,16 @@ def fail_migration(s: Session, migration_id: str, now: datetime, error: str) -> 
     mig.error = error[:2000]
     mig.finished_at = now
     mig.updated_at = now
+    # A failed migration has no running or pending stream: every stream not done fails
+    # with it, the ones that never started too (control.retry starts them again).
+    s.execute(
+        update(Stream)
+        .where(
+            Stream.migration_id == migration_id,
+            Stream.state.in_([StreamState.PENDING, StreamState.RUNNING]),
+        )
+        .values(state=StreamState.FAILED)
+    )
     s.add(Event(migration_id=migration_id, kind="migration_failed", message=error[:2000], at=now))
 
 

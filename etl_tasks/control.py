@@ -15,8 +15,8 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from sqlalchemy import case, select, update
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select, update
 
 from etl_tasks.errors import Conflict, NotFound
 from etl_tasks.spec import MigrationSpec
@@ -219,10 +219,16 @@ def retry(db: StateDB, migration_id: str, actor: str) -> None:
                 stage_token=None,
             )
         )
+        # A stream that was never prepared (it failed with its migration before it
+        # started) is pending again, so that it is prepared before it is planned.
         s.execute(
             update(Stream)
             .where(Stream.migration_id == migration_id, Stream.state == StreamState.FAILED)
-            .values(state=StreamState.RUNNING)
+            .values(
+                state=case(
+                    (Stream.prepared.is_(True), StreamState.RUNNING), else_=StreamState.PENDING
+                )
+            )
         )
         mig.state = MigrationState.RUNNING
         mig.error = None

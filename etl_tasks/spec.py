@@ -165,6 +165,8 @@ class Stream(_Model):
     # Rows whose key is NULL (SQLite allows it outside INTEGER PRIMARY KEY): refused at
     # preflight with their count, or quarantined with their reason.
     on_null_key: Literal["fail", "quarantine"] = "fail"
+    # Stored only when false, so a version without the field still reads the spec.
+    advance_sequences: bool = Field(True, exclude_if=lambda v: v is True)
 
     @property
     def stream_name(self) -> str:

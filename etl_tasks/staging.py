@@ -3,7 +3,8 @@
 Keys carry the chunk id and the fencing token of the step that wrote them,
 so a stale step's late write can never be mistaken for the current input.
 When the staging Redis loses its data, the next step finds its input missing
-and the chunk goes back to extract: rows are never lost, only re-read.
+and the target ledger decides: a chunk whose load committed is finished from its
+ledger record, any other goes back to extract. Rows are never lost, only re-read.
 """
 
 from __future__ import annotations

@@ -218,3 +218,59 @@ def slow_table(url: str, seconds: float, name: str, columns: str) -> None:
                 FOR EACH STATEMENT EXECUTE FUNCTION baton_test_slow();
         """)
     conn.close()
+
+
+def build_items(url: str, rows: int, bad_every: int = 0) -> None:
+    """One table ``items`` (integer key, a name, a quantity kept as text): every
+    ``bad_every``-th quantity is not a number, so its row is quarantined by transform."""
+    engine = create_sql_engine(url)
+    metadata = MetaData()
+    items = Table(
+        "items",
+        metadata,
+        Column("id", Integer, primary_key=True, autoincrement=False),
+        Column("name", Text, nullable=False),
+        Column("qty", Text),
+    )
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(items),
+            [
+                {
+                    "id": i,
+                    "name": f"item {i}",
+                    "qty": "many" if bad_every and i % bad_every == 0 else str(i),
+                }
+                for i in range(1, rows + 1)
+            ],
+        )
+    engine.dispose()
+
+
+def items_spec(
+    source_url: str, target_url: str, *, chunk_rows: int = 5000, write: str = "upsert", **extra: Any
+) -> dict[str, Any]:
+    """The ``items`` table to a created target table of the same name."""
+    spec: dict[str, Any] = {
+        "name": "items-migration",
+        "source": {"url": source_url},
+        "target": {"url": target_url},
+        "chunk_rows": chunk_rows,
+        "max_bad_rows": 100_000,
+        "streams": [
+            {
+                "source_table": "items",
+                "target_table": "items",
+                "create_target": True,
+                "write": write,
+                "columns": {
+                    "id": "id",
+                    "name": "name",
+                    "qty": {"from": "qty", "transform": "int"},
+                },
+            }
+        ],
+    }
+    spec.update(extra)
+    return spec

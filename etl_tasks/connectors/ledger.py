@@ -17,6 +17,7 @@ from sqlalchemy import (
     Column,
     Connection,
     DateTime,
+    Engine,
     Integer,
     MetaData,
     String,
@@ -27,8 +28,18 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects import mysql
 
+from etl_tasks.connectors.db_errors import classify
 from etl_tasks.constants import LEDGER_TABLE
+from etl_tasks.errors import PermanentError, TransientError
+
+#: Text of any size: a chunk's quarantined rows are one JSON document, and MySQL's TEXT
+#: holds only 64 KiB (a few hundred bad rows). PostgreSQL's and SQLite's TEXT are unbounded.
+LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
+#: Columns holding :data:`LongText`; a ledger an older version made may have them narrower.
+LONG_TEXT_COLUMNS = ("quarantine", "cut_key")
 
 
 @dataclass(frozen=True)
@@ -58,9 +69,9 @@ def ledger_table(metadata: MetaData | None = None) -> Table:
         Column("fencing_token", Integer, nullable=False),
         Column("rows_loaded", Integer, nullable=False),
         Column("rows_quarantined", Integer, nullable=False),
-        Column("quarantine", Text, nullable=False),
+        Column("quarantine", LongText, nullable=False),
         Column("committed_at", DateTime, nullable=False),
-        Column("cut_key", Text, nullable=True),
+        Column("cut_key", LongText, nullable=True),
     )
 
 
@@ -135,3 +146,40 @@ def read(conn: Connection, migration_id: str, stream: str, chunk_id: int) -> Led
     entries = [QuarantineEntry(k, r, d) for k, r, d in orjson.loads(row.quarantine)]
     cut = None if row.cut_key is None else orjson.loads(row.cut_key)
     return LedgerRecord(row.fencing_token, row.rows_loaded, entries, cut)
+
+
+def committed(
+    engine: Engine, migration_id: str, stream: str, chunk_id: int, token: int
+) -> LedgerRecord | None:
+    """The chunk's ledger record if a load of it committed, once no load of it is in flight.
+
+    A plain read would miss a load whose transaction is still open (a worker that
+    stalled past its lease, about to commit). Inserting the chunk's ledger row instead
+    waits for that transaction on every target: PostgreSQL and InnoDB wait on the
+    primary key, SQLite on its write lock. The insert is always rolled back.
+    """
+    try:
+        with engine.connect() as conn:
+            if _nobody_committed(conn, migration_id, stream, chunk_id, token):
+                return None
+            with conn.begin():
+                return read(conn, migration_id, stream, chunk_id)
+    except sa_exc.SQLAlchemyError as exc:
+        orig = getattr(exc, "orig", None) or exc
+        reason = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:500]
+        if classify(exc) == "transient":
+            raise TransientError(f"target unavailable: {reason}") from exc
+        raise PermanentError(f"cannot read the target ledger: {reason}") from exc
+
+
+def _nobody_committed(
+    conn: Connection, migration_id: str, stream: str, chunk_id: int, token: int
+) -> bool:
+    tx = conn.begin()
+    try:
+        claim(conn, migration_id, stream, chunk_id, token)
+    except sa_exc.IntegrityError:
+        return False
+    finally:
+        tx.rollback()
+    return True

@@ -11,10 +11,13 @@ from __future__ import annotations
 import contextlib
 import zlib
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import Column, Connection, Engine, Index, MetaData, Table, inspect, text
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeEngine
 
-from etl_tasks.connectors.ledger import ledger_table
+from etl_tasks.connectors.ledger import LONG_TEXT_COLUMNS, ledger_table
 from etl_tasks.connectors.sql_source import split_name
 from etl_tasks.errors import TransientError
 from etl_tasks.values.ddl import DeclaredType, Target, TargetColumn
@@ -81,22 +84,37 @@ def ensure_table(
 
 
 def ensure_ledger(engine: Engine) -> None:
-    """Create the target's ledger table if it is missing."""
+    """Create the target's ledger table if it is missing; bring an older one up to date."""
     table = ledger_table()
     with _ddl_lock(engine, "baton:ddl:ledger") as conn:
         insp = inspect(conn)
         if not insp.has_table(table.name):
             table.create(conn)
             return
-        # Expand, never contract: a ledger made by an older version gains the new columns.
-        have = {c["name"] for c in insp.get_columns(table.name)}
-        prep = conn.dialect.identifier_preparer
+        # Expand, never contract: a ledger made by an older version gains the new columns
+        # and its text columns are widened; every version reads and writes either shape.
+        have = {c["name"]: c for c in insp.get_columns(table.name)}
         for column in table.columns:
             if column.name not in have:
-                kind = column.type.compile(dialect=conn.dialect)
-                conn.execute(
-                    text(
-                        f"ALTER TABLE {prep.quote(table.name)} "
-                        f"ADD COLUMN {prep.quote(column.name)} {kind}"
-                    )
-                )
+                _alter(conn, table, column, "ADD COLUMN")
+            elif _too_narrow(conn, column, have[column.name]["type"]):
+                _alter(conn, table, column, "MODIFY COLUMN")
+
+
+def _too_narrow(conn: Connection, column: Column[Any], have: TypeEngine[Any]) -> bool:
+    """MySQL/MariaDB only: a long-text column of the ledger that is TEXT or smaller."""
+    if conn.dialect.name not in ("mysql", "mariadb") or column.name not in LONG_TEXT_COLUMNS:
+        return False
+    return not isinstance(have, mysql.LONGTEXT)
+
+
+def _alter(conn: Connection, table: Table, column: Column[Any], action: str) -> None:
+    prep = conn.dialect.identifier_preparer
+    kind = column.type.compile(dialect=conn.dialect)
+    # An added column stays nullable: rows an older version wrote have no value for it.
+    null = " NOT NULL" if action == "MODIFY COLUMN" and not column.nullable else ""
+    conn.execute(
+        text(
+            f"ALTER TABLE {prep.quote(table.name)} {action} {prep.quote(column.name)} {kind}{null}"
+        )
+    )

@@ -64,6 +64,7 @@ class LoadRequest:
     source_keys: list[Any] = field(default_factory=list)  # each row's source key, encoded
     expired: Callable[[float], bool] = lambda ahead_s: False  # deadline passed, or would
     between_batches: Callable[[], None] = lambda: None  # e.g. renew the lease
+    before_commit: Callable[[], None] = lambda: None  # e.g. check the lease is still held
 
 
 class SqlTarget:
@@ -112,6 +113,7 @@ class SqlTarget:
                 with conn.begin():
                     ledger.claim(conn, req.migration_id, req.stream, req.chunk_id, req.token)
                     record = self._write_chunk(conn, req)
+                    req.before_commit()
                 return record
             except sa_exc.IntegrityError:
                 committed = self._committed(conn, req)

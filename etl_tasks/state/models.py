@@ -7,6 +7,7 @@ Alembic, expand-then-contract, so versions N and N+1 can share this DB.
 
 from __future__ import annotations
 
+import hashlib
 from datetime import datetime
 from typing import Any
 
@@ -108,9 +109,22 @@ class Chunk(Base):
     last_error: Mapped[str | None] = mapped_column(Text)
 
 
+def quarantine_key_hash(key: str) -> str:
+    """What makes a quarantined row unique within its chunk: SHA-256 of its key, in hex.
+
+    Keys can be of any length, and PostgreSQL's btree cannot index a long text."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _key_hash_default(context: Any) -> str:
+    return quarantine_key_hash(context.get_current_parameters()["key"])
+
+
 class QuarantinedRow(Base):
     __tablename__ = "quarantine"
-    __table_args__ = (UniqueConstraint("stream_id", "chunk_id", "key"),)
+    __table_args__ = (
+        Index("uq_quarantine_key_hash", "stream_id", "chunk_id", "key_hash", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     migration_id: Mapped[str] = mapped_column(
@@ -118,7 +132,9 @@ class QuarantinedRow(Base):
     )
     stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"))
     chunk_id: Mapped[int] = mapped_column(ForeignKey("chunks.id", ondelete="CASCADE"))
-    key: Mapped[str] = mapped_column(String(500))  # the row's key, JSON-encoded
+    key: Mapped[str] = mapped_column(Text)  # the row's key, JSON-encoded
+    # Null only on rows an older version wrote (migration 0003 and 0004 fill those in).
+    key_hash: Mapped[str | None] = mapped_column(String(64), default=_key_hash_default)
     reason: Mapped[str] = mapped_column(Text)
     row: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     fencing_token: Mapped[int] = mapped_column(Integer)

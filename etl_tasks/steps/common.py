@@ -5,18 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
-from etl_tasks.chunk_lease import (
-    Claim,
-    back_to_extract,
-    claim,
-    fail_claimed,
-    release_after_error,
-    retry_later,
-)
+from etl_tasks.chunk_lease import Claim, claim, fail_claimed, release_after_error, retry_later
 from etl_tasks.errors import LeaseLost, PermanentError, StagingMissing, TransientError
-from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
+from etl_tasks.steps.ledger_first import recover_missing_input
 
 log = logging.getLogger("etl_tasks.steps")
 
@@ -27,24 +21,24 @@ def run_step(rt: Runtime, chunk_id: int, step: str, body: Callable[[Claim], None
     if c is None:
         log.debug("nothing to do", extra={"chunk_id": chunk_id, "step": step})
         return "skipped"
+    return run_claimed(rt, c, body)
+
+
+def run_claimed(rt: Runtime, c: Claim, body: Callable[[Claim], None]) -> str:
+    """Run ``body`` under the claim ``c``; every failure ends in the state DB, by its type."""
     ids = {
         "migration_id": c.migration_id,
         "stream": c.stream,
-        "chunk_id": chunk_id,
-        "step": step,
+        "chunk_id": c.chunk_id,
+        "step": c.step,
         "token": c.token,
     }
     started = time.monotonic()
     try:
-        body(c)
+        outcome = _attempt(rt, c, body, ids)
     except TransientError as exc:
         retry_later(rt, c, str(exc), exc.connection)
         return "retry"
-    except StagingMissing:
-        log.warning("staged input missing; back to extract", extra=ids)
-        if back_to_extract(rt, c):
-            publish_step(rt.publisher, "extract", chunk_id)
-        return "restaged"
     except LeaseLost:
         log.warning("lease lost; another worker has the chunk", extra=ids)
         return "lease_lost"
@@ -56,7 +50,16 @@ def run_step(rt: Runtime, chunk_id: int, step: str, body: Callable[[Claim], None
         log.exception("step crashed", extra=ids)
         release_after_error(rt, c, f"{type(exc).__name__}: {exc}")
         return "error"
-    log.info("%s done in %.0f ms", step, (time.monotonic() - started) * 1000, extra=ids)
+    log.info("%s %s in %.0f ms", c.step, outcome, (time.monotonic() - started) * 1000, extra=ids)
+    return outcome
+
+
+def _attempt(rt: Runtime, c: Claim, body: Callable[[Claim], None], ids: dict[str, Any]) -> str:
+    try:
+        body(c)
+    except StagingMissing:
+        log.warning("staged input missing; the target ledger decides", extra=ids)
+        return recover_missing_input(rt, c)
     return "done"
 
 

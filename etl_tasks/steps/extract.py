@@ -18,6 +18,7 @@ from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import commit_split, renew
 from etl_tasks.steps.common import elapsed_ms, run_step
+from etl_tasks.steps.ledger_first import finish_from_ledger
 
 STAGE = "extracted"
 
@@ -27,6 +28,8 @@ def extract(rt: Runtime, chunk_id: int) -> str:
 
 
 def _extract(rt: Runtime, c: Claim) -> None:
+    if c.extracted and finish_from_ledger(rt, c):
+        return  # its load committed already: a new extract could cut it elsewhere
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
     binding = rt.binding(c.migration_id, c.stream)
     engine = rt.source_reader(c.migration_id)

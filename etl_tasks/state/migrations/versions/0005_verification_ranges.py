@@ -5,8 +5,8 @@ Two new tables and nothing else, so the running version never notices them:
 ``verification_ranges`` (one key range each, leased like a chunk, with its
 result written once).
 
-Revision ID: v1_verification
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-02 17:35:31.207510
 Phase: expand
 """
@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "v1_verification"
-down_revision: str | None = "0002"
+revision: str = "0005"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,116 @@
+"""Recording a chunk whose load committed in the target: the state DB learns it from the ledger.
+
+Whoever learns of the commit calls :func:`finish`: the load itself, a redelivered
+load that met the ledger row, or a step whose staged input was gone and that read
+the ledger first (:mod:`etl_tasks.steps.ledger_first`). Counts and quarantined rows
+are copied from the ledger record, never incremented, and the record's cut (if the
+load stopped at its deadline) becomes the chunk's bound.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from etl_tasks.budget import next_chunk_rows
+from etl_tasks.chunk_lease import Claim, fail_migration
+from etl_tasks.connectors.ledger import LedgerRecord
+from etl_tasks.runtime import Runtime
+from etl_tasks.splitting import split
+from etl_tasks.state.db import ROW_LOCK
+from etl_tasks.state.enums import ChunkState, Step
+from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream
+
+
+def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> None:
+    """Record the committed chunk in the state DB, if ``c`` still holds it.
+
+    ``load_ms`` is None when the load that committed is not the one reporting it.
+    """
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
+        if chunk is None or chunk.lease_token != c.token:
+            return  # a newer claim will find the same ledger row and finish the chunk
+        _record_quarantine(s, chunk, record, now)
+        if record.cut is not None:
+            split(s, chunk, record.cut, now)
+        _mark_done(chunk, record, load_ms, now)
+        _adapt_chunk_rows(rt, s, chunk)
+        mig = s.get(Migration, c.migration_id)
+        if mig is not None and mig.waiting_reason:
+            mig.waiting_reason = None
+        s.flush()
+        _enforce_max_bad_rows(rt, s, c.migration_id, now)
+
+
+def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: datetime) -> None:
+    """Copy the record's quarantined rows, each once (a replay finds them there)."""
+    known = set(
+        s.scalars(
+            select(QuarantinedRow.key).where(
+                QuarantinedRow.stream_id == chunk.stream_id, QuarantinedRow.chunk_id == chunk.id
+            )
+        )
+    )
+    for q in record.quarantine:
+        if q.key in known:
+            continue
+        known.add(q.key)
+        s.add(
+            QuarantinedRow(
+                migration_id=chunk.migration_id,
+                stream_id=chunk.stream_id,
+                chunk_id=chunk.id,
+                key=q.key,
+                reason=q.reason,
+                row=q.row,
+                fencing_token=record.fencing_token,
+                created_at=now,
+            )
+        )
+
+
+def _mark_done(chunk: Chunk, record: LedgerRecord, load_ms: int | None, now: datetime) -> None:
+    chunk.state = ChunkState.DONE
+    chunk.step = Step.LOAD
+    chunk.finished_at = now
+    chunk.rows_out = record.rows_loaded
+    chunk.rows_quarantined = len(record.quarantine)
+    if load_ms is not None:
+        chunk.load_ms = load_ms
+    chunk.lease_owner = None
+    chunk.lease_expires_at = None
+    chunk.queued_at = None
+
+
+def _enforce_max_bad_rows(rt: Runtime, s: Session, migration_id: str, now: datetime) -> None:
+    bad = (
+        s.scalar(
+            select(func.count())
+            .select_from(QuarantinedRow)
+            .where(QuarantinedRow.migration_id == migration_id)
+        )
+        or 0
+    )
+    limit = rt.spec(migration_id).max_bad_rows
+    if bad > limit:
+        fail_migration(
+            s, migration_id, now, f"{bad} rows quarantined, more than max_bad_rows ({limit})"
+        )
+
+
+def _adapt_chunk_rows(rt: Runtime, s: Session, chunk: Chunk) -> None:
+    """Size the stream's next chunks so its slowest step fits the step budget."""
+    stream = s.get(Stream, chunk.stream_id)
+    slowest = max(chunk.extract_ms or 0, chunk.transform_ms or 0, chunk.load_ms or 0)
+    # A load cut at its deadline handled fewer rows than were extracted: count those.
+    rows = min(chunk.rows_in or 0, (chunk.rows_out or 0) + (chunk.rows_quarantined or 0))
+    if stream is None or not rows:
+        return
+    ceiling = rt.spec(chunk.migration_id).chunk_rows
+    stream.chunk_rows = next_chunk_rows(
+        stream.chunk_rows, rows, slowest, rt.settings.step_budget_s, ceiling
+    )
