@@ -17,9 +17,9 @@ from sqlalchemy.orm import Session
 from etl_tasks import planning
 from etl_tasks.bindings import target_columns
 from etl_tasks.chunk_lease import fail_migration
-from etl_tasks.connectors.db_errors import error_reason, is_transient_error, transient
-from etl_tasks.connectors.sql_schema import ensure_ledger, ensure_table, target_of
-from etl_tasks.connectors.sql_source import reflect_table
+from etl_tasks.connectors.sql.errors import error_reason, is_transient_error, transient
+from etl_tasks.connectors.sql.queries import reflect_table
+from etl_tasks.connectors.sql.schema import ensure_ledger, ensure_table, target_of
 from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.sql import FromClause
 
-from etl_tasks.connectors.sql_source import SqlSource
+from etl_tasks.connectors.sql.queries import SqlSource
 from etl_tasks.spec import ColumnFrom, ColumnSpec, ColumnValue, MigrationSpec, Stream
 from etl_tasks.transforms import RowMapper, compile_mapper
 from etl_tasks.values.ddl import Target, TargetColumn, Uncarriable, carry

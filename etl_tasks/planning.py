@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from etl_tasks import codec
 from etl_tasks.codec import NULL_KEYS
-from etl_tasks.connectors.db_errors import error_reason, is_transient_error, transient
+from etl_tasks.connectors.sql.errors import error_reason, is_transient_error, transient
 from etl_tasks.errors import PermanentError
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.enums import ChunkState, Step

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, func, inspect, or_, select
 
-from etl_tasks.connectors.sql_source import raw, split_name
+from etl_tasks.connectors.sql.queries import raw, split_name
 from etl_tasks.values.types import ColumnType, Kind
 
 _UNORDERABLE = ("JSON", "JSONB", "ARRAY", "HSTORE", "XML", "GEOMETRY", "GEOGRAPHY", "TSVECTOR")

@@ -31,11 +31,11 @@ from etl_tasks.bindings import (
 )
 from etl_tasks.boundary.identity import refuse_marked_schema
 from etl_tasks.boundary.names import identifier_problem
-from etl_tasks.connectors.db_errors import error_reason
-from etl_tasks.connectors.engines import for_reading
-from etl_tasks.connectors.source_shape import source_shape
-from etl_tasks.connectors.sql_schema import target_of
-from etl_tasks.connectors.sql_source import read_only, reflect_table
+from etl_tasks.connectors.sql.engines import for_reading
+from etl_tasks.connectors.sql.errors import error_reason
+from etl_tasks.connectors.sql.queries import read_only, reflect_table
+from etl_tasks.connectors.sql.schema import target_of
+from etl_tasks.connectors.sql.shape import source_shape
 from etl_tasks.errors import BadRowError, FieldError
 from etl_tasks.preflight_keys import (
     key_problem,

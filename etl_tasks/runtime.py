@@ -19,11 +19,11 @@ from etl_tasks.boundary.identity import refuse_marked_schema
 from etl_tasks.boundary.policy import Boundary, worker_timeouts
 from etl_tasks.boundary.sealing import Sealer, open_spec
 from etl_tasks.boundary.sql_urls import SqlEndpoint
-from etl_tasks.connectors.db_errors import error_reason, is_transient_error
-from etl_tasks.connectors.engines import EngineCache, for_reading
-from etl_tasks.connectors.source_shape import source_shape
-from etl_tasks.connectors.sql_source import reflect_table
-from etl_tasks.connectors.sql_target import SqlTarget
+from etl_tasks.connectors.sql.engines import EngineCache, for_reading
+from etl_tasks.connectors.sql.errors import error_reason, is_transient_error
+from etl_tasks.connectors.sql.queries import reflect_table
+from etl_tasks.connectors.sql.shape import source_shape
+from etl_tasks.connectors.sql.target import SqlTarget
 from etl_tasks.errors import NotFound, PermanentError, TransientError
 from etl_tasks.preflight_keys import unique_not_null
 from etl_tasks.publisher import Publisher

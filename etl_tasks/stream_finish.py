@@ -17,8 +17,8 @@ import logging
 from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
-from etl_tasks.connectors.db_errors import error_reason, is_transient_error
-from etl_tasks.connectors.sequences import advance_sequences
+from etl_tasks.connectors.sql.errors import error_reason, is_transient_error
+from etl_tasks.connectors.sql.sequences import advance_sequences
 from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.enums import ChunkState, StreamState

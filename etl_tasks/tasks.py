@@ -19,7 +19,7 @@ from celery.exceptions import Reject
 from sqlalchemy import exc as sa_exc
 
 from etl_tasks.advance import advance
-from etl_tasks.connectors.db_errors import classify
+from etl_tasks.connectors.sql.errors import classify
 from etl_tasks.constants import (
     MESSAGE_SCHEMA,
     TASK_EXTRACT,

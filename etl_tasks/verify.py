@@ -25,8 +25,8 @@ from sqlalchemy import Connection, Engine, Select, Table
 from etl_tasks.bindings import StreamBinding, Types, bind_stream
 from etl_tasks.budget import SUB_BATCH_ROWS
 from etl_tasks.codec import NULL_KEYS, decode_value
-from etl_tasks.connectors.source_shape import source_shape
-from etl_tasks.connectors.sql_source import SqlSource, reflect_table
+from etl_tasks.connectors.sql.queries import SqlSource, reflect_table
+from etl_tasks.connectors.sql.shape import source_shape
 from etl_tasks.errors import BadRowError, PermanentError
 from etl_tasks.spec import MigrationSpec
 from etl_tasks.state.db import StateDB

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from etl_tasks.connectors.engines import redact
+from etl_tasks.connectors.sql.engines import redact
 from etl_tasks.errors import NotFound
 from etl_tasks.spec import endpoint_kind
 from etl_tasks.state.db import StateDB

@@ -35,7 +35,7 @@ def db() -> None:
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Bring the state DB's schema to this version (safe to run again)."""
-    from etl_tasks.connectors.engines import redact
+    from etl_tasks.connectors.sql.engines import redact
     from etl_tasks.state.db import upgrade
 
     settings = load_settings()

@@ -17,7 +17,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.spec import parse_spec
 from etl_tasks.state.db import StateDB
 from etl_tasks.verify import StreamCheck, quarantine_keys, verify

@@ -42,7 +42,7 @@ def init(source: str, target: str | None, name: str | None, as_json: bool) -> No
     the table, "as" for columns the target's dialect has no counterpart for, and
     "after" from the foreign keys. A URL with a password is written as url_env.
     """
-    from etl_tasks.connectors.engines import create_sql_engine
+    from etl_tasks.connectors.sql.engines import create_sql_engine
     from etl_tasks.drafting.draft import draft_spec, to_yaml
 
     src = create_sql_engine(source)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from etl_tasks.connectors.engines import create_sql_engine
-from etl_tasks.connectors.ledger import committed_chunks
+from etl_tasks.connectors.sql.engines import create_sql_engine
+from etl_tasks.connectors.sql.ledger import committed_chunks
 from etl_tasks.spec import parse_spec
 from etl_tasks.state.db import StateDB
 from etl_tasks.verify import quarantine_keys, verify

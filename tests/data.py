@@ -30,7 +30,7 @@ from etl_tasks.boundary.identity import OwnStores
 from etl_tasks.boundary.network import HostPolicy
 from etl_tasks.boundary.paths import PathPolicy
 from etl_tasks.boundary.policy import Boundary
-from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.control import create_migration
 from etl_tasks.drafting.infer import with_after
 from etl_tasks.preflight import preflight

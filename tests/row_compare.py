@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import CHAR, Engine, inspect
 from sqlalchemy import exc as sa_exc
 
-from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.sql.engines import create_sql_engine
 
 Canonical = tuple[str, str] | None  # (kind, text); None is NULL
 Key = tuple[str | None, ...]

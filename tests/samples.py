@@ -33,7 +33,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.drafting.draft import draft_spec
 from etl_tasks.state.db import StateDB
 from etl_tasks.views import list_chunks, list_quarantine, migration_view

@@ -10,7 +10,7 @@ import yaml
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
-from etl_tasks.connectors.sql_schema import target_of
+from etl_tasks.connectors.sql.schema import target_of
 from etl_tasks.drafting.order import load_order
 from etl_tasks.drafting.schema import Schema, TableInfo, read_schema
 from etl_tasks.values.catalog import describe

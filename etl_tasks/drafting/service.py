@@ -10,8 +10,8 @@ from sqlalchemy import exc as sa_exc
 from etl_tasks.boundary.deadline import Deadline
 from etl_tasks.boundary.policy import Boundary
 from etl_tasks.boundary.sql_urls import Timeouts
-from etl_tasks.connectors.db_errors import unavailable
-from etl_tasks.connectors.engines import create_endpoint_engine
+from etl_tasks.connectors.sql.engines import create_endpoint_engine
+from etl_tasks.connectors.sql.errors import unavailable
 from etl_tasks.drafting.draft import Draft, draft_spec
 from etl_tasks.errors import BoundaryError, EndpointUnavailable, FieldError, SpecError
 from etl_tasks.spec import Endpoint

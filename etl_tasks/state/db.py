@@ -13,7 +13,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
-from etl_tasks.connectors.engines import create_sql_engine, for_reading, normalize_url
+from etl_tasks.connectors.sql.engines import create_sql_engine, for_reading, normalize_url
 
 if TYPE_CHECKING:
     from alembic.config import Config

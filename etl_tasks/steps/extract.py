@@ -11,8 +11,8 @@ from sqlalchemy import exc as sa_exc
 from etl_tasks import codec
 from etl_tasks.budget import SUB_BATCH_ROWS, StepClock
 from etl_tasks.chunk_lease import NOW, Claim, commit
-from etl_tasks.connectors.db_errors import error_reason, is_transient_error, transient
-from etl_tasks.connectors.sql_source import SqlSource
+from etl_tasks.connectors.sql.errors import error_reason, is_transient_error, transient
+from etl_tasks.connectors.sql.queries import SqlSource
 from etl_tasks.errors import PermanentError
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime

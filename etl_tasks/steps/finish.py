@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from etl_tasks.budget import next_chunk_rows
 from etl_tasks.chunk_lease import Claim, fail_migration
-from etl_tasks.connectors.ledger import LedgerRecord
+from etl_tasks.connectors.base import LedgerRecord
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import split
 from etl_tasks.state.db import ROW_LOCK

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 
 from etl_tasks.chunk_lease import Claim, back_to_extract
-from etl_tasks.connectors import ledger
+from etl_tasks.connectors.sql import ledger
 from etl_tasks.publisher import publish_plan, publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.steps.finish import finish

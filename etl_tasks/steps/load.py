@@ -5,8 +5,8 @@ from __future__ import annotations
 from etl_tasks import codec
 from etl_tasks.budget import StepClock
 from etl_tasks.chunk_lease import Claim
-from etl_tasks.connectors.ledger import QuarantineEntry
-from etl_tasks.connectors.sql_target import LoadRequest
+from etl_tasks.connectors.base import QuarantineEntry
+from etl_tasks.connectors.sql.target import LoadRequest
 from etl_tasks.errors import StagingMissing
 from etl_tasks.publisher import publish_plan
 from etl_tasks.runtime import Runtime

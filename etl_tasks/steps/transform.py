@@ -16,7 +16,7 @@ from typing import Any
 from etl_tasks import codec
 from etl_tasks.budget import StepClock
 from etl_tasks.chunk_lease import NOW, Claim, commit
-from etl_tasks.connectors.ledger import QuarantineEntry
+from etl_tasks.connectors.base import QuarantineEntry
 from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, select
 
-from etl_tasks.connectors.sql_source import SqlSource, key_expr, key_value
+from etl_tasks.connectors.sql.queries import SqlSource, key_expr, key_value
 from etl_tasks.errors import BadRowError
 from etl_tasks.values.casts import Cast, cast_to
 from etl_tasks.values.encoders import ENCODERS

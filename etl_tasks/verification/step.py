@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from etl_tasks import codec
 from etl_tasks.budget import StepClock
-from etl_tasks.connectors.db_errors import error_reason, is_transient_error
-from etl_tasks.connectors.engines import for_reading
+from etl_tasks.connectors.sql.engines import for_reading
+from etl_tasks.connectors.sql.errors import error_reason, is_transient_error
 from etl_tasks.errors import LeaseLost, PermanentError, TransientError
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.models import QuarantinedRow

@@ -25,10 +25,10 @@ from sqlalchemy import exc as sa_exc
 
 from etl_tasks.bindings import target_key
 from etl_tasks.boundary.policy import Boundary
-from etl_tasks.connectors.engines import create_sql_engine
-from etl_tasks.connectors.ledger import committed_chunks
-from etl_tasks.connectors.source_shape import source_shape
-from etl_tasks.connectors.sql_source import reflect_table
+from etl_tasks.connectors.sql.engines import create_sql_engine
+from etl_tasks.connectors.sql.ledger import committed_chunks
+from etl_tasks.connectors.sql.queries import reflect_table
+from etl_tasks.connectors.sql.shape import source_shape
 from etl_tasks.control import create_migration
 from etl_tasks.preflight import preflight
 from etl_tasks.publisher import publish_plan

@@ -46,9 +46,9 @@ from etl_tasks import codec
 from etl_tasks.advance import advance
 from etl_tasks.chunk_lease import Claim, claim
 from etl_tasks.connectors import sql_target
-from etl_tasks.connectors.engines import create_sql_engine
-from etl_tasks.connectors.ledger import LEDGER
-from etl_tasks.connectors.sql_schema import ensure_ledger
+from etl_tasks.connectors.sql.engines import create_sql_engine
+from etl_tasks.connectors.sql.ledger import LEDGER
+from etl_tasks.connectors.sql.schema import ensure_ledger
 from etl_tasks.constants import TASK_LOAD, TASK_PLAN
 from etl_tasks.runtime import Runtime
 from etl_tasks.settings import Settings

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 from click.testing import CliRunner
 
-from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.drafting.draft import draft_spec, to_yaml
 from etl_tasks.spec import parse_spec
 from etl_tasks.state.models import Event, Migration

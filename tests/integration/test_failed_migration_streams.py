@@ -7,7 +7,7 @@ from pathlib import Path
 from sqlalchemy import text
 
 from etl_tasks import control
-from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.publisher import publish_plan
 from etl_tasks.views import migration_view
 from tests.checks import assert_migrated

@@ -20,10 +20,10 @@ from sqlalchemy import select, update
 
 from etl_tasks import control
 from etl_tasks.chunk_lease import claim
-from etl_tasks.connectors import ledger
-from etl_tasks.connectors.engines import create_sql_engine
-from etl_tasks.connectors.ledger import LedgerRecord
-from etl_tasks.connectors.sql_schema import ensure_ledger
+from etl_tasks.connectors.base import LedgerRecord
+from etl_tasks.connectors.sql import ledger
+from etl_tasks.connectors.sql.engines import create_sql_engine
+from etl_tasks.connectors.sql.schema import ensure_ledger
 from etl_tasks.constants import TASK_LOAD
 from etl_tasks.runtime import Runtime
 from etl_tasks.settings import Settings

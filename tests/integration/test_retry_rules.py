@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from etl_tasks.connectors.sql_target import SqlTarget
+from etl_tasks.connectors.sql.target import SqlTarget
 from etl_tasks.errors import TransientError
 from etl_tasks.settings import Settings
 from etl_tasks.views import migration_view

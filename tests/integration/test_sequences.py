@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.settings import Settings
 from tests.checks import assert_migrated
 from tests.data import build_items, items_spec, sqlite_url, submit

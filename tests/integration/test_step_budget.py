@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlalchemy import func, select
 
 from etl_tasks.budget import next_chunk_rows
-from etl_tasks.connectors.engines import create_sql_engine
-from etl_tasks.connectors.ledger import LEDGER
+from etl_tasks.connectors.sql.engines import create_sql_engine
+from etl_tasks.connectors.sql.ledger import LEDGER
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk, Stream
 from tests.checks import assert_migrated

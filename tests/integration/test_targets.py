@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.views import list_chunks, migration_view
 from tests.checks import assert_migrated
 from tests.data import bad_lines, build_source, spec_for, submit

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from sqlalchemy import delete, func, insert, select, text, update
 
-from etl_tasks.connectors.engines import create_sql_engine
-from etl_tasks.connectors.sql_source import reflect_table
+from etl_tasks.connectors.sql.engines import create_sql_engine
+from etl_tasks.connectors.sql.queries import reflect_table
 from etl_tasks.constants import TASK_VERIFY
 from etl_tasks.errors import LeaseLost
 from etl_tasks.publisher import publish_plan

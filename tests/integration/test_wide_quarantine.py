@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sqlalchemy import Column, MetaData, Table, Text, insert, text
 
-from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.constants import LEDGER_TABLE
 from etl_tasks.settings import Settings
 from etl_tasks.views import list_quarantine, migration_view

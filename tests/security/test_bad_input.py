@@ -10,7 +10,7 @@ import orjson
 import pytest
 import requests
 
-from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from tests.data import build_source, sqlite_url
 from tests.security.conftest import Live, errors_of
 

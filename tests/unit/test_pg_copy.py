@@ -1,4 +1,4 @@
-"""Unit tests for etl_tasks.connectors.pg_copy: rows as PostgreSQL COPY text format."""
+"""Unit tests for etl_tasks.connectors.sql.pg_copy: rows as PostgreSQL COPY text format."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import pytest
 
-from etl_tasks.connectors.pg_copy import copy_into, copy_text
+from etl_tasks.connectors.sql.pg_copy import copy_into, copy_text
 
 # --- helpers -------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Connection, Engine, create_engine, func, select, text
 
-from etl_tasks.connectors.sql_source import (
+from etl_tasks.connectors.sql.queries import (
     SqlSource,
     range_condition,
     reflect_table,

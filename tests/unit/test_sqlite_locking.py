@@ -17,7 +17,7 @@ from typing import TypeVar
 import pytest
 from sqlalchemy import select, text
 
-from etl_tasks.connectors.engines import create_sql_engine, for_reading
+from etl_tasks.connectors.sql.engines import create_sql_engine, for_reading
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import Migration
 

@@ -10,7 +10,7 @@ import pymysql
 import pytest
 from sqlalchemy import exc as sa_exc
 
-from etl_tasks.connectors.db_errors import classify
+from etl_tasks.connectors.sql.errors import classify
 from etl_tasks.errors import BadRowError
 from etl_tasks.values.canonical import canonical_for, interval_parts
 from etl_tasks.values.casts import cast_to

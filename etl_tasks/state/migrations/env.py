@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import pool
 
-from etl_tasks.connectors.engines import create_sql_engine
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.state.models import Base
 
 config = context.config

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, func, select, text
 
-from etl_tasks.connectors.sql_source import reflect_table, split_name
+from etl_tasks.connectors.sql.queries import reflect_table, split_name
 
 # Every column of the table that owns a sequence: serial columns and identity columns.
 _PG_OWNED = text(

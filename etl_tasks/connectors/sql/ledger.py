@@ -7,7 +7,6 @@ chunk's effect happens exactly once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,7 +30,8 @@ from sqlalchemy import (
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql
 
-from etl_tasks.connectors.db_errors import classify
+from etl_tasks.connectors.base import LedgerRecord, QuarantineEntry
+from etl_tasks.connectors.sql.errors import classify
 from etl_tasks.constants import LEDGER_TABLE
 from etl_tasks.errors import PermanentError, TransientError
 
@@ -40,23 +40,6 @@ from etl_tasks.errors import PermanentError, TransientError
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 #: Columns holding :data:`LongText`; a ledger an older version made may have them narrower.
 LONG_TEXT_COLUMNS = ("quarantine", "cut_key")
-
-
-@dataclass(frozen=True)
-class QuarantineEntry:
-    """A rejected row: its key (JSON text), why, and the row itself (JSON-able)."""
-
-    key: str
-    reason: str
-    row: dict[str, Any] | None
-
-
-@dataclass(frozen=True)
-class LedgerRecord:
-    fencing_token: int
-    rows_loaded: int
-    quarantine: list[QuarantineEntry]
-    cut: list[Any] | None = None  # the load stopped at its deadline after this key
 
 
 def ledger_table(metadata: MetaData | None = None) -> Table:

@@ -27,16 +27,16 @@ from sqlalchemy.types import NullType
 from etl_tasks import codec
 from etl_tasks.budget import SUB_BATCH_ROWS
 from etl_tasks.codec import NULL_KEYS
-from etl_tasks.connectors import ledger
-from etl_tasks.connectors.db_errors import (
+from etl_tasks.connectors.base import LedgerRecord, QuarantineEntry
+from etl_tasks.connectors.sql import ledger
+from etl_tasks.connectors.sql.errors import (
     error_reason,
     is_bad_row_error,
     is_transient_error,
     transient,
 )
-from etl_tasks.connectors.ledger import LedgerRecord, QuarantineEntry
-from etl_tasks.connectors.pg_copy import copy_into
-from etl_tasks.connectors.sql_source import range_condition, raw
+from etl_tasks.connectors.sql.pg_copy import copy_into
+from etl_tasks.connectors.sql.queries import range_condition, raw
 from etl_tasks.errors import BadRowError, PermanentError
 from etl_tasks.values.casts import cast_to
 from etl_tasks.values.encoders import ENCODERS

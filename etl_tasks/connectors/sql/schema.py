@@ -17,8 +17,8 @@ from sqlalchemy import Column, Connection, Engine, Index, MetaData, Table, inspe
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeEngine
 
-from etl_tasks.connectors.ledger import LONG_TEXT_COLUMNS, ledger_table
-from etl_tasks.connectors.sql_source import split_name
+from etl_tasks.connectors.sql.ledger import LONG_TEXT_COLUMNS, ledger_table
+from etl_tasks.connectors.sql.queries import split_name
 from etl_tasks.errors import TransientError
 from etl_tasks.values.ddl import DeclaredType, Target, TargetColumn
 

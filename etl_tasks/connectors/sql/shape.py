@@ -13,8 +13,8 @@ from sqlalchemy import Engine, column, text
 from sqlalchemy.sql import FromClause
 
 from etl_tasks.boundary.identity import refuse_marked_schema
-from etl_tasks.connectors.engines import for_reading
-from etl_tasks.connectors.sql_source import read_only, reflect_table
+from etl_tasks.connectors.sql.engines import for_reading
+from etl_tasks.connectors.sql.queries import read_only, reflect_table
 from etl_tasks.spec import Stream
 from etl_tasks.values.catalog import describe, query_types
 
