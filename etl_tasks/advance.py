@@ -11,15 +11,10 @@ import logging
 from collections.abc import Callable
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session
 
 from etl_tasks import planning
-from etl_tasks.bindings import target_columns
 from etl_tasks.chunk_lease import fail_migration
-from etl_tasks.connectors.sql.errors import error_reason, is_transient_error, transient
-from etl_tasks.connectors.sql.queries import reflect_table
-from etl_tasks.connectors.sql.schema import ensure_ledger, ensure_table, target_of
 from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
@@ -118,37 +113,9 @@ def _prepare_ready_streams(rt: Runtime, migration_id: str) -> None:
 
 
 def prepare(rt: Runtime, migration_id: str, stream: str) -> None:
-    """Create the ledger and, with ``create_target``, the target table: once, under a lock."""
-    try:
-        _prepare(rt, migration_id, stream)
-    except sa_exc.SQLAlchemyError as exc:
-        if is_transient_error(exc):
-            raise transient("target unavailable", exc) from exc
-        raise PermanentError(f"cannot prepare {stream!r}: {error_reason(exc)}") from exc
-
-
-def _prepare(rt: Runtime, migration_id: str, stream: str) -> None:
-    spec = rt.spec(migration_id)
-    engine = rt.target_engine(migration_id)
-    ensure_ledger(engine)
-    st = spec.stream(stream)
-    if not st.create_target:
-        return
-    binding = rt.binding(migration_id, stream)
-    with engine.connect() as conn:
-        to = target_of(conn, st.target_table)
-    columns, refused = target_columns(st, binding.source.table, binding.source_types, to)
-    if refused:  # preflight refuses these; a spec recorded without it fails here
-        name, why = refused[0]
-        raise PermanentError(f"cannot create column {name!r}: {why.reason}")
-    created = ensure_table(engine, st.target_table, columns, binding.target_key, binding.unique_key)
-    if created:
-        log.info(
-            "created target table %s",
-            st.target_table,
-            extra={"migration_id": migration_id, "stream": stream},
-        )
-    reflect_table(engine, st.target_table)
+    """What the stream's target needs before its first chunk (the ledger; the table with
+    ``create_target``): once, under the target's own lock."""
+    rt.target(migration_id, stream).prepare()
 
 
 def _streams_to_plan(rt: Runtime, migration_id: str) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.sql import FromClause
 
-from etl_tasks.connectors.sql.queries import SqlSource
+from etl_tasks.connectors.sql.queries import RangeQuery
 from etl_tasks.spec import ColumnFrom, ColumnSpec, ColumnValue, MigrationSpec, Stream
 from etl_tasks.transforms import RowMapper, compile_mapper
 from etl_tasks.values.ddl import Target, TargetColumn, Uncarriable, carry
@@ -147,7 +147,7 @@ class StreamBinding:
 
     name: str
     stream: Stream
-    source: SqlSource
+    source: RangeQuery
     mapper: RowMapper
     key: list[str]  # source key columns
     target_key: list[str]
@@ -190,7 +190,7 @@ def bind_stream(
     return StreamBinding(
         name=name,
         stream=stream,
-        source=SqlSource(source_table, key, cols, stream.where, text_cols),
+        source=RangeQuery(source_table, key, cols, stream.where, text_cols),
         mapper=compile_mapper(stream.columns or column_specs(stream, source_table), cols),
         key=key,
         target_key=tkey,

@@ -12,21 +12,17 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from etl_tasks import codec
 from etl_tasks.codec import NULL_KEYS
-from etl_tasks.connectors.sql.errors import error_reason, is_transient_error, transient
-from etl_tasks.errors import PermanentError
+from etl_tasks.connectors.base import Range
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.enums import ChunkState, Step
 from etl_tasks.state.models import Chunk, Stream
 
 log = logging.getLogger(__name__)
-
-Range = tuple[tuple[Any, ...] | None, tuple[Any, ...] | None]
 
 
 def plan_more(rt: Runtime, migration_id: str, stream_id: int) -> int:
@@ -63,23 +59,7 @@ def boundaries(
     count: int,
 ) -> tuple[list[Range], bool]:
     """Up to ``count`` ranges of ``rows`` rows after ``lower``; True when the last is open."""
-    binding = rt.binding(migration_id, stream)
-    engine = rt.source_reader(migration_id)
-    ranges: list[Range] = []
-    try:
-        with engine.connect() as conn:
-            binding.source.begin(conn)
-            for _ in range(count):
-                upper = binding.source.next_boundary(conn, lower, rows)
-                ranges.append((lower, upper))
-                if upper is None:
-                    return ranges, True
-                lower = upper
-    except sa_exc.SQLAlchemyError as exc:
-        if is_transient_error(exc):
-            raise transient("source unavailable", exc) from exc
-        raise PermanentError(f"cannot plan {stream!r}: {error_reason(exc)}") from exc
-    return ranges, False
+    return rt.source(migration_id, stream).boundaries(lower, rows, count)
 
 
 def _record(

@@ -11,28 +11,26 @@ import threading
 from collections.abc import Iterator
 
 import redis
-from sqlalchemy import Engine, Table
+from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
-from etl_tasks.bindings import StreamBinding, Types, bind_stream, source_key
-from etl_tasks.boundary.identity import refuse_marked_schema
+from etl_tasks.bindings import StreamBinding, bind_stream, source_key
 from etl_tasks.boundary.policy import Boundary, worker_timeouts
 from etl_tasks.boundary.sealing import Sealer, open_spec
 from etl_tasks.boundary.sql_urls import SqlEndpoint
-from etl_tasks.connectors.sql.engines import EngineCache, for_reading
+from etl_tasks.connectors import registry
+from etl_tasks.connectors.base import Source, Target
+from etl_tasks.connectors.sql.engines import EngineCache
 from etl_tasks.connectors.sql.errors import error_reason, is_transient_error
-from etl_tasks.connectors.sql.queries import reflect_table
 from etl_tasks.connectors.sql.shape import source_shape
-from etl_tasks.connectors.sql.target import SqlTarget
 from etl_tasks.errors import NotFound, PermanentError, TransientError
 from etl_tasks.preflight_keys import unique_not_null
 from etl_tasks.publisher import Publisher
 from etl_tasks.settings import Settings
-from etl_tasks.spec import MigrationSpec
+from etl_tasks.spec import MigrationSpec, endpoint_kind
 from etl_tasks.staging import StagingStore
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import Migration
-from etl_tasks.values.catalog import describe
 from etl_tasks.values.path import ValuePath, build_path
 
 
@@ -55,7 +53,8 @@ class Runtime:
         self._endpoints: dict[tuple[str, str], SqlEndpoint] = {}
         self._bindings: dict[tuple[str, str], StreamBinding] = {}
         self._paths: dict[tuple[str, str], ValuePath] = {}
-        self._targets: dict[tuple[str, str], SqlTarget] = {}
+        self._sources: dict[tuple[str, str], Source] = {}
+        self._targets: dict[tuple[str, str], Target] = {}
         self._broker: redis.Redis | None = None
 
     def broker_redis(self) -> redis.Redis | None:
@@ -124,27 +123,26 @@ class Runtime:
             self._bindings[key] = binding
         return binding
 
-    def target(self, migration_id: str, stream: str) -> SqlTarget:
+    def source(self, migration_id: str, stream: str) -> Source:
+        """The stream's source, built by the connector of its endpoint's kind."""
+        key = (migration_id, stream)
+        with self._lock:
+            if key in self._sources:
+                return self._sources[key]
+        kind = endpoint_kind(self.spec(migration_id).source.model_dump(exclude_none=True))
+        source = registry.source_factory(kind)(self, migration_id, stream)
+        with self._lock:
+            self._sources[key] = source
+        return source
+
+    def target(self, migration_id: str, stream: str) -> Target:
+        """The stream's target, built by the connector of its endpoint's kind."""
         key = (migration_id, stream)
         with self._lock:
             if key in self._targets:
                 return self._targets[key]
-        spec = self.spec(migration_id)
-        binding = self.binding(migration_id, stream)
-        engine = self.target_engine(migration_id)
-        name = spec.stream(stream).target_table
-        table = self._reflect(engine, name)
-        types = self._describe(engine, name)
-        tkey = binding.target_key or [c.name for c in table.primary_key.columns]
-        target = SqlTarget(
-            engine,
-            table,
-            tkey,
-            spec.stream(stream).write,
-            binding.identity_key,
-            types,
-            binding.unique_key,
-        )
+        kind = endpoint_kind(self.spec(migration_id).target.model_dump(exclude_none=True))
+        target = registry.target_factory(kind)(self, migration_id, stream)
         with self._lock:
             self._targets[key] = target
         return target
@@ -158,19 +156,10 @@ class Runtime:
                 return self._paths[key]
         binding = self.binding(migration_id, stream)
         target = self.target(migration_id, stream)
-        path = build_path(binding.mapper, binding.origins, binding.source_types, target.types)
+        path = build_path(binding.mapper, binding.origins, binding.source_types, target.columns())
         with self._lock:
             self._paths[key] = path
         return path
-
-    def _reflect(self, engine: Engine, name: str) -> Table:
-        with self._catalog_errors(name):
-            refuse_marked_schema(engine, name)
-            return reflect_table(for_reading(engine), name)
-
-    def _describe(self, engine: Engine, name: str) -> Types:
-        with self._catalog_errors(name), for_reading(engine).connect() as conn:
-            return describe(conn, name)
 
     @staticmethod
     @contextlib.contextmanager
@@ -188,7 +177,7 @@ class Runtime:
         """Forget a finished migration and close its engines when no other uses them."""
         with self._lock:
             self._specs.pop(migration_id, None)
-            for cache in (self._bindings, self._targets, self._paths):
+            for cache in (self._bindings, self._sources, self._targets, self._paths):
                 for k in [k for k in cache if k[0] == migration_id]:
                     cache.pop(k)
             mine = [self._endpoints.pop(k) for k in list(self._endpoints) if k[0] == migration_id]

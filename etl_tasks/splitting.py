@@ -9,12 +9,14 @@ comparison is ever made outside the database (collations stay its business).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+from etl_tasks.budget import StepClock
 from etl_tasks.chunk_lease import NOW, Claim
 from etl_tasks.errors import LeaseLost
 from etl_tasks.planning import add_chunks
@@ -58,3 +60,20 @@ def renew(rt: Runtime, c: Claim) -> None:
         ).rowcount  # type: ignore[attr-defined]
     if not done:
         raise LeaseLost()
+
+
+@dataclass
+class StepPace:
+    """A claimed step's clock as a connector sees it (:class:`~etl_tasks.connectors.base.Pace`):
+    its deadline, and a lease renewed whenever a third of it has passed."""
+
+    rt: Runtime
+    claim: Claim
+    clock: StepClock
+
+    def expired(self, ahead_s: float = 0.0) -> bool:
+        return self.clock.expired(ahead_s)
+
+    def tick(self) -> None:
+        if self.clock.renewal_due():
+            renew(self.rt, self.claim)

@@ -1,25 +1,22 @@
 """Finishing a stream: what happens in its target before the stream is marked done.
 
 A stream is complete when it is fully planned and every chunk of it is done.
-Before :func:`etl_tasks.advance.settle` marks it done, the key generators of its
-target table (PostgreSQL sequences of serial and identity columns, MariaDB's
-AUTO_INCREMENT) are moved past the keys it loaded, so the application's first
-INSERT after the migration does not collide; a stream whose spec says
-``advance_sequences: false`` is left as it is. This runs outside any state-DB
-transaction and is idempotent (a generator never moves backwards), so the plan
-task and the sweeper may both do it.
+Before :func:`etl_tasks.advance.settle` marks it done, its target finishes
+(:meth:`~etl_tasks.connectors.base.Target.finish`): a SQL target moves the key
+generators of its table (PostgreSQL sequences of serial and identity columns,
+MariaDB's AUTO_INCREMENT) past the keys it loaded, so the application's first
+INSERT after the migration does not collide, unless the spec says
+``advance_sequences: false``. This runs outside any state-DB transaction and is
+idempotent (a generator never moves backwards), so the plan task and the sweeper
+may both do it.
 """
 
 from __future__ import annotations
 
 import logging
 
-from sqlalchemy import exc as sa_exc
 from sqlalchemy import select
 
-from etl_tasks.connectors.sql.errors import error_reason, is_transient_error
-from etl_tasks.connectors.sql.sequences import advance_sequences
-from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.enums import ChunkState, StreamState
 from etl_tasks.state.models import Chunk, Stream
@@ -49,28 +46,14 @@ def complete_streams(rt: Runtime, migration_id: str) -> list[tuple[int, str]]:
 
 def finish_streams(rt: Runtime, migration_id: str) -> set[int]:
     """Do the target's part of finishing each complete stream; return those now ready."""
-    spec = rt.spec(migration_id)
     ready: set[int] = set()
     for stream_id, name in complete_streams(rt, migration_id):
-        stream = spec.stream(name)
-        if stream.advance_sequences:
-            _advance(rt, migration_id, name, stream.target_table)
+        did = rt.target(migration_id, name).finish()
+        if did:
+            log.info(
+                "finished the target: %s",
+                ", ".join(did),
+                extra={"migration_id": migration_id, "stream": name},
+            )
         ready.add(stream_id)
     return ready
-
-
-def _advance(rt: Runtime, migration_id: str, stream: str, table: str) -> None:
-    try:
-        moved = advance_sequences(rt.target_engine(migration_id), table)
-    except sa_exc.SQLAlchemyError as exc:
-        if is_transient_error(exc):
-            raise TransientError(f"target unavailable: {error_reason(exc)}") from exc
-        raise PermanentError(
-            f"cannot advance the sequences of {table!r}: {error_reason(exc)}"
-        ) from exc
-    if moved:
-        log.info(
-            "advanced %s past the loaded keys",
-            ", ".join(moved),
-            extra={"migration_id": migration_id, "stream": stream},
-        )

@@ -25,7 +25,7 @@ from sqlalchemy import Connection, Engine, Select, Table
 from etl_tasks.bindings import StreamBinding, Types, bind_stream
 from etl_tasks.budget import SUB_BATCH_ROWS
 from etl_tasks.codec import NULL_KEYS, decode_value
-from etl_tasks.connectors.sql.queries import SqlSource, reflect_table
+from etl_tasks.connectors.sql.queries import RangeQuery, reflect_table
 from etl_tasks.connectors.sql.shape import source_shape
 from etl_tasks.errors import BadRowError, PermanentError
 from etl_tasks.spec import MigrationSpec
@@ -148,7 +148,7 @@ class StreamComparer:
         self._keys = _Keys(target_key, target_types)
         self._key_pos = [self.columns.index(k) for k in target_key]
         text = {c: None for c in self.columns if c in target_types and target_types[c].exact_text}
-        self.target = SqlSource(target, target_key, self.columns, [], text)
+        self.target = RangeQuery(target, target_key, self.columns, [], text)
         self._target_keys = KeySpeller([target_types[k] for k in target_key], dialects[1])
         self._source_keys = KeySpeller([binding.source_types[k] for k in binding.key], dialects[0])
 

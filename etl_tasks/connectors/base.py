@@ -63,12 +63,14 @@ class Refused:
 class Batch:
     """Rows in flight between two steps: columns, rows, and what the steps need to cut them.
 
-    ``keys`` holds each row's source key (as the source returned it, encoded) and
-    ``positions`` each row's place in the chunk's extract; a deadline cut is made
-    at a key the source returned, and the transform's quarantine is trimmed by
-    position. ``native`` may carry the same rows in a form a target of the same
-    kind consumes without parsing (a PostgreSQL COPY stream, an Arrow record
-    batch): a target that does not know it uses ``rows``. Halves never carry it.
+    A source's batch has its key columns first and leaves ``keys`` and ``positions``
+    empty. A transformed batch's ``keys`` hold each row's source key (as the source
+    returned it, encoded) and ``positions`` each row's place in the chunk's extract:
+    a load's deadline cut is made at a key the source returned, and the transform's
+    quarantine is trimmed by position. ``native`` may carry the same rows in a form
+    a target of the same kind consumes without parsing (a PostgreSQL COPY stream, an
+    Arrow record batch): a target that does not know it uses ``rows``. Halves never
+    carry it.
     """
 
     columns: list[str]
@@ -171,7 +173,7 @@ class Source(Protocol):
     def read_range(
         self, lower: Key | None, upper: Key | None, pace: Pace
     ) -> tuple[Batch, Key | None]:
-        """Every row of ``lower < key <= upper`` in key order, as a batch with each row's key.
+        """Every row of ``lower < key <= upper`` in key order, key columns first.
 
         Stops early when ``pace.expired()`` says so, between sub-batches, never inside
         a run of rows that share a key; returns the rows read and the last key read
@@ -233,6 +235,11 @@ class Target(Protocol):
 
     kind: str
 
+    @property
+    def key(self) -> list[str]:
+        """The target's key columns: a row it refuses is quarantined by them."""
+        ...
+
     def prepare(self) -> None:
         """Create what the stream needs before its first chunk (the ledger; the table with
         ``create_target``), idempotently: two workers may prepare at once."""
@@ -245,6 +252,12 @@ class Target(Protocol):
     def begin_chunk(self, chunk: ChunkRef) -> ChunkWrite:
         """Start writing one chunk. A chunk whose record is in the ledger already comes
         back with ``committed`` set and writes nothing (a second delivery)."""
+        ...
+
+    def finish(self) -> list[str]:
+        """Called once every chunk of the stream is done, before the stream is marked done
+        (a SQL target moves its key generators past the loaded keys); idempotent. Returns
+        what it did, for the log."""
         ...
 
     def ledger_lookup(self, chunk: ChunkRef) -> LedgerRecord | None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 
 from etl_tasks.chunk_lease import Claim, back_to_extract
-from etl_tasks.connectors.sql import ledger
+from etl_tasks.connectors.base import ChunkRef
 from etl_tasks.publisher import publish_plan, publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.steps.finish import finish
@@ -29,8 +29,8 @@ log = logging.getLogger("etl_tasks.steps")
 
 def finish_from_ledger(rt: Runtime, c: Claim) -> bool:
     """Finish the chunk from its ledger record if a load of it committed; say whether."""
-    engine = rt.target_engine(c.migration_id)
-    record = ledger.committed(engine, c.migration_id, c.stream, c.chunk_id, c.token)
+    chunk = ChunkRef(c.migration_id, c.stream, c.chunk_id, c.token)
+    record = rt.target(c.migration_id, c.stream).ledger_lookup(chunk)
     if record is None:
         return False
     log.info(

@@ -1,16 +1,35 @@
-"""Load: commit the chunk's rows and its ledger record in one target transaction."""
+"""Load: write the chunk's rows and its ledger record together, once, into any target.
+
+The loop is the same for every target (:class:`~etl_tasks.connectors.base.Target`):
+sub-batches of ``SUB_BATCH_ROWS`` rows, a stop at the step's deadline (the rest of
+the chunk becomes a new chunk, cut at a key the source returned and never inside
+a run of equal keys), and quarantine by bisection: a batch the target refuses for a
+row it does not name is halved until the row is alone. A target only writes a
+batch whole or not at all, and commits the chunk with its ledger record.
+"""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from etl_tasks import codec
-from etl_tasks.budget import StepClock
+from etl_tasks.budget import SUB_BATCH_ROWS, StepClock
 from etl_tasks.chunk_lease import Claim
-from etl_tasks.connectors.base import QuarantineEntry
-from etl_tasks.connectors.sql.target import LoadRequest
-from etl_tasks.errors import StagingMissing
+from etl_tasks.connectors.base import (
+    Batch,
+    ChunkRef,
+    ChunkWrite,
+    LedgerRecord,
+    Pace,
+    QuarantineEntry,
+    Refused,
+)
+from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.publisher import publish_plan
 from etl_tasks.runtime import Runtime
-from etl_tasks.splitting import renew
+from etl_tasks.splitting import StepPace, renew
 from etl_tasks.steps import transform as transform_step
 from etl_tasks.steps.common import elapsed_ms, run_step
 from etl_tasks.steps.finish import finish
@@ -28,25 +47,113 @@ def _load(rt: Runtime, c: Claim) -> None:
     if blob is None:
         raise StagingMissing()
     columns, rows, extra = codec.decode_rows(blob)
-    request = LoadRequest(
-        migration_id=c.migration_id,
-        stream=c.stream,
-        chunk_id=c.chunk_id,
-        token=c.token,
-        columns=columns,
-        rows=rows,
-        quarantine=[(QuarantineEntry(k, r, d), pos) for k, r, d, pos in extra["quarantine"]],
-        key_range=(codec.decode_key(c.lower), codec.decode_key(c.upper)),
+    batch = Batch(columns, rows, extra["source_keys"], extra["positions"])
+    chunk = ChunkRef(
+        c.migration_id,
+        c.stream,
+        c.chunk_id,
+        c.token,
+        (codec.decode_key(c.lower), codec.decode_key(c.upper)),
+    )
+    job = Job(
+        batch=batch,
+        earlier=[(QuarantineEntry(k, r, d), pos) for k, r, d, pos in extra["quarantine"]],
+        key=rt.target(c.migration_id, c.stream).key,
         fail_on_bad=rt.spec(c.migration_id).on_bad_row == "fail",
-        positions=extra["positions"],
-        source_keys=extra["source_keys"],
-        expired=clock.expired,
-        between_batches=lambda: renew(rt, c) if clock.renewal_due() else None,
+        pace=StepPace(rt, c, clock),
         # A load that stalled past its lease must not commit: the chunk may have gone back
         # to extract meanwhile (its staged rows lost, no ledger row yet) and be cut anew.
         before_commit=lambda: renew(rt, c),
     )
-    record = rt.target(c.migration_id, c.stream).load(request)
+    with rt.target(c.migration_id, c.stream).begin_chunk(chunk) as tx:
+        record = tx.committed or write_chunk(tx, c.token, job)
     finish(rt, c, record, elapsed_ms(clock.started))
     rt.staging.delete(c.chunk_id, c.stage_token, transform_step.STAGE)
     publish_plan(rt.publisher, c.migration_id)
+
+
+@dataclass
+class Job:
+    """What one load writes, and the rules it writes by."""
+
+    batch: Batch  # the transformed rows, with their source keys and extract positions
+    earlier: list[tuple[QuarantineEntry, int]]  # set aside by the transform: (entry, position)
+    key: list[str]  # the target's key columns: a refused row is quarantined by them
+    fail_on_bad: bool  # on_bad_row "fail": one refused row fails the chunk
+    pace: Pace
+    before_commit: Callable[[], None] = lambda: None
+
+
+def write_chunk(tx: ChunkWrite, token: int, job: Job) -> LedgerRecord:
+    """Write sub-batch by sub-batch until done or the deadline; commit with the ledger record."""
+    batch, pace = job.batch, job.pace
+    bad: list[Refused] = []
+    written = 0
+    while written < len(batch):
+        began = time.monotonic()
+        part = batch.take(written, written + SUB_BATCH_ROWS)
+        refused, handled = write_bisecting(tx, part, stop=lambda: pace.expired(0.0))
+        bad += refused
+        written += handled
+        if bad and job.fail_on_bad:
+            raise PermanentError(f"the target refused a row: {bad[0].reason}")
+        if written < len(batch) and (handled < len(part) or pace.expired(time.monotonic() - began)):
+            break
+        pace.tick()
+    end = _end_of_run(batch, written)  # a cut never separates rows with equal keys
+    if end > written:
+        refused, _ = write_bisecting(tx, batch.take(written, end), stop=lambda: False)
+        bad += refused
+        written = end
+    cut = None
+    kept = job.earlier
+    if written < len(batch):  # stopped at the deadline: the rest becomes a new chunk
+        cut = batch.keys[written - 1]
+        kept = [(q, pos) for q, pos in job.earlier if pos <= batch.positions[written - 1]]
+    quarantine = [q for q, _ in kept] + [_entry(batch.columns, job.key, r) for r in bad]
+    record = LedgerRecord(token, written - len(bad), quarantine, cut)
+    job.before_commit()
+    tx.commit(record)
+    return record
+
+
+def write_bisecting(
+    tx: ChunkWrite, batch: Batch, stop: Callable[[], bool]
+) -> tuple[list[Refused], int]:
+    """Write ``batch``; return the rows the target refused (each with its reason) and how
+    many leading rows were handled: all, unless ``stop()`` said so during a bisection.
+
+    Halves are handled in order, so what is done is always a prefix; ``stop`` is asked
+    only after a half is done, so every call handles at least one row.
+    """
+    if not len(batch):
+        return [], 0
+    try:
+        return tx.write(batch), len(batch)
+    except BadRowError as exc:
+        if len(batch) == 1:
+            return [Refused(batch.rows[0], exc.reason)], 1
+    first, second = batch.split()
+    bad, done = write_bisecting(tx, first, stop)
+    if done < len(first) or stop():
+        return bad, done
+    more, done = write_bisecting(tx, second, stop)
+    return bad + more, len(first) + done
+
+
+def _end_of_run(batch: Batch, written: int) -> int:
+    """Where the run of rows sharing the last written row's source key ends."""
+    keys = batch.keys
+    end = written
+    while 0 < end < len(keys) and keys[end] == keys[written - 1]:
+        end += 1
+    return end
+
+
+def _entry(columns: list[str], key: list[str], refused: Refused) -> QuarantineEntry:
+    by_name = dict(zip(columns, refused.row, strict=True))
+    return QuarantineEntry(
+        codec.dumps([by_name[k] for k in key]),
+        refused.reason,
+        {c: codec.encode_value(v) for c, v in by_name.items()},
+    )

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, Select, select
 
-from etl_tasks.connectors.sql.queries import SqlSource, key_expr, key_value
+from etl_tasks.connectors.sql.queries import RangeQuery, key_expr, key_value
 from etl_tasks.errors import BadRowError
 from etl_tasks.values.casts import Cast, cast_to
 from etl_tasks.values.encoders import ENCODERS
@@ -60,12 +60,14 @@ def _in(cols: Sequence[ColumnElement[Any]], keys: Sequence[tuple[Any, ...]]) -> 
     return key_expr(cols).in_([key_value(k) for k in keys])
 
 
-def rows_with_keys(reader: SqlSource, keys: Sequence[tuple[Any, ...]]) -> Select[Any]:
+def rows_with_keys(reader: RangeQuery, keys: Sequence[tuple[Any, ...]]) -> Select[Any]:
     """``reader``'s columns, for the rows whose key is one of ``keys`` (spelled)."""
     return select(*reader.read_columns).where(reader.where, _in(reader.key_cols, keys))
 
 
-def keys_present(conn: Connection, reader: SqlSource, keys: Sequence[tuple[Any, ...]]) -> list[Any]:
+def keys_present(
+    conn: Connection, reader: RangeQuery, keys: Sequence[tuple[Any, ...]]
+) -> list[Any]:
     """The key values (as stored) of the rows ``reader`` sees among ``keys`` (spelled)."""
     found: list[Any] = []
     for batch in batches(keys):

@@ -20,6 +20,7 @@ from etl_tasks import codec
 from etl_tasks.budget import StepClock
 from etl_tasks.connectors.sql.engines import for_reading
 from etl_tasks.connectors.sql.errors import error_reason, is_transient_error
+from etl_tasks.connectors.sql.target import SqlTarget
 from etl_tasks.errors import LeaseLost, PermanentError, TransientError
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.models import QuarantinedRow
@@ -76,6 +77,8 @@ def verify_range(rt: Runtime, range_id: int) -> str:
 def compare_claimed(rt: Runtime, c: RangeClaim) -> RangeCheck:
     """The range compared, with the database errors turned into Baton's."""
     target = rt.target(c.migration_id, c.stream)
+    if not isinstance(target, SqlTarget):
+        raise PermanentError(f"verify compares SQL targets only, not {target.kind} ones")
     source = rt.source_reader(c.migration_id)
     comparer = StreamComparer(
         rt.binding(c.migration_id, c.stream),

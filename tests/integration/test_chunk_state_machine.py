@@ -45,7 +45,7 @@ from sqlalchemy import Engine, column, func, select, table
 from etl_tasks import codec
 from etl_tasks.advance import advance
 from etl_tasks.chunk_lease import Claim, claim
-from etl_tasks.connectors import sql_target
+from etl_tasks.connectors.sql import source as sql_source
 from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.connectors.sql.ledger import LEDGER
 from etl_tasks.connectors.sql.schema import ensure_ledger
@@ -367,8 +367,8 @@ def _bound(encoded: list[Any] | None, default: int) -> int:
 def small_sub_batches() -> Iterator[None]:
     """Sub-batches of three rows, so a deadline cuts even the small chunks of this test."""
     with (
-        mock.patch.object(extract_module, "SUB_BATCH_ROWS", SUB_BATCH),
-        mock.patch.object(sql_target, "SUB_BATCH_ROWS", SUB_BATCH),
+        mock.patch.object(sql_source, "SUB_BATCH_ROWS", SUB_BATCH),
+        mock.patch.object(load_module, "SUB_BATCH_ROWS", SUB_BATCH),
     ):
         yield
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,11 +14,28 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
+#: What a wheel is never built from: a ``build/`` folder left by an earlier build would
+#: put files removed since (a renamed migration) back into the wheel.
+NOT_SOURCE = shutil.ignore_patterns(
+    ".git",
+    ".venv",
+    "build",
+    "dist",
+    "*.egg-info",
+    ".*cache",
+    "__pycache__",
+    ".baton*",
+    "node_modules",
+)
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    tree = tmp_path_factory.mktemp("tree") / "baton"
+    shutil.copytree(ROOT, tree, ignore=NOT_SOURCE)
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(out), str(tree)],
         check=True,
         capture_output=True,
         timeout=300,

@@ -47,10 +47,10 @@ def test_the_same_answer_from_a_working_server_fails_the_chunk(
     fails: bool,
 ) -> None:
     # Given a target that answers every load with the same transient-looking error
-    def load(self: SqlTarget, request: Any) -> Any:
+    def begin_chunk(self: SqlTarget, chunk: Any) -> Any:
         raise TransientError("target unavailable: deadlock detected", connection=connection)
 
-    monkeypatch.setattr(SqlTarget, "load", load)
+    monkeypatch.setattr(SqlTarget, "begin_chunk", begin_chunk)
     settings = make_settings(max_attempts=3, retry_backoff_s=0.05, retry_backoff_max_s=0.1)
     legacy = sqlite_url(tmp_path / "legacy.db")
     build_source(legacy, customers=10, orders=1)

@@ -1,4 +1,4 @@
-"""Unit tests for keyset planning: ``SqlSource.next_boundary`` and ``read_range`` on SQLite.
+"""Unit tests for keyset planning: ``RangeQuery.next_boundary`` and ``read_range`` on SQLite.
 
 ``planning.boundaries`` needs a Runtime, so :func:`plan` below walks boundaries
 the same way it does: each range is ``(lower, upper]``, the last one open.
@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import Connection, Engine, create_engine, func, select, text
 
 from etl_tasks.connectors.sql.queries import (
-    SqlSource,
+    RangeQuery,
     range_condition,
     reflect_table,
     split_name,
@@ -47,14 +47,14 @@ def add_rows(engine: Engine, insert: str, rows: Sequence[dict[str, Any]]) -> Non
         conn.execute(text(insert), list(rows))
 
 
-def source(engine: Engine, table: str, key: list[str], where: Sequence[Filter] = ()) -> SqlSource:
+def source(engine: Engine, table: str, key: list[str], where: Sequence[Filter] = ()) -> RangeQuery:
     """A source reading every column of the reflected table, key columns first."""
     reflected = reflect_table(engine, table)
     columns = key + [c.name for c in reflected.columns if c.name not in key]
-    return SqlSource(reflected, key, columns, where)
+    return RangeQuery(reflected, key, columns, where)
 
 
-def plan(src: SqlSource, conn: Connection, rows: int, lower: Key | None = None) -> list[Range]:
+def plan(src: RangeQuery, conn: Connection, rows: int, lower: Key | None = None) -> list[Range]:
     """Every range after ``lower``, the way ``planning.boundaries`` cuts them."""
     ranges: list[Range] = []
     while True:
@@ -65,12 +65,12 @@ def plan(src: SqlSource, conn: Connection, rows: int, lower: Key | None = None) 
         lower = upper
 
 
-def read_chunks(src: SqlSource, conn: Connection, ranges: list[Range]) -> list[list[Key]]:
+def read_chunks(src: RangeQuery, conn: Connection, ranges: list[Range]) -> list[list[Key]]:
     """The rows of each range (as tuples, key columns first)."""
     return [src.read_range(conn, lo, hi) for lo, hi in ranges]
 
 
-def assert_partition(src: SqlSource, engine: Engine, rows: int, expected_keys: list[Key]) -> None:
+def assert_partition(src: RangeQuery, engine: Engine, rows: int, expected_keys: list[Key]) -> None:
     """Planning in ``rows``-row ranges covers ``expected_keys`` once each, in key order."""
     width = len(src.key_cols)
     with engine.connect() as conn:
@@ -406,7 +406,7 @@ def test_read_range_without_bounds_reads_every_row(engine: Engine) -> None:
 def test_read_range_returns_tuples_in_columns_order(engine: Engine) -> None:
     make_customers(engine)
     table = reflect_table(engine, "Customer")
-    src = SqlSource(table, ["CustomerId"], ["CustomerId", "SupportRepId", "Email"], [])
+    src = RangeQuery(table, ["CustomerId"], ["CustomerId", "SupportRepId", "Email"], [])
 
     with engine.connect() as conn:
         first = src.read_range(conn, None, ("0042",))

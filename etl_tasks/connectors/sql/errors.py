@@ -10,11 +10,13 @@ MySQL/MariaDB, SQLAlchemy's exception classes elsewhere.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Literal
 
 from sqlalchemy import exc as sa_exc
 
-from etl_tasks.errors import EndpointUnavailable, TransientError
+from etl_tasks.errors import EndpointUnavailable, PermanentError, TransientError
 
 Kind = Literal["transient", "bad_row", "fatal"]
 
@@ -127,3 +129,18 @@ def is_bad_row_error(exc: BaseException) -> bool:
 def is_transient_error(exc: BaseException) -> bool:
     """A failure of the connection (down, restarting, timed out): try again later."""
     return classify(exc) == "transient"
+
+
+@contextlib.contextmanager
+def as_baton_errors(unreachable: str, refused: str) -> Iterator[None]:
+    """The connector's boundary: SQLAlchemy's errors leave as Baton's, by their code.
+
+    ``unreachable`` names the side for an outage ("source unavailable"); ``refused`` says
+    what a server's refusal stopped ("target refused the chunk").
+    """
+    try:
+        yield
+    except sa_exc.SQLAlchemyError as exc:
+        if is_transient_error(exc):
+            raise transient(unreachable, exc) from exc
+        raise PermanentError(f"{refused}: {error_reason(exc)}") from exc

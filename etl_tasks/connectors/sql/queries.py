@@ -125,7 +125,7 @@ def range_condition(
     return and_(true(), *conds)
 
 
-class SqlSource:
+class RangeQuery:
     """One source table of one stream, ready to be read chunk by chunk."""
 
     def __init__(

@@ -1,0 +1,133 @@
+"""A SQL table (or an admin's query) as a :class:`~etl_tasks.connectors.base.Source`.
+
+Keyset reads only: a range is ``lower < key <= upper`` in the source's own key
+order, boundaries come from index scans, and every bound is a value the source
+returned, bound back untouched (see :mod:`etl_tasks.connectors.sql.queries`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, select, text
+
+from etl_tasks.budget import SUB_BATCH_ROWS
+from etl_tasks.connectors.base import Batch, Key, Pace, Range, Shape
+from etl_tasks.connectors.sql.errors import as_baton_errors
+from etl_tasks.connectors.sql.queries import RangeQuery, key_expr, key_value
+from etl_tasks.values.types import ColumnType
+
+#: A count on SQLite or MariaDB reads at most this many rows (it only feeds progress).
+COUNT_CAP = 1_000_000
+
+
+class SqlSource:
+    """One stream's source table, read chunk by chunk in key order."""
+
+    kind = "sql"
+
+    def __init__(
+        self,
+        engine: Engine,
+        query: RangeQuery,
+        key: Sequence[str],
+        types: dict[str, ColumnType],
+    ) -> None:
+        self.engine = engine
+        self.query = query
+        self.key = list(key)
+        self.types = types
+
+    @property
+    def key_width(self) -> int:
+        return len(self.key)
+
+    def describe(self) -> Shape:
+        return Shape(list(self.query.columns), self.key, dict(self.types))
+
+    def estimate_rows(self) -> int | None:
+        """PostgreSQL's planner statistics; elsewhere a count that stops at ``COUNT_CAP``."""
+        with as_baton_errors("source unavailable", "cannot estimate the source's rows"):
+            with self.engine.connect() as conn:
+                self.query.begin(conn)
+                return _estimate(conn, self.query)
+
+    def boundaries(self, after: Key | None, rows: int, count: int) -> tuple[list[Range], bool]:
+        ranges: list[Range] = []
+        lower = after
+        with as_baton_errors("source unavailable", "cannot plan the stream"):
+            with self.engine.connect() as conn:
+                self.query.begin(conn)
+                for _ in range(count):
+                    upper = self.query.next_boundary(conn, lower, rows)
+                    ranges.append((lower, upper))
+                    if upper is None:
+                        return ranges, True
+                    lower = upper
+        return ranges, False
+
+    def read_range(
+        self, lower: Key | None, upper: Key | None, pace: Pace
+    ) -> tuple[Batch, Key | None]:
+        with as_baton_errors("source unavailable", "source refused the read"):
+            rows, cut = self._read(lower, upper, pace)
+        return Batch(list(self.query.columns), rows), cut
+
+    def _read(
+        self, lower: Key | None, upper: Key | None, pace: Pace
+    ) -> tuple[list[tuple[Any, ...]], Key | None]:
+        rows: list[tuple[Any, ...]] = []
+        width = self.key_width
+        stmt = self.query.select_range(lower, upper)
+        with self.engine.connect() as conn:
+            self.query.begin(conn)
+            options = conn.execution_options(stream_results=True, yield_per=SUB_BATCH_ROWS)
+            result = options.execute(stmt)
+            for part in result.partitions(SUB_BATCH_ROWS):
+                rows.extend(tuple(r) for r in part)
+                if pace.expired() and _rest_of_run(result, rows, width):
+                    result.close()
+                    return rows, tuple(rows[-1][:width])
+                pace.tick()
+        return rows, None
+
+    def read_keys(self, keys: Sequence[Key]) -> Batch:
+        """The rows with these keys, in key order (a replay reads only them)."""
+        rows: list[tuple[Any, ...]] = []
+        with as_baton_errors("source unavailable", "source refused the read"):
+            with self.engine.connect() as conn:
+                self.query.begin(conn)
+                for start in range(0, len(keys), SUB_BATCH_ROWS):
+                    part = [key_value(k) for k in keys[start : start + SUB_BATCH_ROWS]]
+                    stmt = (
+                        select(*self.query.read_columns)
+                        .where(self.query.where, key_expr(self.query.key_cols).in_(part))
+                        .order_by(*self.query.key_cols)
+                    )
+                    rows.extend(tuple(r) for r in conn.execute(stmt))
+        return Batch(list(self.query.columns), rows)
+
+
+def _rest_of_run(result: Any, rows: list[tuple[Any, ...]], key_width: int) -> bool:
+    """Read on to the end of the run of rows sharing the last key (a key need not be unique
+    with ``write: insert``), so a cut never separates them; whether rows remain after it."""
+    last = rows[-1][:key_width]
+    while (row := result.fetchone()) is not None:
+        if tuple(row[:key_width]) != last:
+            return True
+        rows.append(tuple(row))
+    return False
+
+
+def _estimate(conn: Connection, query: RangeQuery) -> int | None:
+    table = query.table
+    if conn.dialect.name == "postgresql" and not query.query and hasattr(table, "fullname"):
+        found = conn.execute(
+            text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"),
+            {"name": conn.dialect.identifier_preparer.format_table(table)},
+        ).scalar()
+        if found is not None and found >= 0:
+            return int(found)
+    capped = select(1).select_from(table).where(query.where).limit(COUNT_CAP).subquery()
+    return int(conn.execute(select(func.count()).select_from(capped)).scalar() or 0)
