@@ -230,6 +230,10 @@ class WorkerView(_Response):
     in_flight: int
     steps_done: int
     probe_url: str | None = Field(description="the worker's probe; null for viewers")
+    capabilities: dict[str, Any] = Field(
+        default_factory=dict,
+        description="what the worker can do: endpoint kinds, message schemas, sealed specs",
+    )
     started_at: Timestamp
     last_heartbeat: Timestamp
 

@@ -9,19 +9,28 @@ from typing import Any
 from sqlalchemy import select
 
 from etl_tasks.boundary.sealing import CAPABILITY as SEALED_SPECS
+from etl_tasks.connectors import registry
 from etl_tasks.constants import CONSUMED_SCHEMAS
 from etl_tasks.spec import endpoint_kind
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import WorkerState
 from etl_tasks.state.models import Worker
 
-#: What this version of a worker can do, advertised in its registry row so the API only
-#: asks for what every live worker supports (versions N and N+1 side by side).
-CAPABILITIES: dict[str, object] = {
-    SEALED_SPECS: 1,
-    "endpoint_kinds": ["sql"],
-    "message_schemas": list(CONSUMED_SCHEMAS),
-}
+
+def capabilities() -> dict[str, object]:
+    """What this version of a worker can do, advertised in its registry row so the API only
+    asks for what every live worker supports (versions N and N+1 side by side). Endpoint
+    kinds are the connectors this process has, plugins included."""
+    kinds = registry.kinds()
+    return {
+        SEALED_SPECS: 1,
+        "endpoint_kinds": sorted(set(kinds["sources"]) | set(kinds["targets"])),
+        "source_kinds": kinds["sources"],
+        "target_kinds": kinds["targets"],
+        "message_schemas": list(CONSUMED_SCHEMAS),
+    }
+
+
 LIVE_AFTER_S = 60.0  # a worker silent for longer is reported stopped
 
 
@@ -52,7 +61,7 @@ def heartbeat(
         row.in_flight = in_flight
         row.steps_done = steps_done
         row.heartbeat_at = now
-        row.capabilities = CAPABILITIES
+        row.capabilities = capabilities()
 
 
 def mark_stopped(db: StateDB, name: str, steps_done: int) -> None:
@@ -115,6 +124,7 @@ def list_workers(
                 "in_flight": w.in_flight,
                 "steps_done": w.steps_done,
                 "probe_url": w.probe_url,
+                "capabilities": w.capabilities or {},
                 "started_at": w.started_at.isoformat() + "Z",
                 "last_heartbeat": w.heartbeat_at.isoformat() + "Z",
             }

@@ -22,7 +22,7 @@ from etl_tasks.settings import Settings
 from etl_tasks.spec import parse_spec
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import Migration, Worker
-from etl_tasks.workers import CAPABILITIES, WorkerInfo, heartbeat, missing_kinds
+from etl_tasks.workers import WorkerInfo, capabilities, heartbeat, missing_kinds
 from ops.cli import main
 from tests.data import build_source, open_boundary, spec_for, sqlite_url
 from tests.harness import Driver
@@ -147,7 +147,7 @@ def test_the_api_keeps_literal_credentials_out_until_every_live_worker_can_open_
     assert resp.status_code == 201, resp.get_data(as_text=True)
     assert resp.get_json()["target"] == {"sealed": True, "kind": "sql"}
     with db.reading() as s:
-        assert s.get(Worker, "new@host").capabilities == CAPABILITIES  # type: ignore[union-attr]
+        assert s.get(Worker, "new@host").capabilities == capabilities()  # type: ignore[union-attr]
         dump = s.execute(text("SELECT spec, sealed FROM migrations")).all()
     assert CANARY not in repr(dump)
     db.dispose()

@@ -72,6 +72,11 @@ def backfill_key_hashes() -> None:
 
 
 def upgrade() -> None:
+    if op.get_bind().dialect.name in ("mysql", "mariadb"):
+        # InnoDB backs the stream_id foreign key with the leftmost column of the unique
+        # (stream_id, chunk_id, key): over a TEXT key that index becomes a hash, which
+        # cannot back a foreign key, so the key's own index is made first.
+        op.create_index("ix_quarantine_stream_id", "quarantine", ["stream_id"])
     with op.batch_alter_table("quarantine", schema=None) as batch_op:
         batch_op.alter_column(
             "key", existing_type=sa.String(length=500), type_=sa.Text(), existing_nullable=False
