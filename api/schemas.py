@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from etl_tasks.state.enums import (
     ChunkState,
     MigrationState,
+    QuarantineStatus,
     Step,
     StreamState,
     VerificationState,
@@ -147,6 +148,10 @@ class QuarantinedRowView(_Response):
     key: str = Field(description="the row's key, JSON-encoded")
     reason: str = Field(description="why it was refused; literal values masked for viewers")
     row: dict[str, Any] | None = Field(description="the row; every value '***' for viewers")
+    status: QuarantineStatus = Field(
+        description="quarantined: set aside for good; deferred or retrying: refused for a "
+        "foreign key, read again once its stream has loaded; gone: no longer in the source"
+    )
 
 
 class QuarantineList(_Response):

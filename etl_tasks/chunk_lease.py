@@ -41,6 +41,7 @@ class Claim:
     upper: list[Any] | None
     attempts: int
     extracted: bool = False  # an extract of this chunk committed before (a load may have too)
+    keys: list[Any] | None = None  # a key-set chunk's encoded source keys (a retry)
 
 
 def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
@@ -78,6 +79,7 @@ def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
             chunk.upper,
             chunk.attempts,
             chunk.rows_in is not None,
+            chunk.keys,
         )
 
 

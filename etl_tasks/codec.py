@@ -154,3 +154,13 @@ def decode_rows(blob: bytes) -> tuple[list[str], list[tuple[Any, ...]], dict[str
 def dumps(value: Any) -> str:
     """JSON text of plain data, with typed values encoded (for quarantined rows)."""
     return orjson.dumps(value, default=encode_value).decode()
+
+
+def quarantine_key(values: Sequence[Any]) -> str:
+    """How a row set aside is known by its source key: JSON text that :func:`key_of` reads."""
+    return dumps(list(values))
+
+
+def key_of(quarantined: str) -> tuple[Any, ...]:
+    """The source key a :func:`quarantine_key` names, to read its row again."""
+    return tuple(decode_value(v) for v in orjson.loads(quarantined))

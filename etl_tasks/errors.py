@@ -77,12 +77,19 @@ class EndpointUnavailable(TransientError):
 
 
 class BadRowError(PermanentError):
-    """Raised when one source row cannot be transformed or written; it is quarantined."""
+    """Raised when one source row cannot be transformed or written; it is quarantined.
 
-    def __init__(self, reason: str, column: str | None = None) -> None:
+    ``retry_later``: the row may load once other rows have (it references a row that is
+    not in the target yet), so it is read again after the rest of its stream.
+    """
+
+    def __init__(
+        self, reason: str, column: str | None = None, *, retry_later: bool = False
+    ) -> None:
         super().__init__(reason if column is None else f"{column}: {reason}")
         self.reason = reason
         self.column = column
+        self.retry_later = retry_later
 
 
 class LeaseLost(BatonError):

@@ -112,15 +112,16 @@ def add_chunks(
     stream_id: int,
     bounds: list[tuple[list[Any] | None, list[Any] | None]],
     now: datetime,
-) -> None:
+) -> list[Chunk]:
     """New pending chunks with these (encoded) bounds, numbered after the stream's last.
 
     The caller holds the stream row's lock (planning updates it, a split selects it for
     update), so two writers never take the same numbers.
     """
     seq = s.scalar(select(func.max(Chunk.seq)).where(Chunk.stream_id == stream_id)) or 0
+    added: list[Chunk] = []
     for i, (lower, upper) in enumerate(bounds, start=seq + 1):
-        s.add(
+        added.append(
             Chunk(
                 migration_id=migration_id,
                 stream_id=stream_id,
@@ -135,3 +136,5 @@ def add_chunks(
                 created_at=now,
             )
         )
+    s.add_all(added)
+    return added

@@ -17,6 +17,7 @@ import logging
 
 from sqlalchemy import select
 
+from etl_tasks.retries import plan_retries
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.enums import ChunkState, StreamState
 from etl_tasks.state.models import Chunk, Stream
@@ -48,6 +49,8 @@ def finish_streams(rt: Runtime, migration_id: str) -> set[int]:
     """Do the target's part of finishing each complete stream; return those now ready."""
     ready: set[int] = set()
     for stream_id, name in complete_streams(rt, migration_id):
+        if plan_retries(rt, migration_id, stream_id):
+            continue  # rows refused for a foreign key are read again first
         did = rt.target(migration_id, name).finish()
         if did:
             log.info(

@@ -16,7 +16,7 @@ from etl_tasks.connectors.sql.engines import redact
 from etl_tasks.errors import NotFound
 from etl_tasks.spec import endpoint_kind
 from etl_tasks.state.db import StateDB
-from etl_tasks.state.enums import ChunkState, MigrationState
+from etl_tasks.state.enums import ChunkState, MigrationState, QuarantineStatus
 from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream, Verification
 from etl_tasks.verification.report import report_url
 
@@ -57,7 +57,7 @@ def _stream_counts(s: Session, migration_id: str) -> dict[int, dict[str, int]]:
 def _quarantine_counts(s: Session, migration_id: str) -> dict[int, int]:
     rows = s.execute(
         select(QuarantinedRow.stream_id, func.count())
-        .where(QuarantinedRow.migration_id == migration_id)
+        .where(QuarantinedRow.migration_id == migration_id, QuarantinedRow.status.is_(None))
         .group_by(QuarantinedRow.stream_id)
     ).all()
     return {sid: n for sid, n in rows}
@@ -232,6 +232,13 @@ def list_quarantine(db: StateDB, migration_id: str, limit: int = 1000) -> list[d
             .limit(limit)
         )
         return [
-            {"stream": name, "chunk_id": r.chunk_id, "key": r.key, "reason": r.reason, "row": r.row}
+            {
+                "stream": name,
+                "chunk_id": r.chunk_id,
+                "key": r.key,
+                "reason": r.reason,
+                "row": r.row,
+                "status": r.status or QuarantineStatus.QUARANTINED,
+            }
             for r, name in s.execute(q).all()
         ]

@@ -43,20 +43,32 @@ class QuarantineEntry:
 @dataclass(frozen=True)
 class LedgerRecord:
     """A committed chunk as its target's ledger holds it: the state DB copies it, never
-    counts on its own (a replay of the record changes nothing)."""
+    counts on its own (a replay of the record changes nothing).
+
+    ``deferred`` holds the rows refused for a foreign key, keyed by their source key
+    (:func:`etl_tasks.codec.quarantine_key`): they are read again once the rest of their
+    stream has loaded, and only then, refused again, quarantined.
+    """
 
     fencing_token: int
     rows_loaded: int
     quarantine: list[QuarantineEntry]
     cut: list[Any] | None = None  # the load stopped at its deadline after this key
+    deferred: list[QuarantineEntry] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class Refused:
-    """A row the target would not take, and the target's own reason."""
+    """A row the target would not take, and the target's own reason.
+
+    ``source_key`` is the row's encoded source key when known; ``retry_later`` says the
+    row may load once others have (see :class:`~etl_tasks.errors.BadRowError`).
+    """
 
     row: tuple[Any, ...]
     reason: str
+    source_key: Any = None
+    retry_later: bool = False
 
 
 @dataclass

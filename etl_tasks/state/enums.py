@@ -32,6 +32,15 @@ class ChunkState(StrEnum):
     FAILED = "failed"
 
 
+class QuarantineStatus(StrEnum):
+    """Where a set-aside row stands; the state DB stores NULL for ``QUARANTINED``."""
+
+    QUARANTINED = "quarantined"  # set aside for good, with its reason
+    DEFERRED = "deferred"  # refused for a foreign key: read again once its stream has loaded
+    RETRYING = "retrying"  # in a key-set chunk that reads it again
+    GONE = "gone"  # no longer in the source when it was read again
+
+
 class Step(StrEnum):
     EXTRACT = "extract"
     TRANSFORM = "transform"

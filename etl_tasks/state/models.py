@@ -85,6 +85,9 @@ class Chunk(Base):
     seq: Mapped[int] = mapped_column(Integer)
     lower: Mapped[list[Any] | None] = mapped_column(JSON)  # exclusive; None: from the start
     upper: Mapped[list[Any] | None] = mapped_column(JSON)  # inclusive; None: open-ended
+    # A key-set chunk's rows, by their encoded source keys (a retry); its lower and upper are
+    # then both its first key, an empty range to a version that does not know key sets.
+    keys: Mapped[list[Any] | None] = mapped_column(JSON)
     state: Mapped[str] = mapped_column(String(16))
     step: Mapped[str] = mapped_column(String(16))
     attempts: Mapped[int] = mapped_column(Integer, default=0)  # claims of the current step
@@ -139,6 +142,8 @@ class QuarantinedRow(Base):
     row: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     fencing_token: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime)
+    status: Mapped[str | None] = mapped_column(String(16))  # QuarantineStatus; NULL: for good
+    source_key: Mapped[str | None] = mapped_column(Text)  # encoded source key, for a retry
 
 
 class Event(Base):

@@ -6,9 +6,10 @@ of the range becomes a new chunk in the same state-DB transaction.
 
 from __future__ import annotations
 
-from etl_tasks import codec
+from etl_tasks import codec, retries
 from etl_tasks.budget import StepClock
 from etl_tasks.chunk_lease import NOW, Claim, commit
+from etl_tasks.connectors.base import Batch, Source
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import StepPace, commit_split
@@ -27,8 +28,11 @@ def _extract(rt: Runtime, c: Claim) -> None:
         return  # its load committed already: a new extract could cut it elsewhere
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
     source = rt.source(c.migration_id, c.stream)
-    lower, upper = codec.decode_key(c.lower), codec.decode_key(c.upper)
-    batch, cut = source.read_range(lower, upper, StepPace(rt, c, clock))
+    if c.keys is not None:
+        batch, cut = _read_keys(rt, c, source), None
+    else:
+        lower, upper = codec.decode_key(c.lower), codec.decode_key(c.upper)
+        batch, cut = source.read_range(lower, upper, StepPace(rt, c, clock))
     rt.staging.put(c.chunk_id, c.token, STAGE, codec.encode_rows(batch.columns, batch.rows))
     outcome = {
         "step": "transform",
@@ -42,3 +46,15 @@ def _extract(rt: Runtime, c: Claim) -> None:
     done = commit_split(rt, c, cut_key, **outcome) if cut_key else commit(rt, c, **outcome)
     if done:
         publish_step(rt.publisher, "transform", c.chunk_id)
+
+
+def _read_keys(rt: Runtime, c: Claim, source: Source) -> Batch:
+    """A key-set chunk's rows; the keys the source no longer has are marked gone."""
+    wanted = [codec.decode_key(k) or () for k in c.keys or []]
+    batch = source.read_keys(wanted)
+    width = len(wanted[0]) if wanted else 0
+    found = {codec.quarantine_key(row[:width]) for row in batch.rows}
+    gone = [k for k in retries.asked(c.keys or []) if k not in found]
+    if gone:
+        retries.mark_gone(rt, c, gone)
+    return batch

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from etl_tasks.budget import next_chunk_rows
 from etl_tasks.chunk_lease import Claim, fail_migration
 from etl_tasks.connectors.base import LedgerRecord
+from etl_tasks.retries import record_deferred, settle_retry
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import split
 from etl_tasks.state.db import ROW_LOCK
@@ -34,7 +35,11 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> 
         chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.lease_token != c.token:
             return  # a newer claim will find the same ledger row and finish the chunk
-        _record_quarantine(s, chunk, record, now)
+        if chunk.keys is not None:  # a key-set chunk: its rows were set aside before
+            settle_retry(s, chunk, record)
+        else:
+            _record_quarantine(s, chunk, record, now)
+            record_deferred(s, chunk, record, now)
         if record.cut is not None:
             split(s, chunk, record.cut, now)
         _mark_done(chunk, record, load_ms, now)
@@ -91,7 +96,7 @@ def _enforce_max_bad_rows(rt: Runtime, s: Session, migration_id: str, now: datet
         s.scalar(
             select(func.count())
             .select_from(QuarantinedRow)
-            .where(QuarantinedRow.migration_id == migration_id)
+            .where(QuarantinedRow.migration_id == migration_id, QuarantinedRow.status.is_(None))
         )
         or 0
     )

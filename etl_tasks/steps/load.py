@@ -48,19 +48,18 @@ def _load(rt: Runtime, c: Claim) -> None:
         raise StagingMissing()
     columns, rows, extra = codec.decode_rows(blob)
     batch = Batch(columns, rows, extra["source_keys"], extra["positions"])
-    chunk = ChunkRef(
-        c.migration_id,
-        c.stream,
-        c.chunk_id,
-        c.token,
-        (codec.decode_key(c.lower), codec.decode_key(c.upper)),
-    )
+    bounds = (codec.decode_key(c.lower), codec.decode_key(c.upper))
+    chunk = ChunkRef(c.migration_id, c.stream, c.chunk_id, c.token, None if c.keys else bounds)
+    retry = c.keys is not None  # a key-set chunk: rows read again after a foreign key refused them
+    pace = StepPace(rt, c, clock)
     job = Job(
         batch=batch,
         earlier=[(QuarantineEntry(k, r, d), pos) for k, r, d, pos in extra["quarantine"]],
-        key=rt.target(c.migration_id, c.stream).key,
+        key=None if retry else rt.target(c.migration_id, c.stream).key,
         fail_on_bad=rt.spec(c.migration_id).on_bad_row == "fail",
-        pace=StepPace(rt, c, clock),
+        # A key set is never cut (its rows are not a range), and is small enough not to be.
+        pace=WithoutDeadline(pace) if retry else pace,
+        defer=not retry,
         # A load that stalled past its lease must not commit: the chunk may have gone back
         # to extract meanwhile (its staged rows lost, no ledger row yet) and be cut anew.
         before_commit=lambda: renew(rt, c),
@@ -78,10 +77,26 @@ class Job:
 
     batch: Batch  # the transformed rows, with their source keys and extract positions
     earlier: list[tuple[QuarantineEntry, int]]  # set aside by the transform: (entry, position)
-    key: list[str]  # the target's key columns: a refused row is quarantined by them
+    # The target's key columns, by which a refused row is quarantined; None: by its source
+    # key (a key-set chunk's rows, matched with the rows it reads again).
+    key: list[str] | None
     fail_on_bad: bool  # on_bad_row "fail": one refused row fails the chunk
     pace: Pace
     before_commit: Callable[[], None] = lambda: None
+    defer: bool = True  # a row refused for a foreign key waits for the end of its stream
+
+
+@dataclass
+class WithoutDeadline:
+    """A pace that renews the lease but never stops the step."""
+
+    pace: Pace
+
+    def expired(self, ahead_s: float = 0.0) -> bool:
+        return False
+
+    def tick(self) -> None:
+        self.pace.tick()
 
 
 def write_chunk(tx: ChunkWrite, token: int, job: Job) -> LedgerRecord:
@@ -93,25 +108,28 @@ def write_chunk(tx: ChunkWrite, token: int, job: Job) -> LedgerRecord:
         began = time.monotonic()
         part = batch.take(written, written + SUB_BATCH_ROWS)
         refused, handled = write_bisecting(tx, part, stop=lambda: pace.expired(0.0))
-        bad += refused
+        bad += rescue(tx, batch.columns, refused)
         written += handled
-        if bad and job.fail_on_bad:
-            raise PermanentError(f"the target refused a row: {bad[0].reason}")
+        final = [r for r in bad if not _deferred(job, r)]
+        if final and job.fail_on_bad:
+            raise PermanentError(f"the target refused a row: {final[0].reason}")
         if written < len(batch) and (handled < len(part) or pace.expired(time.monotonic() - began)):
             break
         pace.tick()
     end = _end_of_run(batch, written)  # a cut never separates rows with equal keys
     if end > written:
         refused, _ = write_bisecting(tx, batch.take(written, end), stop=lambda: False)
-        bad += refused
+        bad += rescue(tx, batch.columns, refused)
         written = end
     cut = None
     kept = job.earlier
     if written < len(batch):  # stopped at the deadline: the rest becomes a new chunk
         cut = batch.keys[written - 1]
         kept = [(q, pos) for q, pos in job.earlier if pos <= batch.positions[written - 1]]
-    quarantine = [q for q, _ in kept] + [_entry(batch.columns, job.key, r) for r in bad]
-    record = LedgerRecord(token, written - len(bad), quarantine, cut)
+    quarantine = [q for q, _ in kept]
+    quarantine += [_entry(batch.columns, job.key, r) for r in bad if not _deferred(job, r)]
+    deferred = [_entry(batch.columns, None, r) for r in bad if _deferred(job, r)]
+    record = LedgerRecord(token, written - len(bad), quarantine, cut, deferred)
     job.before_commit()
     tx.commit(record)
     return record
@@ -132,13 +150,37 @@ def write_bisecting(
         return tx.write(batch), len(batch)
     except BadRowError as exc:
         if len(batch) == 1:
-            return [Refused(batch.rows[0], exc.reason)], 1
+            key = batch.keys[0] if batch.keys else None
+            return [Refused(batch.rows[0], exc.reason, key, exc.retry_later)], 1
     first, second = batch.split()
     bad, done = write_bisecting(tx, first, stop)
     if done < len(first) or stop():
         return bad, done
     more, done = write_bisecting(tx, second, stop)
     return bad + more, len(first) + done
+
+
+def rescue(tx: ChunkWrite, columns: list[str], refused: list[Refused]) -> list[Refused]:
+    """Write again, one by one, the rows refused for a reference to a row not there yet:
+    the row they point at may have been written since (later in the chunk, or in the
+    other half of a bisection). Passes alternate between the two orders, so a chain of
+    references in either direction loads in two; they stop when one writes nothing.
+    Returns the rows still refused."""
+    pending = [r for r in refused if r.retry_later]
+    final = [r for r in refused if not r.retry_later]
+    backwards = True
+    while pending:
+        still: list[Refused] = []
+        for r in reversed(pending) if backwards else pending:
+            try:
+                tx.write(Batch(columns, [r.row], [r.source_key]))
+            except BadRowError as exc:
+                still.append(Refused(r.row, exc.reason, r.source_key, exc.retry_later))
+        if len(still) == len(pending):
+            break
+        pending = still[::-1] if backwards else still
+        backwards = not backwards
+    return final + pending
 
 
 def _end_of_run(batch: Batch, written: int) -> int:
@@ -150,10 +192,17 @@ def _end_of_run(batch: Batch, written: int) -> int:
     return end
 
 
-def _entry(columns: list[str], key: list[str], refused: Refused) -> QuarantineEntry:
+def _deferred(job: Job, refused: Refused) -> bool:
+    return job.defer and refused.retry_later and refused.source_key is not None
+
+
+def _entry(columns: list[str], key: list[str] | None, refused: Refused) -> QuarantineEntry:
+    """The refused row as quarantined: by its target key, or (``key`` None) its source key."""
     by_name = dict(zip(columns, refused.row, strict=True))
+    if key is None:
+        name = codec.quarantine_key(codec.decode_key(refused.source_key) or ())
+    else:
+        name = codec.dumps([by_name[k] for k in key])
     return QuarantineEntry(
-        codec.dumps([by_name[k] for k in key]),
-        refused.reason,
-        {c: codec.encode_value(v) for c, v in by_name.items()},
+        name, refused.reason, {c: codec.encode_value(v) for c, v in by_name.items()}
     )

@@ -109,7 +109,7 @@ def map_rows(
         except BadRowError as exc:
             key = null_keys.key(row) if None in row[:key_width] else list(row[:key_width])
             record = {c: codec.encode_value(v) for c, v in zip(columns, row, strict=True)}
-            out.bad.append((pos, QuarantineEntry(codec.dumps(key), str(exc), record)))
+            out.bad.append((pos, QuarantineEntry(codec.quarantine_key(key), str(exc), record)))
             continue
         out.positions.append(pos)
         out.source_keys.append(codec.encode_key(row[:key_width]))

@@ -67,13 +67,18 @@ def _ranges(rt: Runtime, migration_id: str) -> list[PlannedRange]:
             )
         )
         chunks = s.execute(
-            select(Chunk.stream_id, Chunk.id, Chunk.lower, Chunk.upper)
+            select(Chunk.stream_id, Chunk.id, Chunk.lower, Chunk.upper, Chunk.keys)
             .where(Chunk.migration_id == migration_id, Chunk.state == ChunkState.DONE)
             .order_by(Chunk.id)
         ).all()
     out: list[PlannedRange] = []
     for st in streams:
-        mine = [PlannedRange(st.id, cid, lo, up) for sid, cid, lo, up in chunks if sid == st.id]
+        # A key-set chunk's rows lie in the ranges of the chunks that deferred them.
+        mine = [
+            PlannedRange(st.id, cid, lo, up)
+            for sid, cid, lo, up, keys in chunks
+            if sid == st.id and not keys
+        ]
         if not mine or not rt.binding(migration_id, st.name).identity_key:
             mine = [PlannedRange(st.id, None, None, None)]
         out += mine

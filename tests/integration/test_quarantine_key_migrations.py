@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import inspect, select, text
+from sqlalchemy import insert, inspect, select, text
 
 from etl_tasks.state.db import StateDB, upgrade
-from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream
+from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream, quarantine_key_hash
 
 NOW = datetime(2026, 12, 2, 12, 0, 0)
 OLD_INSERT = text(
@@ -77,13 +77,17 @@ def _old_version_writes(db: StateDB, ids: tuple[int, int], key: str) -> None:
 
 
 def _this_version_writes(db: StateDB, ids: tuple[int, int], key: str) -> None:
-    with db.session() as s:
-        s.add(
-            QuarantinedRow(
+    """An insert as the version that brought 0003 and 0004 makes it: with key_hash (the
+    columns later scripts add are left out: the state DB may not have them yet)."""
+    table = QuarantinedRow.__table__
+    with db.engine.begin() as conn:
+        conn.execute(
+            insert(table).values(
                 migration_id="m1",
                 stream_id=ids[0],
                 chunk_id=ids[1],
                 key=key,
+                key_hash=quarantine_key_hash(key),
                 reason="bad",
                 row=None,
                 fencing_token=1,

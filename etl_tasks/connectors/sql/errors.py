@@ -126,6 +126,24 @@ def is_bad_row_error(exc: BaseException) -> bool:
     return classify(exc) == "bad_row"
 
 
+#: A row that points at a row not there (yet): PostgreSQL's foreign_key_violation, MySQL's
+#: ER_NO_REFERENCED_ROW(_2), SQLite's SQLITE_CONSTRAINT_FOREIGNKEY.
+_PG_FOREIGN_KEY = "23503"
+_MYSQL_FOREIGN_KEY = {1216, 1452}
+_SQLITE_FOREIGN_KEY = 787
+
+
+def is_foreign_key_error(exc: BaseException) -> bool:
+    """A row refused because the row it references is missing: it may load once that one has."""
+    orig = getattr(exc, "orig", None) or exc
+    pgcode = getattr(orig, "pgcode", None)
+    if isinstance(pgcode, str) and pgcode:
+        return pgcode == _PG_FOREIGN_KEY
+    if type(orig).__module__.startswith("pymysql"):
+        return bool(orig.args) and orig.args[0] in _MYSQL_FOREIGN_KEY
+    return getattr(orig, "sqlite_errorcode", None) == _SQLITE_FOREIGN_KEY
+
+
 def is_transient_error(exc: BaseException) -> bool:
     """A failure of the connection (down, restarting, timed out): try again later."""
     return classify(exc) == "transient"

@@ -39,7 +39,7 @@ from etl_tasks.errors import PermanentError, TransientError
 #: holds only 64 KiB (a few hundred bad rows). PostgreSQL's and SQLite's TEXT are unbounded.
 LongText = Text().with_variant(mysql.LONGTEXT(), "mysql", "mariadb")
 #: Columns holding :data:`LongText`; a ledger an older version made may have them narrower.
-LONG_TEXT_COLUMNS = ("quarantine", "cut_key")
+LONG_TEXT_COLUMNS = ("quarantine", "cut_key", "deferred")
 
 
 def ledger_table(metadata: MetaData | None = None) -> Table:
@@ -55,6 +55,8 @@ def ledger_table(metadata: MetaData | None = None) -> Table:
         Column("quarantine", LongText, nullable=False),
         Column("committed_at", DateTime, nullable=False),
         Column("cut_key", LongText, nullable=True),
+        # Rows refused for a foreign key, read again after the stream: JSON like quarantine.
+        Column("deferred", LongText, nullable=True),
     )
 
 
@@ -85,8 +87,9 @@ def finish(
     rows_loaded: int,
     quarantine: list[QuarantineEntry],
     cut: list[Any] | None = None,
+    deferred: list[QuarantineEntry] | None = None,
 ) -> None:
-    body = orjson.dumps([[q.key, q.reason, q.row] for q in quarantine]).decode()
+    body = _entries(quarantine)
     cut_text = None if cut is None else orjson.dumps(cut).decode()
     conn.execute(
         update(LEDGER)
@@ -100,8 +103,17 @@ def finish(
             rows_quarantined=len(quarantine),
             quarantine=body,
             cut_key=cut_text,
+            deferred=_entries(deferred) if deferred else None,
         )
     )
+
+
+def _entries(entries: list[QuarantineEntry]) -> str:
+    return orjson.dumps([[q.key, q.reason, q.row] for q in entries]).decode()
+
+
+def _parse(text: str | None) -> list[QuarantineEntry]:
+    return [QuarantineEntry(k, r, d) for k, r, d in orjson.loads(text or "[]")]
 
 
 def committed_chunks(conn: Connection, migration_id: str) -> dict[str, int]:
@@ -117,7 +129,11 @@ def committed_chunks(conn: Connection, migration_id: str) -> dict[str, int]:
 def read(conn: Connection, migration_id: str, stream: str, chunk_id: int) -> LedgerRecord | None:
     row = conn.execute(
         select(
-            LEDGER.c.fencing_token, LEDGER.c.rows_loaded, LEDGER.c.quarantine, LEDGER.c.cut_key
+            LEDGER.c.fencing_token,
+            LEDGER.c.rows_loaded,
+            LEDGER.c.quarantine,
+            LEDGER.c.cut_key,
+            LEDGER.c.deferred,
         ).where(
             LEDGER.c.migration_id == migration_id,
             LEDGER.c.stream == stream,
@@ -126,9 +142,10 @@ def read(conn: Connection, migration_id: str, stream: str, chunk_id: int) -> Led
     ).first()
     if row is None:
         return None
-    entries = [QuarantineEntry(k, r, d) for k, r, d in orjson.loads(row.quarantine)]
     cut = None if row.cut_key is None else orjson.loads(row.cut_key)
-    return LedgerRecord(row.fencing_token, row.rows_loaded, entries, cut)
+    return LedgerRecord(
+        row.fencing_token, row.rows_loaded, _parse(row.quarantine), cut, _parse(row.deferred)
+    )
 
 
 def committed(

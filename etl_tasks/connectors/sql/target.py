@@ -30,7 +30,12 @@ from etl_tasks.codec import NULL_KEYS
 from etl_tasks.connectors.base import Batch, ChunkRef, Key, LedgerRecord, Refused
 from etl_tasks.connectors.sql import ledger
 from etl_tasks.connectors.sql.engines import for_reading
-from etl_tasks.connectors.sql.errors import as_baton_errors, error_reason, is_bad_row_error
+from etl_tasks.connectors.sql.errors import (
+    as_baton_errors,
+    error_reason,
+    is_bad_row_error,
+    is_foreign_key_error,
+)
 from etl_tasks.connectors.sql.pg_copy import copy_into
 from etl_tasks.connectors.sql.queries import RangeQuery, range_condition, raw, reflect_table
 from etl_tasks.connectors.sql.schema import ensure_ledger, ensure_table, target_of
@@ -133,7 +138,16 @@ class SqlTarget:
                 log.info("created target table %s", self.table_name)
 
     def begin_chunk(self, chunk: ChunkRef) -> SqlChunkWrite:
+        self.ledger_ready  # noqa: B018 - once per process: a ledger an older version made
         return SqlChunkWrite(self, chunk)
+
+    @functools.cached_property
+    def ledger_ready(self) -> bool:
+        """The ledger with every column this version writes (an older version's prepare
+        may have made it narrower or without them); checked once per process."""
+        with as_baton_errors(UNREACHABLE, "cannot prepare the ledger"):
+            ensure_ledger(self.engine)
+        return True
 
     def ledger_lookup(self, chunk: ChunkRef) -> LedgerRecord | None:
         return ledger.committed(
@@ -198,7 +212,11 @@ class SqlTarget:
         }
         fresh = [i for i, k in enumerate(keys) if k not in found]
         taken = [
-            Refused(batch.rows[i], "key already in the target (write: insert)")
+            Refused(
+                batch.rows[i],
+                "key already in the target (write: insert)",
+                batch.keys[i] if batch.keys else None,
+            )
             for i, k in enumerate(keys)
             if k in found
         ]
@@ -344,7 +362,7 @@ class SqlChunkWrite:
                 if self.direct:  # the range held keys after all: the write mode decides
                     self.direct = False
                     return self.write(batch)
-                raise BadRowError(error_reason(exc)) from exc
+                raise BadRowError(error_reason(exc), retry_later=is_foreign_key_error(exc)) from exc
         return taken
 
     def commit(self, record: LedgerRecord) -> None:
@@ -359,6 +377,7 @@ class SqlChunkWrite:
                 record.rows_loaded,
                 record.quarantine,
                 record.cut,
+                record.deferred,
             )
             conn.commit()
 
