@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,11 @@ from etl_tasks.settings import Settings
 from etl_tasks.spec import Endpoint
 
 SQLITE_HEADER = b"SQLite format 3\x00"
+#: SQLite writes a new database's header with its first transaction, so a file another
+#: worker has just created is empty for a moment: an empty file is read again for this
+#: long before it counts as "not a database" (a file left empty, e.g. a configuration
+#: file, is still refused, only later).
+EMPTY_FILE_GRACE_S = 1.0
 CONNECT_TIMEOUT_S = 10.0  # a worker's connect timeout to a source or target
 
 
@@ -101,7 +107,17 @@ class Boundary:
         if path.exists():
             if not path.is_file():
                 raise BoundaryError(f"{file} is not a file", "url")
-            with open(path, "rb") as fh:
-                if fh.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
-                    raise BoundaryError(f"{file} exists and is not a SQLite database", "url")
+            if _header(path) != SQLITE_HEADER:
+                raise BoundaryError(f"{file} exists and is not a SQLite database", "url")
         return path
+
+
+def _header(path: Path) -> bytes:
+    """The file's first bytes, waiting up to ``EMPTY_FILE_GRACE_S`` while it is empty."""
+    deadline = time.monotonic() + EMPTY_FILE_GRACE_S
+    while True:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+        if head or time.monotonic() >= deadline:
+            return head
+        time.sleep(0.02)

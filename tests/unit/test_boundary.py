@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -262,6 +264,25 @@ def test_an_existing_file_that_is_not_a_sqlite_database_is_refused(tmp_path: Pat
         with pytest.raises(BoundaryError, match="not a SQLite database"):
             boundary.sql_endpoint(Endpoint(url=f"sqlite:///{config}"), 1.0)
         assert config.read_bytes() == content
+
+
+def test_a_sqlite_file_another_worker_is_creating_is_accepted(tmp_path: Path) -> None:
+    # SQLite creates the file empty and writes its header with the first transaction: a
+    # second worker checking the target in between must not take it for a stranger's file.
+    boundary = Boundary(EnvPolicy(None), HostPolicy(None), PathPolicy(None), OwnStores())
+    target = tmp_path / "cloud.db"
+    target.touch()
+
+    def create() -> None:
+        conn = sqlite3.connect(target)
+        conn.execute("CREATE TABLE t (x)")  # DDL runs outside a transaction: written now
+        conn.close()
+
+    creator = threading.Timer(0.2, create)
+    creator.start()
+    checked = boundary.sql_endpoint(Endpoint(url=f"sqlite:///{target}"), 1.0)
+    creator.join()
+    assert checked.sqlite_path == target
 
 
 def test_the_state_db_file_is_refused_by_any_path_that_names_it(tmp_path: Path) -> None:
