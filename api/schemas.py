@@ -133,9 +133,12 @@ class ChunkView(_Response):
     created_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None
-    extract_ms: int | None
-    transform_ms: int | None
-    load_ms: int | None
+    timings_ms: dict[str, int] = Field(
+        description="milliseconds each step of the chunk took, by step name"
+    )
+    extract_ms: int | None = Field(description="deprecated: timings_ms['extract']")
+    transform_ms: int | None = Field(description="deprecated: timings_ms['transform']")
+    load_ms: int | None = Field(description="deprecated: timings_ms['load']")
 
 
 class ChunkList(_Response):

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from etl_tasks import planning
 from etl_tasks.chunk_lease import fail_migration
+from etl_tasks.constants import FIRST_STEP
 from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
@@ -172,7 +173,7 @@ def publish_ready(rt: Runtime, migration_id: str) -> int:
             chunk.queued_at = now
         ids = [c.id for c in chunks]
     for chunk_id in ids:
-        publish_step(rt.publisher, "extract", chunk_id)
+        publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
     return len(ids)
 
 

@@ -10,13 +10,14 @@ counted at claim, so a chunk that keeps killing its worker is failed after
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.orm import Session
 
+from etl_tasks.constants import FIRST_STEP, STEPS
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
@@ -42,6 +43,7 @@ class Claim:
     attempts: int
     extracted: bool = False  # an extract of this chunk committed before (a load may have too)
     keys: list[Any] | None = None  # a key-set chunk's encoded source keys (a retry)
+    timings: dict[str, int] = field(default_factory=dict)  # ms per step, steps done so far
 
 
 def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
@@ -80,6 +82,7 @@ def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
             chunk.attempts,
             chunk.rows_in is not None,
             chunk.keys,
+            chunk.step_timings(),
         )
 
 
@@ -171,7 +174,17 @@ def fail_claimed(rt: Runtime, c: Claim, error: str) -> None:
 
 def back_to_extract(rt: Runtime, c: Claim) -> bool:
     """The staged input is gone: the chunk starts over from extract (rows are re-read)."""
-    return commit(rt, c, step="extract", stage_token=None, queued_at=NOW, attempts=0)
+    return commit(rt, c, step=FIRST_STEP.name, stage_token=None, queued_at=NOW, attempts=0)
+
+
+def timed(c: Claim, ms: int) -> dict[str, Any]:
+    """The columns that record that ``c``'s step took ``ms``, for :func:`commit`: its entry
+    in ``timings``, and the column older versions read it from, while they may run."""
+    values: dict[str, Any] = {"timings": {**c.timings, c.step: ms}}
+    legacy = STEPS[c.step].timing_column
+    if legacy:
+        values[legacy] = ms
+    return values
 
 
 def fail_chunk(s: Session, chunk: Chunk, now: datetime, error: str) -> None:

@@ -6,6 +6,7 @@ N+1 running side by side: change them only by addition.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 #: Version of the message schema. Queues carry it in their name, so a worker only
@@ -22,15 +23,99 @@ TASK_TRANSFORM: Final = "baton.transform"
 TASK_LOAD: Final = "baton.load"
 TASK_VERIFY: Final = "baton.verify"  # compare one key range of a verification
 
-#: Queue kinds in consumption order: a chunk that has started finishes before new ones
-#: start (load, then transform, then extract). Control (planning) is cheap and keeps the
-#: pipeline fed, so it goes first. Verification comes last: it reads what migrations have
-#: finished and must never hold up one that is still moving. Kinds are only ever added.
-QUEUE_KINDS: Final = ("control", "load", "transform", "extract", "verify")
-
 
 def queue_name(kind: str, schema: int = MESSAGE_SCHEMA) -> str:
     return f"baton.v{schema}.{kind}"
+
+
+@dataclass(frozen=True)
+class PipelineStep:
+    """One step of a chunk's way from source to target, as the wire and the state DB know it.
+
+    Everything else about the steps (the Celery shims and their routes, the stage names,
+    the next step to publish, the queue order, ``Step.next``) is derived from
+    :data:`PIPELINE`, so adding a step is one entry here, its function, and nothing more.
+    """
+
+    name: str  # ``chunks.step`` while the chunk waits for or runs this step
+    task: str  # Celery task name: wire protocol, only ever added
+    runner: str  # ``module:function`` taking ``(runtime, chunk_id)``
+    reads: str | None  # the staged kind it consumes; None: it reads the source
+    writes: str | None  # the staged kind it leaves for the next step; None: the target
+    #: The ``chunks`` column older versions read this step's duration from (they may run
+    #: beside this one during a rolling deploy); newer steps record theirs in ``timings`` only.
+    timing_column: str | None = None
+
+    @property
+    def queue(self) -> str:
+        return queue_name(self.name)
+
+    @property
+    def input_stage(self) -> str:
+        """The staged kind this step consumes (it has one: it is not the first)."""
+        if self.reads is None:
+            raise ValueError(f"{self.name} reads the source, not a stage")
+        return self.reads
+
+    @property
+    def output_stage(self) -> str:
+        """The staged kind this step leaves (it has one: it is not the last)."""
+        if self.writes is None:
+            raise ValueError(f"{self.name} writes the target, not a stage")
+        return self.writes
+
+
+#: The chunk pipeline, in order. A chunk's step moves from one entry to the next.
+PIPELINE: Final = (
+    PipelineStep(
+        name="extract",
+        task=TASK_EXTRACT,
+        runner="etl_tasks.steps.extract:extract",
+        reads=None,
+        writes="extracted",
+        timing_column="extract_ms",
+    ),
+    PipelineStep(
+        name="transform",
+        task=TASK_TRANSFORM,
+        runner="etl_tasks.steps.transform:transform",
+        reads="extracted",
+        writes="transformed",
+        timing_column="transform_ms",
+    ),
+    PipelineStep(
+        name="load",
+        task=TASK_LOAD,
+        runner="etl_tasks.steps.load:load",
+        reads="transformed",
+        writes=None,
+        timing_column="load_ms",
+    ),
+)
+STEPS: Final = {step.name: step for step in PIPELINE}
+FIRST_STEP: Final = PIPELINE[0]
+
+
+def next_step(name: str) -> PipelineStep | None:
+    """The step after ``name``; None after the last."""
+    names = [step.name for step in PIPELINE]
+    at = names.index(name)
+    return PIPELINE[at + 1] if at + 1 < len(PIPELINE) else None
+
+
+def step_after(name: str) -> PipelineStep:
+    """The step after ``name``, which is not the last."""
+    after = next_step(name)
+    if after is None:
+        raise ValueError(f"{name} is the last step")
+    return after
+
+
+#: Queue kinds in consumption order: a chunk that has started finishes before new ones
+#: start (the pipeline's steps, last first). Control (planning) is cheap and keeps the
+#: pipeline fed, so it goes first. Verification comes last: it reads what migrations have
+#: finished and must never hold up one that is still moving. Kinds are only ever added.
+QUEUE_KINDS: Final = ("control", *(step.name for step in reversed(PIPELINE)), "verify")
 
 
 def consumed_queues(schemas: tuple[int, ...] = CONSUMED_SCHEMAS) -> tuple[str, ...]:
@@ -39,14 +124,11 @@ def consumed_queues(schemas: tuple[int, ...] = CONSUMED_SCHEMAS) -> tuple[str, .
 
 
 QUEUE_CONTROL: Final = queue_name("control")
-QUEUE_EXTRACT: Final = queue_name("extract")
-QUEUE_TRANSFORM: Final = queue_name("transform")
-QUEUE_LOAD: Final = queue_name("load")
 QUEUE_VERIFY: Final = queue_name("verify")
 QUEUES_IN_PRIORITY_ORDER: Final = consumed_queues()
 
-STEP_TASK: Final = {"extract": TASK_EXTRACT, "transform": TASK_TRANSFORM, "load": TASK_LOAD}
-STEP_QUEUE: Final = {"extract": QUEUE_EXTRACT, "transform": QUEUE_TRANSFORM, "load": QUEUE_LOAD}
+STEP_TASK: Final = {step.name: step.task for step in PIPELINE}
+STEP_QUEUE: Final = {step.name: step.queue for step in PIPELINE}
 
 # Redis keys (under the configured key prefix).
 STAGE_KEY: Final = "stage:{chunk_id}:{token}:{kind}"  # rows waiting between two steps

@@ -7,6 +7,7 @@ producer's additions never break an older consumer.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import threading
@@ -14,24 +15,14 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from celery import shared_task
+from celery import Task, shared_task
 from celery.exceptions import Reject
 from sqlalchemy import exc as sa_exc
 
 from etl_tasks.advance import advance
 from etl_tasks.connectors.sql.errors import classify
-from etl_tasks.constants import (
-    MESSAGE_SCHEMA,
-    TASK_EXTRACT,
-    TASK_LOAD,
-    TASK_PLAN,
-    TASK_TRANSFORM,
-    TASK_VERIFY,
-)
+from etl_tasks.constants import MESSAGE_SCHEMA, PIPELINE, TASK_PLAN, TASK_VERIFY, PipelineStep
 from etl_tasks.runtime import Runtime
-from etl_tasks.steps.extract import extract
-from etl_tasks.steps.load import load
-from etl_tasks.steps.transform import transform
 from etl_tasks.verification.step import verify_range
 
 log = logging.getLogger(__name__)
@@ -103,19 +94,21 @@ def plan_task(*, migration_id: str, schema: int = 1, **_: object) -> None:
     _guarded(schema, lambda rt: advance(rt, migration_id))
 
 
-@shared_task(name=TASK_EXTRACT, acks_late=True, ignore_result=True)
-def extract_task(*, chunk_id: int, schema: int = 1, **_: object) -> str:
-    return _guarded(schema, lambda rt: extract(rt, chunk_id))
+def _step_task(step: PipelineStep) -> Task:
+    """The shim for one pipeline step, registered under its wire name."""
+    module, function = step.runner.split(":")
+    run: Callable[[Runtime, int], str] = getattr(importlib.import_module(module), function)
+
+    def shim(*, chunk_id: int, schema: int = 1, **_: object) -> str:
+        return _guarded(schema, lambda rt: run(rt, chunk_id))
+
+    shim.__name__ = shim.__qualname__ = f"{step.name}_task"
+    task: Task = shared_task(name=step.task, acks_late=True, ignore_result=True)(shim)
+    return task
 
 
-@shared_task(name=TASK_TRANSFORM, acks_late=True, ignore_result=True)
-def transform_task(*, chunk_id: int, schema: int = 1, **_: object) -> str:
-    return _guarded(schema, lambda rt: transform(rt, chunk_id))
-
-
-@shared_task(name=TASK_LOAD, acks_late=True, ignore_result=True)
-def load_task(*, chunk_id: int, schema: int = 1, **_: object) -> str:
-    return _guarded(schema, lambda rt: load(rt, chunk_id))
+#: One shim per step of :data:`~etl_tasks.constants.PIPELINE`, by step name.
+STEP_TASKS: dict[str, Task] = {step.name: _step_task(step) for step in PIPELINE}
 
 
 @shared_task(name=TASK_VERIFY, acks_late=True, ignore_result=True)

@@ -198,9 +198,10 @@ def chunk_view(c: Chunk, stream: str) -> dict[str, Any]:
         "created_at": _iso(c.created_at),
         "started_at": _iso(c.started_at),
         "finished_at": _iso(c.finished_at),
-        "extract_ms": c.extract_ms,
-        "transform_ms": c.transform_ms,
-        "load_ms": c.load_ms,
+        "timings_ms": (timings := c.step_timings()),
+        "extract_ms": timings.get("extract"),
+        "transform_ms": timings.get("transform"),
+        "load_ms": timings.get("load"),
     }
 
 

@@ -18,11 +18,10 @@ from celery import Celery
 from kombu import Exchange, Queue  # type: ignore[attr-defined]
 
 from etl_tasks.constants import (
+    PIPELINE,
     QUEUE_CONTROL,
     QUEUE_VERIFY,
     QUEUES_IN_PRIORITY_ORDER,
-    STEP_QUEUE,
-    STEP_TASK,
     TASK_PLAN,
     TASK_VERIFY,
 )
@@ -102,7 +101,7 @@ def _amqp_config(settings: Settings) -> dict[str, Any]:
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
-    routes = {STEP_TASK[step]: {"queue": STEP_QUEUE[step]} for step in STEP_TASK}
+    routes = {step.task: {"queue": step.queue} for step in PIPELINE}
     routes[TASK_PLAN] = {"queue": QUEUE_CONTROL}
     routes[TASK_VERIFY] = {"queue": QUEUE_VERIFY}
     return {

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+from etl_tasks.constants import next_step
+
 
 class MigrationState(StrEnum):
     PENDING = "pending"
@@ -48,7 +50,9 @@ class Step(StrEnum):
 
     @property
     def next(self) -> Step | None:
-        return {Step.EXTRACT: Step.TRANSFORM, Step.TRANSFORM: Step.LOAD}.get(self)
+        """The step after this one, as :data:`etl_tasks.constants.PIPELINE` orders them."""
+        after = next_step(self.value)
+        return None if after is None else Step(after.name)
 
 
 class WorkerState(StrEnum):

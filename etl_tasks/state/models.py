@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from etl_tasks.constants import PIPELINE, STEPS
+
 BigId = BigInteger().with_variant(Integer, "sqlite")
 
 
@@ -109,7 +111,27 @@ class Chunk(Base):
     extract_ms: Mapped[int | None] = mapped_column(Integer)
     transform_ms: Mapped[int | None] = mapped_column(Integer)
     load_ms: Mapped[int | None] = mapped_column(Integer)
+    #: Milliseconds each step took, by step name: a new step needs no column of its own.
+    #: ``extract_ms``, ``transform_ms`` and ``load_ms`` are written too, for the versions
+    #: before this one, which read only them.
+    timings: Mapped[dict[str, int] | None] = mapped_column(JSON)
     last_error: Mapped[str | None] = mapped_column(Text)
+
+    def step_timings(self) -> dict[str, int]:
+        """Milliseconds per step, including what an older version recorded in its columns."""
+        out: dict[str, int] = {}
+        for step in PIPELINE:
+            legacy = getattr(self, step.timing_column) if step.timing_column else None
+            if legacy is not None:
+                out[step.name] = legacy
+        out.update(self.timings or {})
+        return out
+
+    def record_timing(self, step: str, ms: int) -> None:
+        self.timings = {**(self.timings or {}), step: ms}
+        legacy = STEPS[step].timing_column
+        if legacy:
+            setattr(self, legacy, ms)
 
 
 def quarantine_key_hash(key: str) -> str:

@@ -8,19 +8,21 @@ from __future__ import annotations
 
 from etl_tasks import codec, retries
 from etl_tasks.budget import StepClock
-from etl_tasks.chunk_lease import NOW, Claim, commit
+from etl_tasks.chunk_lease import NOW, Claim, commit, timed
 from etl_tasks.connectors.base import Batch, Source
+from etl_tasks.constants import STEPS, step_after
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import StepPace, commit_split
 from etl_tasks.steps.common import elapsed_ms, run_step
 from etl_tasks.steps.ledger_first import finish_from_ledger
 
-STAGE = "extracted"
+STEP = STEPS["extract"]
+NEXT = step_after(STEP.name)
 
 
 def extract(rt: Runtime, chunk_id: int) -> str:
-    return run_step(rt, chunk_id, "extract", lambda c: _extract(rt, c))
+    return run_step(rt, chunk_id, STEP.name, lambda c: _extract(rt, c))
 
 
 def _extract(rt: Runtime, c: Claim) -> None:
@@ -33,19 +35,21 @@ def _extract(rt: Runtime, c: Claim) -> None:
     else:
         lower, upper = codec.decode_key(c.lower), codec.decode_key(c.upper)
         batch, cut = source.read_range(lower, upper, StepPace(rt, c, clock))
-    rt.staging.put(c.chunk_id, c.token, STAGE, codec.encode_rows(batch.columns, batch.rows))
+    rt.staging.put(
+        c.chunk_id, c.token, STEP.output_stage, codec.encode_rows(batch.columns, batch.rows)
+    )
     outcome = {
-        "step": "transform",
+        "step": NEXT.name,
         "stage_token": c.token,
         "rows_in": len(batch),
         "attempts": 0,
-        "extract_ms": elapsed_ms(clock.started),
+        **timed(c, elapsed_ms(clock.started)),
         "queued_at": NOW,
     }
     cut_key = codec.encode_key(cut)
     done = commit_split(rt, c, cut_key, **outcome) if cut_key else commit(rt, c, **outcome)
     if done:
-        publish_step(rt.publisher, "transform", c.chunk_id)
+        publish_step(rt.publisher, NEXT.name, c.chunk_id)
 
 
 def _read_keys(rt: Runtime, c: Claim, source: Source) -> Batch:

@@ -85,7 +85,7 @@ def _mark_done(chunk: Chunk, record: LedgerRecord, load_ms: int | None, now: dat
     chunk.rows_out = record.rows_loaded
     chunk.rows_quarantined = len(record.quarantine)
     if load_ms is not None:
-        chunk.load_ms = load_ms
+        chunk.record_timing(Step.LOAD, load_ms)
     chunk.lease_owner = None
     chunk.lease_expires_at = None
     chunk.queued_at = None
@@ -110,7 +110,7 @@ def _enforce_max_bad_rows(rt: Runtime, s: Session, migration_id: str, now: datet
 def _adapt_chunk_rows(rt: Runtime, s: Session, chunk: Chunk) -> None:
     """Size the stream's next chunks so its slowest step fits the step budget."""
     stream = s.get(Stream, chunk.stream_id)
-    slowest = max(chunk.extract_ms or 0, chunk.transform_ms or 0, chunk.load_ms or 0)
+    slowest = max(chunk.step_timings().values(), default=0)
     # A load cut at its deadline handled fewer rows than were extracted: count those.
     rows = min(chunk.rows_in or 0, (chunk.rows_out or 0) + (chunk.rows_quarantined or 0))
     if stream is None or not rows:

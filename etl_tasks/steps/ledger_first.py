@@ -20,6 +20,7 @@ import logging
 
 from etl_tasks.chunk_lease import Claim, back_to_extract
 from etl_tasks.connectors.base import ChunkRef
+from etl_tasks.constants import FIRST_STEP
 from etl_tasks.publisher import publish_plan, publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.steps.finish import finish
@@ -48,5 +49,5 @@ def recover_missing_input(rt: Runtime, c: Claim) -> str:
     if finish_from_ledger(rt, c):
         return "from_ledger"
     if back_to_extract(rt, c):
-        publish_step(rt.publisher, "extract", c.chunk_id)
+        publish_step(rt.publisher, FIRST_STEP.name, c.chunk_id)
     return "restaged"

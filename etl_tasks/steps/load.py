@@ -26,24 +26,26 @@ from etl_tasks.connectors.base import (
     QuarantineEntry,
     Refused,
 )
+from etl_tasks.constants import STEPS
 from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.publisher import publish_plan
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import StepPace, renew
-from etl_tasks.steps import transform as transform_step
 from etl_tasks.steps.common import elapsed_ms, run_step
 from etl_tasks.steps.finish import finish
 
+STEP = STEPS["load"]
+
 
 def load(rt: Runtime, chunk_id: int) -> str:
-    return run_step(rt, chunk_id, "load", lambda c: _load(rt, c))
+    return run_step(rt, chunk_id, STEP.name, lambda c: _load(rt, c))
 
 
 def _load(rt: Runtime, c: Claim) -> None:
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
     if c.stage_token is None:
         raise StagingMissing()
-    blob = rt.staging.get(c.chunk_id, c.stage_token, transform_step.STAGE)
+    blob = rt.staging.get(c.chunk_id, c.stage_token, STEP.input_stage)
     if blob is None:
         raise StagingMissing()
     columns, rows, extra = codec.decode_rows(blob)
@@ -67,7 +69,7 @@ def _load(rt: Runtime, c: Claim) -> None:
     with rt.target(c.migration_id, c.stream).begin_chunk(chunk) as tx:
         record = tx.committed or write_chunk(tx, c.token, job)
     finish(rt, c, record, elapsed_ms(clock.started))
-    rt.staging.delete(c.chunk_id, c.stage_token, transform_step.STAGE)
+    rt.staging.delete(c.chunk_id, c.stage_token, STEP.input_stage)
     publish_plan(rt.publisher, c.migration_id)
 
 

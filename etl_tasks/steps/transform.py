@@ -15,29 +15,30 @@ from typing import Any
 
 from etl_tasks import codec
 from etl_tasks.budget import StepClock
-from etl_tasks.chunk_lease import NOW, Claim, commit
+from etl_tasks.chunk_lease import NOW, Claim, commit, timed
 from etl_tasks.connectors.base import QuarantineEntry
+from etl_tasks.constants import STEPS, step_after
 from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import renew
-from etl_tasks.steps import extract as extract_step
 from etl_tasks.steps.common import elapsed_ms, run_step
 from etl_tasks.values.path import ValuePath
 
-STAGE = "transformed"
+STEP = STEPS["transform"]
+NEXT = step_after(STEP.name)
 RENEW_CHECK_ROWS = 64  # rows between two looks at the lease clock (a slow plugin is slow)
 
 
 def transform(rt: Runtime, chunk_id: int) -> str:
-    return run_step(rt, chunk_id, "transform", lambda c: _transform(rt, c))
+    return run_step(rt, chunk_id, STEP.name, lambda c: _transform(rt, c))
 
 
 def _transform(rt: Runtime, c: Claim) -> None:
     started = time.monotonic()
     if c.stage_token is None:
         raise StagingMissing()
-    blob = rt.staging.get(c.chunk_id, c.stage_token, extract_step.STAGE)
+    blob = rt.staging.get(c.chunk_id, c.stage_token, STEP.input_stage)
     if blob is None:
         raise StagingMissing()
     columns, rows, _ = codec.decode_rows(blob)
@@ -60,18 +61,18 @@ def _transform(rt: Runtime, c: Claim) -> None:
         positions=mapped.positions,
         source_keys=mapped.source_keys,
     )
-    rt.staging.put(c.chunk_id, c.token, STAGE, out)
+    rt.staging.put(c.chunk_id, c.token, STEP.output_stage, out)
     if commit(
         rt,
         c,
-        step="load",
+        step=NEXT.name,
         stage_token=c.token,
         attempts=0,
-        transform_ms=elapsed_ms(started),
+        **timed(c, elapsed_ms(started)),
         queued_at=NOW,
     ):
-        rt.staging.delete(c.chunk_id, c.stage_token, extract_step.STAGE)
-        publish_step(rt.publisher, "load", c.chunk_id)
+        rt.staging.delete(c.chunk_id, c.stage_token, STEP.input_stage)
+        publish_step(rt.publisher, NEXT.name, c.chunk_id)
 
 
 @dataclass

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from etl_tasks.constants import QUEUE_LOAD, QUEUES_IN_PRIORITY_ORDER
+from etl_tasks.constants import QUEUES_IN_PRIORITY_ORDER, STEPS
 from etl_tasks.publisher import publish_step
 from etl_tasks.settings import Settings
 from tests import services
@@ -157,7 +157,7 @@ def test_a_publish_rabbitmq_refuses_raises_and_is_logged(
 
         def policy_applied() -> bool:
             out = _rabbitmqctl("list_queues", "-p", vhost, "name", "policy", "-q").stdout
-            return f"{QUEUE_LOAD}\tfull" in out
+            return f"{STEPS['load'].queue}\tfull" in out
 
         wait_for(policy_applied, 30, 0.2, "the policy")
         # When a step is published into it
