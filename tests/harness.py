@@ -99,17 +99,20 @@ class WorkerProcess:
         concurrency: int = 2,
         extra_env: dict[str, str] | None = None,
         pool: str = "threads",
+        root: Path = ROOT,
     ) -> None:
+        """``root``: the tree whose code the worker runs (another version's, for a
+        compatibility test)."""
         self.name = f"{name}@test"
         env = {**os.environ, **settings.as_env(), **(extra_env or {})}
         env["BATON_WORKER_POOL"] = pool
-        env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONPATH"] = str(root)
         self.log_path = log_dir / f"{name}.log"
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             worker_argv("-n", self.name, "-c", str(concurrency), "--loglevel", "INFO"),
             env=env,
-            cwd=ROOT,
+            cwd=root,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,

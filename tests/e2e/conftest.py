@@ -9,7 +9,7 @@ import pytest
 
 from etl_tasks.settings import Settings
 from etl_tasks.state.db import StateDB
-from tests.harness import WorkerProcess
+from tests.harness import ROOT, WorkerProcess
 from worker.celery_app import CeleryPublisher, create_celery
 
 
@@ -26,10 +26,17 @@ class Cluster:
         self._n = 0
 
     def start_worker(
-        self, concurrency: int = 2, wait: bool = True, pool: str = "threads", **env: str
+        self,
+        concurrency: int = 2,
+        wait: bool = True,
+        pool: str = "threads",
+        root: Path = ROOT,
+        **env: str,
     ) -> WorkerProcess:
         self._n += 1
-        proc = WorkerProcess(self.settings, f"w{self._n}", self.log_dir, concurrency, env, pool)
+        proc = WorkerProcess(
+            self.settings, f"w{self._n}", self.log_dir, concurrency, env, pool, root
+        )
         self.workers.append(proc)
         if wait:
             proc.wait_ready()
