@@ -6,8 +6,10 @@ N+1 running side by side: change them only by addition.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 #: Version of the message schema. Queues carry it in their name, so a worker only
 #: ever receives messages it understands, and never drops one for being unknown.
@@ -49,6 +51,12 @@ class PipelineStep:
     @property
     def queue(self) -> str:
         return queue_name(self.name)
+
+    def function(self) -> Callable[[Any, int], str]:
+        """The step itself, taking ``(runtime, chunk_id)`` (imported when first asked)."""
+        module, name = self.runner.split(":")
+        found: Callable[[Any, int], str] = getattr(importlib.import_module(module), name)
+        return found
 
     @property
     def input_stage(self) -> str:

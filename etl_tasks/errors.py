@@ -26,6 +26,15 @@ class TransientError(BatonError):
         self.connection = connection
 
 
+class Unsupported(TransientError):
+    """Raised when this worker lacks what a migration needs (an endpoint kind, a spec form
+    of a newer version): during a rolling deploy a worker that has it takes the chunk over.
+
+    The chunk waits, like for an outage, and no attempt is counted: it is not the data's
+    fault, and the migration must not fail on an older worker.
+    """
+
+
 class PermanentError(BatonError):
     """Raised when a step failed for a reason that retrying cannot fix."""
 

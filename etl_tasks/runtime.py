@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 
 import redis
+from pydantic import ValidationError
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
 
@@ -23,7 +24,7 @@ from etl_tasks.connectors.base import Source, Target
 from etl_tasks.connectors.sql.engines import EngineCache
 from etl_tasks.connectors.sql.errors import error_reason, is_transient_error
 from etl_tasks.connectors.sql.shape import source_shape
-from etl_tasks.errors import NotFound, PermanentError, TransientError
+from etl_tasks.errors import NotFound, PermanentError, TransientError, Unsupported
 from etl_tasks.preflight_keys import unique_not_null
 from etl_tasks.publisher import Publisher
 from etl_tasks.settings import Settings
@@ -32,6 +33,8 @@ from etl_tasks.staging import StagingStore
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import Migration
 from etl_tasks.values.path import ValuePath, build_path
+
+ENDS = ("source", "target")
 
 
 class Runtime:
@@ -78,7 +81,13 @@ class Runtime:
             if mig is None:
                 raise NotFound(f"migration {migration_id} not found")
             stored, sealed = mig.spec, mig.sealed
-        spec = MigrationSpec.model_validate(open_spec(stored, sealed, self.sealer))
+        opened = open_spec(stored, sealed, self.sealer)
+        try:
+            spec = MigrationSpec.model_validate(opened)
+        except ValidationError as exc:
+            # The API validated it when it was submitted: a newer version wrote it.
+            kinds = ", ".join(f"{w} {endpoint_kind(opened.get(w) or {})}" for w in ENDS)
+            raise Unsupported(f"the migration's spec needs a newer worker ({kinds})") from exc
         with self._lock:
             self._specs[migration_id] = spec
         return spec

@@ -7,7 +7,6 @@ producer's additions never break an older consumer.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import threading
@@ -96,8 +95,7 @@ def plan_task(*, migration_id: str, schema: int = 1, **_: object) -> None:
 
 def _step_task(step: PipelineStep) -> Task:
     """The shim for one pipeline step, registered under its wire name."""
-    module, function = step.runner.split(":")
-    run: Callable[[Runtime, int], str] = getattr(importlib.import_module(module), function)
+    run = step.function()
 
     def shim(*, chunk_id: int, schema: int = 1, **_: object) -> str:
         return _guarded(schema, lambda rt: run(rt, chunk_id))

@@ -95,8 +95,9 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
             }
         )
     view = _summary(mig)
-    if mig.state == MigrationState.RUNNING and not view["waiting_reason"]:
-        view["waiting_reason"] = _worker_shortage(db, mig.spec)
+    if mig.state == MigrationState.RUNNING:
+        # No worker able to move it is the cause of any other wait: say that first.
+        view["waiting_reason"] = _worker_shortage(db, mig.spec) or view["waiting_reason"]
     view["streams"] = items
     view.update(_progress(mig, items, now))
     view["verification"] = verification

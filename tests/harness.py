@@ -21,13 +21,10 @@ from typing import Any
 from sqlalchemy import select
 
 from etl_tasks.advance import advance
-from etl_tasks.constants import TASK_EXTRACT, TASK_LOAD, TASK_PLAN, TASK_TRANSFORM, TASK_VERIFY
+from etl_tasks.constants import PIPELINE, TASK_PLAN, TASK_VERIFY
 from etl_tasks.runtime import Runtime
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Migration
-from etl_tasks.steps.extract import extract
-from etl_tasks.steps.load import load
-from etl_tasks.steps.transform import transform
 from etl_tasks.verification.step import verify_range
 from ops.embedded import worker_argv
 
@@ -58,12 +55,8 @@ class Driver:
             return advance(self.rt, str(kwargs["migration_id"]))
         if task == TASK_VERIFY:
             return verify_range(self.rt, int(kwargs["range_id"]))
-        step: dict[str, Callable[[Runtime, int], str]] = {
-            TASK_EXTRACT: extract,
-            TASK_TRANSFORM: transform,
-            TASK_LOAD: load,
-        }
-        return step[task](self.rt, int(kwargs["chunk_id"]))
+        step = next(s for s in PIPELINE if s.task == task)
+        return step.function()(self.rt, int(kwargs["chunk_id"]))
 
     def run(
         self,

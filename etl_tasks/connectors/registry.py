@@ -21,7 +21,7 @@ from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from etl_tasks.connectors.base import Source, Target
-from etl_tasks.errors import PermanentError
+from etl_tasks.errors import PermanentError, Unsupported
 
 if TYPE_CHECKING:
     from etl_tasks.runtime import Runtime
@@ -56,11 +56,12 @@ def register(connector: Connector) -> None:
 
 
 def connector(kind: str) -> Connector:
-    """The connector for ``kind``; a kind nobody registered is a permanent error."""
+    """The connector for ``kind``; a kind this worker lacks waits for a worker that has it
+    (the API accepted it, so some version of Baton has it)."""
     _ensure_plugins()
     found = _connectors.get(kind)
     if found is None:
-        raise PermanentError(f"no connector for {kind!r} endpoints in this worker")
+        raise Unsupported(f"this worker has no connector for {kind} endpoints")
     return found
 
 
