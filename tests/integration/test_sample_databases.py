@@ -14,7 +14,9 @@ PostgreSQL array or a MySQL SET as JSON, a MySQL geometry as its WKT).
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import inspect, text
 
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from tests.checks import assert_migrated
 from tests.data import submit
 from tests.harness import Driver
@@ -59,3 +61,56 @@ def test_sample_database_migrates_row_for_row(
     assert not diffs, "\n".join(diffs)
     # And Baton's own verification agrees, stream by stream
     assert_migrated(driver.rt.db, migration_id, spec, expected_bad={})
+
+
+def test_northwind_loads_into_a_schema_with_foreign_keys_without_an_after(
+    northwind_url: str, pg_url: str, driver: Driver
+) -> None:
+    # Given Northwind's tables in the target, with every foreign key its SQLite file declares
+    spec = sample_spec(northwind_url, pg_url, "northwind")
+    schema_id = submit(driver.rt.db, driver.publisher, spec)  # a first run makes the tables
+    driver.run()
+    assert not migration_problems(driver.rt.db, schema_id)
+    references = _add_foreign_keys(northwind_url, pg_url)
+    assert len(references) >= 10, references
+    # And a spec that says nothing about order: no 'after' anywhere, every table existing
+    for stream in spec["streams"]:
+        stream.pop("after", None)
+        stream["create_target"] = False
+    assert not any("after" in s for s in spec["streams"])
+    # When it runs
+    migration_id = submit(driver.rt.db, driver.publisher, spec)
+    driver.run()
+    # Then the order came from the target's foreign keys: nothing refused, nothing set aside
+    problems = migration_problems(driver.rt.db, migration_id)
+    assert not problems, "\n".join(problems)
+    assert_migrated(driver.rt.db, migration_id, spec, expected_bad={})
+    diffs = [d.describe() for d in compare_tables(spec) if not d.ok]
+    assert not diffs, "\n".join(diffs)
+
+
+def _add_foreign_keys(source_url: str, target_url: str) -> list[str]:
+    """Empty the target's tables and give them the source's foreign keys (self-references
+    included); the statements that did so."""
+    source, target = create_sql_engine(source_url), create_sql_engine(target_url)
+    statements: list[str] = []
+    try:
+        inspector = inspect(source)
+        tables = [t for t in inspector.get_table_names() if not t.startswith("sqlite_")]
+        quote = target.dialect.identifier_preparer.quote
+        with target.begin() as conn:
+            conn.execute(text(f"TRUNCATE {', '.join(quote(t) for t in tables)}"))
+            for table in tables:
+                for n, fk in enumerate(inspector.get_foreign_keys(table)):
+                    sql = (
+                        f"ALTER TABLE {quote(table)} ADD CONSTRAINT {quote(f'fk_{table}_{n}')} "
+                        f"FOREIGN KEY ({', '.join(map(quote, fk['constrained_columns']))}) "
+                        f"REFERENCES {quote(fk['referred_table'])} "
+                        f"({', '.join(map(quote, fk['referred_columns']))})"
+                    )
+                    conn.execute(text(sql))
+                    statements.append(sql)
+    finally:
+        source.dispose()
+        target.dispose()
+    return statements
