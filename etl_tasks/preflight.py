@@ -73,8 +73,8 @@ def preflight(
     give none (:func:`etl_tasks.drafting.infer.with_after` writes it into the spec).
     """
     ctx = _Context(boundary, Deadline(timeout_s), reveal_details, Problems())
-    source = _open(ctx, "source", spec.source, must_exist=True)
-    target = _open(ctx, "target", spec.target, must_exist=False)
+    source = _open_sql(ctx, spec, "source", must_exist=True)
+    target = _open_sql(ctx, spec, "target", must_exist=False)
     keys: dict[str, list[str]] = {}
     try:
         if source is not None and target is not None:
@@ -112,6 +112,16 @@ def _infer(
 
 def _field(endpoint: Endpoint) -> str:
     return "url" if endpoint.url is not None else "url_env"
+
+
+def _open_sql(ctx: _Context, spec: MigrationSpec, which: str, *, must_exist: bool) -> Side | None:
+    try:
+        endpoint = spec.sql(which)
+    except SpecError as exc:
+        for error in exc.errors:
+            ctx.problems.add(error.path, error.message)
+        return None
+    return _open(ctx, which, endpoint, must_exist=must_exist)
 
 
 def _open(ctx: _Context, which: str, endpoint: Endpoint, *, must_exist: bool) -> Side | None:

@@ -28,7 +28,7 @@ from etl_tasks.errors import NotFound, PermanentError, TransientError, Unsupport
 from etl_tasks.preflight_keys import unique_not_null
 from etl_tasks.publisher import Publisher
 from etl_tasks.settings import Settings
-from etl_tasks.spec import MigrationSpec, endpoint_kind
+from etl_tasks.spec import Endpoint, MigrationSpec, endpoint_kind
 from etl_tasks.staging import StagingStore
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import Migration
@@ -102,6 +102,8 @@ class Runtime:
             return cached
         spec = self.spec(migration_id)
         endpoint = spec.source if which == "source" else spec.target
+        if not isinstance(endpoint, Endpoint):
+            raise Unsupported(f"this worker has no SQL connection for {endpoint.kind} {which}s")
         checked = self.boundary.sql_endpoint(endpoint, worker_timeouts(self.settings).connect_s)
         with self._lock:
             self._endpoints[key] = checked

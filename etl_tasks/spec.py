@@ -7,11 +7,21 @@ against the real source and target.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from etl_tasks.boundary.names import control_character, is_reserved_table
+from etl_tasks.endpoints import FileEndpoint, HttpEndpoint
 from etl_tasks.errors import FieldError, SpecError
 from etl_tasks.query_check import query_problem
 
@@ -79,6 +89,8 @@ class Endpoint(_Model):
     What it may reach is decided by :mod:`etl_tasks.boundary`, when it is checked.
     """
 
+    kind: ClassVar[str] = "sql"
+
     url: str | None = Field(None, min_length=1, max_length=4096)
     url_env: str | None = Field(None, pattern=ENV_NAME)
 
@@ -101,6 +113,31 @@ class Endpoint(_Model):
                 [FieldError("url_env", f"environment variable {self.url_env} is not set")]
             )
         return value
+
+
+def _endpoint_tag(value: Any) -> str | None:
+    if isinstance(value, dict):
+        kind = endpoint_kind(value)
+        return kind if kind in ENDPOINT_KINDS else None
+    return getattr(value, "kind", None)
+
+
+ENDPOINT_KINDS = ("sql", "http", "file")
+
+#: Any endpoint a spec may give, told apart by its form (:func:`endpoint_kind`).
+AnyEndpoint = Annotated[
+    Annotated[Endpoint, Tag("sql")]
+    | Annotated[HttpEndpoint, Tag("http")]
+    | Annotated[FileEndpoint, Tag("file")],
+    Discriminator(
+        _endpoint_tag,
+        custom_error_type="endpoint_form",
+        custom_error_message=(
+            "give {'url': …} or {'url_env': …} for a database, {'http': {…}} for an HTTP API, "
+            "or {'file': {…}} for exported files"
+        ),
+    ),
+]
 
 
 class Filter(_Model):
@@ -235,8 +272,8 @@ class MigrationSpec(_Model):
     """The whole spec, exactly as CONTRACT.md describes it."""
 
     name: str = Field(min_length=1, max_length=200)
-    source: Endpoint
-    target: Endpoint
+    source: AnyEndpoint
+    target: AnyEndpoint
     streams: list[Stream] = Field(min_length=1)
     chunk_rows: int = Field(5000, ge=1, le=1_000_000)
     on_bad_row: Literal["quarantine", "fail"] = "quarantine"
@@ -244,6 +281,13 @@ class MigrationSpec(_Model):
     # Compare the target with the source once the migration has succeeded (a verification,
     # as `POST /api/v1/migrations/{id}/verify` starts one).
     verify: bool = False
+
+    def sql(self, which: str) -> Endpoint:
+        """The source or target as a SQL endpoint; another kind is this version's limit."""
+        endpoint = self.source if which == "source" else self.target
+        if not isinstance(endpoint, Endpoint):
+            raise SpecError([FieldError(which, f"no connector for {endpoint.kind} {which}s")])
+        return endpoint
 
     def to_stored(self) -> dict[str, Any]:
         """The form kept in the state DB: JSON, aliases, nulls kept (a constant may be null).
@@ -331,6 +375,8 @@ def parse_spec(data: object) -> MigrationSpec:
 
 def _field_error(err: Any) -> FieldError:
     loc = list(err["loc"])
+    if len(loc) > 1 and loc[0] in ("source", "target") and loc[1] in ENDPOINT_KINDS:
+        del loc[1]  # the union's tag: ('source', 'http', 'http', 'url') reads source/http/url
     kept = [
         p for i, p in enumerate(loc) if not (_is_union_tag(p) and i and loc[i - 1] != "columns")
     ]

@@ -19,8 +19,8 @@ def assert_migrated(
     view = migration_view(db, migration_id)
     assert view["state"] == "succeeded", view
     parsed = parse_spec(spec)
-    source = create_sql_engine(parsed.source.unchecked_url())
-    target = create_sql_engine(parsed.target.unchecked_url())
+    source = create_sql_engine(parsed.sql("source").unchecked_url())
+    target = create_sql_engine(parsed.sql("target").unchecked_url())
     try:
         checks = verify(parsed, source, target, quarantine_keys(db, migration_id))
         ledger_rows = _ledger(target, migration_id)

@@ -266,8 +266,8 @@ def check_migration(db: StateDB, sub: Submitted, stats: DemoStats) -> MigrationR
     for key in ("rows_loaded", "rows_quarantined", "chunks_done", "chunks_total"):
         setattr(result, key, view[key])
     spec = parse_spec(sub.spec)
-    source = create_sql_engine(spec.source.unchecked_url())
-    target = create_sql_engine(spec.target.unchecked_url())
+    source = create_sql_engine(spec.sql("source").unchecked_url())
+    target = create_sql_engine(spec.sql("target").unchecked_url())
     try:
         checks = verify(spec, source, target, quarantine_keys(db, sub.id))
         ledger = _ledger_rows(target, sub.id)

@@ -651,3 +651,46 @@ def test_a_null_constant_column_round_trips() -> None:
     parsed = parse_spec(spec(stream(columns={"id": "Id", "gone": {"value": None}})))
 
     assert MigrationSpec.model_validate(stored(parsed)) == parsed
+
+
+HTTP_TARGET = {
+    "http": {
+        "url": "https://api.example.com/v1/{table}/import",
+        "auth": {"bearer_env": "CLOUD_TOKEN"},
+        "rows_field": "rows",
+        "batch_rows": 100,
+        "max_rps": 20,
+    }
+}
+FILE_SOURCE = {"file": {"path": "exports/", "format": "csv", "encoding": "cp1252"}}
+
+
+def test_endpoint_forms_are_told_apart_by_their_key() -> None:
+    parsed = parse_spec(spec(stream(), source=FILE_SOURCE, target=HTTP_TARGET))
+    assert parsed.source.kind == "file" and parsed.target.kind == "http"
+    assert parsed.target.http.method == "POST" and parsed.target.http.timeout_s == 10  # type: ignore[union-attr]
+    assert parsed.target.http.delivery == "exactly_once"  # type: ignore[union-attr]
+    # stored as written: the form's key, not a tag of Baton's
+    assert parsed.to_stored()["target"] == HTTP_TARGET
+    with pytest.raises(SpecError, match="no connector for http targets"):
+        parsed.sql("target")
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "path", "part"),
+    [
+        ({"ftp": {"host": "x"}}, "target", "{'http': {…}} for an HTTP API"),
+        ({"http": {"url": "ftp://x"}}, "target/http/url", "starts with http:// or https://"),
+        ({"http": {"url": "https://x", "token": "s3cret"}}, "target/http/token", "Extra"),
+        (
+            {"http": {"url": "https://x", "auth": {"bearer_env": "A", "basic_env": "B"}}},
+            "target/http/auth",
+            "exactly one of",
+        ),
+        ({"file": {"path": "x", "encoding": "klingon"}}, "target/file/encoding", "unknown"),
+    ],
+)
+def test_a_bad_endpoint_form_is_refused_where_it_is_wrong(
+    endpoint: dict[str, Any], path: str, part: str
+) -> None:
+    assert_refused(spec(stream(), target=endpoint), path, part)
