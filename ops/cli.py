@@ -378,7 +378,9 @@ def chaos(tier: str, workdir: Path | None) -> None:
 
 @main.command()
 @click.argument(
-    "which", type=click.Choice(["shutdown", "deploys", "recovery", "all"]), default="all"
+    "which",
+    type=click.Choice(["shutdown", "deploys", "recovery", "throughput", "all"]),
+    default="all",
 )
 @click.option("--workdir", type=click.Path(path_type=Path), help="default: a new temp dir")
 @click.option("--runs", default=20, show_default=True, help="shutdowns to time")
@@ -388,15 +390,28 @@ def chaos(tier: str, workdir: Path | None) -> None:
     type=float,
     help="size of the deploys' legacy DB  [default: 34, over a minute on 2 cores]",
 )
+@click.option(
+    "--rows-scale",
+    default=10,
+    show_default=True,
+    help="throughput: pgbench scale (100,000 rows each); the naive script runs up to 10",
+)
 @click.option("--json", "as_json", is_flag=True)
 def bench(
-    which: str, workdir: Path | None, runs: int, repeats: int, scale: float | None, as_json: bool
+    which: str,
+    workdir: Path | None,
+    runs: int,
+    repeats: int,
+    scale: float | None,
+    rows_scale: int,
+    as_json: bool,
 ) -> None:
     """Measure deploy latency (busy warm shutdowns), what rolling deploys cost a migration,
-    and how fast the default timings recover from a SIGKILL and from a broker loss."""
+    how fast the default timings recover from a SIGKILL and from a broker loss, and
+    throughput beside the scripts Baton replaces."""
     import tempfile
 
-    from ops.bench import deploys, recovery, shutdown
+    from ops.bench import deploys, recovery, shutdown, throughput
 
     home = workdir or Path(tempfile.mkdtemp(prefix="baton-bench-"))
     results: dict[str, Any] = {}
@@ -408,6 +423,10 @@ def bench(
         )
     if which in ("recovery", "all"):
         results["recovery"] = recovery.run(home / "recovery", out=click.echo)
+    if which in ("throughput", "all"):
+        results["throughput"] = throughput.run(
+            home / "throughput", scale=rows_scale, out=click.echo
+        )
     if as_json:
         click.echo(json.dumps(results))
     sys.exit(0 if all(r["met"] for r in results.values()) else 1)

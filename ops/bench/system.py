@@ -129,12 +129,14 @@ class BenchSystem:
         self.db.dispose()
         self._stack.close()  # drops the state DB
 
-    def start_worker(self, concurrency: int = 2) -> str:
+    def start_worker(self, concurrency: int | None = 2) -> str:
+        """A worker; ``concurrency`` None: the shipped default (``BATON_WORKER_CONCURRENCY``)."""
         self._n += 1
         name = f"b{self._n}@bench"
         log = open(self.home / f"{self._n}.log", "ab")
+        pool = [] if concurrency is None else ["-c", str(concurrency)]
         self.workers[name] = subprocess.Popen(
-            worker_argv("-n", name, "-c", str(concurrency), "-l", "WARNING"),
+            worker_argv("-n", name, *pool, "-l", "WARNING"),
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.bench import shutdown, system
+from ops.bench import shutdown, system, throughput
 from tests import services
 
 
@@ -31,3 +31,32 @@ def test_the_shutdown_benchmark_times_warm_shutdowns_of_busy_workers(
     assert 0 < report["median_s"] <= report["slowest_s"] < 60
     assert report["goal_s"] == report["budget_s"] + shutdown.MARGIN_S
     assert lines[-1].startswith("warm shutdown of a busy worker: median"), lines
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_the_throughput_benchmark_moves_every_row_with_each_contender(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not services.postgres_answers():
+        services.unavailable(f"PostgreSQL at {services.PG_ADMIN_URL}")
+    monkeypatch.setattr(system, "PG_URL", services.PG_ADMIN_URL)
+    lines: list[str] = []
+    report = throughput.run(tmp_path, rows=4000, out=lines.append)
+    # every contender ran, and moved every row (each one checks its own count, or raises)
+    names = [r["name"] for r in report["runs"]]
+    assert names == [
+        "COPY pipe",
+        "tuned script",
+        "Baton PG→PG, 1 worker",
+        "Baton PG→PG, 2 workers",
+        "sqlite-tuned script",
+        "Baton SQLite→PG, 2 workers",
+        "naive script",
+    ], lines
+    assert all(r["rows"] == 4000 and r["wall_s"] > 0 for r in report["runs"])
+    assert set(report["ratios"]) == {"pg_vs_tuned", "pg_vs_pipe", "sqlite_vs_tuned", "naive_vs_pg"}
+    baton = report["runs"][3]["extra"]
+    assert baton["chunks"] >= 1 and baton["state_db_xacts_per_chunk"] > 0, baton
+    assert set(baton["step_ms_per_chunk"]) == {"extract", "transform", "load"}, baton
+    assert any(r["peak_rss_mb"] > 0 for r in report["runs"])

@@ -1,0 +1,346 @@
+"""Throughput beside the scripts Baton replaces: the same rows, one run, ratios.
+
+1M rows of ``pgbench_accounts`` (``pgbench -i`` when it is installed, else the same
+shape made here), PostgreSQL → PostgreSQL, timed for:
+
+- the COPY pipe (``COPY … TO STDOUT`` piped into ``COPY … FROM STDIN``): the floor;
+- the tuned one-process script and the naive one (:mod:`ops.bench.baselines`);
+- Baton with 1 and 2 workers at shipped defaults, from submit until it reports success;
+
+and SQLite → PostgreSQL, the same rows, for the tuned script of that pair and Baton.
+Each line gives wall time, rows/s, the ratios to the tuned script and to the pipe, and
+the peak RSS of the process tree (a worker with its pool children). Baton's lines also
+give the orchestration per chunk: state-DB transactions and Redis commands (messages and
+staging round trips). The machine is shared and noisy: compare ratios, not seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+import redis
+
+from ops.bench.system import BenchSystem, pg_database
+
+TABLE = "pgbench_accounts"
+ROWS_PER_SCALE = 100_000
+GOALS = {  # from the throughput issue: Baton (2 workers) against each baseline
+    "pg_vs_tuned": 0.7,
+    "pg_vs_pipe": 1.5,
+    "naive_vs_pg": 15.0,  # how many times faster than the naive script, at least
+    "sqlite_vs_tuned": 1.0,
+}
+
+
+@dataclass
+class Run:
+    """One contender's result."""
+
+    name: str
+    wall_s: float
+    rows: int
+    peak_rss_mb: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.wall_s if self.wall_s else 0.0
+
+
+# --- Peak memory of a process tree -----------------------------------------------------------
+
+
+def _tree(root: int) -> list[int]:
+    """``root`` and its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def _rss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+class PeakRss:
+    """Samples the summed RSS of each watched process tree every 100 ms; keeps the peak."""
+
+    def __init__(self) -> None:
+        self.roots: list[int] = []
+        self.peak_kb: dict[int, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def watch(self, pid: int) -> None:
+        self.roots.append(pid)
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.1):
+            for root in list(self.roots):
+                total = sum(_rss_kb(pid) for pid in _tree(root))
+                self.peak_kb[root] = max(self.peak_kb.get(root, 0), total)
+
+    def max_mb(self) -> float:
+        return max(self.peak_kb.values(), default=0) / 1024
+
+
+# --- The data ----------------------------------------------------------------------------------
+
+
+def make_source(url: str, scale: int, rows: int | None = None) -> int:
+    """``pgbench_accounts`` at ``scale`` (100,000 rows each) in the database at ``url``;
+    ``rows`` (for a quick check of the benchmark itself) makes that many instead."""
+    if rows is None and shutil.which("pgbench"):
+        subprocess.run(
+            ["pgbench", "-i", "-q", "-s", str(scale), "-I", "dtgvp", url.split("?")[0]],
+            check=True,
+            capture_output=True,
+        )
+    else:
+        with psycopg2.connect(url) as conn, conn.cursor() as cur:
+            cur.execute(
+                f"CREATE TABLE {TABLE} (aid integer PRIMARY KEY, bid integer, "
+                "abalance integer, filler char(84))"
+            )
+            cur.execute(
+                f"INSERT INTO {TABLE} SELECT g, (g - 1) / {ROWS_PER_SCALE} + 1, 0, '' "
+                f"FROM generate_series(1, {rows or scale * ROWS_PER_SCALE}) g"
+            )
+            cur.execute(f"ANALYZE {TABLE}")
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(f"SELECT count(*) FROM {TABLE}")
+        return int(cur.fetchone()[0])
+
+
+def make_sqlite_copy(url: str, path: Path) -> None:
+    """The same rows in a SQLite file (a legacy desktop product's shape)."""
+    path.unlink(missing_ok=True)
+    lite = sqlite3.connect(path)
+    lite.execute(
+        f"CREATE TABLE {TABLE} (aid INTEGER PRIMARY KEY, bid INTEGER, abalance INTEGER, "
+        "filler CHAR(84))"
+    )
+    with psycopg2.connect(url) as conn, conn.cursor(name="copy") as cur:
+        cur.itersize = 50_000
+        cur.execute(f"SELECT aid, bid, abalance, filler FROM {TABLE}")
+        while batch := cur.fetchmany(50_000):
+            lite.executemany(f"INSERT INTO {TABLE} VALUES (?, ?, ?, ?)", batch)
+    lite.commit()
+    lite.close()
+
+
+# --- The contenders ----------------------------------------------------------------------------
+
+
+def _timed_process(
+    name: str,
+    argv: list[str],
+    rows: int,
+    shell: bool = False,
+    moved: Callable[[str], int] | None = None,
+) -> Run:
+    """Time a command; ``moved`` reads from its output how many rows it moved."""
+    with PeakRss() as rss:
+        started = time.monotonic()
+        proc = subprocess.Popen(
+            argv if not shell else " ".join(argv),
+            shell=shell,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        rss.watch(proc.pid)
+        out, err = proc.communicate()
+        wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{name} failed: {err.decode(errors='replace')[-2000:]}")
+    if moved is not None and moved(out.decode()) != rows:
+        raise RuntimeError(f"{name} moved {out.decode().strip()} rows of {rows}")
+    return Run(name, wall, rows, rss.max_mb())
+
+
+def copy_pipe(source: str, target: str, rows: int) -> Run:
+    with psycopg2.connect(target) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"CREATE TABLE {TABLE}_pipe (aid integer PRIMARY KEY, bid integer, "
+            "abalance integer, filler char(84))"
+        )
+    out_sql = f"\\copy {TABLE} to stdout"
+    in_sql = f"\\copy {TABLE}_pipe from stdin"
+    argv = ["psql", "-X", "-q", "-d", f"'{source}'", "-c", f"'{out_sql}'", "|", "psql", "-X",
+            "-q", "-d", f"'{target}'", "-c", f"'{in_sql}'"]  # fmt: skip
+    return _timed_process("COPY pipe", argv, rows, shell=True)
+
+
+def script(kind: str, source: str, target: str, rows: int) -> Run:
+    argv = [sys.executable, "-m", "ops.bench.baselines", kind, source, target, TABLE]
+    return _timed_process(f"{kind} script", argv, rows, moved=int)
+
+
+def baton(name: str, home: Path, source: str, target: str, rows: int, workers: int) -> Run:
+    """Baton with ``workers`` workers at shipped defaults, from submit until success."""
+    spec = {
+        "name": name,
+        "source": {"url": source},
+        "target": {"url": target},
+        "streams": [
+            {"source_table": TABLE, "target_table": f"{TABLE}_b{workers}", "create_target": True}
+        ],
+    }
+    with BenchSystem(home) as system, PeakRss() as rss:
+        names = [system.start_worker(concurrency=None) for _ in range(workers)]
+        for proc in system.workers.values():
+            rss.watch(proc.pid)
+        system.wait_ready(names)
+        before = _counters(system)
+        started = time.monotonic()
+        migration = system.submit(spec)
+        while (view := system.view(migration))["state"] in ("pending", "running"):
+            time.sleep(0.05)
+        wall = time.monotonic() - started
+        after = _counters(system)
+        if view["state"] != "succeeded":
+            raise RuntimeError(f"{name}: migration {view['state']}: {view['error']}")
+        chunks = max(1, int(view["chunks_done"]))
+        extra = {
+            "chunks": chunks,
+            "state_db_xacts_per_chunk": round((after[0] - before[0]) / chunks, 1),
+            "redis_commands_per_chunk": round((after[1] - before[1]) / chunks, 1),
+            "step_ms_per_chunk": _step_ms(system, migration),
+        }
+        if view["rows_loaded"] != rows:
+            raise RuntimeError(f"{name}: {view['rows_loaded']} rows loaded of {rows}")
+    return Run(name, wall, rows, rss.max_mb(), extra)
+
+
+def _counters(system: BenchSystem) -> tuple[int, int]:
+    """Committed state-DB transactions and Redis commands so far."""
+    with psycopg2.connect(system.settings.database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        xacts = int(cur.fetchone()[0])
+    info = redis.Redis.from_url(system.settings.broker_url).info("stats")
+    return xacts, int(info["total_commands_processed"])
+
+
+def _step_ms(system: BenchSystem, migration_id: str) -> dict[str, float]:
+    """Mean milliseconds per chunk of each step, from the chunks' own timings."""
+    from sqlalchemy import select
+
+    from etl_tasks.state.models import Chunk
+
+    with system.db.reading() as s:
+        chunks = list(s.scalars(select(Chunk).where(Chunk.migration_id == migration_id)))
+    totals: dict[str, list[int]] = {}
+    for chunk in chunks:
+        for step, ms in chunk.step_timings().items():
+            totals.setdefault(step, []).append(ms)
+    return {step: round(sum(v) / len(v), 1) for step, v in totals.items()}
+
+
+# --- The run -----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _databases(n: int) -> Iterator[list[str]]:
+    if n == 0:
+        yield []
+        return
+    with pg_database() as first, _databases(n - 1) as rest:
+        yield [first, *rest]
+
+
+def run(
+    home: Path,
+    scale: int = 10,
+    naive: bool = True,
+    out: Callable[[str], None] = print,
+    rows: int | None = None,
+) -> dict[str, Any]:
+    """The whole comparison; ``rows`` instead of ``scale`` only to check the benchmark."""
+    home.mkdir(parents=True, exist_ok=True)
+    with _databases(2) as (source, target):
+        out(f"making {rows or scale * ROWS_PER_SCALE:,} rows of {TABLE} …")
+        rows = make_source(source, scale, rows)
+        sqlite_path = home / "legacy.sqlite"
+        make_sqlite_copy(source, sqlite_path)
+        sqlite_url = f"sqlite:///{sqlite_path}"
+        runs: list[Run] = []
+
+        def record(r: Run) -> Run:
+            runs.append(r)
+            out(f"  {r.name:<28} {r.wall_s:7.2f} s  {r.rows_per_s:>10,.0f} rows/s  "
+                f"peak RSS {r.peak_rss_mb:6.0f} MB")  # fmt: skip
+            return r
+
+        pipe = record(copy_pipe(source, target, rows))
+        tuned = record(script("tuned", source, target, rows))
+        b1 = record(baton("Baton PG→PG, 1 worker", home / "b1", source, target, rows, 1))
+        b2 = record(baton("Baton PG→PG, 2 workers", home / "b2", source, target, rows, 2))
+        lite_tuned = record(script("sqlite-tuned", sqlite_url, target, rows))
+        lite_b2 = record(
+            baton("Baton SQLite→PG, 2 workers", home / "bs", sqlite_url, target, rows, 2)
+        )
+        naive_run = record(script("naive", source, target, rows)) if naive and scale <= 10 else None
+    ratios = {
+        "pg_vs_tuned": b2.wall_s / tuned.wall_s,
+        "pg_vs_pipe": b2.wall_s / pipe.wall_s,
+        "sqlite_vs_tuned": lite_b2.wall_s / lite_tuned.wall_s,
+    }
+    if naive_run is not None:
+        ratios["naive_vs_pg"] = naive_run.wall_s / b2.wall_s
+    met = {k: (v >= GOALS[k] if k == "naive_vs_pg" else v <= GOALS[k]) for k, v in ratios.items()}
+    for run_ in runs:
+        run_.extra["vs_tuned"] = round(run_.wall_s / tuned.wall_s, 2)
+        run_.extra["vs_pipe"] = round(run_.wall_s / pipe.wall_s, 2)
+    out("")
+    for key, value in ratios.items():
+        sense = "≥" if key == "naive_vs_pg" else "≤"
+        verdict = "MET" if met[key] else "MISSED"
+        out(f"  {key:<16} {value:6.2f}  (goal {sense} {GOALS[key]})  {verdict}")
+    for r in (b1, b2, lite_b2):
+        out(f"  {r.name}: {r.extra}")
+    return {
+        "rows": rows,
+        "runs": [{**asdict(r), "rows_per_s": round(r.rows_per_s)} for r in runs],
+        "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "goals": GOALS,
+        "met": all(met.values()),
+    }
