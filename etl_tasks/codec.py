@@ -101,14 +101,37 @@ def encode_key(values: Sequence[Any] | None) -> list[Any] | None:
     return None if values is None else [encode_value(v) for v in values]
 
 
+def encode_keys(keys: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Many keys, as :func:`encode_key` each; keys of JSON-native values need no call each."""
+    if not keys:
+        return []
+    native = all(_all_native(col, {type(v) for v in col}) for col in zip(*keys, strict=True))
+    return [list(k) for k in keys] if native else [[encode_value(v) for v in k] for k in keys]
+
+
 def decode_key(values: Sequence[Any] | None) -> tuple[Any, ...] | None:
     return None if values is None else tuple(decode_value(v) for v in values)
 
 
+_NATIVE_EXACT = frozenset({str, bool, type(None)})
+
+
+def _all_native(values: Sequence[Any], kinds: set[type]) -> bool:
+    """:func:`_is_native` for every value, by the column's exact types first (a call per
+    value only for what the types alone cannot tell: ints out of range, floats not finite)."""
+    if kinds <= _NATIVE_EXACT:
+        return True
+    if kinds <= _NATIVE_EXACT | {int}:
+        ints = [v for v in values if type(v) is int]
+        return _INT_RANGE[0] <= min(ints) and max(ints) <= _INT_RANGE[1]
+    return all(_is_native(v) for v in values)
+
+
 def _encode_column(values: Sequence[Any]) -> tuple[str, list[Any]]:
-    kinds = {type(v) for v in values if v is not None}
-    if all(_is_native(v) for v in values):
+    kinds = {type(v) for v in values}
+    if _all_native(values, kinds):
         return "raw", list(values)
+    kinds.discard(type(None))
     if len(kinds) == 1:
         kind = kinds.pop()
         if kind in (memoryview, bytearray):

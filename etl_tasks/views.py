@@ -96,8 +96,10 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
         )
     view = _summary(mig)
     if mig.state == MigrationState.RUNNING:
-        # No worker able to move it is the cause of any other wait: say that first.
-        view["waiting_reason"] = _worker_shortage(db, mig.spec) or view["waiting_reason"]
+        shortage = _worker_shortage(db, mig.spec)
+        if shortage and (shortage.startswith(UNSUPPORTED) or not view["waiting_reason"]):
+            # No live worker has its endpoint kind: the cause of any other wait it reports.
+            view["waiting_reason"] = shortage
     view["streams"] = items
     view.update(_progress(mig, items, now))
     view["verification"] = verification
@@ -117,6 +119,9 @@ def _verification_link(s: Session, migration_id: str) -> dict[str, Any] | None:
     return {"id": latest.id, "state": latest.state, "report_url": report_url(migration_id)}
 
 
+UNSUPPORTED = "no worker supports"
+
+
 def _worker_shortage(db: StateDB, spec: dict[str, Any]) -> str | None:
     """Why no worker can move the migration on: none runs, or none supports its endpoints
     (a worker of an older version, during a rolling deploy)."""
@@ -125,7 +130,7 @@ def _worker_shortage(db: StateDB, spec: dict[str, Any]) -> str | None:
     if not list_workers(db):
         return "no worker is running"
     missing = missing_kinds(db, spec)
-    return f"no worker supports {', '.join(missing)}" if missing else None
+    return f"{UNSUPPORTED} {', '.join(missing)}" if missing else None
 
 
 def _summary(mig: Migration) -> dict[str, Any]:

@@ -100,6 +100,7 @@ def map_rows(
     out = Mapped()
     map_row = path.convert
     null_keys = _NullKeys()
+    keys: list[tuple[Any, ...]] = []
     for pos, row in enumerate(rows):
         if not pos % RENEW_CHECK_ROWS:
             between()
@@ -113,7 +114,8 @@ def map_rows(
             out.bad.append((pos, QuarantineEntry(codec.quarantine_key(key), str(exc), record)))
             continue
         out.positions.append(pos)
-        out.source_keys.append(codec.encode_key(row[:key_width]))
+        keys.append(row[:key_width])
+    out.source_keys = codec.encode_keys(keys)
     return out
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+COPY_ESCAPES = _ESCAPES  # what COPY's text format escapes in a field
 
 
 def interval_text(value: dt.timedelta) -> str:

@@ -22,7 +22,7 @@ from tests.checks import assert_migrated
 from tests.data import build_source, spec_for, submit
 from tests.harness import Driver
 
-NEWER_TARGET = {"http": {"url": "https://api.example.com/v1/{table}/import"}}
+NEWER_TARGET = {"s3": {"bucket": "exports"}}  # a form no version of Baton reads yet
 
 
 def _store_spec(driver: Driver, migration_id: str, spec: dict[str, Any]) -> None:
@@ -50,7 +50,7 @@ def test_a_kind_this_worker_lacks_waits_for_a_worker_that_has_it(
     assert not stored.get("sealed"), "the test swaps the target of a plain stored spec"
     info = WorkerInfo("old", "1.0", "localhost", 1, None)
     heartbeat(old.rt.db, info, state="active", in_flight=0, steps_done=0)  # it advertises sql
-    # Given a newer API stored an HTTP target, which this version has no connector for
+    # Given a newer API stored a target of a kind this version cannot even read
     _store_spec(old, mid, {**stored, "target": NEWER_TARGET})
     before = {c.id: c.attempts for c in _chunks(old, mid)}
     old.rt.close()
@@ -61,7 +61,7 @@ def test_a_kind_this_worker_lacks_waits_for_a_worker_that_has_it(
     # Then nothing failed and no attempt was spent; the chunks wait, and the migration says why
     view = migration_view(old.rt.db, mid)
     assert view["state"] == "running", view
-    assert "no worker supports http targets" in (view["waiting_reason"] or ""), view
+    assert "no worker supports s3 targets" in (view["waiting_reason"] or ""), view
     chunks = _chunks(old, mid)
     assert all(c.state != "failed" for c in chunks)
     assert all(c.attempts <= before.get(c.id, 0) for c in chunks), "an attempt was spent"

@@ -312,3 +312,29 @@ def test_json_documents_round_trip(value: Any) -> None:
     assert rows == [(1, value), (2, None)]
     _, mixed, _ = codec.decode_rows(codec.encode_rows(["v"], [(value,), (Decimal("1.5"),)]))
     assert mixed == [(value,), (Decimal("1.5"),)]
+
+
+def test_columns_of_every_native_mix_round_trip_exactly() -> None:
+    from enum import StrEnum
+
+    class Level(StrEnum):
+        HIGH = "high"
+
+    columns = ["ints", "big", "floats", "mixed", "text"]
+    rows = [
+        (1, 2**64, 1.5, True, Level.HIGH),
+        (None, -(2**63) - 1, float("inf"), "x", "y"),
+        (-(2**63), 5, float("nan"), None, None),
+    ]
+    _, back, _ = codec.decode_rows(codec.encode_rows(columns, rows))
+    assert [r[:2] for r in back] == [r[:2] for r in rows]
+    assert back[0][2] == 1.5 and back[1][2] == float("inf") and back[2][2] != back[2][2]
+    assert [r[3:] for r in back] == [r[3:] for r in rows]
+
+
+def test_many_keys_encode_as_each_key_alone() -> None:
+    natives = [(1, "a"), (2, "b")]
+    typed = [(Decimal("1.10"), date(2024, 2, 29)), (None, date(2000, 1, 1))]
+    for keys in (natives, typed, [(2**64 + 1,), (3,)]):
+        assert codec.encode_keys(keys) == [codec.encode_key(k) for k in keys]
+    assert codec.encode_keys([]) == []

@@ -214,3 +214,22 @@ def test_copy_into_sends_the_stream_through_copy_expert() -> None:
 
     # Then one COPY statement ran with the rows as its input
     assert sent == [('COPY "public"."Customer" ("Id", "Name") FROM STDIN', "1\tAnn\n2\t\\N\n")]
+
+
+def test_columns_spelled_at_once_read_as_each_value_spelled_alone() -> None:
+    from enum import StrEnum
+
+    from etl_tasks.connectors.sql.pg_copy import copy_text
+    from etl_tasks.values.encoders import pg_copy_field
+
+    class Colour(StrEnum):
+        RED = "r\ted"
+
+    rows = [
+        (1, "a\tb\\c\nd\re", True, None, 2**70, Colour.RED, 1.5),
+        (None, None, False, "x", -3, "plain", float("nan")),
+        (-(2**63), "", None, 7, None, None, None),
+    ]
+    expected = "".join("\t".join(pg_copy_field(v) for v in row) + "\n" for row in rows)
+    assert copy_text(rows).getvalue() == expected
+    assert copy_text([]).getvalue() == ""

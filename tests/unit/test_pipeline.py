@@ -50,3 +50,14 @@ def test_timings_read_the_json_and_the_columns_older_versions_wrote() -> None:
     assert chunk.load_ms == 30  # still written, for the older versions that read it
     # Where both are set, the JSON wins (it is what this version wrote last).
     assert Chunk(transform_ms=1, timings={"transform": 2}).step_timings() == {"transform": 2}
+
+
+def test_a_kind_without_a_connector_waits_rather_than_fails() -> None:
+    import pytest
+
+    from etl_tasks.connectors import registry
+    from etl_tasks.errors import TransientError, Unsupported
+
+    with pytest.raises(Unsupported, match="no connector for s3 endpoints") as caught:
+        registry.connector("s3")
+    assert isinstance(caught.value, TransientError) and caught.value.connection

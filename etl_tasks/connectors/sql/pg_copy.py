@@ -10,18 +10,30 @@ import io
 from collections.abc import Sequence
 from typing import Any
 
-from etl_tasks.values.encoders import pg_copy_field
+from etl_tasks.values.encoders import COPY_ESCAPES, pg_copy_field
+
+_NULL = type(None)
+
+
+def _spell_column(values: Sequence[Any]) -> list[str]:
+    """Each value's COPY field, as :func:`pg_copy_field` spells it; a column of plain
+    integers or plain text is spelled without a call per value."""
+    kinds = {type(v) for v in values}
+    if kinds <= {int, _NULL}:
+        return ["\\N" if v is None else str(v) for v in values]
+    if kinds <= {str, _NULL}:
+        return ["\\N" if v is None else v.translate(COPY_ESCAPES) for v in values]
+    return [pg_copy_field(v) for v in values]
 
 
 def copy_text(rows: Sequence[Sequence[Any]]) -> io.StringIO:
-    """Rows as one COPY text-format stream."""
-    buf = io.StringIO()
-    write = buf.write
-    for row in rows:
-        write("\t".join([pg_copy_field(v) for v in row]))
-        write("\n")
-    buf.seek(0)
-    return buf
+    """Rows as one COPY text-format stream, spelled column by column."""
+    if not rows:
+        return io.StringIO()
+    columns = [_spell_column(column) for column in zip(*rows, strict=True)]
+    lines = ["\t".join(fields) for fields in zip(*columns, strict=True)]
+    lines.append("")
+    return io.StringIO("\n".join(lines))
 
 
 def copy_into(
