@@ -174,6 +174,29 @@ def decode_rows(blob: bytes) -> tuple[list[str], list[tuple[Any, ...]], dict[str
     return payload["columns"], rows, payload["extra"]
 
 
+def pass_through(blob: bytes, columns: Sequence[str], key_width: int) -> bytes | None:
+    """Staged source rows as transformed rows, when every value passes untouched: the same
+    payload under the target's column names, with each row's position and source key as
+    :func:`encode_rows` would write them, and no value decoded. ``None`` when a row's key
+    is NULL (that row needs the transform's own path to be set aside)."""
+    payload = orjson.loads(blob)
+    key_columns = []
+    for tag, values in zip(payload["tags"][:key_width], payload["data"][:key_width], strict=True):
+        if None in values:
+            return None
+        # encode_value's {"$": tag, "v": text} for a typed column; the values themselves else
+        typed = tag not in ("raw", "mixed")
+        key_columns.append([{"$": tag, "v": v} for v in values] if typed else values)
+    n = payload["n"]
+    payload["columns"] = list(columns)
+    payload["extra"] = {
+        "quarantine": [],
+        "positions": list(range(n)),
+        "source_keys": [list(k) for k in zip(*key_columns, strict=True)] if n else [],
+    }
+    return orjson.dumps(payload)
+
+
 def dumps(value: Any) -> str:
     """JSON text of plain data, with typed values encoded (for quarantined rows)."""
     return orjson.dumps(value, default=encode_value).decode()

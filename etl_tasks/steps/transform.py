@@ -41,26 +41,13 @@ def _transform(rt: Runtime, c: Claim) -> None:
     blob = rt.staging.get(c.chunk_id, c.stage_token, STEP.input_stage)
     if blob is None:
         raise StagingMissing()
-    columns, rows, _ = codec.decode_rows(blob)
     binding = rt.binding(c.migration_id, c.stream)
     path = rt.value_path(c.migration_id, c.stream)
-    clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
-
-    def keep_lease() -> None:
-        if clock.renewal_due():  # a slow transform must not lose the chunk to another worker
-            renew(rt, c)
-
-    mapped = map_rows(path, columns, rows, binding.key_width, keep_lease)
-    if mapped.bad and rt.spec(c.migration_id).on_bad_row == "fail":
-        first = mapped.bad[0][1]
-        raise PermanentError(f"bad row {first.key}: {first.reason}")
-    out = codec.encode_rows(
-        path.target_columns,
-        mapped.good,
-        quarantine=[[q.key, q.reason, q.row, pos] for pos, q in mapped.bad],
-        positions=mapped.positions,
-        source_keys=mapped.source_keys,
-    )
+    out = None
+    if path.passes_through:  # the spec asks nothing of these values: no row is decoded
+        out = codec.pass_through(blob, path.target_columns, binding.key_width)
+    if out is None:
+        out = _mapped(rt, c, blob, path, binding.key_width)
     rt.staging.put(c.chunk_id, c.token, STEP.output_stage, out)
     if commit(
         rt,
@@ -73,6 +60,28 @@ def _transform(rt: Runtime, c: Claim) -> None:
     ):
         rt.staging.delete(c.chunk_id, c.stage_token, STEP.input_stage)
         publish_step(rt.publisher, NEXT.name, c.chunk_id)
+
+
+def _mapped(rt: Runtime, c: Claim, blob: bytes, path: ValuePath, key_width: int) -> bytes:
+    """The staged rows through the stream's value path, the refused ones set aside."""
+    columns, rows, _ = codec.decode_rows(blob)
+    clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
+
+    def keep_lease() -> None:
+        if clock.renewal_due():  # a slow transform must not lose the chunk to another worker
+            renew(rt, c)
+
+    mapped = map_rows(path, columns, rows, key_width, keep_lease)
+    if mapped.bad and rt.spec(c.migration_id).on_bad_row == "fail":
+        first = mapped.bad[0][1]
+        raise PermanentError(f"bad row {first.key}: {first.reason}")
+    return codec.encode_rows(
+        path.target_columns,
+        mapped.good,
+        quarantine=[[q.key, q.reason, q.row, pos] for pos, q in mapped.bad],
+        positions=mapped.positions,
+        source_keys=mapped.source_keys,
+    )
 
 
 @dataclass

@@ -32,6 +32,8 @@ class RowMapper:
 
     target_columns: tuple[str, ...]
     _row_fn: RowFn = field(repr=False, compare=False)
+    #: Each target column copies the source column at its own position, untransformed.
+    identity: bool = False
 
     def map_row(self, row: Row) -> tuple[Any, ...]:
         """The target row; raises :class:`BadRowError` naming the target column at fault."""
@@ -49,11 +51,12 @@ def compile_mapper(
     if problems:
         raise SpecError([FieldError(path, message) for path, message in problems])
     if columns is None:
-        return RowMapper(tuple(source_columns), tuple)
+        return RowMapper(tuple(source_columns), tuple, identity=True)
     index = _index(source_columns)
     cells = [_cell_fn(target, spec, index) for target, spec in columns.items()]
     copies = [_copy_index(spec, index) for spec in columns.values()]
-    return RowMapper(tuple(columns), _row_fn(cells, copies))
+    identity = copies == list(range(len(source_columns)))
+    return RowMapper(tuple(columns), _row_fn(cells, copies), identity)
 
 
 def _index(source_columns: Sequence[str]) -> dict[str, int]:

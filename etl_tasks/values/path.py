@@ -56,6 +56,11 @@ class ValuePath:
     def target_columns(self) -> tuple[str, ...]:
         return self.mapper.target_columns
 
+    @property
+    def passes_through(self) -> bool:
+        """Every target value is its source value, in source order: nothing to do per row."""
+        return self.mapper.identity and not any(self.casts)
+
     def convert(self, row: Sequence[Any]) -> tuple[Any, ...]:
         """The target row; raises :class:`BadRowError` naming the column at fault."""
         mapped = self.mapper.map_row(row)

@@ -498,6 +498,17 @@ def test_identity_mapper() -> None:
     row = (1, "Ann", "A", "1.5", "2000-01-02")
     assert mapper.map_row(row) == row
     assert mapper.map_row(list(row)) == row
+    assert mapper.identity
+
+
+def test_only_a_copy_of_every_column_in_place_is_an_identity() -> None:
+    renamed = {"ID": "id", "name": "Name", "st": "status", "amt": col("amount"), "b": "born"}
+    assert compile_mapper(renamed, SOURCE).identity  # names change, values do not
+    assert not compile_mapper({"Name": "Name", "id": "id"}, SOURCE).identity  # reordered, fewer
+    changed = {**renamed, "st": col("status", "map", mapping={"A": "active"})}
+    assert not compile_mapper(changed, SOURCE).identity
+    constant = {**renamed, "b": ColumnValue.model_validate({"value": 1})}
+    assert not compile_mapper(constant, SOURCE).identity
 
 
 def test_rename_and_reorder() -> None:
