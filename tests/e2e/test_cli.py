@@ -150,7 +150,7 @@ def test_baton_api_serves_with_gunicorn_and_requires_tokens(tmp_path: Path) -> N
             timeout=5,
             headers={"Authorization": f"Bearer {token}"},
         )
-        assert ok.status_code == 200 and ok.json() == {"items": []}
+        assert ok.status_code == 200 and ok.json()["items"] == []
     finally:
         api.terminate()
         api.communicate(timeout=30)
