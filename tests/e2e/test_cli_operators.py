@@ -28,7 +28,6 @@ from ops.cli import main
 from tests import services
 from tests.api_process import ApiProcess
 from tests.data import build_source, spec_for, sqlite_url
-from tests.harness import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -266,15 +265,3 @@ def test_api_unreachable_is_7(tmp_path: Path) -> None:
     env = {"BATON_API_URL": "http://127.0.0.1:9", "BATON_API_TOKEN": "x"}
     result = CliRunner().invoke(main, ["status"], env=env)
     assert result.exit_code == exit_codes.UNAVAILABLE and "cannot reach" in result.output
-
-
-def test_the_exit_codes_are_documented() -> None:
-    doc = (ROOT / "docs" / "operations.md").read_text()
-    section = doc.split("## Operating from the CLI", 1)[1].split("\n## ", 1)[0]
-    documented = {int(code): name for code, name in re.findall(r"\| `(\d)` \| `(\w+)` \|", section)}
-    names = {
-        name: value
-        for name, value in vars(exit_codes).items()
-        if name.isupper() and isinstance(value, int)
-    }
-    assert documented == {v: k for k, v in names.items() if k != "PROBE_REFUSED"}
