@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from etl_tasks.codec import encode_value, quarantine_key
 from etl_tasks.settings import Settings
-from etl_tasks.state.models import Chunk, QuarantinedRow, Stream
+from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream
 from tests.integration.api_support import MIGRATIONS, Api, Spec, bearer, error_body, make_api
 
 STORED_ROW = {
@@ -286,3 +286,24 @@ def test_plain_values_of_every_tag() -> None:
     assert plain_value(encode_value(bytes([0, 255]))) == "AP8="
     assert plain_value(encode_value(float("inf"))) == "inf"
     assert plain_value({"$": "x", "v": 1}) == {"$": "x", "v": 1}  # not a tag: a JSON object
+
+
+@pytest.mark.parametrize("state_db", ["sqlite", "postgresql"])
+def test_migrations_made_at_the_same_instant_page_without_gaps(
+    make_settings: Callable[..., Settings], pg_url_factory: Callable[[], str], state_db: str
+) -> None:
+    # Given migrations recorded at one and the same instant (ties on created_at)
+    overrides = {"database_url": pg_url_factory()} if state_db == "postgresql" else {}
+    api = make_api(make_settings(**overrides))
+    db = api.app.extensions["baton"].db
+    with db.session() as s:
+        now = db.now(s)
+        ids = [f"{n:032x}" for n in range(7)]
+        for mid in ids:
+            s.add(
+                Migration(id=mid, name=mid, spec={}, state="paused", created_at=now, updated_at=now)
+            )
+    # When the list is walked two at a time
+    items, totals = _walk(api, MIGRATIONS, "", 2)
+    # Then each comes once, ties in id order
+    assert [m["id"] for m in items] == ids and totals == {7}
