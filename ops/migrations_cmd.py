@@ -191,6 +191,9 @@ def events(migration_id: str, after: int | None, limit: int | None, as_json: boo
     if as_json:
         _print_json({"items": items, "total": total, "next": nxt})
         return
+    if not items:
+        click.echo("no events" + (f" after event {after}" if after else ""))
+        return
     rows = [(e["id"], e["at"], e["kind"], e["actor"], e["message"]) for e in items]
     console.print(table(("event", "at", "kind", "actor", "message"), rows, ids=("actor",)))
 
@@ -218,6 +221,9 @@ def quarantine(migration_id: str, fmt: str | None, limit: int, as_json: bool) ->
     items, total, nxt = client.pages(path, {}, limit)
     if as_json:
         _print_json({"items": items, "total": total, "next": nxt})
+        return
+    if not items:
+        click.echo("no quarantined rows")
         return
     _print_quarantine(items)
     if total > len(items):

@@ -163,6 +163,8 @@ def test_controls_and_events_by_id_prefix(operator: Baton, viewer: Baton, spec_f
     table = viewer("events", short)
     assert table.exit_code == 0 and "cli-op" in table.stdout and str(last) in table.stdout
     assert viewer.json("status", short)["id"] == mid
+    assert viewer("quarantine", short).stdout == "no quarantined rows\n"
+    assert viewer("events", short, "--after", str(last)).stdout == f"no events after event {last}\n"
 
 
 def test_unknown_and_ambiguous_ids(operator: Baton, db: StateDB) -> None:
