@@ -8,7 +8,7 @@ from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from etl_tasks.errors import Conflict, FieldError, NotFound, SpecError
+from etl_tasks.errors import BadQuery, Conflict, FieldError, NotFound, SpecError
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,10 @@ def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(NotFound)
     def _not_found(exc: NotFound) -> ResponseReturnValue:
         return _json(404, str(exc))
+
+    @app.errorhandler(BadQuery)
+    def _bad_query(exc: BadQuery) -> ResponseReturnValue:
+        return _json(400, str(exc))
 
     @app.errorhandler(Conflict)
     def _conflict(exc: Conflict) -> ResponseReturnValue:

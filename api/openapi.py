@@ -62,8 +62,9 @@ def _models() -> list[tuple[type[BaseModel], JsonSchemaMode]]:
         if op.body is not None:
             seen[(op.body, "validation")] = None
         for _, body in op.answers.values():
-            if isinstance(body, type):
-                seen[(body, "serialization")] = None
+            for one in body if isinstance(body, list) else [body]:
+                if isinstance(one, type):
+                    seen[(one, "serialization")] = None
     return list(seen)
 
 
@@ -74,8 +75,11 @@ def _json(schema: dict[str, Any]) -> dict[str, Any]:
 def _answers(op: Operation, refs: dict[type[BaseModel], dict[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for status, (text, body) in op.answers.items():
-        media: Media = ("application/json", refs[body]) if isinstance(body, type) else body
-        out[str(status)] = {"description": text, "content": {media[0]: {"schema": media[1]}}}
+        content: dict[str, Any] = {}
+        for one in body if isinstance(body, list) else [body]:
+            media: Media = ("application/json", refs[one]) if isinstance(one, type) else one
+            content[media[0]] = {"schema": media[1]}
+        out[str(status)] = {"description": text, "content": content}
     codes = set(op.errors)
     if op.role is not None:
         codes |= {401, 429} | ({403} if op.role != "viewer" else set())

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from api.schemas import (
     ChunkList,
     DraftRequest,
+    EventList,
     Health,
     MigrationList,
     MigrationView,
@@ -29,11 +30,14 @@ from api.schemas import (
     VerificationReport,
     WorkerList,
 )
+from etl_tasks.paging import MAX_LIMIT
 from etl_tasks.spec import MigrationSpec
 from etl_tasks.state.enums import ChunkState, MigrationState
 
 #: What an answer holds when it is not a model: a media type and its schema.
 Media = tuple[str, dict[str, Any]]
+#: An answer's body: a model (JSON), a media type, or a list of them (one per media type).
+Body = type[BaseModel] | Media | list[type[BaseModel] | Media]
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,7 @@ class Operation:
     operation_id: str
     summary: str
     role: str | None  # the role a token needs; None: no token at all
-    answers: dict[int, tuple[str, type[BaseModel] | Media]]  # status: (description, body)
+    answers: dict[int, tuple[str, Body]]  # status: (description, body)
     errors: tuple[int, ...] = ()  # beyond 401, 403 and 429, which the role implies
     body: type[BaseModel] | None = None
     params: tuple[Param, ...] = field(default=())
@@ -64,6 +68,25 @@ MIGRATION_STATE = Param(
     "state", "query", {"type": "string", "enum": list(MigrationState)}, "only this state"
 )
 CHUNK_STATE = Param("state", "query", {"type": "string", "enum": list(ChunkState)}, "only this")
+LIMIT = Param(
+    "limit",
+    "query",
+    {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+    f"items per page, at most {MAX_LIMIT}",
+)
+CURSOR = Param("cursor", "query", {"type": "string"}, "the next of the previous page")
+AFTER = Param(
+    "after", "query", {"type": "string", "pattern": "^[0-9]+$"}, "only events after this id"
+)
+PREFIX = Param(
+    "prefix", "query", {"type": "string", "maxLength": 32}, "only ids starting with this"
+)
+FORMAT = Param(
+    "format",
+    "query",
+    {"type": "string", "enum": ["json", "csv", "jsonl"]},
+    "json (default): a page; csv or jsonl: every row, streamed",
+)
 IDEMPOTENCY_KEY = Param(
     "Idempotency-Key",
     "header",
@@ -133,11 +156,11 @@ OPERATIONS: list[Operation] = [
         "get",
         "/api/v1/migrations",
         "listMigrations",
-        "Migrations, newest first",
+        "Migrations, newest first, a page at a time",
         "viewer",
         {200: ("the migrations", MigrationList)},
         (400,),
-        params=(MIGRATION_STATE,),
+        params=(MIGRATION_STATE, PREFIX, LIMIT, CURSOR),
     ),
     Operation(
         "get",
@@ -153,21 +176,41 @@ OPERATIONS: list[Operation] = [
         "get",
         "/api/v1/migrations/{id}/chunks",
         "listChunks",
-        "A migration's chunks",
+        "A migration's chunks, a page at a time (1000 unless limit says otherwise)",
         "viewer",
         {200: ("the chunks", ChunkList)},
         (400, 404),
-        params=(MIGRATION_ID, CHUNK_STATE),
+        params=(MIGRATION_ID, CHUNK_STATE, LIMIT, CURSOR),
     ),
     Operation(
         "get",
         "/api/v1/migrations/{id}/quarantine",
         "listQuarantine",
-        "Quarantined rows with their reasons (values masked for viewers)",
+        "Quarantined rows with their reasons, values plain (masked for viewers): a page "
+        "(1000 unless limit says otherwise), or every row as CSV or JSON Lines",
         "viewer",
-        {200: ("the quarantined rows", QuarantineList)},
-        (404,),
-        params=(MIGRATION_ID,),
+        {
+            200: (
+                "the quarantined rows",
+                [
+                    QuarantineList,
+                    ("text/csv", {"type": "string"}),
+                    ("application/x-ndjson", {"type": "string"}),
+                ],
+            )
+        },
+        (400, 404),
+        params=(MIGRATION_ID, FORMAT, LIMIT, CURSOR),
+    ),
+    Operation(
+        "get",
+        "/api/v1/migrations/{id}/events",
+        "listEvents",
+        "What happened to a migration and who asked for it, oldest first, a page at a time",
+        "viewer",
+        {200: ("the events", EventList)},
+        (400, 404),
+        params=(MIGRATION_ID, LIMIT, CURSOR, AFTER),
     ),
     *_controls(),
     *SPEC_OPERATIONS,

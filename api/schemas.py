@@ -110,7 +110,14 @@ class MigrationView(MigrationSummary):
     eta_s: float | None
 
 
-class MigrationList(_Response):
+class _Page(_Response):
+    total: int = Field(description="how many items the filters match, on every page")
+    next: str | None = Field(
+        description="send it back as cursor for the next page; null: this is the last page"
+    )
+
+
+class MigrationList(_Page):
     items: list[MigrationSummary]
 
 
@@ -141,24 +148,44 @@ class ChunkView(_Response):
     load_ms: int | None = Field(description="deprecated: timings_ms['load']")
 
 
-class ChunkList(_Response):
+class ChunkList(_Page):
     items: list[ChunkView]
 
 
 class QuarantinedRowView(_Response):
+    id: int
     stream: str
     chunk_id: int
-    key: str = Field(description="the row's key, JSON-encoded")
+    key: str = Field(description="the row's key, JSON-encoded as Baton stores it")
+    key_values: list[Any] | None = Field(description="the row's key, values plain")
     reason: str = Field(description="why it was refused; literal values masked for viewers")
-    row: dict[str, Any] | None = Field(description="the row; every value '***' for viewers")
+    row: dict[str, Any] | None = Field(
+        description="the row, values plain JSON (decimals as strings, dates and times "
+        "ISO 8601, bytes base64); every value '***' for viewers"
+    )
     status: QuarantineStatus = Field(
         description="quarantined: set aside for good; deferred or retrying: refused for a "
         "foreign key, read again once its stream has loaded; gone: no longer in the source"
     )
 
 
-class QuarantineList(_Response):
+class QuarantineList(_Page):
     items: list[QuarantinedRowView]
+
+
+class EventView(_Response):
+    id: int = Field(description="increasing: send the last one seen as after")
+    at: Timestamp
+    kind: str = Field(description="submitted, pause, resume, cancel, retry, migration_failed, …")
+    message: str
+    actor: str | None = Field(
+        description="who asked for it ('token 3 (alice)', 'local'); null when Baton itself did it"
+    )
+    chunk_id: int | None
+
+
+class EventList(_Page):
+    items: list[EventView]
 
 
 # --- verification ----------------------------------------------------------------------------

@@ -210,3 +210,40 @@ def quarantine_key(values: Sequence[Any]) -> str:
 def key_of(quarantined: str) -> tuple[Any, ...]:
     """The source key a :func:`quarantine_key` names, to read its row again."""
     return tuple(decode_value(v) for v in orjson.loads(quarantined))
+
+
+def _iso_duration(microseconds: int) -> str:
+    sign, us = ("-", -microseconds) if microseconds < 0 else ("", microseconds)
+    seconds, fraction = divmod(us, 1_000_000)
+    text = f"{seconds}.{fraction:06d}".rstrip("0").rstrip(".")
+    return f"{sign}PT{text}S"
+
+
+# Each tag's value as plain JSON: what a person or another program reads without
+# knowing Baton's tags. Exact numbers stay exact as strings.
+_PLAIN: dict[str, Callable[[Any], Any]] = {
+    "nullkeys": lambda _: None,
+    "dec": str,
+    "dt": str,  # already ISO 8601
+    "d": str,
+    "t": str,
+    "td": _iso_duration,  # ISO 8601 duration in seconds: PT90061.5S
+    "int": str,  # an integer a JSON number cannot carry exactly
+    "json": lambda v: v,
+    "uuid": str,
+    "b": str,  # already base64
+    "f": str,  # inf, -inf, nan
+}
+
+
+def plain_value(value: Any) -> Any:
+    """A value as :func:`encode_value` stored it, in plain JSON (no ``{"$": tag}``):
+    decimals and large integers as strings, dates and times ISO 8601, bytes base64."""
+    if isinstance(value, dict) and set(value) == {"$", "v"} and value["$"] in _PLAIN:
+        return _PLAIN[value["$"]](value["v"])
+    return value
+
+
+def plain_key(quarantined: str) -> list[Any]:
+    """The key a :func:`quarantine_key` names, as a list of plain JSON values."""
+    return [plain_value(v) for v in orjson.loads(quarantined)]

@@ -115,3 +115,7 @@ class NotFound(BatonError):
 
 class Conflict(BatonError):
     """Raised when a control action does not fit the migration's current state."""
+
+
+class BadQuery(BatonError):
+    """Raised when a list is asked for with a limit, cursor or format it cannot honour."""

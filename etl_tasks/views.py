@@ -94,7 +94,7 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
                 "finished_at": _iso(st.finished_at),
             }
         )
-    view = _summary(mig)
+    view = migration_summary(mig)
     if mig.state == MigrationState.RUNNING:
         shortage = _worker_shortage(db, mig.spec)
         if shortage and (shortage.startswith(UNSUPPORTED) or not view["waiting_reason"]):
@@ -133,7 +133,7 @@ def _worker_shortage(db: StateDB, spec: dict[str, Any]) -> str | None:
     return f"{UNSUPPORTED} {', '.join(missing)}" if missing else None
 
 
-def _summary(mig: Migration) -> dict[str, Any]:
+def migration_summary(mig: Migration) -> dict[str, Any]:
     return {
         "id": mig.id,
         "name": mig.name,
@@ -181,7 +181,7 @@ def list_migrations(
         q = select(Migration).order_by(Migration.created_at.desc(), Migration.id).limit(limit)
         if state:
             q = q.where(Migration.state == state)
-        return [_summary(m) for m in s.scalars(q)]
+        return [migration_summary(m) for m in s.scalars(q)]
 
 
 def chunk_view(c: Chunk, stream: str) -> dict[str, Any]:

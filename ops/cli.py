@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from etl_tasks.settings import Settings, load_settings
+from ops import exit_codes
+from ops.migrations_cmd import COMMANDS as MIGRATION_COMMANDS
 from ops.secrets_cmd import secrets_group
 from ops.spec_cmd import spec_group
 from ops.verify_cmd import verify
@@ -190,62 +192,6 @@ def token_revoke(id_or_name: str, as_json: bool) -> None:
 
 
 @main.command()
-@click.argument("spec", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--wait", is_flag=True, help="show progress until it ends; exit 0 only on success")
-@click.option("--idempotency-key", default=None)
-def submit(spec: Path, wait: bool, idempotency_key: str | None) -> None:
-    """Submit a migration spec (JSON or YAML)."""
-    from ops.client import ApiClient, load_spec_file
-    from ops.progress import watch
-
-    client = ApiClient.from_settings(load_settings())
-    mig = client.submit(load_spec_file(spec), idempotency_key)
-    click.echo(f"submitted {mig['id']} ({mig['name']})")
-    if wait:
-        final = watch(client, mig["id"])
-        sys.exit(0 if final["state"] == "succeeded" else 1)
-
-
-@main.command()
-@click.argument("migration_id", required=False)
-@click.option("--json", "as_json", is_flag=True)
-def status(migration_id: str | None, as_json: bool) -> None:
-    """One migration in detail, or the list of migrations."""
-    from ops.client import ApiClient
-    from ops.progress import print_list, print_migration
-
-    client = ApiClient.from_settings(load_settings())
-    data = (
-        client.get(f"/api/v1/migrations/{migration_id}")
-        if migration_id
-        else client.get("/api/v1/migrations")
-    )
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-    elif migration_id:
-        print_migration(data)
-    else:
-        print_list(data["items"])
-
-
-@main.command()
-@click.option("--json", "as_json", is_flag=True)
-def workers(as_json: bool) -> None:
-    """Workers, their state and what they are doing."""
-    from ops.client import ApiClient
-    from ops.progress import print_workers
-
-    items = ApiClient.from_settings(load_settings()).get("/api/v1/workers")["items"]
-    if as_json:
-        click.echo(json.dumps(items, indent=2))
-    else:
-        print_workers(items)
-
-
-EXIT_PROBE_TOKEN = 3  # `baton drain --local`: no BATON_PROBE_TOKEN here, or the probe refused it
-
-
-@main.command()
 @click.argument("worker_name", required=False)
 @click.option(
     "--local",
@@ -292,7 +238,7 @@ def drain(
             f"(via {report.via}; {report.in_flight_at_start} in flight; {phases})"
             + (f": {report.error}" if report.error else "")
         )
-    sys.exit(0 if report.ok else 1)
+    sys.exit(exit_codes.OK if report.ok else exit_codes.INCOMPLETE)
 
 
 def _drain_local(settings: Settings, url: str | None, timeout_s: float, as_json: bool) -> int:
@@ -314,8 +260,8 @@ def _drain_local(settings: Settings, url: str | None, timeout_s: float, as_json:
     else:
         click.echo(f"{url}: NOT drained: {report.error}")
     if report.refused:
-        return EXIT_PROBE_TOKEN
-    return 0 if report.ok else 1
+        return exit_codes.PROBE_REFUSED
+    return exit_codes.OK if report.ok else exit_codes.INCOMPLETE
 
 
 @main.command()
@@ -435,6 +381,8 @@ def bench(
 main.add_command(secrets_group)
 main.add_command(spec_group)
 main.add_command(verify)
+for _command in MIGRATION_COMMANDS:
+    main.add_command(_command)
 
 if __name__ == "__main__":
     main()

@@ -6,13 +6,15 @@ import time
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from ops.client import ApiClient
+from ops.tables import console as make_console
+from ops.tables import table
 
 FINISHED = {"succeeded", "failed", "cancelled"}
-console = Console()
+console: Console = make_console()
 
 
 def _eta(mig: dict[str, Any]) -> str:
@@ -20,8 +22,24 @@ def _eta(mig: dict[str, Any]) -> str:
     return "—" if eta is None else f"{eta:.0f}s"
 
 
-def watch(client: ApiClient, migration_id: str, poll_s: float = 0.5) -> dict[str, Any]:
-    """A progress bar (chunks done, rows/s, ETA) until the migration ends; return its view."""
+def wait_quietly(
+    client: ApiClient, migration_id: str, timeout_s: float | None, poll_s: float = 0.5
+) -> dict[str, Any]:
+    """Poll until the migration ends or ``timeout_s`` passes; return its last view."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        mig: dict[str, Any] = client.get(f"/api/v1/migrations/{migration_id}")
+        if mig["state"] in FINISHED or (deadline is not None and time.monotonic() >= deadline):
+            return mig
+        time.sleep(poll_s)
+
+
+def watch(
+    client: ApiClient, migration_id: str, poll_s: float = 0.5, timeout_s: float | None = None
+) -> dict[str, Any]:
+    """A progress bar (chunks done, rows/s, ETA) until the migration ends, or until
+    ``timeout_s`` has passed; return its last view."""
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -51,6 +69,8 @@ def watch(client: ApiClient, migration_id: str, poll_s: float = 0.5) -> dict[str
             )
             if mig["state"] in FINISHED:
                 break
+            if deadline is not None and time.monotonic() >= deadline:
+                break
             time.sleep(poll_s)
     print_migration(mig)
     return mig  # type: ignore[no-any-return]
@@ -59,46 +79,38 @@ def watch(client: ApiClient, migration_id: str, poll_s: float = 0.5) -> dict[str
 def print_migration(mig: dict[str, Any]) -> None:
     colour = {"succeeded": "green", "failed": "red"}.get(mig["state"], "yellow")
     console.print(
-        f"[bold]{mig['name']}[/] {mig['id']}: [{colour}]{mig['state']}[/] · "
+        f"[bold]{escape(mig['name'])}[/] {mig['id']}: [{colour}]{mig['state']}[/] · "
         f"{mig['rows_loaded']} rows loaded · {mig['rows_quarantined']} quarantined · "
         f"{mig['elapsed_s']:.1f}s · {mig['throughput_rows_per_s']:.0f} rows/s"
     )
     if mig.get("error"):
-        console.print(f"[red]error:[/] {mig['error']}")
+        console.print(f"[red]error:[/] {escape(mig['error'])}")
     if mig.get("waiting_reason"):
-        console.print(f"[yellow]waiting:[/] {mig['waiting_reason']}")
+        console.print(f"[yellow]waiting:[/] {escape(mig['waiting_reason'])}")
     if mig.get("verification"):  # `baton verify ID --last` shows its report
         console.print(f"verification {mig['verification']['id']}: {mig['verification']['state']}")
-    table = Table("stream", "state", "rows loaded", "quarantined", "chunks", "failed")
-    for st in mig["streams"]:
-        table.add_row(
+    rows = [
+        (
             st["name"],
             st["state"],
-            str(st["rows_loaded"]),
-            str(st["rows_quarantined"]),
+            st["rows_loaded"],
+            st["rows_quarantined"],
             f"{st['chunks_done']}/{st['chunks_total']}",
-            str(st["chunks_failed"]),
+            st["chunks_failed"],
         )
-    console.print(table)
+        for st in mig["streams"]
+    ]
+    columns = ("stream", "state", "rows loaded", "quarantined", "chunks", "failed")
+    console.print(table(columns, rows, ids=("stream",)))
 
 
 def print_list(items: list[dict[str, Any]]) -> None:
-    table = Table("id", "name", "state", "created")
-    for m in items:
-        table.add_row(m["id"], m["name"], m["state"], m["created_at"] or "")
-    console.print(table)
+    rows = [(m["id"], m["name"], m["state"], m["created_at"]) for m in items]
+    console.print(table(("id", "name", "state", "created"), rows))
 
 
 def print_workers(items: list[dict[str, Any]]) -> None:
-    table = Table("name", "version", "state", "in flight", "steps done", "probe", "heartbeat")
-    for w in items:
-        table.add_row(
-            w["name"],
-            w["version"],
-            w["state"],
-            str(w["in_flight"]),
-            str(w["steps_done"]),
-            w["probe_url"] or "—",
-            w["last_heartbeat"],
-        )
-    console.print(table)
+    columns = ("name", "version", "state", "in flight", "steps done", "probe", "heartbeat")
+    keys = ("name", "version", "state", "in_flight", "steps_done", "probe_url", "last_heartbeat")
+    rows = [[w[k] for k in keys] for w in items]
+    console.print(table(columns, rows, ids=("name", "probe")))

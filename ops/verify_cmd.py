@@ -15,18 +15,20 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import click
 
 from etl_tasks.settings import load_settings
+from ops import exit_codes
 
 if TYPE_CHECKING:  # imported when the command runs: every other command starts faster
     from ops.client import ApiClient, ApiError
 
-EXIT_EQUAL = 0  # every stream is equal
-EXIT_DIFFERENT = 1  # a stream differs: rows missing, unexpected or different
-EXIT_FAILED = 3  # a range could not be compared (source or target unreadable, table gone)
-EXIT_NO_VERDICT = 4  # still pending or running: not waited for, or --timeout passed
-EXIT_NOT_FOUND = 5  # no such migration (or, with --last, never verified)
-EXIT_NOT_SUCCEEDED = 6  # the migration has not succeeded: nothing to verify yet
-EXIT_API = 7  # the API could not be reached, or refused the token
-# (2 is the usage error every command exits with)
+# The meanings of ops.exit_codes, for a verification:
+EXIT_EQUAL = exit_codes.OK  # every stream is equal
+EXIT_DIFFERENT = exit_codes.INCOMPLETE  # a stream differs: rows missing, unexpected or different
+EXIT_FAILED = exit_codes.FAILED  # a range could not be compared (source or target unreadable)
+EXIT_NO_VERDICT = exit_codes.TIMED_OUT  # still pending or running: not waited for, or --timeout
+EXIT_NOT_FOUND = exit_codes.NOT_FOUND  # no such migration (or, with --last, never verified)
+EXIT_NOT_SUCCEEDED = exit_codes.REFUSED  # the migration has not succeeded: nothing to verify yet
+EXIT_API = exit_codes.UNAVAILABLE  # the API could not be reached, or refused the token
+# (2 is the usage error every command exits with, an ambiguous id prefix included)
 
 EXIT_OF_STATE = {"equal": EXIT_EQUAL, "different": EXIT_DIFFERENT, "failed": EXIT_FAILED}
 POLL_S = 0.5
@@ -47,7 +49,7 @@ POLL_S = 0.5
 def verify(
     migration_id: str, wait: bool, timeout_s: float | None, last: bool, as_json: bool
 ) -> None:
-    """Compare migration MIGRATION_ID's target with its source (full id).
+    """Compare migration MIGRATION_ID's target with its source (any unique id prefix).
 
     Starts a verification (or joins the one under way) and shows its report.
 
@@ -60,16 +62,16 @@ def verify(
     from ops.client import ApiClient, ApiError
 
     client = ApiClient.from_settings(load_settings())
-    path = f"/api/v1/migrations/{migration_id}/verify"
     try:
+        path = f"/api/v1/migrations/{client.resolve_migration(migration_id)}/verify"
         report = client.get(path) if last else client.post(path)
         if wait or timeout_s is not None:
             report = _wait(client, path, report, timeout_s)
     except ApiError as exc:
         _refused(exc)
-    except click.ClickException as exc:  # the API could not be reached
+    except click.ClickException as exc:  # unreachable, or an id prefix that names no one
         click.echo(f"error: {exc.message}", err=True)
-        sys.exit(EXIT_API)
+        sys.exit(exc.exit_code)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -12,12 +13,14 @@ from werkzeug.exceptions import BadRequest
 
 from api.auth import current_principal, require, require_admin_for_queries
 from api.body import json_body
-from etl_tasks import control, views
+from api.downloads import WRITERS, download
+from etl_tasks import control, listing, views
 from etl_tasks.boundary.sealing import CAPABILITY as SEALED_SPECS
 from etl_tasks.boundary.sealing import storage_form
 from etl_tasks.drafting.infer import with_after
 from etl_tasks.errors import FieldError, SpecError
 from etl_tasks.masking import mask_quarantined
+from etl_tasks.paging import page_limit
 from etl_tasks.preflight import preflight
 from etl_tasks.publisher import publish_plan
 from etl_tasks.spec import MigrationSpec, parse_spec
@@ -27,6 +30,10 @@ from etl_tasks.tokens import allows
 from etl_tasks.workers import all_live_support
 
 bp = Blueprint("migrations", __name__, url_prefix="/api/v1/migrations")
+
+#: A page of chunks or quarantined rows when no limit is asked for: what these lists
+#: answered before they paged, so a caller that never pages sees no change.
+LIST_LIMIT = 1000
 
 
 def _ext() -> Any:
@@ -98,13 +105,40 @@ def _create(ext: Any, spec: MigrationSpec, key: str | None, body_hash: str) -> t
     )
 
 
+def _cursor(after_alias: bool = False) -> str | None:
+    cursor = request.args.get("cursor")
+    if after_alias and "after" in request.args:
+        if cursor is not None:
+            raise BadRequest("give either cursor or after, not both")
+        cursor = request.args["after"]
+    return cursor
+
+
+def _state_filter(states: set[str]) -> str | None:
+    state = request.args.get("state")
+    if state is not None and state not in states:
+        raise BadRequest(f"unknown state {state!r}")
+    return state
+
+
+def _prefix() -> str | None:
+    prefix = request.args.get("prefix") or None
+    if prefix is not None and (len(prefix) > 32 or "\x00" in prefix):
+        raise BadRequest("prefix must be the start of a migration id (at most 32 characters)")
+    return prefix
+
+
 @bp.get("")
 @require("viewer")
 def index() -> ResponseReturnValue:
-    state = request.args.get("state")
-    if state is not None and state not in set(MigrationState):
-        raise BadRequest(f"unknown state {state!r}")
-    return jsonify({"items": views.list_migrations(_ext().db, state)})
+    page = listing.migrations_page(
+        _ext().db,
+        state=_state_filter(set(MigrationState)),
+        prefix=_prefix(),
+        limit=page_limit(request.args),
+        cursor=_cursor(),
+    )
+    return jsonify(page.as_dict())
 
 
 @bp.get("/<id:migration_id>")
@@ -116,21 +150,46 @@ def show(migration_id: str) -> ResponseReturnValue:
 @bp.get("/<id:migration_id>/chunks")
 @require("viewer")
 def chunks(migration_id: str) -> ResponseReturnValue:
-    state = request.args.get("state")
-    if state is not None and state not in set(ChunkState):
-        raise BadRequest(f"unknown state {state!r}")
-    return jsonify({"items": views.list_chunks(_ext().db, migration_id, state)})
+    page = listing.chunks_page(
+        _ext().db,
+        migration_id,
+        state=_state_filter(set(ChunkState)),
+        limit=page_limit(request.args, LIST_LIMIT),
+        cursor=_cursor(),
+    )
+    return jsonify(page.as_dict())
+
+
+@bp.get("/<id:migration_id>/events")
+@require("viewer")
+def events(migration_id: str) -> ResponseReturnValue:
+    """What happened to a migration, oldest first, each with who asked for it."""
+    page = listing.events_page(
+        _ext().db, migration_id, limit=page_limit(request.args), cursor=_cursor(after_alias=True)
+    )
+    return jsonify(page.as_dict())
 
 
 @bp.get("/<id:migration_id>/quarantine")
 @require("viewer")
 def quarantine(migration_id: str) -> ResponseReturnValue:
-    """Quarantined rows; a viewer sees each row's columns and reason, never a value."""
-    views.migration_view(_ext().db, migration_id)  # 404 for an unknown id
-    items = views.list_quarantine(_ext().db, migration_id)
-    if not allows(current_principal().role, "operator"):
-        items = [mask_quarantined(item) for item in items]
-    return jsonify({"items": items})
+    """Quarantined rows, values plain; a viewer sees each row's columns and reason, never a
+    value. ``format=csv|jsonl`` downloads every row at once."""
+    fmt = request.args.get("format", "json")
+    if fmt not in ("json", *WRITERS):
+        raise BadRequest(f"unknown format {fmt!r}: json, csv or jsonl")
+    masked = not allows(current_principal().role, "operator")
+    db = _ext().db
+    if fmt != "json":
+        rows = listing.quarantined_rows(db, migration_id)  # 404 here, before streaming
+        items = (mask_quarantined(i) for i in rows) if masked else rows
+        return download(items, fmt, f"quarantine-{migration_id}")
+    page = listing.quarantine_page(
+        db, migration_id, limit=page_limit(request.args, LIST_LIMIT), cursor=_cursor()
+    )
+    if masked:
+        page = replace(page, items=[mask_quarantined(i) for i in page.items])
+    return jsonify(page.as_dict())
 
 
 CONTROLS: dict[str, Callable[[StateDB, str, str], None]] = {

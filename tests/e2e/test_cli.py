@@ -81,7 +81,14 @@ def test_baton_up_then_submit_wait_status_workers(tmp_path: Path) -> None:
         one = run_baton("status", listed["items"][0]["id"], env=env, cwd=tmp_path)
         assert "order_lines" in one.stdout and one.returncode == 0
         workers = json.loads(run_baton("workers", "--json", env=env, cwd=tmp_path).stdout)
-        assert {w["state"] for w in workers} == {"active"}
+        assert {w["state"] for w in workers["items"]} == {"active"}
+        # And rows were quarantined (every 7th order line is bad): --strict says so (1),
+        # given the migration by a prefix of its id
+        mid = listed["items"][0]["id"]
+        detail = json.loads(run_baton("status", mid[:8], "--json", env=env, cwd=tmp_path).stdout)
+        assert detail["id"] == mid and detail["rows_quarantined"] > 0
+        strict = run_baton("watch", mid[:8], "--strict", env=env, cwd=tmp_path)
+        assert strict.returncode == 1 and "quarantined" in strict.stderr, strict.stderr
         # And a spec that fails preflight exits non-zero with the located error
         bad = tmp_path / "bad.json"
         bad.write_text(json.dumps(spec_for(source.replace("legacy", "nope"), source)))
@@ -150,7 +157,7 @@ def test_baton_api_serves_with_gunicorn_and_requires_tokens(tmp_path: Path) -> N
             timeout=5,
             headers={"Authorization": f"Bearer {token}"},
         )
-        assert ok.status_code == 200 and ok.json() == {"items": []}
+        assert ok.status_code == 200 and ok.json()["items"] == []
     finally:
         api.terminate()
         api.communicate(timeout=30)

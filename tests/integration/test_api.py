@@ -428,7 +428,7 @@ def test_chunks_of_a_new_migration(api: Api, spec: Spec) -> None:
     for query in ("", "?state=pending", "?state=done"):
         resp = api.client.get(chunks + query)
         assert resp.status_code == 200
-        assert resp.get_json() == {"items": []}
+        assert resp.get_json() == {"items": [], "total": 0, "next": None}
     assert error_body(api.client.get(f"{chunks}?state=bogus"), 400).keys() == {"error"}
 
 

@@ -94,7 +94,7 @@ def test_an_unsized_body_over_the_limit_is_413(api: Api) -> None:
     body = b'{"name": "' + b"x" * limit + b'"}'
     resp = _post_unsized(api, MIGRATIONS, body)
     assert error_body(resp, 413).keys() == {"error"}
-    assert api.client.get(MIGRATIONS).get_json() == {"items": []}
+    assert api.client.get(MIGRATIONS).get_json() == {"items": [], "total": 0, "next": None}
 
 
 def test_an_unsized_body_at_the_limit_is_read_whole(api: Api) -> None:
@@ -133,4 +133,4 @@ def test_a_body_with_a_nul_is_422_at_its_path(on_postgres: Api, spec: Spec) -> N
     refused = on_postgres.submit({**spec, "name": "x\x00"})
     paths = [e["path"] for e in error_body(refused, 422)["errors"]]
     assert paths == ["name", "streams/0/columns/tenant_id/value/1"]
-    assert on_postgres.client.get(MIGRATIONS).get_json() == {"items": []}
+    assert on_postgres.client.get(MIGRATIONS).get_json() == {"items": [], "total": 0, "next": None}

@@ -65,8 +65,9 @@ def test_error_and_list_shapes_are_the_contracts(api: Api) -> None:
     assert schemas["Error"]["required"] == ["error"]
     assert schemas["InvalidBody"]["required"] == ["error", "errors"]
     assert set(schemas["Problem"]["required"]) == {"path", "message"}
-    for name in ("MigrationList", "ChunkList", "QuarantineList", "WorkerList"):
-        assert schemas[name]["required"] == ["items"], name
+    assert schemas["WorkerList"]["required"] == ["items"]
+    for name in ("MigrationList", "ChunkList", "QuarantineList", "EventList"):
+        assert set(schemas[name]["required"]) == {"items", "total", "next"}, name
     assert set(schemas["TokenPage"]["required"]) == {"items", "next"}
     assert "token" not in schemas["TokenView"]["properties"]
     assert "token" in schemas["TokenCreated"]["required"]
@@ -87,6 +88,7 @@ def test_real_answers_fit_their_documented_schemas(secured: Api, spec: Spec, rol
     _check(doc, "MigrationList", get(MIGRATIONS, headers=headers).get_json())
     _check(doc, "ChunkList", get(f"{MIGRATIONS}/{mid}/chunks", headers=headers).get_json())
     _check(doc, "QuarantineList", get(f"{MIGRATIONS}/{mid}/quarantine", headers=headers).get_json())
+    _check(doc, "EventList", get(f"{MIGRATIONS}/{mid}/events", headers=headers).get_json())
     _check(doc, "WorkerList", get("/api/v1/workers", headers=headers).get_json())
     _check(doc, "Error", get(f"{MIGRATIONS}/nope", headers=headers).get_json())
     _check(doc, "Health", get("/healthz").get_json())
