@@ -41,7 +41,8 @@ def _transform(rt: Runtime, c: Claim) -> None:
     blob = rt.staging.get(c.chunk_id, c.stage_token, STEP.input_stage)
     if blob is None:
         raise StagingMissing()
-    columns, rows, _ = codec.decode_rows(blob)
+    columns, rows, extra = codec.decode_rows(blob)
+    malformed = {int(pos): str(why) for pos, why in extra.get("malformed", [])}
     binding = rt.binding(c.migration_id, c.stream)
     path = rt.value_path(c.migration_id, c.stream)
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
@@ -50,7 +51,7 @@ def _transform(rt: Runtime, c: Claim) -> None:
         if clock.renewal_due():  # a slow transform must not lose the chunk to another worker
             renew(rt, c)
 
-    mapped = map_rows(path, columns, rows, binding.key_width, keep_lease)
+    mapped = map_rows(path, columns, rows, binding.key_width, keep_lease, malformed)
     if mapped.bad and rt.spec(c.migration_id).on_bad_row == "fail":
         first = mapped.bad[0][1]
         raise PermanentError(f"bad row {first.key}: {first.reason}")
@@ -91,12 +92,15 @@ def map_rows(
     rows: list[tuple[Any, ...]],
     key_width: int,
     between: Callable[[], None] = lambda: None,
+    malformed: dict[int, str] | None = None,
 ) -> Mapped:
     """Target rows for the rows that map, quarantine entries for those that do not.
 
     Positions and source keys let the load stop between sub-batches and cut the
-    chunk at a key the source returned.
+    chunk at a key the source returned. ``malformed`` holds the rows the source itself
+    refused, by position, with its reason: they are quarantined as they are.
     """
+    refused = malformed or {}
     out = Mapped()
     map_row = path.convert
     null_keys = _NullKeys()
@@ -104,6 +108,8 @@ def map_rows(
         if not pos % RENEW_CHECK_ROWS:
             between()
         try:
+            if pos in refused:
+                raise BadRowError(refused[pos])
             if None in row[:key_width]:
                 raise BadRowError("its key is NULL (on_null_key: quarantine)")
             out.good.append(map_row(row))
