@@ -258,7 +258,7 @@ class FileSource:
                 continue
             same = after is not None and name == after[0]
             opened, why = self.files.open(name, after if same else None)
-            self._same_columns(opened)
+            self.check_columns(opened)
             if not same:
                 self.note(
                     f"{name} ({opened.fingerprint.size} bytes) is read as "
@@ -287,7 +287,7 @@ class FileSource:
             return [(after, after)], True
         return ranges, True
 
-    def _same_columns(self, opened: OpenFile) -> None:
+    def check_columns(self, opened: OpenFile) -> None:
         """Every CSV file of a stream has the stream's columns (in any order)."""
         if opened.header is not None and sorted(opened.header) != sorted(self.columns):
             raise PermanentError(
@@ -329,7 +329,7 @@ class FileSource:
             until = int(upper[1]) if upper is not None and name == upper[0] else None
             pin = upper if until is not None and len(upper or ()) >= PLANNED_WIDTH else None
             opened, _ = self.files.open(name, pin or (lower if starts_here else None))
-            self._same_columns(opened)
+            self.check_columns(opened)
             start = self._start(opened, lower if starts_here else None)
             if self._read_file(reading, opened, start, until):
                 return reading.batch, reading.last
@@ -375,6 +375,18 @@ class FileSource:
                         break
                     if record.number in numbers:
                         self._add(batch, opened, record)
+        return batch
+
+    def head(self, count: int) -> Batch:
+        """The stream's first ``count`` records (preflight's sample)."""
+        batch = Batch(list(self.read), [])
+        for name in self.files.names():
+            opened, _ = self.files.open(name)
+            with open(opened.path, "rb") as fh:
+                for record in records(fh, opened.data, opened.encoding, self.settings):
+                    if len(batch) >= count:
+                        return batch
+                    self._add(batch, opened, record)
         return batch
 
     def _add(self, batch: Batch, opened: OpenFile, record: Record) -> None:
