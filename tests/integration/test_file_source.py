@@ -272,6 +272,9 @@ def test_preflight_refuses_a_folder_outside_the_allowed_paths_and_names_each_pro
     assert "no file in" in problems["streams/0/source_table"], problems
     assert "no column 'customer_id'" in problems["streams/1/key"], problems
     assert not api.plans()
+    # And the folder inside them is accepted
+    mid = api.created(file_spec(allowed, target, [CUSTOMERS], delimiter=";", encoding="cp1252"))
+    assert api.plans() == [mid]
 
 
 def test_steps_cut_at_their_deadline_resume_exactly(
