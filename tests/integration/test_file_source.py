@@ -20,7 +20,7 @@ from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk, Event, QuarantinedRow
 from etl_tasks.views import migration_view
-from tests.data import sqlite_url, submit
+from tests.data import slow_table, sqlite_url, submit
 from tests.exports import customers_folder, file_spec, write_csv, write_jsonl
 from tests.harness import Driver
 from tests.integration.api_support import Api, make_api
@@ -297,4 +297,28 @@ def test_steps_cut_at_their_deadline_resume_exactly(
     assert sum(c.rows_out or 0 for c in chunks) == len(written)
     assert len(chunks) > 2 * 2600 // 1000
     assert _customers(sqlite_url(tmp_path / "t.db")) == _expected(written)
+    driver.close()
+
+
+def test_a_load_cut_at_its_deadline_resumes_from_a_row_key(
+    make_settings: Callable[..., Settings], tmp_path: Path, pg_url: str
+) -> None:
+    # Given a target where every write statement takes 0.2 s, and a 0.5 s step budget: a
+    # load stops after a sub-batch or two, at a row's key (no byte offset in it)
+    slow_table(pg_url, 0.2, "customers", "id text PRIMARY KEY, name text, city text, note text")
+    driver = Driver(make_settings(step_budget_s=0.5))
+    folder = tmp_path / "exports"
+    written = customers_folder(folder, files=1, per_file=3000)
+    stream = {**CUSTOMERS, "create_target": False}
+    spec = file_spec(folder, pg_url, [stream], chunk_rows=3000, encoding="cp1252", delimiter=";")
+    # When it runs
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    driver.run()
+    # Then a load was cut, its rest read from a bound that is only a row's key, and every
+    # row arrived once
+    assert driver.state(mid) == "succeeded", migration_view(driver.rt.db, mid)
+    with driver.rt.db.reading() as s:
+        chunks = list(s.scalars(select(Chunk).where(Chunk.migration_id == mid)))
+    assert any(c.lower is not None and len(c.lower) == 2 for c in chunks), "no load was cut"
+    assert _customers(pg_url) == _expected(written)
     driver.close()
