@@ -108,3 +108,17 @@ def test_auto_detection_reads_boms_then_utf_8_validity(tmp_path: Path) -> None:
 def test_workers_advertise_files_as_a_source_only() -> None:
     found = kinds()
     assert "file" in found["sources"] and "file" not in found["targets"]
+
+
+def test_an_empty_file_in_a_glob_adds_no_chunk_but_an_empty_first_file_has_no_columns(
+    tmp_path: Path,
+) -> None:
+    write_csv(tmp_path / "a.csv", [customer(1), customer(2)])
+    (tmp_path / "b.csv").write_bytes(b"")
+    write_csv(tmp_path / "c.csv", [customer(3)])
+    source = _source(tmp_path, "*.csv", encoding="cp1252", delimiter=";")
+    ranges, done = source.boundaries(None, 10, 10)
+    assert done and [r[1][:2] for r in ranges] == [("a.csv", 2), ("c.csv", 1)]
+    assert len(source.read_range(*ranges[1], Unpaced())[0]) == 1
+    with pytest.raises(PermanentError, match=r"'b\.csv' is empty"):
+        _source(tmp_path, "b.csv")

@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
+
 from etl_tasks.bindings import StreamBinding
 from etl_tasks.connectors.files.binding import bind_file_stream
 from etl_tasks.connectors.files.source import FileSet, FileSource
@@ -56,14 +58,14 @@ def source(rt: Runtime, migration_id: str, stream: str) -> FileSource:
 
 def _events(rt: Runtime, migration_id: str, stream: str) -> Callable[[str], None]:
     def note(message: str) -> None:
+        text = f"stream {stream!r}: {message}"[:2000]
         with rt.db.session() as s:
-            s.add(
-                Event(
-                    migration_id=migration_id,
-                    kind=EVENT_KIND,
-                    message=f"stream {stream!r}: {message}"[:2000],
-                    at=rt.db.now(s),
-                )
+            said = select(Event.id).where(
+                Event.migration_id == migration_id, Event.kind == EVENT_KIND, Event.message == text
             )
+            if s.scalar(said.limit(1)) is None:  # two planners racing say it once (mostly)
+                s.add(
+                    Event(migration_id=migration_id, kind=EVENT_KIND, message=text, at=rt.db.now(s))
+                )
 
     return note

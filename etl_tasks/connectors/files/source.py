@@ -124,8 +124,10 @@ class FileSet:
         if not names:
             raise PermanentError(f"no file in the source folder matches {self.pattern!r}")
         opened, _ = self.open(names[0])
-        if opened.header is not None:
+        if opened.header or (opened.header is not None and not self.settings.header):
             return opened.header
+        if self.settings.format == "csv":
+            raise PermanentError(f"{names[0]!r} is empty: it has no columns to read")
         seen: dict[str, None] = {}
         with open(opened.path, "rb") as fh:
             for i, record in enumerate(records(fh, opened.data, opened.encoding, self.settings)):
@@ -289,9 +291,10 @@ class FileSource:
 
     def check_columns(self, opened: OpenFile) -> None:
         """Every CSV file of a stream has the stream's columns (in any order)."""
-        if opened.header is not None and sorted(opened.header) != sorted(self.columns):
+        header = opened.header
+        if header and sorted(header) != sorted(self.columns):
             raise PermanentError(
-                f"{opened.name!r} has columns {opened.header}, not the stream's {self.columns} "
+                f"{opened.name!r} has columns {header}, not the stream's {self.columns} "
                 "(those of its first file)"
             )
 
