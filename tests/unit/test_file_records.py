@@ -122,3 +122,12 @@ def test_an_empty_file_in_a_glob_adds_no_chunk_but_an_empty_first_file_has_no_co
     assert len(source.read_range(*ranges[1], Unpaced())[0]) == 1
     with pytest.raises(PermanentError, match=r"'b\.csv' is empty"):
         _source(tmp_path, "b.csv")
+
+
+def test_a_column_named_like_a_position_column_is_refused(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "x.jsonl", [{"id": 1, "_record": 7}])
+    with pytest.raises(PermanentError, match="have a column '_record': the name is Baton's"):
+        _source(tmp_path, "x.jsonl", format="jsonl")
+    (tmp_path / "y.csv").write_text("id,_file\n1,a\n")
+    with pytest.raises(PermanentError, match="has a column '_file'"):
+        _source(tmp_path, "y.csv")

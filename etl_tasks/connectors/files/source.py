@@ -124,7 +124,7 @@ class FileSet:
         if not names:
             raise PermanentError(f"no file in the source folder matches {self.pattern!r}")
         opened, _ = self.open(names[0])
-        if opened.header or (opened.header is not None and not self.settings.header):
+        if opened.header:
             return opened.header
         if self.settings.format == "csv":
             raise PermanentError(f"{names[0]!r} is empty: it has no columns to read")
@@ -137,6 +137,9 @@ class FileSet:
                     seen.update(dict.fromkeys(record.fields))
         if not seen:
             raise PermanentError(f"{names[0]!r} has no JSON object to take the columns from")
+        problem = header_problem(list(seen))
+        if problem:
+            raise PermanentError(f"the objects of {names[0]!r} {problem.replace('has', 'have', 1)}")
         return list(seen)
 
     def _resolve(self, path: Path, codec: str) -> Encoding:
@@ -181,11 +184,12 @@ class FileSet:
 
 
 def header_problem(names: list[str]) -> str | None:
+    """Why these column names cannot be a stream's (each answer starts with "has ")."""
     if any(not n.strip() for n in names):
         return "has an empty column name"
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:
-        return f"names {repeated[0]!r} twice"
+        return f"has the column {repeated[0]!r} twice"
     taken = [n for n in names if n in POSITION]
     if taken:
         return f"has a column {taken[0]!r}: the name is Baton's (a row's file or record number)"
