@@ -73,9 +73,8 @@ class FileStreamCheck(StreamCheck):
     ) -> None:
         super().__init__(index, spec, stream, None, target, problems, notes)
         self.files = files
-        self.file_set = FileSet(
-            files.folder, stream.source_table or "", files.settings, files.check
-        )
+        pattern = stream.source_table or ""
+        self.file_set = FileSet(files.folder, pattern, files.settings, files.check, quick=True)
         self.columns: list[str] = []
 
     def _names_fit(self) -> bool:

@@ -103,6 +103,10 @@ def test_auto_detection_reads_boms_then_utf_8_validity(tmp_path: Path) -> None:
         assert detect(tmp_path / name)[0].describe() == expected, name
     with pytest.raises(ValueError, match="not ASCII-compatible"):
         resolve("cp500", b"")
+    # preflight's quick guess reads the head only; planning decides on the whole file
+    (tmp_path / "late").write_bytes(b"a\n" * (1 << 20) + "é\n".encode("cp1252"))
+    assert detect(tmp_path / "late", head_only=True)[0].codec == "utf-8"
+    assert detect(tmp_path / "late")[0].codec == "cp1252"
 
 
 def test_workers_advertise_files_as_a_source_only() -> None:

@@ -74,9 +74,12 @@ def resolve(name: str, head: bytes) -> Encoding:
     return Encoding(codec, bom, unit, newline)
 
 
-def detect(path: Path) -> tuple[Encoding, str]:
+def detect(path: Path, head_only: bool = False) -> tuple[Encoding, str]:
     """``auto``: a BOM says it; else UTF-8 when every byte of the file is valid UTF-8, else
-    Windows-1252. Returns the encoding and why it was chosen (for the migration's events)."""
+    Windows-1252. Returns the encoding and why it was chosen (for the migration's events).
+
+    ``head_only`` looks at the first MiB only: preflight's quick guess, to read a header
+    and a few records within its deadline (planning decides on the whole file)."""
     with open(path, "rb") as fh:
         head = fh.read(4)
         found = bom_of(head)
@@ -87,6 +90,8 @@ def detect(path: Path) -> tuple[Encoding, str]:
         try:
             while block := fh.read(_BLOCK):
                 decoder.decode(block)
+                if head_only:
+                    return resolve("utf-8", head), "its first MiB is valid UTF-8"
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
             return resolve(FALLBACK, head), f"it is not valid UTF-8, so {FALLBACK} was assumed"

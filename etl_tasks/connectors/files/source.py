@@ -85,11 +85,13 @@ class FileSet:
         pattern: str,
         settings: FileSettings,
         check: Callable[[str], Path],
+        quick: bool = False,
     ) -> None:
         self.folder = folder
         self.pattern = pattern
         self.settings = settings
         self.check = check
+        self.quick = quick  # preflight: guess an "auto" encoding from each file's head
         self._encodings: dict[tuple[str, str], tuple[Encoding, str]] = {}
 
     def names(self) -> list[str]:
@@ -157,7 +159,7 @@ class FileSet:
         key = (path.name, now.text())
         if key not in self._encodings:  # a full read: once per file version and process
             try:
-                self._encodings[key] = detect(path)
+                self._encodings[key] = detect(path, head_only=self.quick)
             except OSError as exc:
                 raise TransientError(f"cannot read {path.name!r}: {exc.strerror}") from exc
         encoding, why = self._encodings[key]
