@@ -178,8 +178,11 @@ def pass_through(blob: bytes, columns: Sequence[str], key_width: int) -> bytes |
     """Staged source rows as transformed rows, when every value passes untouched: the same
     payload under the target's column names, with each row's position and source key as
     :func:`encode_rows` would write them, and no value decoded. ``None`` when a row's key
-    is NULL (that row needs the transform's own path to be set aside)."""
+    is NULL or the source refused a row (those need the transform's own path, which sets
+    them aside)."""
     payload = orjson.loads(blob)
+    if payload["extra"].get("malformed"):
+        return None  # rows the source refused: the transform sets them aside
     key_columns = []
     for tag, values in zip(payload["tags"][:key_width], payload["data"][:key_width], strict=True):
         if None in values:

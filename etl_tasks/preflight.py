@@ -24,9 +24,11 @@ from etl_tasks.boundary.sql_urls import SqlEndpoint, Timeouts
 from etl_tasks.connectors.sql.engines import create_endpoint_engine
 from etl_tasks.connectors.sql.errors import unavailable
 from etl_tasks.drafting.infer import infer_after
+from etl_tasks.endpoints import FileEndpoint
 from etl_tasks.errors import BoundaryError, EndpointUnavailable, FieldError, SpecError
+from etl_tasks.preflight_files import FileSide, FileStreamCheck, open_file_side
 from etl_tasks.preflight_streams import StreamCheck
-from etl_tasks.spec import Endpoint, MigrationSpec
+from etl_tasks.spec import Endpoint, MigrationSpec, Stream
 
 
 class Problems(list[FieldError]):
@@ -73,19 +75,19 @@ def preflight(
     give none (:func:`etl_tasks.drafting.infer.with_after` writes it into the spec).
     """
     ctx = _Context(boundary, Deadline(timeout_s), reveal_details, Problems())
-    source = _open_sql(ctx, spec, "source", must_exist=True)
+    source = _open_source(ctx, spec)
     target = _open_sql(ctx, spec, "target", must_exist=False)
     keys: dict[str, list[str]] = {}
     try:
         if source is not None and target is not None:
             for i, stream in enumerate(spec.streams):
-                checked = StreamCheck(i, spec, stream, source, target, ctx.problems, notes)
+                checked = _stream_check(i, spec, stream, source, target, ctx.problems, notes)
                 keys[stream.stream_name] = _guarded(ctx, checked)
             if not ctx.problems and not target.fresh and order is not None:
                 _infer(ctx, spec, target, order, notes)
     finally:
         for side in (source, target):
-            if side is not None:
+            if isinstance(side, Side):
                 side.engine.dispose()
     if ctx.problems:
         raise SpecError(ctx.problems)
@@ -112,6 +114,33 @@ def _infer(
 
 def _field(endpoint: Endpoint) -> str:
     return "url" if endpoint.url is not None else "url_env"
+
+
+def _open_source(ctx: _Context, spec: MigrationSpec) -> Side | FileSide | None:
+    """The source side, by its kind: each kind has its own checks; the target's stay SQL's."""
+    if not isinstance(spec.source, FileEndpoint):
+        return _open_sql(ctx, spec, "source", must_exist=True)
+    if spec.verify:
+        ctx.problems.add("verify", "verify compares a SQL source with the target, not files")
+    try:
+        return open_file_side(ctx.boundary, spec.source)
+    except BoundaryError as exc:
+        ctx.problems.add(f"source/file/{exc.field or 'path'}", exc.message)
+    return None
+
+
+def _stream_check(
+    index: int,
+    spec: MigrationSpec,
+    stream: Stream,
+    source: Side | FileSide,
+    target: Side,
+    problems: Problems,
+    notes: list[str] | None,
+) -> StreamCheck:
+    if isinstance(source, FileSide):
+        return FileStreamCheck(index, spec, stream, source, target, problems, notes)
+    return StreamCheck(index, spec, stream, source, target, problems, notes)
 
 
 def _open_sql(ctx: _Context, spec: MigrationSpec, which: str, *, must_exist: bool) -> Side | None:

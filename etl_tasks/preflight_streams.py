@@ -65,7 +65,7 @@ class StreamCheck:
         index: int,
         spec: MigrationSpec,
         stream: Stream,
-        source: Side,
+        source: Side | None,
         target: Side,
         problems: list[FieldError],
         notes: list[str] | None = None,
@@ -81,6 +81,12 @@ class StreamCheck:
 
     def add(self, path: str, message: str) -> None:
         self.problems.append(FieldError(f"{self.path}/{path}", message))
+
+    @property
+    def sql_source(self) -> Side:
+        """The SQL source (a file source's check overrides every method that reads one)."""
+        assert self.source is not None
+        return self.source
 
     def _has_problems(self, under: str = "") -> bool:
         return any(e.path.startswith(f"{self.path}/{under}") for e in self.problems)
@@ -114,7 +120,7 @@ class StreamCheck:
     def _names_fit(self) -> bool:
         ok = True
         for field, name, side in (
-            ("source_table", self.stream.source_table, self.source),
+            ("source_table", self.stream.source_table, self.sql_source),
             ("target_table", self.stream.target_table, self.target),
         ):
             if name is None:
@@ -126,7 +132,7 @@ class StreamCheck:
         return ok
 
     def _source_table(self) -> tuple[FromClause, Types] | None:
-        engine = self.source.engine
+        engine = self.sql_source.engine
         try:
             return source_shape(engine, self.stream)
         except sa_exc.NoSuchTableError:
@@ -145,7 +151,7 @@ class StreamCheck:
         if self.stream.query is not None:
             return self._check_query_key(table, key)
         assert isinstance(table, Table)
-        with for_reading(self.source.engine).connect() as conn:
+        with for_reading(self.sql_source.engine).connect() as conn:
             problem = key_problem(conn, table, key, types, self.stream.write)
             if problem is None and self.stream.on_null_key == "fail":
                 count = null_keys(conn, table, key, types)
@@ -168,7 +174,7 @@ class StreamCheck:
             self.add("key", f"the query returns no column {missing[0]!r}")
             return []
         try:
-            with for_reading(self.source.engine).connect() as conn:
+            with for_reading(self.sql_source.engine).connect() as conn:
                 read_only(conn)
                 repeated = query_key_repeats(conn, query, key)
         except sa_exc.DBAPIError as exc:  # only admins give queries: they see the driver's text
@@ -288,7 +294,7 @@ class StreamCheck:
         Baton cannot carry is refused here, by column, not found at run time."""
         binding = bind_stream(self.spec, self.stream.stream_name, table, types)
         path = build_path(binding.mapper, binding.origins, types, target_types)
-        with for_reading(self.source.engine).connect() as conn:
+        with for_reading(self.sql_source.engine).connect() as conn:
             rows = _first_rows(conn, binding.source.select_range(None, None), SAMPLE_ROWS)
         for row in rows:
             try:

@@ -21,9 +21,11 @@ from etl_tasks.boundary.sealing import Sealer, open_spec
 from etl_tasks.boundary.sql_urls import SqlEndpoint
 from etl_tasks.connectors import registry
 from etl_tasks.connectors.base import Source, Target
+from etl_tasks.connectors.files.factory import binding as file_binding
 from etl_tasks.connectors.sql.engines import EngineCache
 from etl_tasks.connectors.sql.errors import error_reason, is_transient_error
 from etl_tasks.connectors.sql.shape import source_shape
+from etl_tasks.endpoints import FileEndpoint
 from etl_tasks.errors import NotFound, PermanentError, TransientError, Unsupported
 from etl_tasks.preflight_keys import unique_not_null
 from etl_tasks.publisher import Publisher
@@ -121,6 +123,11 @@ class Runtime:
             if key in self._bindings:
                 return self._bindings[key]
         spec = self.spec(migration_id)
+        if isinstance(spec.source, FileEndpoint):
+            binding = file_binding(self, migration_id, stream)
+            with self._lock:
+                self._bindings[key] = binding
+            return binding
         st = spec.stream(stream)
         source = self.source_reader(migration_id)
         with self._catalog_errors(st.source_name):

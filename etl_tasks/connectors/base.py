@@ -83,6 +83,12 @@ class Batch:
     a target of the same kind consumes without parsing (a PostgreSQL COPY stream, an
     Arrow record batch): a target that does not know it uses ``rows``. Halves never
     carry it.
+
+    ``malformed`` is a source's own refusal: a record it read but could not make a row
+    of (a CSV line with a quote out of place, bytes not valid in the file's encoding).
+    The row stays in its place, its key set and its values NULL, and the position
+    maps to the reason; the transform quarantines it like a row that fails its casts.
+    Only a source's batch has it.
     """
 
     columns: list[str]
@@ -90,6 +96,7 @@ class Batch:
     keys: list[Any] = field(default_factory=list)
     positions: list[int] = field(default_factory=list)
     native: Any = None
+    malformed: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.rows)

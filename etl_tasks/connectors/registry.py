@@ -103,10 +103,13 @@ def _ensure_plugins() -> None:
 
 
 def _register_builtins() -> None:
+    from etl_tasks.connectors.files import factory as files
     from etl_tasks.connectors.sql import factory as sql
 
     if "sql" not in _connectors:
         register(Connector("sql", sql.source, sql.target))
+    if "file" not in _connectors:
+        register(Connector("file", files.source))  # exported files are only ever read
 
 
 def _load_plugins() -> None:

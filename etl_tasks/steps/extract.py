@@ -35,8 +35,14 @@ def _extract(rt: Runtime, c: Claim) -> None:
     else:
         lower, upper = codec.decode_key(c.lower), codec.decode_key(c.upper)
         batch, cut = source.read_range(lower, upper, StepPace(rt, c, clock))
+    # A source's refused records travel with the rows (only when there are some: a previous
+    # version's transform then reads the same blob as before).
+    refused = {"malformed": sorted(batch.malformed.items())} if batch.malformed else {}
     rt.staging.put(
-        c.chunk_id, c.token, STEP.output_stage, codec.encode_rows(batch.columns, batch.rows)
+        c.chunk_id,
+        c.token,
+        STEP.output_stage,
+        codec.encode_rows(batch.columns, batch.rows, **refused),
     )
     outcome = {
         "step": NEXT.name,

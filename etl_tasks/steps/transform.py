@@ -63,15 +63,17 @@ def _transform(rt: Runtime, c: Claim) -> None:
 
 
 def _mapped(rt: Runtime, c: Claim, blob: bytes, path: ValuePath, key_width: int) -> bytes:
-    """The staged rows through the stream's value path, the refused ones set aside."""
-    columns, rows, _ = codec.decode_rows(blob)
+    """The staged rows through the stream's value path, the refused ones set aside (and
+    those the source itself refused, by position, with its reason)."""
+    columns, rows, extra = codec.decode_rows(blob)
+    malformed = {int(pos): str(why) for pos, why in extra.get("malformed", [])}
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
 
     def keep_lease() -> None:
         if clock.renewal_due():  # a slow transform must not lose the chunk to another worker
             renew(rt, c)
 
-    mapped = map_rows(path, columns, rows, key_width, keep_lease)
+    mapped = map_rows(path, columns, rows, key_width, keep_lease, malformed)
     if mapped.bad and rt.spec(c.migration_id).on_bad_row == "fail":
         first = mapped.bad[0][1]
         raise PermanentError(f"bad row {first.key}: {first.reason}")
@@ -100,12 +102,15 @@ def map_rows(
     rows: list[tuple[Any, ...]],
     key_width: int,
     between: Callable[[], None] = lambda: None,
+    malformed: dict[int, str] | None = None,
 ) -> Mapped:
     """Target rows for the rows that map, quarantine entries for those that do not.
 
     Positions and source keys let the load stop between sub-batches and cut the
-    chunk at a key the source returned.
+    chunk at a key the source returned. ``malformed`` holds the rows the source itself
+    refused, by position, with its reason: they are quarantined as they are.
     """
+    refused = malformed or {}
     out = Mapped()
     map_row = path.convert
     null_keys = _NullKeys()
@@ -114,6 +119,8 @@ def map_rows(
         if not pos % RENEW_CHECK_ROWS:
             between()
         try:
+            if pos in refused:
+                raise BadRowError(refused[pos])
             if None in row[:key_width]:
                 raise BadRowError("its key is NULL (on_null_key: quarantine)")
             out.good.append(map_row(row))

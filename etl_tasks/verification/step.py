@@ -21,6 +21,7 @@ from etl_tasks.budget import StepClock
 from etl_tasks.connectors.sql.engines import for_reading
 from etl_tasks.connectors.sql.errors import error_reason, is_transient_error
 from etl_tasks.connectors.sql.target import SqlTarget
+from etl_tasks.endpoints import FileEndpoint
 from etl_tasks.errors import LeaseLost, PermanentError, TransientError
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.models import QuarantinedRow
@@ -79,6 +80,8 @@ def compare_claimed(rt: Runtime, c: RangeClaim) -> RangeCheck:
     target = rt.target(c.migration_id, c.stream)
     if not isinstance(target, SqlTarget):
         raise PermanentError(f"verify compares SQL targets only, not {target.kind} ones")
+    if isinstance(rt.spec(c.migration_id).source, FileEndpoint):
+        raise PermanentError("verify compares a SQL source with the target, not files")
     source = rt.source_reader(c.migration_id)
     comparer = StreamComparer(
         rt.binding(c.migration_id, c.stream),

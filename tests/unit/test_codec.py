@@ -363,3 +363,6 @@ def test_passing_rows_through_stages_what_the_full_path_would() -> None:
         codec.pass_through(codec.encode_rows(columns, [(None, *rows[0][1:])]), columns, 1) is None
     )
     assert codec.pass_through(codec.encode_rows(columns, []), columns, 1) is not None
+    # rows the source refused (a malformed record) are set aside by the transform's own path
+    refused = codec.encode_rows(columns, rows, malformed=[[1, "line 3: a stray quote"]])
+    assert codec.pass_through(refused, columns, 1) is None

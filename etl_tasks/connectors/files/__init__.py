@@ -1,0 +1,1 @@
+"""Exported files (CSV, JSON Lines) in a folder, as a source (``{"file": {…}}``)."""
