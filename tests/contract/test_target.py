@@ -1,0 +1,342 @@
+"""The target contract (:class:`etl_tasks.connectors.base.Target`), for every connector.
+
+What a target holds is judged by reading it without the connector
+(:meth:`Case.stored`); refused rows go through the load step's own bisection
+(:func:`etl_tasks.steps.load.write_bisecting`), as a load would send them.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+
+import pytest
+
+from etl_tasks.connectors.base import Batch, ChunkRef, LedgerRecord, QuarantineEntry, Target
+from etl_tasks.errors import BadRowError, PermanentError, TransientError
+from etl_tasks.steps.load import write_bisecting
+from etl_tasks.values.types import Kind
+from tests.contract.connectors import Case, Col, Row, TableDef, WriteMode
+
+ACCOUNTS = TableDef(
+    "accounts",
+    [Col("id", "int", False), Col("name", "text"), Col("code", "text", nullable=False)],
+    ["id"],
+)
+NOTES = TableDef("notes", [Col("id", "int", False), Col("a", "text"), Col("b", "text")], ["id"])
+PAIRS = TableDef(
+    "pairs",
+    [Col("grp", "int", False), Col("code", "text", False), Col("n", "int")],
+    ["grp", "code"],
+)
+COLUMNS = ACCOUNTS.names
+EXISTING: list[Row] = [(1, "one", "a"), (2, "two", "b")]
+
+
+def chunk(chunk_id: int = 1, token: int = 1, stream: str = "accounts") -> ChunkRef:
+    # the whole key range: on PostgreSQL an empty table is written by COPY straight into it
+    return ChunkRef("mig00000000000000000000000000001", stream, chunk_id, token, (None, None))
+
+
+def batch(rows: Sequence[Row], columns: list[str] = COLUMNS) -> Batch:
+    """Rows as the load step sends them: each with its source key and extract position."""
+    return Batch(columns, list(rows), [[r[0]] for r in rows], list(range(len(rows))))
+
+
+def record(rows_loaded: int, token: int = 1) -> LedgerRecord:
+    return LedgerRecord(token, rows_loaded, [])
+
+
+def load(target: Target, ref: ChunkRef, rows: Sequence[Row], rec: LedgerRecord) -> None:
+    with target.begin_chunk(ref) as tx:
+        assert tx.committed is None
+        assert tx.write(batch(rows)) == []
+        tx.commit(rec)
+
+
+def test_key_and_columns_describe_the_table(case: Case) -> None:
+    target = case.target(ACCOUNTS, "upsert")
+
+    assert target.key == ["id"]
+    columns = target.columns()
+    assert set(columns) == set(COLUMNS)
+    assert columns["id"].kind is Kind.INTEGER and columns["name"].kind is Kind.TEXT
+
+
+def test_prepare_again_changes_nothing(case: Case) -> None:
+    # Given a target that has committed a chunk
+    target = case.target(ACCOUNTS, "upsert")
+    rec = record(2)
+    load(target, chunk(), EXISTING, rec)
+
+    # When it is prepared again, twice (two workers start the stream)
+    target.prepare()
+    target.prepare()
+
+    # Then its rows and its ledger are as they were, and it takes the next chunk
+    assert case.stored(ACCOUNTS) == EXISTING
+    assert target.ledger_lookup(chunk()) == rec
+    load(target, chunk(2), [(3, "three", "c")], record(1))
+    assert case.stored(ACCOUNTS) == [*EXISTING, (3, "three", "c")]
+
+
+def test_rows_and_ledger_record_commit_together(case: Case) -> None:
+    target = case.target(ACCOUNTS, "upsert")
+    rows: list[Row] = [(1, "one", "a"), (2, None, "b"), (3, "Zürich  ", "c")]
+    rec = LedgerRecord(
+        fencing_token=7,
+        rows_loaded=3,
+        quarantine=[QuarantineEntry("[4]", "value too long", {"id": 4, "name": "x" * 300})],
+        cut=[3],
+        deferred=[QuarantineEntry("[5]", "no parent", {"id": 5, "name": None})],
+    )
+    ref = chunk(token=7)
+    assert target.ledger_lookup(ref) is None
+
+    load(target, ref, rows, rec)
+
+    assert case.stored(ACCOUNTS) == rows
+    assert target.ledger_lookup(ref) == rec
+    # the record is the chunk's alone: not another chunk's, nor another stream's
+    assert target.ledger_lookup(chunk(2, token=7)) is None
+    assert target.ledger_lookup(chunk(token=7, stream="other")) is None
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("how", ["exception", "no commit"])
+def test_a_chunk_left_without_commit_leaves_neither_rows_nor_record(case: Case, how: str) -> None:
+    # Given a target holding rows
+    target = case.target(ACCOUNTS, "upsert", EXISTING)
+
+    # When a load writes (new rows, and over an existing one) but never commits
+    with pytest.raises(Boom) if how == "exception" else _nothing():
+        with target.begin_chunk(chunk()) as tx:
+            tx.write(batch([(2, "TWO", "B"), (3, "three", "c")]))
+            if how == "exception":
+                raise Boom()
+
+    # Then nothing of it stays, and the chunk can be loaded again
+    assert case.stored(ACCOUNTS) == EXISTING
+    assert target.ledger_lookup(chunk()) is None
+    load(target, chunk(token=2), [(3, "three", "c")], record(1, token=2))
+    assert case.stored(ACCOUNTS) == [*EXISTING, (3, "three", "c")]
+    assert target.ledger_lookup(chunk(token=2)) == record(1, token=2)
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_rows_of_a_chunk_in_flight_are_not_read_back(case: Case) -> None:
+    target = case.target(ACCOUNTS, "upsert", EXISTING)
+
+    with target.begin_chunk(chunk()) as tx:
+        tx.write(batch([(2, "TWO", "B"), (3, "three", "c")]))
+        seen = [r for b in target.read_back(None, None) for r in b.rows]
+        tx.commit(record(2))
+
+    assert seen == EXISTING
+    assert case.stored(ACCOUNTS) == [(1, "one", "a"), (2, "TWO", "B"), (3, "three", "c")]
+
+
+def test_a_second_delivery_of_a_committed_chunk_writes_nothing(case: Case) -> None:
+    # Given a chunk that committed
+    target = case.target(ACCOUNTS, "upsert")
+    rec = record(2)
+    load(target, chunk(), EXISTING, rec)
+
+    # When it is delivered again (another worker, a newer fencing token)
+    with target.begin_chunk(chunk(token=2)) as tx:
+        # Then the delivery finds the first one's record, and may write nothing
+        assert tx.committed == rec
+        with pytest.raises(RuntimeError):
+            tx.write(batch([(1, "ONE", "A"), (9, "nine", "z")]))
+        with pytest.raises(RuntimeError):
+            tx.commit(record(2, token=2))
+
+    assert case.stored(ACCOUNTS) == EXISTING
+    assert target.ledger_lookup(chunk(token=2)) == rec
+
+
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_ledger_lookup_waits_for_a_load_in_flight(case: Case, outcome: str) -> None:
+    # Given a load of the chunk that has written but not finished
+    target = case.target(ACCOUNTS, "upsert")
+    found: list[LedgerRecord | None] = []
+    with target.begin_chunk(chunk()) as tx:
+        tx.write(batch(EXISTING))
+
+        # When the ledger is asked about the chunk meanwhile
+        asking = threading.Thread(target=lambda: found.append(target.ledger_lookup(chunk())))
+        asking.start()
+        asking.join(0.5)
+
+        # Then the answer waits for the load's outcome
+        assert asking.is_alive() and not found
+        if outcome == "commit":
+            tx.commit(record(2))
+    asking.join(20)
+
+    assert found == ([record(2)] if outcome == "commit" else [None])
+
+
+UPDATE: list[Row] = [(2, "TWO", "B"), (3, "three", "c")]
+REFUSED_BY_KEY = {"upsert": [], "insert": [2], "skip_existing": []}
+STORED = {
+    "upsert": [(1, "one", "a"), (2, "TWO", "B"), (3, "three", "c")],
+    "insert": [(1, "one", "a"), (2, "two", "b"), (3, "three", "c")],
+    "skip_existing": [(1, "one", "a"), (2, "two", "b"), (3, "three", "c")],
+}
+
+
+@pytest.mark.parametrize("mode", ["upsert", "insert", "skip_existing"])
+def test_write_modes_over_rows_already_there(case: Case, mode: WriteMode) -> None:
+    # Given a target holding keys 1 and 2
+    target = case.target(ACCOUNTS, mode, EXISTING)
+
+    # When a chunk writes keys 2 and 3
+    with target.begin_chunk(chunk()) as tx:
+        refused = tx.write(batch(UPDATE))
+        tx.commit(record(2 - len(refused)))
+
+    # Then upsert replaces 2, skip_existing keeps it, insert keeps it and refuses the row
+    assert [r.row[0] for r in refused] == REFUSED_BY_KEY[mode]
+    assert all(r.reason and r.source_key == [r.row[0]] and not r.retry_later for r in refused)
+    assert case.stored(ACCOUNTS) == STORED[mode]
+
+
+@pytest.mark.parametrize(
+    ("mode", "kept"), [("upsert", "second"), ("skip_existing", "first"), ("insert", "first")]
+)
+def test_a_key_twice_in_one_batch(case: Case, mode: WriteMode, kept: str) -> None:
+    # Given an empty target, and a batch in which one key comes twice
+    target = case.target(ACCOUNTS, mode)
+    rows: list[Row] = [(1, "one", "a"), (5, "first", "f"), (5, "second", "s"), (6, "six", "x")]
+
+    # When the load writes it
+    with target.begin_chunk(chunk()) as tx:
+        refused, handled = write_bisecting(tx, batch(rows), stop=lambda: False)
+        tx.commit(record(len(rows) - len(refused)))
+
+    # Then the key is written once: upsert keeps the later row, the others the first,
+    # and insert refuses the later one
+    assert handled == len(rows)
+    assert [r.row for r in refused] == ([(5, "second", "s")] if mode == "insert" else [])
+    five = (5, "second", "s") if kept == "second" else (5, "first", "f")
+    assert case.stored(ACCOUNTS) == [(1, "one", "a"), five, (6, "six", "x")]
+
+
+@pytest.mark.parametrize("mode", ["upsert", "insert", "skip_existing"])
+@pytest.mark.parametrize("existing", [[], EXISTING], ids=["empty", "holding rows"])
+def test_a_refused_row_is_named_and_the_rest_is_written(
+    case: Case, mode: WriteMode, existing: list[Row]
+) -> None:
+    # Given a batch with a row that breaks a NOT NULL column
+    target = case.target(ACCOUNTS, mode, existing)
+    good: list[Row] = [(10 + i, f"n{i}", "c") for i in range(6)]
+    bad: Row = (99, "bad", None)
+    rows = [*good[:3], bad, *good[3:]]
+
+    # When the load writes it (bisecting a batch the target refuses for a row it
+    # does not name)
+    with target.begin_chunk(chunk()) as tx:
+        refused, handled = write_bisecting(tx, batch(rows), stop=lambda: False)
+        tx.commit(record(len(good)))
+
+    # Then exactly that row comes back, with the target's reason, and the rest is written
+    assert handled == len(rows)
+    assert [(r.row, r.source_key, r.retry_later) for r in refused] == [(bad, [99], False)]
+    assert refused[0].reason
+    assert case.stored(ACCOUNTS) == sorted([*existing, *good])
+
+
+def test_a_batch_is_written_whole_or_its_refusals_named(case: Case) -> None:
+    # What write() alone does with a bad row: either raise BadRowError, leaving nothing
+    # of the batch, or return the row refused and write the others
+    target = case.target(ACCOUNTS, "upsert")
+    rows: list[Row] = [(1, "one", "a"), (2, "two", None), (3, "three", "c")]
+
+    with target.begin_chunk(chunk()) as tx:
+        try:
+            refused = tx.write(batch(rows))
+        except BadRowError as exc:
+            assert exc.reason
+            expected: list[Row] = []
+        else:
+            assert [r.row for r in refused] == [rows[1]]
+            expected = [rows[0], rows[2]]
+        tx.write(batch([(4, "four", "d")]))  # the chunk goes on
+        tx.commit(record(len(expected) + 1))
+
+    assert case.stored(ACCOUNTS) == [*expected, (4, "four", "d")]
+
+
+def test_upsert_writes_only_the_columns_it_is_given(case: Case) -> None:
+    target = case.target(NOTES, "upsert", [(1, "a1", "b1"), (2, "a2", "b2")])
+
+    with target.begin_chunk(chunk(stream="notes")) as tx:
+        tx.write(Batch(["id", "a"], [(2, "A2"), (3, "A3")], [[2], [3]], [0, 1]))
+        tx.commit(record(2))
+
+    assert case.stored(NOTES) == [(1, "a1", "b1"), (2, "A2", "b2"), (3, "A3", None)]
+
+
+def test_read_back_returns_exactly_what_was_written_by_key_range(case: Case) -> None:
+    target = case.target(PAIRS, "upsert")
+    rows: list[Row] = sorted(
+        (g, c, g * 10 + i) for g in (1, 2, 3) for i, c in enumerate(["a", "b", "c ", "é"])
+    )
+    with target.begin_chunk(chunk(stream="pairs")) as tx:
+        tx.write(Batch(PAIRS.names, list(reversed(rows)), [], []))
+        tx.commit(record(len(rows)))
+    order = case.stored(PAIRS)
+
+    whole = [r for b in target.read_back(None, None) for r in b.rows]
+    middle = [r for b in target.read_back(order[2][:2], order[7][:2]) for r in b.rows]
+
+    assert sorted(whole) == rows and whole == order
+    assert middle == order[3:8]
+
+
+def test_finish_is_idempotent_and_leaves_the_rows(case: Case) -> None:
+    target = case.target(ACCOUNTS, "upsert")
+    load(target, chunk(), EXISTING, record(2))
+
+    said = target.finish()
+    again = target.finish()
+
+    assert all(isinstance(s, str) for s in [*said, *again])
+    assert case.stored(ACCOUNTS) == EXISTING
+
+
+def test_a_missing_table_is_a_permanent_error(case: Case) -> None:
+    # Given a target that has loaded a chunk, whose table is then dropped
+    target = case.target(ACCOUNTS, "upsert")
+    load(target, chunk(), EXISTING, record(2))
+    case.drop(ACCOUNTS)
+
+    with pytest.raises(PermanentError):
+        with target.begin_chunk(chunk(2)) as tx:
+            tx.write(batch([(3, "three", "c")]))
+    with pytest.raises(PermanentError):
+        list(target.read_back(None, None))
+    assert not isinstance(PermanentError(), TransientError)
+
+
+def test_a_target_that_does_not_answer_is_a_transient_error(case: Case) -> None:
+    target = case.unreachable_target(ACCOUNTS)
+
+    with pytest.raises(TransientError):
+        target.prepare()
+    with pytest.raises(TransientError):
+        target.ledger_lookup(chunk())
+    with pytest.raises(TransientError):
+        with target.begin_chunk(chunk()) as tx:
+            tx.write(batch(EXISTING))
