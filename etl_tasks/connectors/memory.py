@@ -302,6 +302,9 @@ class MemoryChunkWrite:
         if not self._open:
             raise RuntimeError("no chunk write in progress")
         t = self.target._table()
+        unknown = [c for c in batch.columns if c not in t.columns]
+        if unknown:  # the stream's mapping, not a row, is wrong: no row could load
+            raise PermanentError(f"no column {unknown[0]!r} in {self.target.table_name!r}")
         staged: dict[Key, tuple[Any, ...]] = {}
         refused: list[Refused] = []
         for i, row in enumerate(batch.rows):
@@ -329,9 +332,6 @@ class MemoryChunkWrite:
         staged: dict[Key, tuple[Any, ...]],
     ) -> str | None:
         """Why the table would not take the row, in the terms the SQL target's database gives."""
-        unknown = [c for c in values if c not in t.columns]
-        if unknown:
-            return f"no column {unknown[0]!r} in {self.target.table_name!r}"
         for column in [*t.key, *sorted(t.not_null)]:
             if values.get(column) is None:
                 return f"NOT NULL constraint failed: {self.target.table_name}.{column}"

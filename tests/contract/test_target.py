@@ -187,6 +187,38 @@ def test_ledger_lookup_waits_for_a_load_in_flight(case: Case, outcome: str) -> N
     assert found == ([record(2)] if outcome == "commit" else [None])
 
 
+@pytest.mark.parametrize("outcome", ["commit", "rollback"])
+def test_a_second_load_of_a_chunk_in_flight_waits_for_the_first(case: Case, outcome: str) -> None:
+    # Given a load of the chunk that has written but not finished
+    target = case.target(ACCOUNTS, "upsert")
+    seen: list[LedgerRecord | None] = []
+
+    def second() -> None:
+        with target.begin_chunk(chunk(token=2)) as tx:
+            seen.append(tx.committed)
+            if tx.committed is None:
+                tx.write(batch([(1, "uno", "u")]))
+                tx.commit(record(1, token=2))
+
+    with target.begin_chunk(chunk()) as tx:
+        tx.write(batch(EXISTING))
+        # When another delivery of the same chunk begins meanwhile
+        other = threading.Thread(target=second)
+        other.start()
+        other.join(0.5)
+        # Then it waits, and finds what the first one did
+        assert other.is_alive() and not seen
+        if outcome == "commit":
+            tx.commit(record(2))
+    other.join(20)
+
+    if outcome == "commit":
+        assert seen == [record(2)] and case.stored(ACCOUNTS) == EXISTING
+    else:
+        assert seen == [None] and case.stored(ACCOUNTS) == [(1, "uno", "u")]
+    assert target.ledger_lookup(chunk()) == (record(2) if outcome == "commit" else record(1, 2))
+
+
 UPDATE: list[Row] = [(2, "TWO", "B"), (3, "three", "c")]
 REFUSED_BY_KEY = {"upsert": [], "insert": [2], "skip_existing": []}
 STORED = {
@@ -314,6 +346,19 @@ def test_finish_is_idempotent_and_leaves_the_rows(case: Case) -> None:
 
     assert all(isinstance(s, str) for s in [*said, *again])
     assert case.stored(ACCOUNTS) == EXISTING
+
+
+def test_a_batch_naming_a_column_the_table_lacks_is_a_permanent_error(case: Case) -> None:
+    # No row of it could load: the stream's mapping is wrong, not a row
+    target = case.target(ACCOUNTS, "upsert")
+
+    with pytest.raises(PermanentError) as raised:
+        with target.begin_chunk(chunk()) as tx:
+            tx.write(Batch([*COLUMNS, "nope"], [(1, "one", "a", 1)], [[1]], [0]))
+
+    assert not isinstance(raised.value, BadRowError)
+    assert case.stored(ACCOUNTS) == []
+    assert target.ledger_lookup(chunk()) is None
 
 
 def test_a_missing_table_is_a_permanent_error(case: Case) -> None:

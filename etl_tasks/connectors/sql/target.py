@@ -358,6 +358,9 @@ class SqlChunkWrite:
     def write(self, batch: Batch) -> list[Refused]:
         conn = self._connection()
         target = self.target
+        unknown = [c for c in batch.columns if c not in target.table.c]
+        if unknown:  # the stream's mapping, not a row, is wrong (the insert would not compile)
+            raise PermanentError(f"no column {unknown[0]!r} in {target.table_name!r}")
         with as_baton_errors(UNREACHABLE, "target refused the chunk"):
             fresh: list[int] = list(range(len(batch)))
             taken: list[Refused] = []
