@@ -77,30 +77,29 @@ def test_estimate_rows_of_a_small_table_is_its_count(case: Case) -> None:
 
 
 @pytest.mark.parametrize("table", [ITEMS, WORDS, PAIRS], ids=["int", "text", "composite"])
-@pytest.mark.parametrize("per_range", [1, 4, 7])
-def test_boundaries_cover_every_row_once_in_key_order(
-    case: Case, table: TableDef, per_range: int
-) -> None:
+def test_boundaries_cover_every_row_once_in_key_order(case: Case, table: TableDef) -> None:
     # Given a table whose text keys differ only by case, accents or spaces where the
     # source's collation keeps them apart
     source = case.source(table, rows_for(case, table))
     width = len(table.key)
+    order = case.key_order(table)
 
-    # When the whole stream is planned a few ranges at a time and each range is read
-    ranges = plan(source, per_range)
-    parts = [source.read_range(lower, upper, Unpaced()) for lower, upper in ranges]
+    for per_range in (1, 4, 7):
+        # When the whole stream is planned a few ranges at a time and each range is read
+        ranges = plan(source, per_range)
+        parts = [source.read_range(lower, upper, Unpaced()) for lower, upper in ranges]
 
-    # Then the ranges follow each other, the last is open-ended ...
-    assert ranges[0][0] is None and ranges[-1][1] is None
-    assert all(a[1] == b[0] for a, b in pairwise(ranges))
-    assert all(upper is not None for _, upper in ranges[:-1])
-    # ... none is cut, every one but the last holds rows, about as many as asked ...
-    assert all(cut is None for _, cut in parts)
-    assert all(1 <= len(batch) <= 2 * per_range for batch, _ in parts[:-1])
-    # ... and together they hold every row once, in the source's own key order
-    read = [row for batch, _ in parts for row in batch.rows]
-    assert keys_of(read, width) == case.key_order(table)
-    assert sorted(read, key=repr) == sorted(rows_for(case, table), key=repr)
+        # Then the ranges follow each other, the last is open-ended ...
+        assert ranges[0][0] is None and ranges[-1][1] is None, per_range
+        assert all(a[1] == b[0] for a, b in pairwise(ranges)), per_range
+        assert all(upper is not None for _, upper in ranges[:-1]), per_range
+        # ... none is cut, every one but the last holds rows, about as many as asked ...
+        assert all(cut is None for _, cut in parts), per_range
+        assert all(1 <= len(batch) <= 2 * per_range for batch, _ in parts[:-1]), per_range
+        # ... and together they hold every row once, in the source's own key order
+        read = [row for batch, _ in parts for row in batch.rows]
+        assert keys_of(read, width) == order, per_range
+        assert sorted(read, key=repr) == sorted(rows_for(case, table), key=repr), per_range
 
 
 def test_boundaries_after_a_key_plan_only_what_follows_it(case: Case) -> None:
@@ -122,26 +121,25 @@ def test_boundaries_stop_at_count_and_an_empty_stream_is_one_open_range(case: Ca
     assert empty.boundaries(None, 3, 2) == ([(None, None)], True)
 
 
-@pytest.mark.parametrize(
-    ("lower", "upper", "ids"),
-    [
-        ((6,), (15,), [9, 12, 15]),  # lower excluded, upper included
-        (None, (6,), [3, 6]),
-        ((7,), (11,), [9]),  # bounds need not be keys
-        ((66,), None, [69]),
-        ((69,), None, []),
-    ],
-)
-def test_read_range_is_lower_exclusive_upper_inclusive(
-    case: Case, lower: Key | None, upper: Key | None, ids: list[int]
-) -> None:
+#: (lower, upper) and the ids of ``items(23)`` that range holds
+RANGES: list[tuple[Key | None, Key | None, list[int]]] = [
+    ((6,), (15,), [9, 12, 15]),  # lower excluded, upper included
+    (None, (6,), [3, 6]),
+    ((7,), (11,), [9]),  # bounds need not be keys
+    ((66,), None, [69]),
+    ((69,), None, []),
+]
+
+
+def test_read_range_is_lower_exclusive_upper_inclusive(case: Case) -> None:
     source = case.source(ITEMS, items(23))
 
-    batch, cut = source.read_range(lower, upper, Unpaced())
+    for lower, upper, ids in RANGES:
+        batch, cut = source.read_range(lower, upper, Unpaced())
 
-    assert cut is None
-    assert batch.columns == ["id", "name", "qty"]
-    assert batch.rows == [r for r in items(23) if r[0] in ids]
+        assert cut is None
+        assert batch.columns == ["id", "name", "qty"]
+        assert batch.rows == [r for r in items(23) if r[0] in ids], (lower, upper)
 
 
 def test_read_range_takes_bounds_back_from_the_state_db(case: Case) -> None:
