@@ -12,9 +12,17 @@ from collections.abc import Sequence
 
 import pytest
 
-from etl_tasks.connectors.base import Batch, ChunkRef, LedgerRecord, QuarantineEntry, Target
+from etl_tasks.budget import SUB_BATCH_ROWS
+from etl_tasks.connectors.base import (
+    Batch,
+    ChunkRef,
+    LedgerRecord,
+    QuarantineEntry,
+    Target,
+    Unpaced,
+)
 from etl_tasks.errors import BadRowError, PermanentError, TransientError
-from etl_tasks.steps.load import write_bisecting
+from etl_tasks.steps.load import Job, write_bisecting, write_chunk
 from etl_tasks.values.types import Kind
 from tests.contract.connectors import Case, Col, Row, TableDef, WriteMode
 
@@ -385,3 +393,42 @@ def test_a_target_that_does_not_answer_is_a_transient_error(case: Case) -> None:
     with pytest.raises(TransientError):
         with target.begin_chunk(chunk()) as tx:
             tx.write(batch(EXISTING))
+
+
+class NoRoomForAnother(Unpaced):
+    """A deadline with time left now (bisection goes on) but not for another sub-batch."""
+
+    def expired(self, ahead_s: float = 0.0) -> bool:
+        return ahead_s > 0
+
+
+@pytest.mark.parametrize("mode", ["upsert", "insert"])
+def test_the_load_step_records_the_same_outcome_on_every_target(
+    case: Case, mode: WriteMode
+) -> None:
+    # Given a target holding key 2, and a chunk of 1200 rows with a row breaking a NOT
+    # NULL column and (for insert) a key already there
+    target = case.target(ACCOUNTS, mode, [(2, "two", "b")])
+    rows: list[Row] = [(i, f"n{i}", None if i == 7 else "c") for i in range(1, 1201)]
+    job = Job(
+        batch=batch(rows),
+        earlier=[],
+        key=target.key,
+        fail_on_bad=False,
+        pace=NoRoomForAnother(),
+    )
+
+    # When the load step writes it
+    with target.begin_chunk(chunk(token=3)) as tx:
+        rec = write_chunk(tx, 3, job)
+
+    # Then it stops after one sub-batch, quarantines the refused rows by their target key,
+    # and the ledger holds what the step reported
+    refused = [7, 2] if mode == "insert" else [7]
+    assert rec.cut == [SUB_BATCH_ROWS] and rec.rows_loaded == SUB_BATCH_ROWS - len(refused)
+    assert sorted(q.key for q in rec.quarantine) == sorted(f"[{k}]" for k in refused)
+    assert all(q.reason and q.row and q.row["id"] == int(q.key[1:-1]) for q in rec.quarantine)
+    assert target.ledger_lookup(chunk(token=3)) == rec
+    two = (2, "n2", "c") if mode == "upsert" else (2, "two", "b")
+    expected = [two if r[0] == 2 else r for r in rows[:SUB_BATCH_ROWS] if r[0] != 7]
+    assert case.stored(ACCOUNTS) == expected
