@@ -158,7 +158,7 @@ def test_read_range_takes_bounds_back_from_the_state_db(case: Case) -> None:
 
 def test_read_range_cuts_at_the_deadline_and_resumes_without_loss_or_repeat(case: Case) -> None:
     # Given a stream longer than several sub-batches
-    rows = items(2500)
+    rows = items(2100)
     source = case.source(ITEMS, rows)
 
     # When every read finds its deadline passed after its first sub-batch
@@ -181,7 +181,7 @@ def test_read_range_cuts_at_the_deadline_and_resumes_without_loss_or_repeat(case
 
 
 def test_read_range_looks_at_the_pace_between_sub_batches(case: Case) -> None:
-    rows = items(2500)
+    rows = items(2100)
     source = case.source(ITEMS, rows)
     pace = Expiring(after=1)  # the second look says stop
 
@@ -324,7 +324,7 @@ LOOSE_PAIRS = TableDef(
 def test_the_null_keys_chunk_is_never_cut(case: Case) -> None:
     # Given more rows with a NULL in their composite key than a sub-batch holds: they
     # have no order, so no key to cut them at and resume from
-    rows: list[Row] = [(None, i, i) if i % 2 else (i, None, i) for i in range(2500)]
+    rows: list[Row] = [(None, i, i) if i % 2 else (i, None, i) for i in range(1500)]
     rows.append((1, 1, -1))
     source = case.source(LOOSE_PAIRS, rows)
 
@@ -333,4 +333,4 @@ def test_the_null_keys_chunk_is_never_cut(case: Case) -> None:
 
     # Then it is read whole
     assert cut is None
-    assert sorted(r[2] for r in batch.rows) == list(range(2500))
+    assert sorted(r[2] for r in batch.rows) == list(range(1500))

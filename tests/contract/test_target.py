@@ -184,7 +184,7 @@ def test_ledger_lookup_waits_for_a_load_in_flight(case: Case, outcome: str) -> N
         # When the ledger is asked about the chunk meanwhile
         asking = threading.Thread(target=lambda: found.append(target.ledger_lookup(chunk())))
         asking.start()
-        asking.join(0.5)
+        asking.join(0.3)
 
         # Then the answer waits for the load's outcome
         assert asking.is_alive() and not found
@@ -213,7 +213,7 @@ def test_a_second_load_of_a_chunk_in_flight_waits_for_the_first(case: Case, outc
         # When another delivery of the same chunk begins meanwhile
         other = threading.Thread(target=second)
         other.start()
-        other.join(0.5)
+        other.join(0.3)
         # Then it waits, and finds what the first one did
         assert other.is_alive() and not seen
         if outcome == "commit":
@@ -236,65 +236,72 @@ STORED = {
 }
 
 
-@pytest.mark.parametrize("mode", ["upsert", "insert", "skip_existing"])
-def test_write_modes_over_rows_already_there(case: Case, mode: WriteMode) -> None:
-    # Given a target holding keys 1 and 2
-    target = case.target(ACCOUNTS, mode, EXISTING)
-
-    # When a chunk writes keys 2 and 3
-    with target.begin_chunk(chunk()) as tx:
-        refused = tx.write(batch(UPDATE))
-        tx.commit(record(2 - len(refused)))
-
-    # Then upsert replaces 2, skip_existing keeps it, insert keeps it and refuses the row
-    assert [r.row[0] for r in refused] == REFUSED_BY_KEY[mode]
-    assert all(r.reason and r.source_key == [r.row[0]] and not r.retry_later for r in refused)
-    assert case.stored(ACCOUNTS) == STORED[mode]
+MODES: list[WriteMode] = ["upsert", "insert", "skip_existing"]
 
 
-@pytest.mark.parametrize(
-    ("mode", "kept"), [("upsert", "second"), ("skip_existing", "first"), ("insert", "first")]
-)
-def test_a_key_twice_in_one_batch(case: Case, mode: WriteMode, kept: str) -> None:
-    # Given an empty target, and a batch in which one key comes twice
-    target = case.target(ACCOUNTS, mode)
-    rows: list[Row] = [(1, "one", "a"), (5, "first", "f"), (5, "second", "s"), (6, "six", "x")]
-
-    # When the load writes it
-    with target.begin_chunk(chunk()) as tx:
-        refused, handled = write_bisecting(tx, batch(rows), stop=lambda: False)
-        tx.commit(record(len(rows) - len(refused)))
-
-    # Then the key is written once: upsert keeps the later row, the others the first,
-    # and insert refuses the later one
-    assert handled == len(rows)
-    assert [r.row for r in refused] == ([(5, "second", "s")] if mode == "insert" else [])
-    five = (5, "second", "s") if kept == "second" else (5, "first", "f")
-    assert case.stored(ACCOUNTS) == [(1, "one", "a"), five, (6, "six", "x")]
+def accounts(mode: WriteMode) -> TableDef:
+    """A table of ACCOUNTS' shape per write mode: the modes share one database per test."""
+    return TableDef(f"accounts_{mode}", ACCOUNTS.columns, ACCOUNTS.key)
 
 
-@pytest.mark.parametrize("mode", ["upsert", "insert", "skip_existing"])
+def test_write_modes_over_rows_already_there(case: Case) -> None:
+    for mode in MODES:
+        # Given a target holding keys 1 and 2
+        table = accounts(mode)
+        target = case.target(table, mode, EXISTING)
+
+        # When a chunk writes keys 2 and 3
+        with target.begin_chunk(chunk(stream=table.name)) as tx:
+            refused = tx.write(batch(UPDATE))
+            tx.commit(record(2 - len(refused)))
+
+        # Then upsert replaces 2, skip_existing keeps it, insert keeps it and refuses the row
+        assert [r.row[0] for r in refused] == REFUSED_BY_KEY[mode], mode
+        assert all(r.reason and r.source_key == [r.row[0]] and not r.retry_later for r in refused)
+        assert case.stored(table) == STORED[mode], mode
+
+
+def test_a_key_twice_in_one_batch(case: Case) -> None:
+    for mode in MODES:
+        # Given an empty target, and a batch in which one key comes twice
+        table = accounts(mode)
+        target = case.target(table, mode)
+        rows: list[Row] = [(1, "one", "a"), (5, "first", "f"), (5, "second", "s"), (6, "6", "x")]
+
+        # When the load writes it
+        with target.begin_chunk(chunk(stream=table.name)) as tx:
+            refused, handled = write_bisecting(tx, batch(rows), stop=lambda: False)
+            tx.commit(record(len(rows) - len(refused)))
+
+        # Then the key is written once: upsert keeps the later row, the others the first,
+        # and insert refuses the later one
+        assert handled == len(rows)
+        assert [r.row for r in refused] == ([rows[2]] if mode == "insert" else []), mode
+        five = rows[2] if mode == "upsert" else rows[1]
+        assert case.stored(table) == [rows[0], five, rows[3]], mode
+
+
 @pytest.mark.parametrize("existing", [[], EXISTING], ids=["empty", "holding rows"])
-def test_a_refused_row_is_named_and_the_rest_is_written(
-    case: Case, mode: WriteMode, existing: list[Row]
-) -> None:
-    # Given a batch with a row that breaks a NOT NULL column
-    target = case.target(ACCOUNTS, mode, existing)
-    good: list[Row] = [(10 + i, f"n{i}", "c") for i in range(6)]
-    bad: Row = (99, "bad", None)
-    rows = [*good[:3], bad, *good[3:]]
+def test_a_refused_row_is_named_and_the_rest_is_written(case: Case, existing: list[Row]) -> None:
+    for mode in MODES:
+        # Given a batch with a row that breaks a NOT NULL column
+        table = accounts(mode)
+        target = case.target(table, mode, existing)
+        good: list[Row] = [(10 + i, f"n{i}", "c") for i in range(6)]
+        bad: Row = (99, "bad", None)
+        rows = [*good[:3], bad, *good[3:]]
 
-    # When the load writes it (bisecting a batch the target refuses for a row it
-    # does not name)
-    with target.begin_chunk(chunk()) as tx:
-        refused, handled = write_bisecting(tx, batch(rows), stop=lambda: False)
-        tx.commit(record(len(good)))
+        # When the load writes it (bisecting a batch the target refuses for a row it
+        # does not name)
+        with target.begin_chunk(chunk(stream=table.name)) as tx:
+            refused, handled = write_bisecting(tx, batch(rows), stop=lambda: False)
+            tx.commit(record(len(good)))
 
-    # Then exactly that row comes back, with the target's reason, and the rest is written
-    assert handled == len(rows)
-    assert [(r.row, r.source_key, r.retry_later) for r in refused] == [(bad, [99], False)]
-    assert refused[0].reason
-    assert case.stored(ACCOUNTS) == sorted([*existing, *good])
+        # Then exactly that row comes back, with the target's reason, and the rest is written
+        assert handled == len(rows)
+        assert [(r.row, r.source_key, r.retry_later) for r in refused] == [(bad, [99], False)]
+        assert refused[0].reason
+        assert case.stored(table) == sorted([*existing, *good]), mode
 
 
 def test_a_batch_is_written_whole_or_its_refusals_named(case: Case) -> None:
@@ -402,33 +409,34 @@ class NoRoomForAnother(Unpaced):
         return ahead_s > 0
 
 
-@pytest.mark.parametrize("mode", ["upsert", "insert"])
-def test_the_load_step_records_the_same_outcome_on_every_target(
-    case: Case, mode: WriteMode
-) -> None:
-    # Given a target holding key 2, and a chunk of 1200 rows with a row breaking a NOT
-    # NULL column and (for insert) a key already there
-    target = case.target(ACCOUNTS, mode, [(2, "two", "b")])
-    rows: list[Row] = [(i, f"n{i}", None if i == 7 else "c") for i in range(1, 1201)]
-    job = Job(
-        batch=batch(rows),
-        earlier=[],
-        key=target.key,
-        fail_on_bad=False,
-        pace=NoRoomForAnother(),
-    )
+def test_the_load_step_records_the_same_outcome_on_every_target(case: Case) -> None:
+    for mode in MODES[:2]:
+        # Given a target holding key 2, and a chunk of 1200 rows with a row breaking a NOT
+        # NULL column and (for insert) a key already there
+        table = accounts(mode)
+        target = case.target(table, mode, [(2, "two", "b")])
+        rows: list[Row] = [(i, f"n{i}", None if i == 7 else "c") for i in range(1, 1201)]
+        job = Job(
+            batch=batch(rows),
+            earlier=[],
+            key=target.key,
+            fail_on_bad=False,
+            pace=NoRoomForAnother(),
+        )
 
-    # When the load step writes it
-    with target.begin_chunk(chunk(token=3)) as tx:
-        rec = write_chunk(tx, 3, job)
+        # When the load step writes it
+        ref = chunk(token=3, stream=table.name)
+        with target.begin_chunk(ref) as tx:
+            rec = write_chunk(tx, 3, job)
 
-    # Then it stops after one sub-batch, quarantines the refused rows by their target key,
-    # and the ledger holds what the step reported
-    refused = [7, 2] if mode == "insert" else [7]
-    assert rec.cut == [SUB_BATCH_ROWS] and rec.rows_loaded == SUB_BATCH_ROWS - len(refused)
-    assert sorted(q.key for q in rec.quarantine) == sorted(f"[{k}]" for k in refused)
-    assert all(q.reason and q.row and q.row["id"] == int(q.key[1:-1]) for q in rec.quarantine)
-    assert target.ledger_lookup(chunk(token=3)) == rec
-    two = (2, "n2", "c") if mode == "upsert" else (2, "two", "b")
-    expected = [two if r[0] == 2 else r for r in rows[:SUB_BATCH_ROWS] if r[0] != 7]
-    assert case.stored(ACCOUNTS) == expected
+        # Then it stops after one sub-batch, quarantines the refused rows by their target
+        # key, and the ledger holds what the step reported
+        refused = [7, 2] if mode == "insert" else [7]
+        assert rec.cut == [SUB_BATCH_ROWS], mode
+        assert rec.rows_loaded == SUB_BATCH_ROWS - len(refused), mode
+        assert sorted(q.key for q in rec.quarantine) == sorted(f"[{k}]" for k in refused)
+        assert all(q.reason and q.row and q.row["id"] == int(q.key[1:-1]) for q in rec.quarantine)
+        assert target.ledger_lookup(ref) == rec
+        two = (2, "n2", "c") if mode == "upsert" else (2, "two", "b")
+        expected = [two if r[0] == 2 else r for r in rows[:SUB_BATCH_ROWS] if r[0] != 7]
+        assert case.stored(table) == expected, mode
