@@ -7,6 +7,7 @@ What a target holds is judged by reading it without the connector
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Sequence
 
@@ -120,7 +121,7 @@ def test_a_chunk_left_without_commit_leaves_neither_rows_nor_record(case: Case, 
     target = case.target(ACCOUNTS, "upsert", EXISTING)
 
     # When a load writes (new rows, and over an existing one) but never commits
-    with pytest.raises(Boom) if how == "exception" else _nothing():
+    with pytest.raises(Boom) if how == "exception" else contextlib.nullcontext():
         with target.begin_chunk(chunk()) as tx:
             tx.write(batch([(2, "TWO", "B"), (3, "three", "c")]))
             if how == "exception":
@@ -132,14 +133,6 @@ def test_a_chunk_left_without_commit_leaves_neither_rows_nor_record(case: Case, 
     load(target, chunk(token=2), [(3, "three", "c")], record(1, token=2))
     assert case.stored(ACCOUNTS) == [*EXISTING, (3, "three", "c")]
     assert target.ledger_lookup(chunk(token=2)) == record(1, token=2)
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def test_rows_of_a_chunk_in_flight_are_not_read_back(case: Case) -> None:
