@@ -6,7 +6,7 @@ without the connector's help: the source's own key order (a plain ``ORDER BY``
 on SQL), the target's rows as stored, a way to drop a table and a connector that
 cannot reach its system. Where connectors legitimately differ (which text keys a
 collation keeps apart, whether a key may repeat) the case says so in its fields,
-and the tests parametrise on them.
+and the tests branch on them (never skip).
 
 To run the suite against a new connector, write a case like :class:`MemoryCase`
 and add its factory to :data:`CASES`.
