@@ -39,6 +39,14 @@ PAIRS = TableDef(
     ["grp", "code"],
 )
 COLUMNS = ACCOUNTS.names
+
+
+def accounts(variant: str) -> TableDef:
+    """A table of ACCOUNTS' shape for one variant of a test (a write mode, an outcome):
+    the variants share the test's database, a table and a ledger stream each."""
+    return TableDef(f"accounts_{variant}", ACCOUNTS.columns, ACCOUNTS.key)
+
+
 EXISTING: list[Row] = [(1, "one", "a"), (2, "two", "b")]
 
 
@@ -115,24 +123,27 @@ class Boom(Exception):
     pass
 
 
-@pytest.mark.parametrize("how", ["exception", "no commit"])
-def test_a_chunk_left_without_commit_leaves_neither_rows_nor_record(case: Case, how: str) -> None:
-    # Given a target holding rows
-    target = case.target(ACCOUNTS, "upsert", EXISTING)
+def test_a_chunk_left_without_commit_leaves_neither_rows_nor_record(case: Case) -> None:
+    for how in ("exception", "no_commit"):
+        # Given a target holding rows
+        table = accounts(how)
+        target = case.target(table, "upsert", EXISTING)
+        ref = chunk(stream=table.name)
 
-    # When a load writes (new rows, and over an existing one) but never commits
-    with pytest.raises(Boom) if how == "exception" else contextlib.nullcontext():
-        with target.begin_chunk(chunk()) as tx:
-            tx.write(batch([(2, "TWO", "B"), (3, "three", "c")]))
-            if how == "exception":
-                raise Boom()
+        # When a load writes (new rows, and over an existing one) but never commits
+        with pytest.raises(Boom) if how == "exception" else contextlib.nullcontext():
+            with target.begin_chunk(ref) as tx:
+                tx.write(batch([(2, "TWO", "B"), (3, "three", "c")]))
+                if how == "exception":
+                    raise Boom()
 
-    # Then nothing of it stays, and the chunk can be loaded again
-    assert case.stored(ACCOUNTS) == EXISTING
-    assert target.ledger_lookup(chunk()) is None
-    load(target, chunk(token=2), [(3, "three", "c")], record(1, token=2))
-    assert case.stored(ACCOUNTS) == [*EXISTING, (3, "three", "c")]
-    assert target.ledger_lookup(chunk(token=2)) == record(1, token=2)
+        # Then nothing of it stays, and the chunk can be loaded again
+        assert case.stored(table) == EXISTING, how
+        assert target.ledger_lookup(ref) is None, how
+        again = chunk(token=2, stream=table.name)
+        load(target, again, [(3, "three", "c")], record(1, token=2))
+        assert case.stored(table) == [*EXISTING, (3, "three", "c")], how
+        assert target.ledger_lookup(again) == record(1, token=2), how
 
 
 def test_rows_of_a_chunk_in_flight_are_not_read_back(case: Case) -> None:
@@ -166,58 +177,68 @@ def test_a_second_delivery_of_a_committed_chunk_writes_nothing(case: Case) -> No
     assert target.ledger_lookup(chunk(token=2)) == rec
 
 
-@pytest.mark.parametrize("outcome", ["commit", "rollback"])
-def test_ledger_lookup_waits_for_a_load_in_flight(case: Case, outcome: str) -> None:
-    # Given a load of the chunk that has written but not finished
-    target = case.target(ACCOUNTS, "upsert")
-    found: list[LedgerRecord | None] = []
-    with target.begin_chunk(chunk()) as tx:
-        tx.write(batch(EXISTING))
+def _lookup(target: Target, ref: ChunkRef, found: list[LedgerRecord | None]) -> None:
+    found.append(target.ledger_lookup(ref))
 
-        # When the ledger is asked about the chunk meanwhile
-        asking = threading.Thread(target=lambda: found.append(target.ledger_lookup(chunk())))
-        asking.start()
-        asking.join(0.3)
 
-        # Then the answer waits for the load's outcome
-        assert asking.is_alive() and not found
+def _second_load(target: Target, table: TableDef, seen: list[LedgerRecord | None]) -> None:
+    """Another delivery of chunk 1: it reports the record it finds, or loads key 1 itself."""
+    with target.begin_chunk(chunk(token=2, stream=table.name)) as tx:
+        seen.append(tx.committed)
+        if tx.committed is None:
+            tx.write(batch([(1, "uno", "u")]))
+            tx.commit(record(1, token=2))
+
+
+def test_ledger_lookup_waits_for_a_load_in_flight(case: Case) -> None:
+    for outcome in ("commit", "rollback"):
+        # Given a load of the chunk that has written but not finished
+        table = accounts(outcome)
+        target = case.target(table, "upsert")
+        ref = chunk(stream=table.name)
+        found: list[LedgerRecord | None] = []
+        with target.begin_chunk(ref) as tx:
+            tx.write(batch(EXISTING))
+
+            # When the ledger is asked about the chunk meanwhile
+            asking = threading.Thread(target=_lookup, args=(target, ref, found))
+            asking.start()
+            asking.join(0.3)
+
+            # Then the answer waits for the load's outcome
+            assert asking.is_alive() and not found, outcome
+            if outcome == "commit":
+                tx.commit(record(2))
+        asking.join(20)
+
+        assert found == ([record(2)] if outcome == "commit" else [None]), outcome
+
+
+def test_a_second_load_of_a_chunk_in_flight_waits_for_the_first(case: Case) -> None:
+    for outcome in ("commit", "rollback"):
+        # Given a load of the chunk that has written but not finished
+        table = accounts(outcome)
+        target = case.target(table, "upsert")
+        seen: list[LedgerRecord | None] = []
+
+        with target.begin_chunk(chunk(stream=table.name)) as tx:
+            tx.write(batch(EXISTING))
+            # When another delivery of the same chunk begins meanwhile
+            other = threading.Thread(target=_second_load, args=(target, table, seen))
+            other.start()
+            other.join(0.3)
+            # Then it waits, and finds what the first one did
+            assert other.is_alive() and not seen, outcome
+            if outcome == "commit":
+                tx.commit(record(2))
+        other.join(20)
+
         if outcome == "commit":
-            tx.commit(record(2))
-    asking.join(20)
-
-    assert found == ([record(2)] if outcome == "commit" else [None])
-
-
-@pytest.mark.parametrize("outcome", ["commit", "rollback"])
-def test_a_second_load_of_a_chunk_in_flight_waits_for_the_first(case: Case, outcome: str) -> None:
-    # Given a load of the chunk that has written but not finished
-    target = case.target(ACCOUNTS, "upsert")
-    seen: list[LedgerRecord | None] = []
-
-    def second() -> None:
-        with target.begin_chunk(chunk(token=2)) as tx:
-            seen.append(tx.committed)
-            if tx.committed is None:
-                tx.write(batch([(1, "uno", "u")]))
-                tx.commit(record(1, token=2))
-
-    with target.begin_chunk(chunk()) as tx:
-        tx.write(batch(EXISTING))
-        # When another delivery of the same chunk begins meanwhile
-        other = threading.Thread(target=second)
-        other.start()
-        other.join(0.3)
-        # Then it waits, and finds what the first one did
-        assert other.is_alive() and not seen
-        if outcome == "commit":
-            tx.commit(record(2))
-    other.join(20)
-
-    if outcome == "commit":
-        assert seen == [record(2)] and case.stored(ACCOUNTS) == EXISTING
-    else:
-        assert seen == [None] and case.stored(ACCOUNTS) == [(1, "uno", "u")]
-    assert target.ledger_lookup(chunk()) == (record(2) if outcome == "commit" else record(1, 2))
+            assert seen == [record(2)] and case.stored(table) == EXISTING
+        else:
+            assert seen == [None] and case.stored(table) == [(1, "uno", "u")]
+        expected = record(2) if outcome == "commit" else record(1, 2)
+        assert target.ledger_lookup(chunk(stream=table.name)) == expected, outcome
 
 
 UPDATE: list[Row] = [(2, "TWO", "B"), (3, "three", "c")]
@@ -230,11 +251,6 @@ STORED = {
 
 
 MODES: list[WriteMode] = ["upsert", "insert", "skip_existing"]
-
-
-def accounts(mode: WriteMode) -> TableDef:
-    """A table of ACCOUNTS' shape per write mode: the modes share one database per test."""
-    return TableDef(f"accounts_{mode}", ACCOUNTS.columns, ACCOUNTS.key)
 
 
 def test_write_modes_over_rows_already_there(case: Case) -> None:
@@ -274,27 +290,28 @@ def test_a_key_twice_in_one_batch(case: Case) -> None:
         assert case.stored(table) == [rows[0], five, rows[3]], mode
 
 
-@pytest.mark.parametrize("existing", [[], EXISTING], ids=["empty", "holding rows"])
-def test_a_refused_row_is_named_and_the_rest_is_written(case: Case, existing: list[Row]) -> None:
+def test_a_refused_row_is_named_and_the_rest_is_written(case: Case) -> None:
     for mode in MODES:
-        # Given a batch with a row that breaks a NOT NULL column
-        table = accounts(mode)
-        target = case.target(table, mode, existing)
-        good: list[Row] = [(10 + i, f"n{i}", "c") for i in range(6)]
-        bad: Row = (99, "bad", None)
-        rows = [*good[:3], bad, *good[3:]]
+        for existing in ([], EXISTING):
+            # Given a batch with a row that breaks a NOT NULL column
+            table = accounts(f"{mode}_{len(existing)}")
+            target = case.target(table, mode, existing)
+            good: list[Row] = [(10 + i, f"n{i}", "c") for i in range(6)]
+            bad: Row = (99, "bad", None)
+            rows = [*good[:3], bad, *good[3:]]
 
-        # When the load writes it (bisecting a batch the target refuses for a row it
-        # does not name)
-        with target.begin_chunk(chunk(stream=table.name)) as tx:
-            refused, handled = write_bisecting(tx, batch(rows), stop=lambda: False)
-            tx.commit(record(len(good)))
+            # When the load writes it (bisecting a batch the target refuses for a row it
+            # does not name)
+            with target.begin_chunk(chunk(stream=table.name)) as tx:
+                refused, handled = write_bisecting(tx, batch(rows), stop=lambda: False)
+                tx.commit(record(len(good)))
 
-        # Then exactly that row comes back, with the target's reason, and the rest is written
-        assert handled == len(rows)
-        assert [(r.row, r.source_key, r.retry_later) for r in refused] == [(bad, [99], False)]
-        assert refused[0].reason
-        assert case.stored(table) == sorted([*existing, *good]), mode
+            # Then exactly that row comes back with the target's reason; the rest is written
+            assert handled == len(rows)
+            got = [(r.row, r.source_key, r.retry_later) for r in refused]
+            assert got == [(bad, [99], False)], table.name
+            assert refused[0].reason
+            assert case.stored(table) == sorted([*existing, *good]), table.name
 
 
 def test_a_batch_is_written_whole_or_its_refusals_named(case: Case) -> None:
