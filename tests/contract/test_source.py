@@ -57,7 +57,7 @@ def keys_of(rows: Sequence[Row], width: int) -> list[Key]:
     return [tuple(r[:width]) for r in rows]
 
 
-def test_describe_gives_columns_key_first_the_key_and_types(case: Case) -> None:
+def test_describe_and_estimate_rows(case: Case) -> None:
     source = case.source(PAIRS, rows_for(case, PAIRS))
 
     shape = source.describe()
@@ -67,13 +67,8 @@ def test_describe_gives_columns_key_first_the_key_and_types(case: Case) -> None:
     assert set(shape.types) == {"grp", "code", "n"}
     assert shape.types["grp"].kind is Kind.INTEGER
     assert shape.types["code"].kind is Kind.TEXT
-
-
-def test_estimate_rows_of_a_small_table_is_its_count(case: Case) -> None:
-    # A table far below any catalog statistics' threshold is counted
-    source = case.source(ITEMS, items(23))
-
-    assert source.estimate_rows() == 23
+    # a table far below any catalog statistics' threshold is counted
+    assert source.estimate_rows() == len(rows_for(case, PAIRS))
 
 
 @pytest.mark.parametrize("table", [ITEMS, WORDS, PAIRS], ids=["int", "text", "composite"])
@@ -142,6 +137,10 @@ def test_read_range_is_lower_exclusive_upper_inclusive(case: Case) -> None:
         assert batch.columns == ["id", "name", "qty"]
         assert batch.rows == [r for r in items(23) if r[0] in ids], (lower, upper)
 
+    # a range within one sub-batch is read whole even past its deadline: no cut
+    batch, cut = source.read_range(None, None, Expiring(after=0))
+    assert cut is None and batch.rows == items(23)
+
 
 def test_read_range_takes_bounds_back_from_the_state_db(case: Case) -> None:
     # Bounds are stored as JSON and come back as lists: the same range is read
@@ -190,14 +189,6 @@ def test_read_range_looks_at_the_pace_between_sub_batches(case: Case) -> None:
     assert pace.ticks == 1  # renewed once, between the first two sub-batches
     assert cut is not None and 0 < len(batch) < len(rows)
     assert batch.rows == rows[: len(batch)]
-
-
-def test_read_range_of_a_short_range_past_its_deadline_is_not_cut(case: Case) -> None:
-    source = case.source(ITEMS, items(23))
-
-    batch, cut = source.read_range(None, None, Expiring(after=0))
-
-    assert cut is None and batch.rows == items(23)
 
 
 EVENTS = TableDef("events", [Col("k", "int", False), Col("seq", "int", False)], ["k"], unique=False)
@@ -252,13 +243,11 @@ def test_read_keys_reads_those_keys_in_key_order_and_skips_absent_ones(case: Cas
     assert keys_of(batch.rows, 2) == [order[0], order[2], order[7], order[11]]
     assert set(batch.rows) <= set(pairs)
 
-
-def test_read_keys_tells_apart_text_keys_the_collation_keeps_apart(case: Case) -> None:
+    # text keys the source's collation keeps apart are read apart
     words = rows_for(case, WORDS)
-    source = case.source(WORDS, words)
-
+    texts = case.source(WORDS, words)
     for word, n in words:
-        assert source.read_keys([(word,)]).rows == [(word, n)]
+        assert texts.read_keys([(word,)]).rows == [(word, n)]
 
 
 def test_a_missing_table_is_a_permanent_error(case: Case) -> None:
