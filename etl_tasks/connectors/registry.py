@@ -103,6 +103,8 @@ def _ensure_plugins() -> None:
 
 
 def _register_builtins() -> None:
+    """The kinds a spec can name. The memory connector is not one: a test registers
+    :func:`etl_tasks.connectors.memory.connector` over databases of its own."""
     from etl_tasks.connectors.files import factory as files
     from etl_tasks.connectors.sql import factory as sql
 

@@ -25,6 +25,9 @@ _PG_TRANSIENT_CODES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lo
 _PG_BAD_ROW_CLASSES = ("22", "23")  # data exception, integrity constraint violation
 _MYSQL_TRANSIENT = {1040, 1053, 1205, 1213, 2002, 2003, 2006, 2013, 2055, 1927}
 _MYSQL_BAD_ROW = {1048, 1062, 1264, 1265, 1292, 1366, 1406, 1451, 1452, 1690, 3819, 4025}
+#: SQLITE_ERROR, the statement's own failure (no such table or column, a syntax error): the
+#: sqlite3 driver raises it as an OperationalError, like a locked or unopenable file.
+_SQLITE_STATEMENT = 1
 
 
 def _pg_kind(code: str) -> Kind:
@@ -62,6 +65,9 @@ def classify(exc: BaseException) -> Kind:
             return kind
     if isinstance(exc, sa_exc.DBAPIError) and exc.connection_invalidated:
         return "transient"
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    if isinstance(sqlite_code, int) and sqlite_code & 0xFF == _SQLITE_STATEMENT:
+        return "fatal"  # by its primary result code: retrying the same statement cannot help
     if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError | sa_exc.TimeoutError):
         return "transient"
     if isinstance(exc, sa_exc.IntegrityError | sa_exc.DataError):

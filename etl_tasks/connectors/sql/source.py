@@ -7,12 +7,14 @@ returned, bound back untouched (see :mod:`etl_tasks.connectors.sql.queries`).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
 
 from etl_tasks.budget import SUB_BATCH_ROWS
+from etl_tasks.codec import NULL_KEYS
 from etl_tasks.connectors.base import Batch, Key, Pace, Range, Shape
 from etl_tasks.connectors.sql.errors import as_baton_errors
 from etl_tasks.connectors.sql.queries import RangeQuery, key_expr, key_value
@@ -79,6 +81,8 @@ class SqlSource:
     ) -> tuple[list[tuple[Any, ...]], Key | None]:
         rows: list[tuple[Any, ...]] = []
         width = self.key_width
+        # The rows whose key has a NULL have no order, so no key to cut them at: read whole.
+        may_cut = lower is None or lower[0] is not NULL_KEYS
         stmt = self.query.select_range(lower, upper)
         with self.engine.connect() as conn:
             self.query.begin(conn)
@@ -86,11 +90,49 @@ class SqlSource:
             result = options.execute(stmt)
             for part in result.partitions(SUB_BATCH_ROWS):
                 rows.extend(tuple(r) for r in part)
-                if pace.expired() and _rest_of_run(result, rows, width):
+                if may_cut and pace.expired() and self._rest_of_run(result, rows):
                     result.close()
                     return rows, tuple(rows[-1][:width])
                 pace.tick()
         return rows, None
+
+    def _rest_of_run(self, result: Any, rows: list[tuple[Any, ...]]) -> bool:
+        """Read on to the end of the run of rows sharing the last key (a key need not be
+        unique with ``write: insert``), so a cut never separates them; whether rows remain
+        after it.
+
+        Equal is the source's equality: keys that differ in Python may be one key to its
+        collation (``'m'``, ``'M'`` and ``'m '`` under MariaDB's default), and a cut
+        between them would lose those after it. The source is asked, on a connection of
+        its own (a MariaDB result streams on this one).
+        """
+        width = self.key_width
+        last = rows[-1][:width]
+        with contextlib.ExitStack() as stack:
+            other: Connection | None = None
+            while (row := result.fetchone()) is not None:
+                key = tuple(row[:width])
+                if key != last:
+                    if other is None:
+                        other = stack.enter_context(self.engine.connect())
+                        self.query.begin(other)
+                    if not self._same_key(other, key, last):
+                        return True
+                rows.append(tuple(row))
+        return False
+
+    def _same_key(self, conn: Connection, a: Key, b: Key) -> bool:
+        """Whether the source holds ``a`` and ``b`` as one key: a row with key ``a`` (one
+        was just read) compares equal to ``b`` in the source's own terms."""
+        cols = self.query.key_cols
+        stmt = (
+            select(1)
+            .select_from(self.query.table)
+            .where(*[c == v for c, v in zip(cols, a, strict=True)])
+            .where(*[c == v for c, v in zip(cols, b, strict=True)])
+            .limit(1)
+        )
+        return conn.execute(stmt).first() is not None
 
     def read_keys(self, keys: Sequence[Key]) -> Batch:
         """The rows with these keys, in key order (a replay reads only them)."""
@@ -107,17 +149,6 @@ class SqlSource:
                     )
                     rows.extend(tuple(r) for r in conn.execute(stmt))
         return Batch(list(self.query.columns), rows)
-
-
-def _rest_of_run(result: Any, rows: list[tuple[Any, ...]], key_width: int) -> bool:
-    """Read on to the end of the run of rows sharing the last key (a key need not be unique
-    with ``write: insert``), so a cut never separates them; whether rows remain after it."""
-    last = rows[-1][:key_width]
-    while (row := result.fetchone()) is not None:
-        if tuple(row[:key_width]) != last:
-            return True
-        rows.append(tuple(row))
-    return False
 
 
 def _estimate(conn: Connection, query: RangeQuery) -> int | None:

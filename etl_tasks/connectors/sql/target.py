@@ -165,7 +165,8 @@ class SqlTarget:
         names = [c.name for c in self.table.c]
         query = RangeQuery(self.table, self.key, names, [])
         with as_baton_errors(UNREACHABLE, "cannot read the target"):
-            with self.engine.connect() as conn:
+            # a reader's transaction: on SQLite it must not queue behind a chunk in flight
+            with for_reading(self.engine).connect() as conn:
                 result = conn.execute(query.select_range(lower, upper))
                 for part in result.partitions(READ_BACK_ROWS):
                     yield Batch(names, [tuple(r) for r in part])
@@ -226,12 +227,24 @@ class SqlTarget:
         self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]], *, direct: bool
     ) -> None:
         if self.dialect == "postgresql":
+            if self.write_mode == "upsert":
+                rows = self._last_per_key(columns, rows)
             self._pg_copy(conn, columns, rows, direct=direct)
             return
         encode = self.encode
         params = [{c: encode(v) for c, v in zip(columns, r, strict=True)} for r in rows]
         # the sqlite3 and PyMySQL drivers run an executemany as one batch themselves
         conn.execute(self._insert_stmt(columns), params)
+
+    def _last_per_key(
+        self, columns: list[str], rows: list[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...]]:
+        """A batch's last row of each key. PostgreSQL refuses an upsert that meets a key
+        twice ("cannot affect row a second time") where MariaDB and SQLite let the later
+        row win: the later row wins here too."""
+        positions = [columns.index(k) for k in self.key]
+        last = {tuple(self.encode(row[p]) for p in positions): row for row in rows}
+        return rows if len(last) == len(rows) else list(last.values())
 
     def _insert_stmt(self, columns: list[str]) -> Any:
         """INSERT with the write mode's conflict clause, in the target's dialect."""
@@ -345,6 +358,9 @@ class SqlChunkWrite:
     def write(self, batch: Batch) -> list[Refused]:
         conn = self._connection()
         target = self.target
+        unknown = [c for c in batch.columns if c not in target.table.c]
+        if unknown:  # the stream's mapping, not a row, is wrong (the insert would not compile)
+            raise PermanentError(f"no column {unknown[0]!r} in {target.table_name!r}")
         with as_baton_errors(UNREACHABLE, "target refused the chunk"):
             fresh: list[int] = list(range(len(batch)))
             taken: list[Refused] = []
