@@ -53,6 +53,9 @@ def _load(rt: Runtime, c: Claim) -> None:
     bounds = (codec.decode_key(c.lower), codec.decode_key(c.upper))
     chunk = ChunkRef(c.migration_id, c.stream, c.chunk_id, c.token, None if c.keys else bounds)
     retry = c.keys is not None  # a key-set chunk: rows read again after a foreign key refused them
+    # Only the source can tell where a run of equal keys ends (to MariaDB's default
+    # collation 'm', 'M' and 'm ' are one key): a key that may repeat is never cut here.
+    whole = retry or not rt.binding(c.migration_id, c.stream).unique_key
     pace = StepPace(rt, c, clock)
     job = Job(
         batch=batch,
@@ -60,7 +63,7 @@ def _load(rt: Runtime, c: Claim) -> None:
         key=None if retry else rt.target(c.migration_id, c.stream).key,
         fail_on_bad=rt.spec(c.migration_id).on_bad_row == "fail",
         # A key set is never cut (its rows are not a range), and is small enough not to be.
-        pace=WithoutDeadline(pace) if retry else pace,
+        pace=WithoutDeadline(pace) if whole else pace,
         defer=not retry,
         # A load that stalled past its lease must not commit: the chunk may have gone back
         # to extract meanwhile (its staged rows lost, no ledger row yet) and be cut anew.

@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from etl_tasks.budget import next_chunk_rows
 from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.connectors.sql.ledger import LEDGER
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk, Stream
+from etl_tasks.views import migration_view
 from tests.checks import assert_migrated
 from tests.data import bad_lines, build_source, slow_table, spec_for, submit
 from tests.harness import Driver
@@ -117,3 +118,42 @@ def test_next_chunk_rows_moves_towards_the_budget() -> None:
     assert next_chunk_rows(4000, 4000, 10, 2.0, 5000) == 5000
     assert next_chunk_rows(1, 1, 100_000, 2.0, 5000) == 1
     assert next_chunk_rows(700, 0, 0, 2.0, 5000) == 700
+
+
+def test_a_load_cut_never_splits_keys_the_source_finds_equal(
+    make_settings: Callable[..., Settings], mariadb_url: str, pg_url: str
+) -> None:
+    # Given a MariaDB source whose key is not unique and whose collation finds 'm', 'M' and
+    # 'm ' one key, in one run of 2400 rows, and a slow target that makes loads overrun
+    engine = create_sql_engine(mariadb_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE notes (k VARCHAR(10) COLLATE utf8mb4_general_ci NOT NULL, n INT, KEY (k))"
+        )
+        variants = ["m", "M", "m "]
+        rows = [{"k": variants[i % 3], "n": i} for i in range(2400)]
+        rows += [{"k": "z", "n": 10_000 + i} for i in range(100)]
+        conn.execute(text("INSERT INTO notes (k, n) VALUES (:k, :n)"), rows)
+    engine.dispose()
+    slow_table(pg_url, 0.2, "notes", "k text, n integer")
+    driver = Driver(make_settings(step_budget_s=0.5))
+    spec = {
+        "name": "runs",
+        "source": {"url": mariadb_url},
+        "target": {"url": pg_url},
+        "streams": [
+            {"source_table": "notes", "target_table": "notes", "key": ["k"], "write": "insert"}
+        ],
+    }
+    # When it runs
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    driver.run()
+    # Then every row arrived: a load that overran did not cut between 'm' and 'M' (the rest
+    # of the chunk would start after 'm', where the source puts every 'M' too)
+    target = create_sql_engine(pg_url)
+    with target.connect() as conn:
+        loaded = sorted(n for (n,) in conn.execute(text("SELECT n FROM notes")))
+    target.dispose()
+    assert migration_view(driver.rt.db, mid)["state"] == "succeeded"
+    assert loaded == sorted(r["n"] for r in rows)
+    driver.close()
