@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -243,6 +244,9 @@ class SqlTarget:
         twice ("cannot affect row a second time") where MariaDB and SQLite let the later
         row win: the later row wins here too."""
         positions = [columns.index(k) for k in self.key]
+        with contextlib.suppress(TypeError):  # a key value Python cannot hash: encode it
+            if len(set(map(operator.itemgetter(*positions), rows))) == len(rows):
+                return rows  # no key twice (the usual case): nothing to encode per row
         last = {tuple(self.encode(row[p]) for p in positions): row for row in rows}
         return rows if len(last) == len(rows) else list(last.values())
 
