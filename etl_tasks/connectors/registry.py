@@ -103,10 +103,13 @@ def _ensure_plugins() -> None:
 
 
 def _register_builtins() -> None:
+    from etl_tasks.connectors.http import factory as http
     from etl_tasks.connectors.sql import factory as sql
 
     if "sql" not in _connectors:
         register(Connector("sql", sql.source, sql.target))
+    if "http" not in _connectors:
+        register(Connector("http", None, http.target))
 
 
 def _load_plugins() -> None:
