@@ -31,7 +31,22 @@ def _endpoint(spec: dict[str, Any], which: str) -> dict[str, Any]:
         return {"sealed": True, "kind": endpoint_kind(ep)}
     if ep.get("url"):
         return {"url": redact(ep["url"])}
+    if isinstance(ep.get("http"), dict):  # credentials are named by variable: none to mask
+        http = dict(ep["http"])
+        if isinstance(http.get("url"), str):
+            http["url"] = redact(http["url"])
+        return {"http": http}
     return {"url_env": ep.get("url_env", "")}
+
+
+def _delivery(spec: dict[str, Any]) -> str | None:
+    """How an HTTP target delivers rows (``at_least_once`` when the spec says the API
+    cannot de-duplicate); ``None`` for a transactional target, which is exactly once, and
+    for a sealed spec."""
+    http = spec.get("target", {}).get("http")
+    if not isinstance(http, dict):  # not HTTP, or sealed (its settings are not shown)
+        return None
+    return str(http.get("delivery") or "exactly_once")
 
 
 def _stream_counts(s: Session, migration_id: str) -> dict[int, dict[str, int]]:
@@ -137,6 +152,7 @@ def _summary(mig: Migration) -> dict[str, Any]:
         "error": mig.error,
         "source": _endpoint(mig.spec, "source"),
         "target": _endpoint(mig.spec, "target"),
+        "delivery": _delivery(mig.spec),
         "created_at": _iso(mig.created_at),
         "started_at": _iso(mig.started_at),
         "finished_at": _iso(mig.finished_at),

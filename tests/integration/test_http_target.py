@@ -137,6 +137,8 @@ def test_every_row_arrives_once_whatever_the_api_does(
     view = settle(driver, mid)
     # Then it succeeded, the API holds every row that maps, each once
     assert view["state"] == "succeeded", view
+    assert view["delivery"] == "exactly_once", view
+    assert view["target"]["http"]["auth"] == {"bearer_env": "CLOUD_TOKEN"}, view
     assert_each_once(cloud, expected_ids(refused))
     stream = view["streams"][0]
     assert stream["rows_loaded"] == len(expected_ids(refused)), stream
@@ -170,9 +172,11 @@ def test_a_refusal_that_names_no_row_is_bisected(
     cloud.name_rows = False
     cloud.refuse = lambda row: f"row {row['id']} is not wanted" if row["id"] in refused else None
     driver = Driver(make_settings())
-    mid = submit(driver.rt.db, driver.publisher, http_spec(source, cloud))
+    spec = http_spec(source, cloud, delivery="at_least_once")
+    mid = submit(driver.rt.db, driver.publisher, spec)
     view = settle(driver, mid)
     assert view["state"] == "succeeded", view
+    assert view["delivery"] == "at_least_once", view  # the status says what the spec said
     assert_each_once(cloud, expected_ids(refused))
     bad = quarantined(driver, mid)
     for i in refused:
