@@ -43,6 +43,8 @@ class HttpAccess:
 
 
 def _host_port(url: str, field_name: str) -> tuple[str, int]:
+    if TABLE in urlsplit(url).netloc:
+        raise BoundaryError("{table} may only stand in the URL's path or query", field_name)
     parts = urlsplit(url.replace(TABLE, "table"))
     if parts.scheme.lower() not in DEFAULT_PORTS or not parts.hostname:
         raise BoundaryError("give an http:// or https:// URL with a host", field_name)
@@ -50,8 +52,6 @@ def _host_port(url: str, field_name: str) -> tuple[str, int]:
         raise BoundaryError(
             "a URL may not carry a user or password: name the credential in 'auth'", field_name
         )
-    if TABLE in (parts.netloc or ""):
-        raise BoundaryError("{table} may only stand in the URL's path or query", field_name)
     try:
         port = parts.port or DEFAULT_PORTS[parts.scheme.lower()]
     except ValueError:
