@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from etl_tasks.boundary.http_urls import redact_http
 from etl_tasks.connectors.sql.engines import redact
 from etl_tasks.errors import NotFound
 from etl_tasks.spec import endpoint_kind
@@ -33,8 +34,9 @@ def _endpoint(spec: dict[str, Any], which: str) -> dict[str, Any]:
         return {"url": redact(ep["url"])}
     if isinstance(ep.get("http"), dict):  # credentials are named by variable: none to mask
         http = dict(ep["http"])
-        if isinstance(http.get("url"), str):
-            http["url"] = redact(http["url"])
+        for name in ("url", "check_url"):
+            if isinstance(http.get(name), str):
+                http[name] = redact_http(http[name])
         return {"http": http}
     return {"url_env": ep.get("url_env", "")}
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-from urllib.parse import quote, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
 from etl_tasks.endpoints import HttpAuth, HttpSettings
 from etl_tasks.errors import BoundaryError
@@ -40,6 +40,27 @@ class HttpAccess:
     def url_for(self, table: str) -> str:
         """The stream's URL: ``{table}`` replaced by the target table, escaped as a path part."""
         return self.url.replace(TABLE, quote(table, safe=""))
+
+
+SECRET_WORDS = ("pass", "secret", "token", "key", "auth", "sig")
+
+
+def redact_http(url: str) -> str:
+    """An HTTP URL safe to show: a password in it, and query values whose names look
+    secret, replaced (``{table}`` kept as written)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url.split(":", 1)[0] + "://…"
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = "***@" + netloc.rsplit("@", 1)[1]
+    query = [
+        (k, "***" if any(w in k.lower() for w in SECRET_WORDS) else v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+    ]
+    shown = urlunsplit(parts._replace(netloc=netloc, query=urlencode(query, safe="{}*")))
+    return shown if parts.query or "@" in parts.netloc else url
 
 
 def _host_port(url: str, field_name: str) -> tuple[str, int]:

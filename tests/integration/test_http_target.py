@@ -32,6 +32,7 @@ from etl_tasks.views import migration_view
 from tests.data import build_items, sqlite_url, submit
 from tests.harness import Driver
 from tests.http_api import TOKEN, HttpApi, running_api
+from tests.integration.api_support import MIGRATIONS, Api
 
 ROWS = 600
 BAD_EVERY = 97  # "many" as a quantity: quarantined by the transform, never sent
@@ -278,3 +279,20 @@ def test_preflight_checks_the_api_without_writing(
     keys = preflight(parse_spec(spec), _boundary(driver, CLOUD_TOKEN=TOKEN))
     assert keys == {"items": ["id"]}
     assert cloud.received == [] and cloud.options > 0
+
+
+def test_the_api_takes_an_http_target_and_refuses_sql_only_options(
+    api: Api, source: str, cloud: HttpApi, token: str
+) -> None:
+    spec = http_spec(source, cloud, delivery="at_least_once")
+    resp = api.submit(spec)
+    assert resp.status_code == 201, resp.get_data(as_text=True)
+    shown = api.client.get(f"{MIGRATIONS}/{resp.get_json()['id']}").get_json()
+    assert shown["delivery"] == "at_least_once", shown
+    assert shown["target"] == {"http": spec["target"]["http"]}, shown
+    assert TOKEN not in resp.get_data(as_text=True)
+    stream = {**spec["streams"][0], "create_target": True}
+    resp = api.submit({**spec, "name": "again", "streams": [stream]})
+    assert resp.status_code == 422, resp.get_data(as_text=True)
+    assert "no table to create" in resp.get_data(as_text=True)
+    assert cloud.received == []  # preflight wrote nothing

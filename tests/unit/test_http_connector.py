@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from etl_tasks.boundary.envrefs import EnvPolicy
-from etl_tasks.boundary.http_urls import http_access
+from etl_tasks.boundary.http_urls import http_access, redact_http
 from etl_tasks.boundary.identity import OwnStores
 from etl_tasks.boundary.network import HostPolicy
 from etl_tasks.boundary.paths import PathPolicy
@@ -152,3 +152,10 @@ def test_a_request_s_key_depends_on_its_rows_only() -> None:
     other = body(batch.columns, [(1,), (3,)], "rows")
     assert batch_key(chunk, batch, payload) != batch_key(chunk, batch, other)
     assert len(set(row_ids(batch))) == 2
+
+
+def test_a_shown_url_keeps_its_placeholder_and_hides_what_looks_secret() -> None:
+    plain = "https://api.example.com/v1/{table}/import"
+    assert redact_http(plain) == plain
+    shown = redact_http("https://u:p@api.example.com/v1/{table}?api_key=abc&x=1")
+    assert shown == "https://***@api.example.com/v1/{table}?api_key=***&x=1"

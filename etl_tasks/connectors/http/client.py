@@ -261,3 +261,48 @@ class RateLimit:
                 retry_after=wait,
             )
         time.sleep(wait)
+
+
+# -- a 413 lowers the stream's batch size for every worker -----------------------------------
+
+_LOWER = """
+local current = tonumber(redis.call('GET', KEYS[1]))
+local rows = tonumber(ARGV[1])
+if current == nil or rows < current then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', 86400)
+  return rows
+end
+return current
+"""
+
+
+class SharedSize:
+    """The stream's batch size as the API's 413s taught it, in Redis: every worker sends
+    requests no larger. Best effort: without Redis each worker learns it by itself."""
+
+    REFRESH_S = 1.0
+
+    def __init__(self, redis_url: str, key: str) -> None:
+        self._url = redis_url
+        self.key = key
+        self._known: int | None = None
+        self._read_at = 0.0
+
+    def lower(self, rows: int) -> None:
+        try:
+            found = _redis(self._url).eval(_LOWER, 1, self.key, str(rows))
+            self._known = int(found)
+            self._read_at = time.monotonic()
+        except (redis.RedisError, TypeError, ValueError) as exc:
+            log.warning("cannot share the lowered batch size: %s", exc)
+
+    def get(self) -> int | None:
+        """The shared size (read again at most once a second), or None if none was set."""
+        if time.monotonic() - self._read_at >= self.REFRESH_S:
+            self._read_at = time.monotonic()
+            try:
+                value = _redis(self._url).get(self.key)
+                self._known = int(value) if value is not None else None
+            except (redis.RedisError, TypeError, ValueError):
+                pass
+        return self._known

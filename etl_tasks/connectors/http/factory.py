@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from etl_tasks.bindings import produced_types
 from etl_tasks.boundary.http_urls import http_access
 from etl_tasks.boundary.policy import worker_timeouts
-from etl_tasks.connectors.http.client import Client, RateLimit
+from etl_tasks.connectors.http.client import Client, RateLimit, SharedSize
 from etl_tasks.connectors.http.target import HttpTarget
 from etl_tasks.endpoints import HttpEndpoint
 from etl_tasks.errors import BoundaryError, PermanentError, Unsupported
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from etl_tasks.runtime import Runtime
 
 RATE_KEY = "http-rate:{migration_id}"
+SIZE_KEY = "http-batch-rows:{migration_id}:{stream}"
 
 
 def target(rt: Runtime, migration_id: str, stream: str) -> HttpTarget:
@@ -37,10 +38,12 @@ def target(rt: Runtime, migration_id: str, stream: str) -> HttpTarget:
         raise PermanentError(f"target/{exc.field}: {exc.message}") from exc
     if not binding.target_key:
         raise PermanentError("an HTTP target needs every key column copied unchanged")
+    redis_url, prefix = rt.settings.effective_staging_url, rt.settings.key_prefix
     rate = None
     if settings.max_rps is not None:
-        key = rt.settings.key_prefix + RATE_KEY.format(migration_id=migration_id)
-        rate = RateLimit(rt.settings.effective_staging_url, key, settings.max_rps)
+        key = prefix + RATE_KEY.format(migration_id=migration_id)
+        rate = RateLimit(redis_url, key, settings.max_rps)
+    size_key = prefix + SIZE_KEY.format(migration_id=migration_id, stream=stream)
     return HttpTarget(
         rt.db,
         Client(settings.method, access.headers),
@@ -51,4 +54,5 @@ def target(rt: Runtime, migration_id: str, stream: str) -> HttpTarget:
         rows_field=settings.rows_field,
         timeout_s=settings.timeout_s,
         rate=rate,
+        shared_size=SharedSize(redis_url, size_key),
     )

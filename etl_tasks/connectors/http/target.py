@@ -28,7 +28,14 @@ from typing import Any
 from etl_tasks import codec
 from etl_tasks.connectors.base import Batch, ChunkRef, Key, LedgerRecord, Refused
 from etl_tasks.connectors.http import ledger
-from etl_tasks.connectors.http.client import Client, RateLimit, Refusal, TooLarge, judge
+from etl_tasks.connectors.http.client import (
+    Client,
+    RateLimit,
+    Refusal,
+    SharedSize,
+    TooLarge,
+    judge,
+)
 from etl_tasks.connectors.http.values import body
 from etl_tasks.errors import BadRowError, PermanentError
 from etl_tasks.state.db import StateDB
@@ -54,13 +61,15 @@ class HttpTarget:
         rows_field: str | None,
         timeout_s: float,
         rate: RateLimit | None = None,
+        shared_size: SharedSize | None = None,
     ) -> None:
         self.db = db
         self.client = client
         self.url = url
         self._key = list(key)
         self.types = types
-        self.batch_rows = batch_rows  # lowered when the API answers 413
+        self._batch_rows = batch_rows  # lowered when the API answers 413
+        self.shared_size = shared_size
         self.rows_field = rows_field
         self.timeout_s = timeout_s
         self.rate = rate
@@ -69,6 +78,12 @@ class HttpTarget:
     @property
     def key(self) -> list[str]:
         return self._key
+
+    @property
+    def batch_rows(self) -> int:
+        """Rows per request: the spec's, or less once the API answered 413 (to any worker)."""
+        shared = self.shared_size.get() if self.shared_size is not None else None
+        return min(self._batch_rows, shared) if shared else self._batch_rows
 
     def columns(self) -> dict[str, ColumnType]:
         """What the rows carry: the types the source and transforms produce (the API
@@ -91,13 +106,16 @@ class HttpTarget:
         raise PermanentError("an HTTP target cannot be read back: verify compares SQL targets")
 
     def too_large(self, rows: int) -> None:
-        """The API refused ``rows`` rows as too large: the stream's later requests are
-        at most half that (this process's; every worker learns it by itself)."""
+        """The API refused ``rows`` rows as too large: the stream's later requests, by every
+        worker, are at most half that."""
+        smaller = max(1, rows // 2)
         with self._lock:
-            smaller = max(1, rows // 2)
-            if smaller < self.batch_rows:
-                log.warning("the API refused %s rows as too large: batches of %s", rows, smaller)
-                self.batch_rows = smaller
+            if smaller >= self._batch_rows:
+                return
+            log.warning("the API refused %s rows as too large: batches of %s", rows, smaller)
+            self._batch_rows = smaller
+        if self.shared_size is not None:
+            self.shared_size.lower(smaller)
 
 
 class HttpChunkWrite:
