@@ -296,3 +296,43 @@ def test_the_api_takes_an_http_target_and_refuses_sql_only_options(
     assert resp.status_code == 422, resp.get_data(as_text=True)
     assert "no table to create" in resp.get_data(as_text=True)
     assert cloud.received == []  # preflight wrote nothing
+
+
+def test_a_load_that_died_after_its_record_sends_nothing_again(
+    make_settings: Callable[..., Settings],
+    source: str,
+    cloud: HttpApi,
+    token: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given loads that die right after the chunk's ledger record is written, before the
+    # state DB hears of it (the first time each chunk loads)
+    from etl_tasks.steps import load as load_step
+
+    real_finish = load_step.finish
+    died: set[int] = set()
+
+    def dies_once(rt: Any, c: Any, record: Any, load_ms: Any) -> None:
+        if c.chunk_id not in died:
+            died.add(c.chunk_id)
+            raise RuntimeError("worker died")
+        real_finish(rt, c, record, load_ms)
+
+    monkeypatch.setattr(load_step, "finish", dies_once)
+    driver = Driver(make_settings())
+    mid = submit(driver.rt.db, driver.publisher, http_spec(source, cloud, chunk_rows=150))
+    driver.run()
+    posted = len(cloud.received)
+    # And the staged rows of one of them are gone meanwhile (the ledger decides)
+    with driver.rt.db.reading() as s:
+        chunk = s.scalars(select(Chunk).where(Chunk.migration_id == mid, Chunk.rows_in > 0)).first()
+        assert chunk is not None and chunk.stage_token is not None
+    driver.rt.staging.delete(chunk.id, chunk.stage_token, "transformed")
+    # When the loads are delivered again
+    view = settle(driver, mid)
+    # Then every chunk is finished from its ledger record: no request was sent again
+    assert view["state"] == "succeeded", view
+    assert len(cloud.received) == posted
+    assert_each_once(cloud, expected_ids())
+    assert view["streams"][0]["rows_loaded"] == len(expected_ids())
+    driver.close()
