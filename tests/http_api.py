@@ -9,7 +9,8 @@ or not, as ``name_rows`` says). Faults are injected per request from a queue:
 (an answer after ``slow_s``), ``"drop"`` (the connection closed before
 anything is stored) and ``"drop-after"`` (the rows stored, then the connection
 closed: the client never learns it). :meth:`HttpApi.outage` stops listening
-for a while and starts again on the same port.
+for a while and starts again on the same port (:meth:`HttpApi.go_down` until
+:meth:`HttpApi.start`).
 """
 
 from __future__ import annotations
@@ -87,10 +88,14 @@ class HttpApi:
             self._thread.join(5)
             self._thread = None
 
-    def outage(self, seconds: float) -> threading.Thread:
-        """Stop listening now (connections are refused), listen again after ``seconds``."""
+    def go_down(self) -> None:
+        """Stop listening (connections are refused) until :meth:`start`."""
         self.down = True
         self.stop()
+
+    def outage(self, seconds: float) -> threading.Thread:
+        """Stop listening now (connections are refused), listen again after ``seconds``."""
+        self.go_down()
 
         def back() -> None:
             time.sleep(seconds)
