@@ -81,6 +81,11 @@ class MigrationSummary(_Response):
     error: str | None
     source: dict[str, Any] = Field(description="the source, its secrets masked")
     target: dict[str, Any] = Field(description="the target, its secrets masked")
+    delivery: Literal["exactly_once", "at_least_once"] | None = Field(
+        None,
+        description="an HTTP target's guarantee, as its spec declares it; null for a "
+        "transactional target (exactly once)",
+    )
     created_at: Timestamp
     started_at: Timestamp | None
     finished_at: Timestamp | None

@@ -119,6 +119,25 @@ def produced_type(spec: ColumnSpec, types: Types) -> ColumnType:
     return src
 
 
+def produced_types(
+    stream: Stream, table: FromClause, source_types: dict[str, ColumnType]
+) -> dict[str, ColumnType]:
+    """Each target column's type where no target declares one (an HTTP API's rows): the
+    source column's own, or what its transform, constant or representation makes of it."""
+    out: dict[str, ColumnType] = {}
+    for name, spec in column_specs(stream, table).items():
+        rep = spec.as_ if isinstance(spec, ColumnFrom) else None
+        if isinstance(spec, str):
+            rep = stream.as_.get(spec)
+        if rep == "text":
+            out[name] = ColumnType("", Kind.TEXT, "text")
+        elif rep == "json":
+            out[name] = ColumnType("", Kind.JSON, "json")
+        else:
+            out[name] = produced_type(spec, source_types)
+    return out
+
+
 def target_columns(
     stream: Stream, table: FromClause, types: Types, to: Target
 ) -> tuple[list[TargetColumn], list[tuple[str, Uncarriable]]]:

@@ -10,6 +10,7 @@ counted at claim, so a chunk that keeps killing its worker is failed after
 from __future__ import annotations
 
 import logging
+import random
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -111,8 +112,19 @@ def commit(rt: Runtime, c: Claim, **values: Any) -> bool:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-def retry_later(rt: Runtime, c: Claim, error: str, connection: bool = True) -> None:
+def retry_later(
+    rt: Runtime,
+    c: Claim,
+    error: str,
+    connection: bool = True,
+    *,
+    retry_after: float | None = None,
+    jitter: bool = False,
+) -> None:
     """A transient failure: release the lease and set ``not_before`` (never a countdown).
+
+    ``retry_after`` (the other side's ``Retry-After``) replaces the backoff; ``jitter``
+    draws the backoff at random between nothing and its full length (full jitter).
 
     An error a working server gives (``connection`` False: a deadlock, a lock timeout)
     that repeats identically is the data's, not an outage: each such answer counts as an
@@ -130,6 +142,10 @@ def retry_later(rt: Runtime, c: Claim, error: str, connection: bool = True) -> N
             fail_chunk(s, chunk, now, f"still failing after {window}: {error}")
             return
         delay = min(rt.settings.retry_backoff_s * 2**chunk.retries, rt.settings.retry_backoff_max_s)
+        if retry_after is not None:
+            delay = max(0.0, retry_after)
+        elif jitter:
+            delay = random.uniform(0.0, delay)
         chunk.retries += 1
         if connection or chunk.last_error != error[:2000]:
             chunk.attempts = max(0, chunk.attempts - 1)  # it did not crash: not a lost attempt

@@ -19,11 +19,24 @@ class TransientError(BatonError):
 
     ``connection`` is False when the database answered (a deadlock, a lock timeout):
     such an error repeating identically is taken as the data's, not as an outage.
+    ``retry_after`` is how long the other side asked to be left alone (an HTTP
+    ``Retry-After``): the chunk waits that long instead of the usual backoff. ``jitter``
+    spreads the backoff at random (full jitter), so workers that failed together against
+    one API do not come back together.
     """
 
-    def __init__(self, message: str = "", *, connection: bool = True) -> None:
+    def __init__(
+        self,
+        message: str = "",
+        *,
+        connection: bool = True,
+        retry_after: float | None = None,
+        jitter: bool = False,
+    ) -> None:
         super().__init__(message)
         self.connection = connection
+        self.retry_after = retry_after
+        self.jitter = jitter
 
 
 class Unsupported(TransientError):

@@ -24,9 +24,10 @@ from etl_tasks.boundary.sql_urls import SqlEndpoint, Timeouts
 from etl_tasks.connectors.sql.engines import create_endpoint_engine
 from etl_tasks.connectors.sql.errors import unavailable
 from etl_tasks.drafting.infer import infer_after
-from etl_tasks.endpoints import FileEndpoint
+from etl_tasks.endpoints import FileEndpoint, HttpEndpoint
 from etl_tasks.errors import BoundaryError, EndpointUnavailable, FieldError, SpecError
 from etl_tasks.preflight_files import FileSide, FileStreamCheck, open_file_side
+from etl_tasks.preflight_http import check_http_target
 from etl_tasks.preflight_streams import StreamCheck
 from etl_tasks.spec import Endpoint, MigrationSpec, Stream
 
@@ -76,14 +77,21 @@ def preflight(
     """
     ctx = _Context(boundary, Deadline(timeout_s), reveal_details, Problems())
     source = _open_source(ctx, spec)
-    target = _open_sql(ctx, spec, "target", must_exist=False)
+    target: Side | None = None
+    if isinstance(spec.target, HttpEndpoint):  # each side is checked by its own kind's rules
+        target_ok = check_http_target(
+            spec, boundary, ctx.deadline, ctx.problems.add, reveal_details
+        )
+    else:
+        target = _open_sql(ctx, spec, "target", must_exist=False)
+        target_ok = target is not None
     keys: dict[str, list[str]] = {}
     try:
-        if source is not None and target is not None:
+        if source is not None and target_ok:
             for i, stream in enumerate(spec.streams):
                 checked = _stream_check(i, spec, stream, source, target, ctx.problems, notes)
                 keys[stream.stream_name] = _guarded(ctx, checked)
-            if not ctx.problems and not target.fresh and order is not None:
+            if target is not None and not ctx.problems and not target.fresh and order is not None:
                 _infer(ctx, spec, target, order, notes)
     finally:
         for side in (source, target):
@@ -134,7 +142,7 @@ def _stream_check(
     spec: MigrationSpec,
     stream: Stream,
     source: Side | FileSide,
-    target: Side,
+    target: Side | None,
     problems: Problems,
     notes: list[str] | None,
 ) -> StreamCheck:

@@ -67,7 +67,7 @@ class FileStreamCheck(StreamCheck):
         spec: MigrationSpec,
         stream: Stream,
         files: FileSide,
-        target: Side,
+        target: Side | None,
         problems: list[FieldError],
         notes: list[str] | None = None,
     ) -> None:
@@ -93,10 +93,11 @@ class FileStreamCheck(StreamCheck):
         if stream.on_null_key != "fail":
             self.add("on_null_key", "a file source's rows are keyed by position, never NULL")
             ok = False
-        problem = identifier_problem(stream.target_table, self.target.backend)
-        if problem:
-            self.add("target_table", problem)
-            ok = False
+        if self.target is not None:  # an HTTP target's table is only a part of its URL
+            problem = identifier_problem(stream.target_table, self.target.backend)
+            if problem:
+                self.add("target_table", problem)
+                ok = False
         return ok
 
     def _source_table(self) -> tuple[FromClause, Types] | None:

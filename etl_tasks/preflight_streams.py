@@ -25,6 +25,7 @@ from etl_tasks.bindings import (
     bind_stream,
     column_specs,
     produced_type,
+    produced_types,
     source_key,
     target_columns,
     target_key,
@@ -66,7 +67,7 @@ class StreamCheck:
         spec: MigrationSpec,
         stream: Stream,
         source: Side | None,
-        target: Side,
+        target: Side | None,
         problems: list[FieldError],
         notes: list[str] | None = None,
     ) -> None:
@@ -76,7 +77,7 @@ class StreamCheck:
         self.spec = spec
         self.stream = stream
         self.source = source
-        self.target = target
+        self.target = target  # None: an HTTP target (its endpoint is checked on its own)
         self.problems = problems
 
     def add(self, path: str, message: str) -> None:
@@ -123,8 +124,8 @@ class StreamCheck:
             ("source_table", self.stream.source_table, self.sql_source),
             ("target_table", self.stream.target_table, self.target),
         ):
-            if name is None:
-                continue  # a query
+            if name is None or side is None:
+                continue  # a query; an HTTP target, whose table is only a part of its URL
             problem = identifier_problem(name, side.backend)
             if problem:
                 self.add(field, problem)
@@ -199,6 +200,8 @@ class StreamCheck:
     def _check_target(self, source_table: FromClause, types: Types) -> Types | None:
         """The target columns' types: reflected, or what ``create_target`` would make."""
         stream = self.stream
+        if self.target is None:
+            return self._http_target(source_table, types)
         if self.target.fresh:  # a SQLite file not created yet: every table is missing
             return self._missing_target(source_table, types)
         refuse_marked_schema(self.target.engine, stream.target_table)
@@ -211,8 +214,29 @@ class StreamCheck:
         self._existing_target(source_table, table, types, target_types)
         return target_types
 
+    def _http_target(self, source_table: FromClause, types: Types) -> Types | None:
+        """An HTTP target takes what the source and transforms produce; options that only
+        mean something to a SQL table are refused, not ignored."""
+        stream = self.stream
+        if stream.create_target:
+            self.add("create_target", "an HTTP target has no table to create")
+        if stream.write != "upsert":
+            self.add("write", "'write' applies to SQL targets: an HTTP API decides by itself")
+        if not stream.advance_sequences:
+            self.add("advance_sequences", "an HTTP target has no sequences")
+        if not target_key(stream, source_table)[1]:
+            self.add(
+                "columns",
+                "an HTTP target needs every key column copied unchanged into the rows "
+                "(its rows are quarantined and told apart by it)",
+            )
+        if self._has_problems():
+            return None
+        return produced_types(stream, source_table, types)
+
     def _missing_target(self, source_table: FromClause, types: Types) -> Types | None:
         stream = self.stream
+        assert self.target is not None
         if not stream.create_target:
             self.add(
                 "target_table",
@@ -244,6 +268,7 @@ class StreamCheck:
         self, source_table: FromClause, table: Table, types: Types, target_types: Types
     ) -> None:
         stream = self.stream
+        assert self.target is not None
         for col in column_specs(stream, source_table):
             if col not in table.c:
                 self.add(

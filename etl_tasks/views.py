@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from etl_tasks.boundary.http_urls import redact_http
 from etl_tasks.connectors.sql.engines import redact
 from etl_tasks.errors import NotFound
 from etl_tasks.spec import endpoint_kind
@@ -31,7 +32,23 @@ def _endpoint(spec: dict[str, Any], which: str) -> dict[str, Any]:
         return {"sealed": True, "kind": endpoint_kind(ep)}
     if ep.get("url"):
         return {"url": redact(ep["url"])}
+    if isinstance(ep.get("http"), dict):  # credentials are named by variable: none to mask
+        http = dict(ep["http"])
+        for name in ("url", "check_url"):
+            if isinstance(http.get(name), str):
+                http[name] = redact_http(http[name])
+        return {"http": http}
     return {"url_env": ep.get("url_env", "")}
+
+
+def _delivery(spec: dict[str, Any]) -> str | None:
+    """How an HTTP target delivers rows (``at_least_once`` when the spec says the API
+    cannot de-duplicate); ``None`` for a transactional target, which is exactly once, and
+    for a sealed spec."""
+    http = spec.get("target", {}).get("http")
+    if not isinstance(http, dict):  # not HTTP, or sealed (its settings are not shown)
+        return None
+    return str(http.get("delivery") or "exactly_once")
 
 
 def _stream_counts(s: Session, migration_id: str) -> dict[int, dict[str, int]]:
@@ -142,6 +159,7 @@ def migration_summary(mig: Migration) -> dict[str, Any]:
         "error": mig.error,
         "source": _endpoint(mig.spec, "source"),
         "target": _endpoint(mig.spec, "target"),
+        "delivery": _delivery(mig.spec),
         "created_at": _iso(mig.created_at),
         "started_at": _iso(mig.started_at),
         "finished_at": _iso(mig.finished_at),

@@ -81,13 +81,18 @@ def missing_kinds(db: StateDB, spec: dict[str, Any]) -> list[str]:
         now = db.now(s)
         rows = list(s.scalars(select(Worker).where(Worker.state != WorkerState.STOPPED)))
     live = [w for w in rows if now - w.heartbeat_at <= timedelta(seconds=LIVE_AFTER_S)]
-    offered = {kind for w in live for kind in _kinds(w)}
-    return sorted(f"{kind} {which}s" for which, kind in needed if kind not in offered)
+    offered = {
+        (which, kind) for w in live for which in ("source", "target") for kind in _kinds(w, which)
+    }
+    return sorted(f"{kind} {which}s" for which, kind in needed if (which, kind) not in offered)
 
 
-def _kinds(worker: Worker) -> list[str]:
-    """What a worker advertises; one from before advertising existed moves SQL only."""
-    kinds = (worker.capabilities or {}).get("endpoint_kinds")
+def _kinds(worker: Worker, which: str) -> list[str]:
+    """What a worker advertises for one side (an HTTP connector is a target only); one
+    from before sides were advertised offers its kinds on both, and one from before
+    advertising existed moves SQL only."""
+    caps = worker.capabilities or {}
+    kinds = caps.get(f"{which}_kinds", caps.get("endpoint_kinds"))
     return list(kinds) if isinstance(kinds, list) else ["sql"]
 
 

@@ -246,11 +246,20 @@ class ChunkRef:
     chunk_id: int
     token: int
     key_range: Range | None = None
+    #: When the step must be done (``time.monotonic()``), if it has a deadline: a target
+    #: that waits on a remote answer never waits past it (an HTTP request's timeout).
+    deadline: float | None = None
 
 
 @runtime_checkable
 class Target(Protocol):
-    """One stream's target: writes chunks exactly once, and reads them back for verify."""
+    """One stream's target: writes chunks exactly once, and reads them back for verify.
+
+    A target may also have a ``batch_rows`` attribute (an int, read before every
+    sub-batch, so it may shrink while a chunk loads): the load step then hands it
+    sub-batches of at most that many rows, so one :meth:`ChunkWrite.write` is one
+    request (an HTTP API's), and the deadline cut and bisection work request by request.
+    """
 
     kind: str
 

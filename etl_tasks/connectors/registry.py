@@ -106,12 +106,15 @@ def _register_builtins() -> None:
     """The kinds a spec can name. The memory connector is not one: a test registers
     :func:`etl_tasks.connectors.memory.connector` over databases of its own."""
     from etl_tasks.connectors.files import factory as files
+    from etl_tasks.connectors.http import factory as http
     from etl_tasks.connectors.sql import factory as sql
 
     if "sql" not in _connectors:
         register(Connector("sql", sql.source, sql.target))
     if "file" not in _connectors:
         register(Connector("file", files.source))  # exported files are only ever read
+    if "http" not in _connectors:
+        register(Connector("http", None, http.target))
 
 
 def _load_plugins() -> None:

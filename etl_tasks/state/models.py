@@ -299,3 +299,45 @@ class VerificationRange(Base):
     verify_ms: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+
+
+class HttpBatch(Base):
+    """One request an HTTP target confirmed (2xx): the ledger of a target without
+    transactions lives here, in the state DB (:mod:`etl_tasks.connectors.http.ledger`).
+
+    A load of the chunk that runs again sends only the rows no confirmed batch holds.
+    """
+
+    __tablename__ = "http_batches"
+
+    migration_id: Mapped[str] = mapped_column(
+        ForeignKey("migrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    stream: Mapped[str] = mapped_column(String(200), primary_key=True)
+    chunk_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    batch_key: Mapped[str] = mapped_column(String(200), primary_key=True)  # Idempotency-Key
+    rows: Mapped[int] = mapped_column(Integer)
+    # Each row's identity (a digest of its source key and its values), in request order.
+    row_ids: Mapped[list[Any]] = mapped_column(JSON)
+    fencing_token: Mapped[int] = mapped_column(Integer)
+    confirmed_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class HttpChunk(Base):
+    """An HTTP target's ledger record of a chunk, written once all its batches are confirmed:
+    what ``baton_ledger`` is to a SQL target (counts, quarantine, cut, deferred rows)."""
+
+    __tablename__ = "http_chunks"
+
+    migration_id: Mapped[str] = mapped_column(
+        ForeignKey("migrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    stream: Mapped[str] = mapped_column(String(200), primary_key=True)
+    chunk_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    fencing_token: Mapped[int] = mapped_column(Integer)
+    rows_loaded: Mapped[int] = mapped_column(Integer)
+    rows_quarantined: Mapped[int] = mapped_column(Integer)
+    quarantine: Mapped[list[Any]] = mapped_column(JSON)
+    cut_key: Mapped[list[Any] | None] = mapped_column(JSON)
+    deferred: Mapped[list[Any] | None] = mapped_column(JSON)
+    committed_at: Mapped[datetime] = mapped_column(DateTime)

@@ -37,7 +37,7 @@ def run_claimed(rt: Runtime, c: Claim, body: Callable[[Claim], None]) -> str:
     try:
         outcome = _attempt(rt, c, body, ids)
     except TransientError as exc:
-        retry_later(rt, c, str(exc), exc.connection)
+        retry_later(rt, c, str(exc), exc.connection, retry_after=exc.retry_after, jitter=exc.jitter)
         return "retry"
     except LeaseLost:
         log.warning("lease lost; another worker has the chunk", extra=ids)

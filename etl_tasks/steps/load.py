@@ -1,18 +1,19 @@
 """Load: write the chunk's rows and its ledger record together, once, into any target.
 
 The loop is the same for every target (:class:`~etl_tasks.connectors.base.Target`):
-sub-batches of ``SUB_BATCH_ROWS`` rows, a stop at the step's deadline (the rest of
-the chunk becomes a new chunk, cut at a key the source returned and never inside
-a run of equal keys), and quarantine by bisection: a batch the target refuses for a
-row it does not name is halved until the row is alone. A target only writes a
-batch whole or not at all, and commits the chunk with its ledger record.
+sub-batches of ``SUB_BATCH_ROWS`` rows (or of the target's own ``batch_rows``), a
+stop at the step's deadline (the rest of the chunk becomes a new chunk, cut at a
+key the source returned and never inside a run of equal keys), and quarantine by
+bisection: a batch the target refuses for a row it does not name is halved until
+the row is alone. A target only writes a batch whole or not at all, and commits the
+chunk with its ledger record.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from etl_tasks import codec
 from etl_tasks.budget import SUB_BATCH_ROWS, StepClock
@@ -56,11 +57,13 @@ def _load(rt: Runtime, c: Claim) -> None:
     # Only the source can tell where a run of equal keys ends (to MariaDB's default
     # collation 'm', 'M' and 'm ' are one key): a key that may repeat is never cut here.
     whole = retry or not rt.binding(c.migration_id, c.stream).unique_key
+    chunk = replace(chunk, deadline=clock.started + clock.budget_s)
     pace = StepPace(rt, c, clock)
+    target = rt.target(c.migration_id, c.stream)
     job = Job(
         batch=batch,
         earlier=[(QuarantineEntry(k, r, d), pos) for k, r, d, pos in extra["quarantine"]],
-        key=None if retry else rt.target(c.migration_id, c.stream).key,
+        key=None if retry else target.key,
         fail_on_bad=rt.spec(c.migration_id).on_bad_row == "fail",
         # A key set is never cut (its rows are not a range), and is small enough not to be.
         pace=WithoutDeadline(pace) if whole else pace,
@@ -68,8 +71,9 @@ def _load(rt: Runtime, c: Claim) -> None:
         # A load that stalled past its lease must not commit: the chunk may have gone back
         # to extract meanwhile (its staged rows lost, no ledger row yet) and be cut anew.
         before_commit=lambda: renew(rt, c),
+        batch_rows=lambda: _batch_rows(target),
     )
-    with rt.target(c.migration_id, c.stream).begin_chunk(chunk) as tx:
+    with target.begin_chunk(chunk) as tx:
         record = tx.committed or write_chunk(tx, c.token, job)
     finish(rt, c, record, elapsed_ms(clock.started))
     rt.staging.delete(c.chunk_id, c.stage_token, STEP.input_stage)
@@ -89,6 +93,14 @@ class Job:
     pace: Pace
     before_commit: Callable[[], None] = lambda: None
     defer: bool = True  # a row refused for a foreign key waits for the end of its stream
+    # Rows per sub-batch, asked before each one: a target may lower it while it loads.
+    batch_rows: Callable[[], int] = lambda: SUB_BATCH_ROWS
+
+
+def _batch_rows(target: object) -> int:
+    """A target's own sub-batch size (one request of an HTTP API), else the step's."""
+    rows = getattr(target, "batch_rows", None)
+    return max(1, rows) if isinstance(rows, int) else SUB_BATCH_ROWS
 
 
 @dataclass
@@ -111,7 +123,7 @@ def write_chunk(tx: ChunkWrite, token: int, job: Job) -> LedgerRecord:
     written = 0
     while written < len(batch):
         began = time.monotonic()
-        part = batch.take(written, written + SUB_BATCH_ROWS)
+        part = batch.take(written, written + job.batch_rows())
         refused, handled = write_bisecting(tx, part, stop=lambda: pace.expired(0.0))
         bad += rescue(tx, batch.columns, refused)
         written += handled
@@ -122,10 +134,11 @@ def write_chunk(tx: ChunkWrite, token: int, job: Job) -> LedgerRecord:
             break
         pace.tick()
     end = _end_of_run(batch, written)  # a cut never separates rows with equal keys
-    if end > written:
-        refused, _ = write_bisecting(tx, batch.take(written, end), stop=lambda: False)
+    while end > written:
+        part = batch.take(written, min(end, written + job.batch_rows()))
+        refused, _ = write_bisecting(tx, part, stop=lambda: False)
         bad += rescue(tx, batch.columns, refused)
-        written = end
+        written += len(part)
     cut = None
     kept = job.earlier
     if written < len(batch):  # stopped at the deadline: the rest becomes a new chunk

@@ -165,6 +165,14 @@ def test_a_migration_no_live_worker_can_move_says_so(
         row = s.get(Worker, "old@host")
         assert row is not None
         row.capabilities = None
+        sql_only = s.get(Worker, "new@host")
+        assert sql_only is not None
+        sql_only.capabilities = {
+            **capabilities(),
+            "endpoint_kinds": ["sql"],
+            "source_kinds": ["sql"],
+            "target_kinds": ["sql"],
+        }
     # Then a spec with an HTTP target waits for a worker that can, by name; SQL is fine
     http = {"source": {"url": "sqlite:////x.db"}, "target": {"http": {"url": "http://h/{table}"}}}
     assert missing_kinds(db, http) == ["http targets"]

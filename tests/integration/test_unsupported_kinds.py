@@ -12,8 +12,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import select, update
 
+from etl_tasks.connectors import registry
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk, Migration
 from etl_tasks.views import migration_view
@@ -22,7 +24,13 @@ from tests.checks import assert_migrated
 from tests.data import build_source, spec_for, submit
 from tests.harness import Driver
 
-NEWER_TARGET = {"s3": {"bucket": "exports"}}  # a form no version of Baton reads yet
+#: (the target a newer API stored, what the older worker says of it, the kind it lacks)
+NEWER = {
+    # a kind whose form this worker parses, but which it has no connector for
+    "http": ({"http": {"url": "https://api.example.com/v1/{table}/import"}}, "no connector for"),
+    # a form no version of Baton reads yet: the spec itself is a newer version's
+    "s3": ({"s3": {"bucket": "exports"}}, "newer worker"),
+}
 
 
 def _store_spec(driver: Driver, migration_id: str, spec: dict[str, Any]) -> None:
@@ -35,9 +43,19 @@ def _chunks(driver: Driver, migration_id: str) -> list[Chunk]:
         return list(s.scalars(select(Chunk).where(Chunk.migration_id == migration_id)))
 
 
+@pytest.mark.parametrize("kind", list(NEWER))
 def test_a_kind_this_worker_lacks_waits_for_a_worker_that_has_it(
-    make_settings: Callable[..., Settings], tmp_path: Path
+    kind: str,
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    newer_target, says = NEWER[kind]
+    # A worker of a version without that kind's connector (this process, without it)
+    registry.kinds()  # built-ins and plugins registered
+    monkeypatch.setattr(
+        registry, "_connectors", {k: c for k, c in registry._connectors.items() if k != kind}
+    )
     settings = make_settings()
     source, target = f"sqlite:///{tmp_path / 'legacy.db'}", f"sqlite:///{tmp_path / 'cloud.db'}"
     build_source(source, customers=500, orders=100)
@@ -50,8 +68,8 @@ def test_a_kind_this_worker_lacks_waits_for_a_worker_that_has_it(
     assert not stored.get("sealed"), "the test swaps the target of a plain stored spec"
     info = WorkerInfo("old", "1.0", "localhost", 1, None)
     heartbeat(old.rt.db, info, state="active", in_flight=0, steps_done=0)  # it advertises sql
-    # Given a newer API stored a target of a kind this version cannot even read
-    _store_spec(old, mid, {**stored, "target": NEWER_TARGET})
+    # Given a newer API stored a target of that kind
+    _store_spec(old, mid, {**stored, "target": newer_target})
     before = {c.id: c.attempts for c in _chunks(old, mid)}
     old.rt.close()
     old = Driver(settings, name="old")  # a worker that reads the spec afresh
@@ -61,13 +79,11 @@ def test_a_kind_this_worker_lacks_waits_for_a_worker_that_has_it(
     # Then nothing failed and no attempt was spent; the chunks wait, and the migration says why
     view = migration_view(old.rt.db, mid)
     assert view["state"] == "running", view
-    assert "no worker supports s3 targets" in (view["waiting_reason"] or ""), view
+    assert f"no worker supports {kind} targets" in (view["waiting_reason"] or ""), view
     chunks = _chunks(old, mid)
     assert all(c.state != "failed" for c in chunks)
     assert all(c.attempts <= before.get(c.id, 0) for c in chunks), "an attempt was spent"
-    assert any("newer worker" in (c.last_error or "") for c in chunks), [
-        c.last_error for c in chunks
-    ]
+    assert any(says in (c.last_error or "") for c in chunks), [c.last_error for c in chunks]
     # And once a worker that can read it takes over (here: the spec it understands again,
     # the wait over), the migration finishes exact
     _store_spec(old, mid, stored)
