@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from etl_tasks.settings import Settings, load_settings
+from ops.live_cmd import sse
 from ops.secrets_cmd import secrets_group
 from ops.spec_cmd import spec_group
 from ops.verify_cmd import verify
@@ -435,6 +436,7 @@ def bench(
 main.add_command(secrets_group)
 main.add_command(spec_group)
 main.add_command(verify)
+main.add_command(sse)
 
 if __name__ == "__main__":
     main()
