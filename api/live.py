@@ -22,6 +22,7 @@ the workers table), ``migrations`` (the set of migrations or their states change
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import secrets
 import threading
@@ -251,6 +252,8 @@ def create_live_app(settings: Settings) -> Flask:
 
     @app.get("/stats")
     def stats() -> ResponseReturnValue:
+        if not _from_loopback():
+            return jsonify({"error": "not found"}), 404
         return jsonify(
             {
                 "streams": broadcaster.listeners,
@@ -265,6 +268,13 @@ def create_live_app(settings: Settings) -> Flask:
         return jsonify({"status": "ok"})
 
     return app
+
+
+def _from_loopback() -> bool:
+    try:
+        return ipaddress.ip_address(request.remote_addr or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _cors_headers() -> dict[str, str]:
