@@ -105,7 +105,7 @@ def serve_live(app: Any, bind: str, max_streams: int) -> None:
             "worker_class": "gthread",
             "threads": max_streams + 8,
             "worker_connections": max_streams + 64,
-            "graceful_timeout": 3,
+            "graceful_timeout": 1,  # open streams are cut; the browsers reconnect
             "timeout": 60,
         },
     ).run()

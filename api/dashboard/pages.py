@@ -170,21 +170,25 @@ def migrations_fragment() -> ResponseReturnValue:
 
 
 def _detail(migration_id: str) -> dict[str, Any]:
-    """What a migration's page shows below its header, masked for viewers."""
+    """What a migration's page shows below its progress, masked for viewers;
+    :class:`NotFound` for an unknown id."""
     db = _ext().db
     operator = allows(g.principal.role, "operator")
+    view = views.migration_view(db, migration_id)
     chunks = dashboard_views.chunk_map(db, migration_id)
     quarantine = views.list_quarantine(db, migration_id, limit=100)
-    if not operator:
-        quarantine = [mask_quarantined(item) for item in quarantine]
     errors = [c for c in chunks if c["error"]]
     if not operator:
+        quarantine = [mask_quarantined(item) for item in quarantine]
         errors = [{**c, "error": mask_reason(str(c["error"]))} for c in errors]
+        if view["error"]:
+            view["error"] = mask_reason(str(view["error"]))
     try:
         report: dict[str, Any] | None = latest_report(db, migration_id, masked=not operator)
     except NotFound:
         report = None
     return {
+        "m": view,
         "chunks": chunks,
         "errors": errors[:50],
         "quarantine": quarantine,
@@ -196,24 +200,21 @@ def _detail(migration_id: str) -> dict[str, Any]:
 @bp.get("/migrations/<id:migration_id>")
 @page("viewer")
 def migration(migration_id: str) -> ResponseReturnValue:
-    db = _ext().db
     try:
-        view = views.migration_view(db, migration_id)
+        detail = _detail(migration_id)
     except NotFound:
         return render_template("not_found.html", what=f"migration {migration_id}"), 404
-    operator = allows(g.principal.role, "operator")
-    if view["error"] and not operator:
-        view["error"] = mask_reason(str(view["error"]))
-    progress = dashboard_views.migration_progress(db, migration_id)
-    return render_template(
-        "migration.html", m=view, p=progress, controls=CONTROLS, **_detail(migration_id)
-    )
+    progress = dashboard_views.migration_progress(_ext().db, migration_id)
+    return render_template("migration.html", p=progress, controls=CONTROLS, **detail)
 
 
 @bp.get("/migrations/<id:migration_id>/fragments/detail")
 @page("viewer")
 def migration_detail_fragment(migration_id: str) -> ResponseReturnValue:
-    return render_template("_migration_detail.html", **_detail(migration_id))
+    try:
+        return render_template("_migration_detail.html", **_detail(migration_id))
+    except NotFound:
+        return "", 404
 
 
 @bp.post("/migrations/<id:migration_id>/<action>")
