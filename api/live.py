@@ -205,14 +205,16 @@ def _no_url_for(*_: Any, **__: Any) -> str:
 
 
 class QueryCounter:
-    """Statements this process sent to the state DB (``GET /stats``)."""
+    """Queries this process sent to the state DB (``GET /stats``); the ``BEGIN`` that
+    opens a SQLite transaction is not one."""
 
     def __init__(self, db: StateDB) -> None:
         self.count = 0
         event.listen(db.engine, "before_cursor_execute", self._count)
 
-    def _count(self, *_: Any) -> None:
-        self.count += 1
+    def _count(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not statement.lstrip().upper().startswith("BEGIN"):
+            self.count += 1
 
 
 def create_live_app(settings: Settings) -> Flask:

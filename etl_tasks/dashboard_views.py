@@ -35,8 +35,9 @@ from sqlalchemy.sql import Select
 
 from etl_tasks.errors import NotFound
 from etl_tasks.state.db import StateDB
-from etl_tasks.state.enums import ChunkState, MigrationState
+from etl_tasks.state.enums import ChunkState, MigrationState, WorkerState
 from etl_tasks.state.models import ApiToken, Chunk, Event, Migration, Stream, Worker
+from etl_tasks.workers import LIVE_AFTER_S
 
 RATE_WINDOW_S = 30.0  # rows/s is measured over this many seconds
 ACTIVE_STATES = (MigrationState.PENDING, MigrationState.RUNNING, MigrationState.PAUSED)
@@ -342,7 +343,7 @@ def _live_statement(now: datetime) -> Any:
     return union_all(progress, workers, tokens)
 
 
-def live_snapshot(db: StateDB, *, stale_after_s: float = 30.0) -> Snapshot:
+def live_snapshot(db: StateDB, *, stale_after_s: float = LIVE_AFTER_S) -> Snapshot:
     """Everything the live pages show, read in one statement."""
     now = utcnow()
     with db.reading() as s:
@@ -356,7 +357,9 @@ def live_snapshot(db: StateDB, *, stale_after_s: float = 30.0) -> Snapshot:
             view = _progress_row(row[:-1]).as_dict(now)
             migrations[view["id"]] = view
         elif kind == "w":
-            workers.append(_worker(row, now, stale_after_s))
+            worker = _worker(row, now, stale_after_s)
+            if worker["state"] != WorkerState.STOPPED:  # as list_workers shows them
+                workers.append(worker)
         else:
             tokens.add(int(row[0]))
     workers.sort(key=lambda w: w["name"])
@@ -367,14 +370,14 @@ def _worker(row: Any, now: datetime, stale_after_s: float) -> dict[str, Any]:
     name, version, state, _, started_at, heartbeat_at, _, in_flight, steps_done = row[:9]
     age = (now - heartbeat_at).total_seconds() if heartbeat_at else None
     if age is not None and age > stale_after_s:
-        state = "stopped"
+        state = WorkerState.STOPPED
     return {
         "name": name,
         "version": version,
         "state": state,
         "in_flight": int(in_flight or 0),
         "steps_done": int(steps_done or 0),
-        "draining": state == "draining",
+        "draining": state == WorkerState.DRAINING,
         "started_at": _iso(started_at),
         "last_heartbeat": _iso(heartbeat_at),
         "heartbeat_age_s": None if age is None else round(max(age, 0.0), 1),

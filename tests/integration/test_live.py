@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
@@ -14,10 +14,14 @@ from typing import Any
 import pytest
 import requests
 
-from api.live import Broadcaster
-from etl_tasks.dashboard_views import Snapshot
+from api.live import Broadcaster, QueryCounter
+from etl_tasks.dashboard_views import Snapshot, live_snapshot
+from etl_tasks.settings import Settings
+from etl_tasks.workers import WorkerInfo, heartbeat
 from ops.embedded import free_port
 from tests.api_process import ApiProcess
+from tests.harness import Driver
+from tests.integration.api_support import Spec, make_api
 
 STREAMS = 50
 
@@ -183,3 +187,36 @@ def _wait_up(url: str, timeout_s: float = 20) -> None:
             pass
         time.sleep(0.1)
     raise AssertionError(f"{url} did not come up")
+
+
+@pytest.mark.parametrize("state_db", ["sqlite", "postgresql"])
+def test_the_snapshot_is_one_statement(
+    state_db: str,
+    make_settings: Callable[..., Settings],
+    pg_url_factory: Callable[[], str],
+    spec: Spec,
+) -> None:
+    settings = make_settings(database_url=pg_url_factory()) if state_db != "sqlite" else None
+    settings = settings or make_settings()
+    api = make_api(settings)
+    driver = Driver(settings)
+    try:
+        db = api.app.extensions["baton"].db
+        token = api.token("viewer")
+        mid = api.created(spec)
+        driver.publisher.queue.append(("baton.plan", {"migration_id": mid}))
+        driver.run()
+        info = WorkerInfo(name="w1@h", version="1.2.3", host="h", pid=1, probe_url=None)
+        heartbeat(db, info, state="draining", in_flight=2, steps_done=5)
+        counter = QueryCounter(db)
+        snap = live_snapshot(db)
+        assert counter.count == 1
+        view = snap.migrations[mid]
+        assert view["state"] == "succeeded" and view["percent"] == 100.0
+        assert view["chunks_done"] == view["chunks_total"] > 0 and view["rows"] > 0
+        assert [(w["name"], w["in_flight"], w["draining"]) for w in snap.workers] == [
+            ("w1@h", 2, True)
+        ]
+        assert token and snap.live_tokens == {1}
+    finally:
+        driver.close()
