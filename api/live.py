@@ -125,6 +125,8 @@ class Broadcaster:
                     changed = True
             for name in [n for n in self._events if n not in fresh]:
                 del self._events[name]  # gone from the snapshot: finished long ago
+            if self.snapshot is not None and snap.live_tokens != self.snapshot.live_tokens:
+                changed = True  # wake every stream: a revoked token's end now
             self.snapshot = snap
             if changed:
                 self.seq = seq
@@ -236,7 +238,11 @@ def create_live_app(settings: Settings) -> Flask:
     def events() -> ResponseReturnValue:
         cors = _cors_headers()
         token_id = session.get("tid")
-        if settings.auth != "off" and not isinstance(token_id, int):
+        known = broadcaster.snapshot
+        if settings.auth != "off" and (
+            not isinstance(token_id, int)
+            or (known is not None and token_id not in known.live_tokens)
+        ):
             return jsonify({"error": "sign in on the dashboard first"}), 401, cors
         if broadcaster.listeners >= settings.live_max_streams:
             headers = {**cors, "Retry-After": "10"}

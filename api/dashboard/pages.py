@@ -25,7 +25,14 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest, TooManyRequests
 from werkzeug.wrappers import Response
 
-from api.dashboard.session import csrf_token, page, page_principal, sign_in, sign_out
+from api.dashboard.session import (
+    check_csrf,
+    csrf_token,
+    page,
+    page_principal,
+    sign_in,
+    sign_out,
+)
 from api.headers import page_policy
 from etl_tasks import control, dashboard_views, views
 from etl_tasks.errors import Conflict, NotFound
@@ -105,8 +112,6 @@ def sign_in_form() -> ResponseReturnValue:
 
 @bp.post("/sign-in")
 def sign_in_submit() -> ResponseReturnValue:
-    from api.dashboard.session import check_csrf
-
     check_csrf()
     ext = _ext()
     token = (request.form.get("token") or "").strip()

@@ -17,6 +17,8 @@ import requests
 from api.live import Broadcaster, QueryCounter
 from etl_tasks.dashboard_views import Snapshot, live_snapshot
 from etl_tasks.settings import Settings
+from etl_tasks.state.db import StateDB
+from etl_tasks.tokens import revoke_token
 from etl_tasks.workers import WorkerInfo, heartbeat
 from ops.embedded import free_port
 from tests.api_process import ApiProcess
@@ -141,7 +143,7 @@ def test_fifty_streams_leave_the_api_answering(
         assert csrf
         signed = browser.post(
             f"{api.url}/sign-in",
-            data={"token": api.token("viewer"), "csrf": csrf.group(1)},
+            data={"token": api.token("viewer", "viewer-in-test"), "csrf": csrf.group(1)},
             timeout=5,
             allow_redirects=False,
         )
@@ -171,6 +173,20 @@ def test_fifty_streams_leave_the_api_answering(
         elapsed = time.monotonic() - t0
         assert after["queries"] - before["queries"] <= elapsed + 2, (before, after, elapsed)
         assert after["polls"] > before["polls"]
+        # When the viewer's token is revoked, its streams end and no new one opens
+        watcher = browser.get(f"{live}/events", stream=True, timeout=10)
+        lines = watcher.iter_lines(chunk_size=1, decode_unicode=True)
+        assert next(lines).startswith("retry:")
+        db = StateDB(pg_url)
+        try:
+            revoke_token(db, "viewer-in-test")
+        finally:
+            db.dispose()
+        started = time.monotonic()
+        rest = list(lines)  # to its end
+        assert "event: signed-out" in rest, rest[-5:]
+        assert time.monotonic() - started < 5
+        assert browser.get(f"{live}/events", timeout=5).status_code == 401
         for resp in opened:
             resp.close()
     finally:
