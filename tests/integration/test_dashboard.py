@@ -204,3 +204,16 @@ def test_the_workers_panel(api: Api) -> None:
 def test_pages_with_auth_off_need_no_sign_in(api: Api, path: str) -> None:
     resp = api.client.get(path)
     assert resp.status_code in (200, 302)
+
+
+def test_pages_stream_from_the_live_process_and_may_connect_only_there(api: Api) -> None:
+    api.app.config["BATON_LIVE_PORT"] = 9999  # as baton api sets it
+    resp = api.client.get("/")
+    assert 'sse-connect="http://localhost:9999/events"' in resp.get_data(as_text=True)
+    policy = resp.headers["Content-Security-Policy"]
+    assert "connect-src 'self' http://localhost:9999;" in policy
+
+
+def test_an_unknown_migration_is_404(api: Api) -> None:
+    assert api.client.get("/migrations/nope").status_code == 404
+    assert api.client.get("/migrations/nope/fragments/detail").status_code == 404
