@@ -183,7 +183,9 @@ def _detail(migration_id: str) -> dict[str, Any]:
     chunks = dashboard_views.chunk_map(db, migration_id)
     quarantine = views.list_quarantine(db, migration_id, limit=100)
     errors = [c for c in chunks if c["error"]]
-    if not operator:
+    events = dashboard_views.list_events(db, migration_id)
+    if not operator:  # an error's or event's text may quote a value
+        events = [{**e, "message": mask_reason(str(e["message"]))} for e in events]
         quarantine = [mask_quarantined(item) for item in quarantine]
         errors = [{**c, "error": mask_reason(str(c["error"]))} for c in errors]
         if view["error"]:
@@ -197,7 +199,7 @@ def _detail(migration_id: str) -> dict[str, Any]:
         "chunks": chunks,
         "errors": errors[:50],
         "quarantine": quarantine,
-        "events": dashboard_views.list_events(db, migration_id),
+        "events": events,
         "report": report,
     }
 
