@@ -12,7 +12,10 @@ the API's security headers.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from http import HTTPStatus
 from typing import Any
 
@@ -120,9 +123,6 @@ class LiveSidecar:
     """
 
     def __init__(self, app: Any, bind: str) -> None:
-        import os
-        import sys
-
         settings = app.extensions["baton"].settings
         host, _, port = bind.rpartition(":")
         self.port = settings.live_port or int(port) + 1
@@ -140,16 +140,16 @@ class LiveSidecar:
         ]
         self.env = env
         self.proc: Any = None
+        self.owner = 0
 
     def start(self) -> None:
-        import subprocess
-
+        self.owner = os.getpid()
         self.proc = subprocess.Popen(self.argv, env=self.env)
 
     def stop(self) -> None:
-        import subprocess
-
-        if self.proc is None or self.proc.poll() is not None:
+        """Stop it, from the process that started it: gunicorn's forked workers leave
+        through the same ``finally`` when they exit, and must leave it running."""
+        if self.proc is None or os.getpid() != self.owner or self.proc.poll() is not None:
             return
         self.proc.terminate()
         try:
