@@ -7,7 +7,6 @@ live process (:mod:`api.live`), never from these request threads.
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -42,8 +41,6 @@ from etl_tasks.state.enums import MigrationState
 from etl_tasks.tokens import allows, authenticate
 from etl_tasks.verification.report import latest_report
 from etl_tasks.workers import list_workers
-
-log = logging.getLogger(__name__)
 
 bp = Blueprint("dashboard", __name__, template_folder="templates")
 
@@ -134,7 +131,8 @@ def _next_path() -> str:
     """Where to go after signing in: a path of this site only."""
     target = request.values.get("next") or "/"
     parts = urlsplit(target)
-    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+    # "//host" and "/\\host" (which browsers read as "//host") lead off this site
+    if parts.scheme or parts.netloc or not target.startswith("/") or target[1:2] in ("/", "\\"):
         return "/"
     return target
 

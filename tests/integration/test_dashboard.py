@@ -71,13 +71,22 @@ def test_a_wrong_token_signs_nobody_in(secured: Api) -> None:
     assert secured.client.get("/").status_code == 302
 
 
-def test_sign_in_goes_back_only_to_this_site(secured: Api) -> None:
+@pytest.mark.parametrize(
+    ("target", "lands"),
+    [
+        ("//evil.example/", "/"),
+        ("/\\evil.example/", "/"),
+        ("https://evil.example/", "/"),
+        ("/workers", "/workers"),
+    ],
+)
+def test_sign_in_goes_back_only_to_this_site(secured: Api, target: str, lands: str) -> None:
     form = secured.client.get("/sign-in")
     resp = secured.client.post(
         "/sign-in",
-        data={"token": secured.token("viewer"), "csrf": _csrf(form), "next": "//evil.example/"},
+        data={"token": secured.token("viewer"), "csrf": _csrf(form), "next": target},
     )
-    assert resp.headers["Location"] == "/"
+    assert resp.headers["Location"] == lands
 
 
 def test_a_revoked_token_ends_its_sessions(secured: Api) -> None:
