@@ -131,8 +131,10 @@ def _next_path() -> str:
     """Where to go after signing in: a path of this site only."""
     target = request.values.get("next") or "/"
     parts = urlsplit(target)
-    # "//host" and "/\\host" (which browsers read as "//host") lead off this site
-    if parts.scheme or parts.netloc or not target.startswith("/") or target[1:2] in ("/", "\\"):
+    # "//host", and "/\\host" or "/<tab>/host" (which browsers read as "//host"), lead off
+    # this site: no backslash, blank or control character anywhere
+    odd = any(c == "\\" or ord(c) <= 0x20 or ord(c) == 0x7F for c in target)
+    if odd or parts.scheme or parts.netloc or not target.startswith("/") or target[1:2] == "/":
         return "/"
     return target
 

@@ -77,6 +77,7 @@ def test_a_wrong_token_signs_nobody_in(secured: Api) -> None:
         ("//evil.example/", "/"),
         ("/\\evil.example/", "/"),
         ("https://evil.example/", "/"),
+        ("/\t/evil.example/", "/"),
         ("/workers", "/workers"),
     ],
 )
