@@ -82,9 +82,12 @@ class Broadcaster:
         return self._listeners
 
     def _ensure_thread(self) -> None:
-        if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._run, name="live-poller", daemon=True)
-            self._thread.start()
+        """Start the poller unless it runs: one per process, however many streams open at once."""
+        with self._cond:
+            if self._thread is None or not self._thread.is_alive():
+                name = f"live-poller-{self.epoch}"
+                self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+                self._thread.start()
 
     def stop(self) -> None:
         with self._cond:

@@ -89,6 +89,8 @@ def test_every_stream_shares_one_poll(hub: Broadcaster, source: _Source) -> None
     seen = [[f["data"] for f in frames if f["event"] == "m-a"] for frames in got]
     assert all(s == ["_progress.html:running", "_progress.html:paused"] for s in seen), seen
     assert source.reads <= (time.monotonic() - started) / 0.2 + 2  # 50 streams: 1 read a poll
+    pollers = [t for t in threading.enumerate() if t.name == f"live-poller-{hub.epoch}"]
+    assert len(pollers) == 1
 
 
 def test_nobody_listening_reads_nothing(hub: Broadcaster, source: _Source) -> None:
