@@ -31,6 +31,7 @@ class BatonExtension:
 
 def create_app(settings: Settings | None = None, publisher: Publisher | None = None) -> Flask:
     """Build the API; settings and publisher are injected (tests pass their own)."""
+    from api.dashboard import register_dashboard
     from api.errors import register_error_handlers
     from api.headers import register_security_headers
     from api.routes import migrations, register_converters, specs, system, tokens, verifications
@@ -65,4 +66,5 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     app.register_blueprint(system.bp)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(specs.bp)
+    register_dashboard(app, settings)
     return app

@@ -86,6 +86,17 @@ class Settings(BaseSettings):
     auth_failures_max: int = Field(20, ge=1)  # failed authentications per client address ...
     auth_failures_window_s: int = Field(60, gt=0)  # ... within this window (seconds), then 429
 
+    # The operators' dashboard (docs/operators.md). Sessions are signed with session_key;
+    # unset, `baton api` makes one per run (every sign-in ends when it restarts).
+    session_key: str | None = None
+    session_hours: float = Field(12.0, gt=0)  # a dashboard sign-in lasts this long (hours)
+    live: Literal["on", "off"] = "on"  # `baton api` starts the live-updates process beside it
+    live_port: int = Field(0, ge=0, le=65535)  # its port; 0: the API's port + 1
+    live_url: str | None = None  # where browsers reach its /events; unset: this host, live_port
+    live_poll_s: float = Field(1.0, ge=0.2)  # how often it reads the state DB (seconds)
+    live_stream_s: float = Field(300.0, gt=0)  # a stream's longest life; the browser reconnects
+    live_max_streams: int = Field(500, ge=1)  # open streams one live process serves (count)
+
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

@@ -109,6 +109,17 @@ def authenticate(db: StateDB, token: str) -> Principal | None:
         return None if row is None else Principal(row.name, row.role, row.id)
 
 
+def principal_of(db: StateDB, token_id: int) -> Principal | None:
+    """The principal of a token known by its id (a dashboard session), unless revoked."""
+    if not 0 < token_id <= _ID_MAX:
+        return None
+    with db.reading() as s:
+        row = s.get(ApiToken, token_id)
+        if row is None or row.revoked_at is not None:
+            return None
+        return Principal(row.name, row.role, row.id)
+
+
 def allows(role: str, needed: str) -> bool:
     order: list[str] = list(ROLES)
     return order.index(role) >= order.index(needed)

@@ -14,6 +14,7 @@ import click
 
 from etl_tasks.settings import Settings, load_settings
 from ops import exit_codes
+from ops.live_cmd import sse
 from ops.migrations_cmd import COMMANDS as MIGRATION_COMMANDS
 from ops.secrets_cmd import secrets_group
 from ops.spec_cmd import spec_group
@@ -383,6 +384,7 @@ main.add_command(spec_group)
 main.add_command(verify)
 for _command in MIGRATION_COMMANDS:
     main.add_command(_command)
+main.add_command(sse)
 
 if __name__ == "__main__":
     main()

@@ -12,7 +12,10 @@ the API's security headers.
 
 from __future__ import annotations
 
+import os
 import socket
+import subprocess
+import sys
 from http import HTTPStatus
 from typing import Any
 
@@ -66,7 +69,19 @@ def harden() -> None:
 
 
 def serve(app: Any, bind: str, workers: int) -> None:
+    """The API under gunicorn; with ``BATON_LIVE=on`` the live process beside it."""
     harden()
+    sidecar = LiveSidecar(app, bind) if app.extensions["baton"].settings.live == "on" else None
+    if sidecar is not None:
+        sidecar.start()
+    try:
+        _serve_api(app, bind, workers)
+    finally:
+        if sidecar is not None:
+            sidecar.stop()
+
+
+def _serve_api(app: Any, bind: str, workers: int) -> None:
     _App(
         app,
         {
@@ -79,3 +94,66 @@ def serve(app: Any, bind: str, workers: int) -> None:
             "accesslog": "-",
         },
     ).run()
+
+
+def serve_live(app: Any, bind: str, max_streams: int) -> None:
+    """The live process (``baton sse``): one gunicorn process, so one poller, and a thread
+    per open stream."""
+    harden()
+    _App(
+        app,
+        {
+            "bind": bind,
+            "workers": 1,
+            "worker_class": "gthread",
+            "threads": max_streams + 8,
+            "worker_connections": max_streams + 64,
+            "graceful_timeout": 1,  # open streams are cut; the browsers reconnect
+            "timeout": 60,
+        },
+    ).run()
+
+
+class LiveSidecar:
+    """``baton sse`` beside ``baton api``: started before gunicorn, stopped after it.
+
+    It signs nothing and holds no state: it only needs the API's session key (so the
+    pages' session cookie opens its streams) and the API's settings. If it dies the
+    API goes on; the pages simply stop moving until it is back.
+    """
+
+    def __init__(self, app: Any, bind: str) -> None:
+        settings = app.extensions["baton"].settings
+        host, _, port = bind.rpartition(":")
+        self.port = settings.live_port or int(port) + 1
+        app.config["BATON_LIVE_PORT"] = self.port
+        env = {**os.environ, "BATON_SESSION_KEY": app.secret_key}
+        self.argv = [
+            sys.executable,
+            "-m",
+            "ops.cli",
+            "sse",
+            "--host",
+            host,
+            "--port",
+            str(self.port),
+        ]
+        self.env = env
+        self.proc: Any = None
+        self.owner = 0
+
+    def start(self) -> None:
+        self.owner = os.getpid()
+        self.proc = subprocess.Popen(self.argv, env=self.env)
+
+    def stop(self) -> None:
+        """Stop it, from the process that started it: gunicorn's forked workers leave
+        through the same ``finally`` when they exit, and must leave it running."""
+        if self.proc is None or os.getpid() != self.owner or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

@@ -54,6 +54,14 @@ def test_the_wheel_ships_the_state_db_migrations(wheel: Path) -> None:
     assert "baton = ops.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
+def test_the_wheel_ships_the_dashboard(wheel: Path) -> None:
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for name in ("htmx.min.js", "htmx-ext-sse.js", "dashboard.css", "LICENSE.htmx.txt"):
+        assert f"api/static/{name}" in names
+    for name in ("base.html", "migration.html", "_progress.html", "sign_in.html"):
+        assert f"api/dashboard/templates/{name}" in names
+
+
 def test_db_upgrade_runs_from_the_wheel_in_another_folder(wheel: Path, tmp_path: Path) -> None:
     # Given the wheel's contents alone on the path (dependencies from this environment)
     site = tmp_path / "site"

@@ -408,8 +408,9 @@ def test_api_probes_and_service(docs: dict[tuple[str, str], Doc], api: Doc) -> N
     service = one(docs, "Service", "baton-api")
     labels = api["spec"]["template"]["metadata"]["labels"]
     assert service["spec"]["selector"].items() <= labels.items()
-    (port,) = service["spec"]["ports"]
-    assert container_port(c, port["targetPort"]) == 8080
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert container_port(c, ports["http"]["targetPort"]) == 8080
+    assert container_port(c, ports["live"]["targetPort"]) == 8081  # the dashboard's live process
 
 
 # --- the preStop hook, run for real ----------------------------------------------------------
