@@ -4,6 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BATON := $(VENV)/bin/baton
 PYTEST_ARGS ?=
+TEST_WORKERS ?= 2  # pytest-xdist processes for make test; 0: one process
 
 .PHONY: install demo up test test-fast lint format typecheck bench bench-throughput chaos clean
 
@@ -22,7 +23,7 @@ up: install  ## embedded Redis, SQLite state DB, API on :8080 and two workers
 	$(BATON) up
 
 test: install  ## the whole suite (real Redis, PostgreSQL and worker processes)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only: no services, seconds
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
