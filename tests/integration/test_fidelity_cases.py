@@ -336,6 +336,30 @@ def test_mysql_types_are_carried_or_refused_by_name(
     assert_migrated(driver.rt.db, mid, spec)
 
 
+def test_a_mariadb_float_is_carried_as_stored_not_as_its_six_digit_text(
+    driver: Driver, mariadb_url: str, pg_url: str
+) -> None:
+    # Given single-precision values MariaDB writes out as 0.333333 and 1e38
+    maria_exec(mariadb_url, "CREATE TABLE f (id INT PRIMARY KEY, x FLOAT)")
+    maria_exec(mariadb_url, "INSERT INTO f VALUES (1, 0.33333334), (2, 1e38), (3, NULL)")
+    # When they migrate into PostgreSQL's real
+    spec = one_stream(mariadb_url, pg_url, source_table="f", target_table="f")
+    mid, _ = migrate(driver, spec)
+    # Then each arrives as the float MariaDB stores
+    assert dict(pg_exec(pg_url, "SELECT id, x::text FROM f")) == {
+        1: "0.33333334",
+        2: "1e+38",
+        3: None,
+    }
+    assert_migrated(driver.rt.db, mid, spec)
+    # And on the way back, verification reads the MariaDB FLOAT as stored too
+    back = one_stream(pg_url, mariadb_url, source_table="f", target_table="f_back")
+    mid, _ = migrate(driver, {**back, "name": "back"})
+    stored = maria_exec(mariadb_url, "SELECT id, CAST(x AS DOUBLE) FROM f_back ORDER BY id")
+    assert stored == [(1, 0.3333333432674408), (2, 9.999999680285692e37), (3, None)]
+    assert_migrated(driver.rt.db, mid, back)
+
+
 def test_an_array_into_mariadb_is_refused_at_preflight_unless_carried_as_json(
     driver: Driver, pg_url: str, mariadb_url: str
 ) -> None:
