@@ -70,6 +70,17 @@ def test_floats_accept_what_a_float_holds_exactly() -> None:
     refused(col(Kind.FLOAT, dialect=MY), float("inf"))
 
 
+def test_special_floats_only_where_the_target_keeps_them() -> None:
+    # MariaDB's DOUBLE and SQLite's REAL turn -0.0 into 0: a bad row, not a changed value
+    assert "-0.0" in refused(col(Kind.FLOAT, dialect=MY), -0.0)
+    assert "-0.0" in refused(col(Kind.FLOAT, "REAL", LITE), "-0.0")
+    assert str(ok(col(Kind.FLOAT), -0.0)) == "-0.0"
+    # SQLite stores infinities in a REAL, and NaN as NULL
+    assert ok(col(Kind.FLOAT, "REAL", LITE), float("-inf")) == float("-inf")
+    refused(col(Kind.FLOAT, "REAL", LITE), float("nan"))
+    assert ok(col(Kind.FLOAT, "REAL", LITE), 0.0) == 0.0
+
+
 def test_booleans_only_from_what_means_one() -> None:
     flag = col(Kind.BOOLEAN)
     assert [ok(flag, v) for v in (1, 0, "t", "FALSE", True)] == [True, False, True, False, True]
@@ -112,6 +123,12 @@ def test_json_is_kept_as_its_exact_text() -> None:
     assert ok(doc, '"123"') == '"123"'
     assert ok(doc, {"a": [1]}) == '{"a":[1]}'
     assert "not JSON" in refused(doc, "hello")
+    # numbers beyond a double are JSON all the same; constants that are not JSON are refused
+    assert ok(doc, "1e400") == "1e400"
+    assert ok(doc, '{"n": -1e400}') == '{"n": -1e400}'
+    assert "not JSON" in refused(doc, "NaN") and "not JSON" in refused(doc, "[Infinity]")
+    canon = canonical_for(doc)
+    assert canon("1e400") == canon("1" + "0" * 400) != canon("1e399")
 
 
 def test_labels_of_enums_and_sets() -> None:
