@@ -2,7 +2,8 @@
 
 Within one dialect the source's own declaration is reused (PostgreSQL →
 PostgreSQL keeps arrays, enums — created in the target —, domains, ranges,
-``jsonb``, ``interval``; MySQL → MySQL keeps ``unsigned``, ``ENUM``, ``SET``).
+``jsonb``, ``interval``; MySQL → MySQL keeps ``unsigned``, ``ENUM``, ``SET``; SQLite →
+SQLite keeps each declaration, and with it the column's affinity).
 Across dialects each kind has one exact counterpart (the table in
 docs/spec.md); a kind with none is refused at preflight, naming the column and
 the option that would carry it (``"as": "text"`` or ``"as": "json"``).
@@ -87,6 +88,8 @@ def carry(
     if same and to.dialect == "postgresql":
         return _pg_native(src)
     if same and to.dialect in ("mysql", "mariadb") and not (key and src.kind == Kind.TEXT):
+        return Carried(src.sql)
+    if same and to.dialect == "sqlite":  # the same affinity stores each value as the source did
         return Carried(src.sql)
     return _CROSS[_family(to.dialect)](src, to, column, key_columns if key else 0)
 

@@ -212,6 +212,27 @@ def test_a_sqlite_numeric_keeps_every_digit(driver: Driver, tmp_path: Path, pg_u
     assert_migrated(driver.rt.db, mid, spec)
 
 
+def test_sqlite_to_sqlite_keeps_each_value_in_its_storage_class(
+    driver: Driver, tmp_path: Path
+) -> None:
+    # Given a JSON column whose NUMERIC affinity made '1e400' an infinite REAL and '2.50' 2.5,
+    # and a NUMERIC column holding text it could not convert without loss
+    rows = [(1, "1e400", "12345678901234567890.123456789"), (2, '"x"', 2.5), (3, "2.50", "0.1")]
+    source = sqlite_db(
+        tmp_path / "s.db",
+        'CREATE TABLE "D" (id INTEGER PRIMARY KEY, doc JSON, n NUMERIC)',
+        {"D": rows},
+    )
+    target = sqlite_url(tmp_path / "t.db")
+    # When the table migrates into another SQLite database
+    spec = one_stream(source, target, source_table="D", target_table="d")
+    mid, _ = migrate(driver, spec)
+    # Then every value is held as the source holds it, storage class included
+    read = "SELECT id, doc, typeof(doc), n, typeof(n) FROM {} ORDER BY id"
+    assert sqlite_rows(target, read.format("d")) == sqlite_rows(source, read.format('"D"'))
+    assert_migrated(driver.rt.db, mid, spec)
+
+
 def _pg_source(url: str) -> None:
     pg_exec(
         url,

@@ -211,8 +211,14 @@ def test_within_postgresql_enums_and_domains_are_created() -> None:
     assert named.sql == '"s"."film_r_enum"'
 
 
+def test_sqlite_to_sqlite_keeps_the_declaration_and_so_the_affinity() -> None:
+    # the same affinity stores a value read from the source exactly as the source holds it
+    assert carried(col(Kind.DECIMAL, "NUMERIC", LITE), Target(LITE)) == "NUMERIC"
+    assert carried(col(Kind.JSON, "JSON", LITE), Target(LITE)) == "JSON"
+
+
 def test_exact_counterparts_across_dialects() -> None:
-    assert carried(col(Kind.DECIMAL, "NUMERIC", LITE), Target(LITE)) == "TEXT"
+    assert carried(col(Kind.DECIMAL, "numeric(10,2)"), Target(LITE)) == "TEXT"
     assert carried(col(Kind.TIMESTAMPTZ), MARIA) == "DATETIME(6)"
     assert carried(col(Kind.JSON, "longtext", MY), Target(PG)) == "json"
     assert carried(col(Kind.FLOAT, "float", MY, precision=24), Target(PG)) == "real"
