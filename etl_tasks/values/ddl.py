@@ -84,6 +84,13 @@ def carry(
     """
     if rep is not None:
         return _represented(src, to, rep)
+    if src.dialect in ("mysql", "mariadb") and any("?" in label for label in src.labels):
+        # MariaDB's catalog spells ENUM and SET labels in 3-byte UTF-8: '😀' reads as '?'
+        raise Uncarriable(
+            f"{src.sql} ({src.dialect}): a '?' in a label may stand for a character beyond "
+            "3 bytes, which the catalog does not show, so the labels cannot be recreated exactly",
+            '"as": "text"',
+        )
     same = src.dialect == to.dialect or {src.dialect, to.dialect} == {"mysql", "mariadb"}
     if same and to.dialect == "postgresql":
         return _pg_native(src)

@@ -381,6 +381,21 @@ def test_a_mariadb_float_is_carried_as_stored_not_as_its_six_digit_text(
     assert_migrated(driver.rt.db, mid, back)
 
 
+def test_a_mariadb_enum_label_beyond_three_bytes_is_refused_unless_carried_as_text(
+    driver: Driver, mariadb_url: str, pg_url: str
+) -> None:
+    # Given an ENUM label the catalog shows as '?'
+    maria_exec(mariadb_url, "CREATE TABLE m (id INT PRIMARY KEY, e ENUM('ok', '😀'))")
+    maria_exec(mariadb_url, "INSERT INTO m VALUES (1, '😀'), (2, 'ok')")
+    spec = one_stream(mariadb_url, pg_url, source_table="m", target_table="m")
+    # Then preflight refuses to recreate the labels, pointing at "as": "text"
+    assert '"as": "text"' in refusals(driver, spec)["streams/0/columns/e"]
+    spec["streams"][0]["as"] = {"e": "text"}
+    mid, _ = migrate(driver, spec)
+    assert pg_exec(pg_url, "SELECT id, e FROM m ORDER BY id") == [(1, "😀"), (2, "ok")]
+    assert_migrated(driver.rt.db, mid, spec)
+
+
 def test_an_array_into_mariadb_is_refused_at_preflight_unless_carried_as_json(
     driver: Driver, pg_url: str, mariadb_url: str
 ) -> None:

@@ -189,6 +189,17 @@ def test_kinds_without_a_counterpart_are_refused_with_the_option() -> None:
     assert carry(col(Kind.ARRAY, "text[]"), MARIA, "c", key=False, rep="json").sql == "JSON"
 
 
+def test_mysql_labels_the_catalog_may_have_garbled_are_refused_with_the_option() -> None:
+    # information_schema shows ENUM('ok','😀') as enum('ok','?'): recreating it would lose 😀
+    garbled = col(Kind.ENUM, "enum('ok','?')", MY, labels=("ok", "?"))
+    for to in (MARIA, Target(PG), Target(LITE)):
+        with pytest.raises(Uncarriable) as info:
+            carry(garbled, to, "e", key=False, rep=None)
+        assert "3 bytes" in info.value.reason and info.value.option == '"as": "text"'
+    assert carry(garbled, MARIA, "e", key=False, rep="text").sql == "LONGTEXT"
+    assert carried(col(Kind.ENUM, "enum('ok')", MY, labels=("ok",)), MARIA) == "enum('ok')"
+
+
 def test_within_postgresql_enums_and_domains_are_created() -> None:
     mood = col(Kind.ENUM, "mood", labels=("a", "b'c"), user_type="public.mood")
     done = carry(mood, Target(PG), "m", key=False, rep=None)
