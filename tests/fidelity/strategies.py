@@ -305,6 +305,10 @@ def blobs() -> Strategy:
 
 
 MOODS = ("sad", "ok", "Happy", "Zoë", "😀")
+# MariaDB's catalog shows a 4-byte character in an ENUM label as '?', so such a column is
+# refused at preflight unless carried "as": "text" (tests/unit/test_values.py,
+# tests/integration/test_fidelity_cases.py); the generated MariaDB ENUM leaves 😀 out.
+MARIA_MOODS = MOODS[:-1]
 SET_MEMBERS = ("a", "B", "c d")
 
 
@@ -411,8 +415,8 @@ def columns(dialect: str, enum_type: str) -> list[Col]:
             Col(
                 "e",
                 "enum",
-                "ENUM(" + ",".join(f"'{m}'" for m in MOODS) + ")",
-                st.sampled_from(MOODS),
+                "ENUM(" + ",".join(f"'{m}'" for m in MARIA_MOODS) + ")",
+                st.sampled_from(MARIA_MOODS),
             ),
             Col(
                 "s",
