@@ -6,7 +6,7 @@ the table is migrated by real worker processes into each target dialect, with
 ``create_target``; then both sides are read raw and compared by the suite's own
 canonical forms (tests/fidelity/oracle.py), and by Baton's verification as well.
 
-``BATON_FIDELITY_EXAMPLES`` sets the examples per source dialect (each one migrates into
+``BATON_TEST_FIDELITY_EXAMPLES`` sets the examples per source dialect (each one migrates into
 all three targets): a few by default, so ``make test`` stays within its budget; ``make
 fidelity`` runs many.
 """
@@ -36,8 +36,7 @@ from tests.fidelity.strategies import SOURCES, TARGETS, Col, Table, tables
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("BATON_FIDELITY_EXAMPLES", "2"))
-DEEP = EXAMPLES > 10
+EXAMPLES = int(os.environ.get("BATON_TEST_FIDELITY_EXAMPLES", "6"))
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -70,7 +69,7 @@ def test_every_row_arrives_equal_or_is_quarantined_with_a_reason(
         if view["state"] != "succeeded":
             problems.append(f"{source} → {target}: migration {view['state']}: {view['error']}")
             continue
-        problems += judge(fidelity, source, target, mid, spec, table, src_rows)
+        problems += judge(fidelity, source, target, (mid, view), spec, table, src_rows)
     assert not problems, "\n".join(problems)
 
 
@@ -237,12 +236,14 @@ def judge(
     fidelity: Fidelity,
     source: str,
     target: str,
-    mid: str,
+    migration: tuple[str, dict[str, Any]],
     spec: dict[str, Any],
     table: Table,
     src_rows: list[tuple[Any, ...]],
 ) -> list[str]:
-    """Problems with one migration: rows missing, changed, doubled or from nowhere."""
+    """Problems with one migration: rows missing, changed, doubled or from nowhere, and
+    counts that do not add up."""
+    mid, view = migration
     pair = f"{source} → {target}"
     stream = spec["streams"][0]
     got_rows = read_rows(target, fidelity.targets[target], stream["target_table"], table.columns)
@@ -270,6 +271,12 @@ def judge(
     problems += [
         f"{pair}: quarantined key {k!r} is no source key" for k in quarantined.keys() - want.keys()
     ]
+    counted = (view["rows_loaded"], view["rows_quarantined"])
+    if counted != (len(got_rows), len(quarantined)):
+        problems.append(
+            f"{pair}: the migration counts {counted} rows loaded and quarantined; "
+            f"the target holds {len(got_rows)}, the quarantine {len(quarantined)}"
+        )
     if not problems:  # and Baton's own verification agrees, counts included
         try:
             assert_migrated(fidelity.cluster.db, mid, spec)
