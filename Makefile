@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BATON := $(VENV)/bin/baton
 PYTEST_ARGS ?=
-FIDELITY_EXAMPLES ?= 75
+FIDELITY_EXAMPLES ?= 60
 
 .PHONY: install demo up test test-fast fidelity lint format typecheck bench chaos clean
 

@@ -96,9 +96,9 @@ def texts(max_size: int | None, nul: bool = True, huge: bool = False) -> Strateg
 
 
 def key_texts(dialect: str) -> Strategy:
-    special = [t for t in TEXTS if t and len(t) <= 40]
+    special = [t for t in TEXTS if len(t) <= 40]
     alphabet = st.characters(exclude_categories=["Cs", "Cc"])
-    return _biased(special, st.text(alphabet=alphabet, min_size=1, max_size=20))
+    return _biased(special, st.text(alphabet=alphabet, max_size=20))
 
 
 # --- numbers --------------------------------------------------------------------------------

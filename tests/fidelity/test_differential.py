@@ -140,6 +140,18 @@ def _values(row: dict[str, Any], cols: list[Col]) -> list[Any]:
     return [row["k"], *(row[c.name] for c in cols)]
 
 
+def _pg_float(value: Any) -> Any:
+    """A float as PostgreSQL's text: psycopg2 writes -0.0 as a numeric literal, which has no
+    negative zero, so the source would hold 0."""
+    if not isinstance(value, float):
+        return value
+    if value != value:
+        return "NaN"
+    if value in (float("inf"), float("-inf")):
+        return "Infinity" if value > 0 else "-Infinity"
+    return repr(value)
+
+
 def _insert_pg(url: str, setup: list[str], name: str, marks: str, table: Table) -> int:
     conn = psycopg2.connect(url)
     kept = 0
@@ -150,9 +162,8 @@ def _insert_pg(url: str, setup: list[str], name: str, marks: str, table: Table) 
             conn.commit()
             for row in table.rows:
                 try:
-                    cur.execute(
-                        f'INSERT INTO "{name}" VALUES ({marks})', _values(row, table.columns)
-                    )
+                    values = [_pg_float(v) for v in _values(row, table.columns)]
+                    cur.execute(f'INSERT INTO "{name}" VALUES ({marks})', values)
                     conn.commit()
                     kept += 1
                 except (psycopg2.Error, ValueError) as exc:
