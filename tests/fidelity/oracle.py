@@ -60,8 +60,7 @@ _SPECIAL = {"NaN", "Infinity", "-Infinity", "inf", "-inf"}
 
 
 def _float(value: Any) -> str:
-    number = float(value)  # a REAL, a DOUBLE, their text
-    return repr(number)
+    return repr(float(value))  # a REAL, a DOUBLE, or their text; -0.0 keeps its sign
 
 
 def _single(value: Any) -> str:
@@ -111,11 +110,6 @@ def _instant(value: Any) -> str:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=dt.UTC)
     return moment.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
-
-
-def _timestamp_or_instant(value: Any) -> str:
-    """A timestamp column of a target: a naive value, or the UTC instant it keeps."""
-    return _timestamp(value)
 
 
 def _interval(value: Any) -> str:
@@ -182,7 +176,7 @@ _FORMS = {
     "binary": _binary,
     "date": _date,
     "time": _time,
-    "timestamp": _timestamp_or_instant,
+    "timestamp": _timestamp,
     "instant": _instant,
     "interval": _interval,
     "json": _json,
