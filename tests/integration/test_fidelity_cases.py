@@ -424,6 +424,26 @@ def test_a_postgresql_enum_is_created_in_the_target(driver: Driver, pg_url_facto
     assert_migrated(driver.rt.db, mid, spec)
 
 
+def test_enum_labels_that_differ_by_case_or_accent_stay_distinct_in_mariadb(
+    driver: Driver, pg_url: str, mariadb_url: str
+) -> None:
+    # Given a PostgreSQL enum whose labels a case- and accent-insensitive collation merges
+    pg_exec(pg_url, "CREATE TYPE tag AS ENUM ('a', 'A', 'é', 'e')")
+    pg_exec(pg_url, "CREATE TABLE t (id int PRIMARY KEY, v tag)")
+    pg_exec(pg_url, "INSERT INTO t VALUES (1, 'a'), (2, 'A'), (3, 'é'), (4, 'e')")
+    # When it migrates into MariaDB, and from there into another MariaDB table
+    spec = one_stream(pg_url, mariadb_url, source_table="t", target_table="t")
+    mid, _ = migrate(driver, spec)
+    again = one_stream(mariadb_url, mariadb_url, source_table="t", target_table="t2")
+    mid2, _ = migrate(driver, {**again, "name": "again"})
+    # Then the ENUMs were created and every value arrived as it was
+    want = [(1, "a"), (2, "A"), (3, "é"), (4, "e")]
+    assert maria_exec(mariadb_url, "SELECT id, v FROM t ORDER BY id") == want
+    assert maria_exec(mariadb_url, "SELECT id, v FROM t2 ORDER BY id") == want
+    assert_migrated(driver.rt.db, mid, spec)
+    assert_migrated(driver.rt.db, mid2, again)
+
+
 def test_a_table_named_with_another_case_says_what_was_meant(
     driver: Driver, tmp_path: Path, pg_url: str
 ) -> None:
