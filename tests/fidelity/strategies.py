@@ -304,12 +304,13 @@ def blobs() -> Strategy:
     return _biased(special, st.binary(max_size=40))
 
 
-MOODS = ("sad", "ok", "Happy", "Zoë", "😀")
+MOODS = ("sad", "ok", "Happy", "happy", "Zoë", "Zoe", "😀")  # distinct only by case, accent
 # MariaDB's catalog shows a 4-byte character in an ENUM label as '?', so such a column is
 # refused at preflight unless carried "as": "text" (tests/unit/test_values.py,
 # tests/integration/test_fidelity_cases.py); the generated MariaDB ENUM leaves 😀 out.
 MARIA_MOODS = MOODS[:-1]
-SET_MEMBERS = ("a", "B", "c d")
+SET_MEMBERS = ("a", "B", "b", "c d")
+BINARY = "CHARACTER SET utf8mb4 COLLATE utf8mb4_nopad_bin"  # so 'B' and 'b' can both be labels
 
 
 def set_texts() -> Strategy:
@@ -415,13 +416,13 @@ def columns(dialect: str, enum_type: str) -> list[Col]:
             Col(
                 "e",
                 "enum",
-                "ENUM(" + ",".join(f"'{m}'" for m in MARIA_MOODS) + ")",
+                "ENUM(" + ",".join(f"'{m}'" for m in MARIA_MOODS) + ") " + BINARY,
                 st.sampled_from(MARIA_MOODS),
             ),
             Col(
                 "s",
                 "set",
-                "SET(" + ",".join(f"'{m}'" for m in SET_MEMBERS) + ")",
+                "SET(" + ",".join(f"'{m}'" for m in SET_MEMBERS) + ") " + BINARY,
                 set_texts(),
                 {"postgresql": "json", "sqlite": "json"},
             ),

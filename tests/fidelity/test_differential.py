@@ -32,7 +32,7 @@ from tests.checks import assert_migrated
 from tests.data import submit
 from tests.fidelity.conftest import REFUSED_BY_SOURCE, STATS, Fidelity
 from tests.fidelity.oracle import canonical, key_canonical, maria_connect, read_rows
-from tests.fidelity.strategies import SOURCES, TARGETS, Col, Table, tables
+from tests.fidelity.strategies import MOODS, SOURCES, TARGETS, Col, Table, tables
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +122,7 @@ def create_source(dialect: str, url: str, name: str, table: Table) -> int:
     if dialect == "postgresql":
         quoted = [f'"{c.name}" {c.sql}' for c in cols]
         ddl = f'CREATE TABLE "{name}" ("k" {key} PRIMARY KEY, {", ".join(quoted)})'
-        labels = ", ".join(f"'{m}'" for m in ("sad", "ok", "Happy", "Zoë", "😀"))
+        labels = ", ".join(f"'{m}'" for m in MOODS)
         marks = ", ".join(["%s", *(f"CAST(%s AS {c.sql})" for c in cols)])
         return _insert_pg(
             url, [f'CREATE TYPE "{name}_mood" AS ENUM ({labels})', ddl], name, marks, table
