@@ -65,7 +65,11 @@ def fidelity(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         targets = {
             "postgresql": stack.enter_context(services.pg_database()),
             "mariadb": stack.enter_context(services.mariadb_database()),
-            "sqlite": sqlite_url(tmp / "target.db"),
+            # Made beforehand: a target file that does not exist yet is created empty by the
+            # first step's connection, and a step starting in that instant refuses it ("exists
+            # and is not a SQLite database"), failing the migration. A race of file creation,
+            # not of values: left to its own fix.
+            "sqlite": _sqlite(tmp / "target.db"),
         }
         settings = Settings(
             broker_url=redis_server,
@@ -83,9 +87,12 @@ def fidelity(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 
 def _sqlite(path: Path) -> str:
+    """A SQLite database file with its header written (an empty file is not a database)."""
     import sqlite3
 
-    sqlite3.connect(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.close()
     return sqlite_url(path)
 
 
