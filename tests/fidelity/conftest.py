@@ -65,11 +65,8 @@ def fidelity(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         targets = {
             "postgresql": stack.enter_context(services.pg_database()),
             "mariadb": stack.enter_context(services.mariadb_database()),
-            # Made beforehand: a target file that does not exist yet is created empty by the
-            # first step's connection, and a step starting in that instant refuses it ("exists
-            # and is not a SQLite database"), failing the migration. A race of file creation,
-            # not of values: left to its own fix.
-            "sqlite": _sqlite(tmp / "target.db"),
+            # not there yet: the first migration's workers create it, all at once
+            "sqlite": sqlite_url(tmp / "target.db"),
         }
         settings = Settings(
             broker_url=redis_server,
