@@ -37,6 +37,7 @@ from tests.fidelity.strategies import MOODS, SOURCES, TARGETS, Col, Table, table
 pytestmark = pytest.mark.slow
 
 EXAMPLES = int(os.environ.get("BATON_TEST_FIDELITY_EXAMPLES", "6"))
+PREFLIGHT_S = 60.0
 
 
 @pytest.mark.parametrize("source", SOURCES)
@@ -62,7 +63,9 @@ def test_every_row_arrives_equal_or_is_quarantined_with_a_reason(
     migrations = {}
     for target in TARGETS:
         spec = spec_for(fidelity, source, target, name, table)
-        migrations[target] = (submit(fidelity.cluster.db, fidelity.cluster.publisher, spec), spec)
+        # preflight reads rows of up to 2 MiB on a shared 2-core machine: more than its 5 s
+        mid = submit(fidelity.cluster.db, fidelity.cluster.publisher, spec, PREFLIGHT_S)
+        migrations[target] = (mid, spec)
     problems: list[str] = []
     for target, (mid, spec) in migrations.items():
         view = wait_finished(fidelity, mid)
