@@ -5,8 +5,9 @@ PY := $(VENV)/bin/python
 BATON := $(VENV)/bin/baton
 PYTEST_ARGS ?=
 TEST_WORKERS ?= 2  # pytest-xdist processes for make test; 0: one process
+FIDELITY_EXAMPLES ?= 60
 
-.PHONY: install demo up test test-fast lint format typecheck bench bench-throughput chaos clean
+.PHONY: install demo up test test-fast fidelity lint format typecheck bench bench-throughput chaos clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ test: install  ## the whole suite (real Redis, PostgreSQL and worker processes)
 
 test-fast: install  ## unit tests only: no services, seconds
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+fidelity: install  ## ~10 minutes: many generated tables of every type, each dialect into each
+	BATON_TEST_FIDELITY_EXAMPLES=$(FIDELITY_EXAMPLES) $(PY) -m pytest tests/fidelity --timeout 1800 $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check etl_tasks api worker ops tests

@@ -209,7 +209,14 @@ def bind_stream(
     return StreamBinding(
         name=name,
         stream=stream,
-        source=RangeQuery(source_table, key, cols, stream.where, text_cols),
+        source=RangeQuery(
+            source_table,
+            key,
+            cols,
+            stream.where,
+            text_cols,
+            widened=[c for c, t in source_types.items() if t.widened_read],
+        ),
         mapper=compile_mapper(stream.columns or column_specs(stream, source_table), cols),
         key=key,
         target_key=tkey,

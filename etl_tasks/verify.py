@@ -148,7 +148,8 @@ class StreamComparer:
         self._keys = _Keys(target_key, target_types)
         self._key_pos = [self.columns.index(k) for k in target_key]
         text = {c: None for c in self.columns if c in target_types and target_types[c].exact_text}
-        self.target = RangeQuery(target, target_key, self.columns, [], text)
+        wide = [c for c in self.columns if c in target_types and target_types[c].widened_read]
+        self.target = RangeQuery(target, target_key, self.columns, [], text, widened=wide)
         self._target_keys = KeySpeller([target_types[k] for k in target_key], dialects[1])
         self._source_keys = KeySpeller([binding.source_types[k] for k in binding.key], dialects[0])
 

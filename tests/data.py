@@ -186,12 +186,15 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def submit(db: StateDB, publisher: Publisher, spec: dict[str, Any]) -> str:
+def submit(
+    db: StateDB, publisher: Publisher, spec: dict[str, Any], preflight_timeout_s: float = 5.0
+) -> str:
     """What the API does on POST: validate, preflight, record, publish the plan task."""
     parsed = parse_spec(spec)
     notes: list[str] = []
     order: dict[str, list[str]] = {}
-    keys = preflight(parsed, open_boundary(db), notes=notes, order=order)
+    boundary = open_boundary(db)
+    keys = preflight(parsed, boundary, timeout_s=preflight_timeout_s, notes=notes, order=order)
     migration_id, _ = create_migration(db, with_after(parsed, order), keys, notes=notes)
     publish_plan(publisher, migration_id)
     return migration_id

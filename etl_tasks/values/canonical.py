@@ -10,6 +10,7 @@ listed in docs/spec.md ("Canonical forms").
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import struct
 import uuid
@@ -129,8 +130,19 @@ def _interval(value: Any) -> str:
 
 
 def _json(value: Any) -> str:
-    parsed = orjson.loads(value) if isinstance(value, str | bytes) else value
+    parsed = _parse_json(value) if isinstance(value, str | bytes) else value
     return orjson.dumps(_json_numbers(parsed), option=orjson.OPT_SORT_KEYS).decode()
+
+
+def _parse_json(text: str | bytes) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # a number beyond a double (1e400): read it exactly
+        return json.loads(text, parse_float=Decimal, parse_constant=_not_json)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _json_numbers(value: Any) -> Any:
@@ -139,7 +151,7 @@ def _json_numbers(value: Any) -> Any:
         return {k: _json_numbers(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_json_numbers(v) for v in value]
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
         return {"#": _number(value)}
     return value
 

@@ -11,6 +11,7 @@ into a boolean needs ``bool``, ``'14/03/2019'`` a ``date`` with its format).
 from __future__ import annotations
 
 import datetime as dt
+import json
 import math
 import re
 import uuid
@@ -29,6 +30,7 @@ _INT = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _TRUE = {"t", "true", "1"}
+_NO_NEGATIVE_ZERO = ("mysql", "mariadb", "sqlite")  # a float column there turns -0.0 into 0
 _FALSE = {"f", "false", "0"}
 
 
@@ -110,6 +112,7 @@ def _fits(number: Decimal, precision: int, scale: int, value: Any, target: Colum
 
 def _float(target: ColumnType) -> Cast:
     special_ok = target.dialect == "postgresql"
+    infinity_ok = special_ok or target.dialect == "sqlite"  # SQLite stores NaN as NULL
 
     def cast(value: Any) -> float:
         if isinstance(value, float):
@@ -123,8 +126,10 @@ def _float(target: ColumnType) -> Cast:
             number = float(exact)
             if exact.is_finite() and exact not in (Decimal(repr(number)), Decimal(number)):
                 raise bad(value, target, ": a float cannot hold it exactly")
-        if not math.isfinite(number) and not special_ok:
+        if not (special_ok or (infinity_ok and math.isinf(number)) or math.isfinite(number)):
             raise bad(value, target, ": the target cannot store it")
+        if number == 0 and math.copysign(1, number) < 0 and target.dialect in _NO_NEGATIVE_ZERO:
+            raise bad(value, target, ": the target stores -0.0 as 0")
         return number
 
     return cast
@@ -281,16 +286,30 @@ def _interval(target: ColumnType) -> Cast:
 def _json(target: ColumnType) -> Cast:
     def cast(value: Any) -> str:
         if isinstance(value, str):
-            try:
-                orjson.loads(value)
-            except orjson.JSONDecodeError:
-                raise bad(value, target, ": not JSON text") from None
+            if not json_text(value):
+                raise bad(value, target, ": not JSON text")
             return value
         if isinstance(value, dict | list | int | float | bool) and not _nan(value):
             return orjson.dumps(value).decode()
         raise bad(value, target)
 
     return cast
+
+
+def json_text(value: str) -> bool:
+    """Whether ``value`` is JSON, numbers beyond a double's range (``1e400``) included."""
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        try:  # orjson refuses numbers a double cannot hold; JSON itself does not
+            json.loads(value, parse_constant=_not_json)
+        except ValueError:
+            return False
+    return True
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _nan(value: Any) -> bool:

@@ -2,7 +2,8 @@
 
 Within one dialect the source's own declaration is reused (PostgreSQL →
 PostgreSQL keeps arrays, enums — created in the target —, domains, ranges,
-``jsonb``, ``interval``; MySQL → MySQL keeps ``unsigned``, ``ENUM``, ``SET``).
+``jsonb``, ``interval``; MySQL → MySQL keeps ``unsigned``, ``ENUM``, ``SET``; SQLite →
+SQLite keeps each declaration, and with it the column's affinity).
 Across dialects each kind has one exact counterpart (the table in
 docs/spec.md); a kind with none is refused at preflight, naming the column and
 the option that would carry it (``"as": "text"`` or ``"as": "json"``).
@@ -83,10 +84,22 @@ def carry(
     """
     if rep is not None:
         return _represented(src, to, rep)
+    if src.dialect in ("mysql", "mariadb") and any("?" in label for label in src.labels):
+        # MariaDB's catalog spells ENUM and SET labels in 3-byte UTF-8: '😀' reads as '?'
+        raise Uncarriable(
+            f"{src.sql} ({src.dialect}): a '?' in a label may stand for a character beyond "
+            "3 bytes, which the catalog does not show, so the labels cannot be recreated exactly",
+            '"as": "text"',
+        )
     same = src.dialect == to.dialect or {src.dialect, to.dialect} == {"mysql", "mariadb"}
     if same and to.dialect == "postgresql":
         return _pg_native(src)
     if same and to.dialect in ("mysql", "mariadb") and not (key and src.kind == Kind.TEXT):
+        if src.kind in (Kind.ENUM, Kind.SET) and src.collation:  # labels 'a' and 'A' stay apart
+            charset = src.collation.split("_")[0]
+            return Carried(f"{src.sql} CHARACTER SET {charset} COLLATE {src.collation}")
+        return Carried(src.sql)
+    if same and to.dialect == "sqlite":  # the same affinity stores each value as the source did
         return Carried(src.sql)
     return _CROSS[_family(to.dialect)](src, to, column, key_columns if key else 0)
 
@@ -187,9 +200,14 @@ def _to_postgresql(src: ColumnType, to: Target, column: str, key: int) -> Carrie
     raise _refusal(src, "PostgreSQL")
 
 
+def _binary_collation(to: Target) -> str:
+    """Compares code points, and no trailing spaces are padding: 'x' and 'x ' differ."""
+    return "utf8mb4_nopad_bin" if to.mariadb else "utf8mb4_0900_bin"
+
+
 def _mysql_text(src: ColumnType, to: Target, key: int) -> str:
     if key:
-        collation = "utf8mb4_nopad_bin" if to.mariadb else "utf8mb4_0900_bin"
+        collation = _binary_collation(to)
         share = KEY_TEXT_CHARS // key
         size = min(src.length or share, share)
         return f"VARCHAR({size}) CHARACTER SET utf8mb4 COLLATE {collation}"
@@ -211,8 +229,9 @@ def _to_mysql(src: ColumnType, to: Target, column: str, key: int) -> Carried:
     if kind in (Kind.TIME, Kind.TIMESTAMP, Kind.TIMESTAMPTZ):
         name = "TIME" if kind == Kind.TIME else "DATETIME"
         return Carried(f"{name}({6 if src.scale is None else min(src.scale, 6)})")
-    if kind == Kind.ENUM:
-        return Carried("ENUM(" + ", ".join(_literal(label) for label in src.labels) + ")")
+    if kind == Kind.ENUM:  # binary: labels differing by case or accent are distinct
+        labels = ", ".join(_literal(label) for label in src.labels)
+        return Carried(f"ENUM({labels}) CHARACTER SET utf8mb4 COLLATE {_binary_collation(to)}")
     simple = {
         Kind.FLOAT: "FLOAT" if src.precision == 24 else "DOUBLE",
         Kind.BOOLEAN: "BOOLEAN",

@@ -60,6 +60,17 @@ class ColumnType:
         return replace(self, **changes)  # type: ignore[arg-type]
 
     @property
+    def widened_read(self) -> bool:
+        """Read widened to a double: a MySQL/MariaDB ``FLOAT``, which the server writes out
+        with 6 significant digits (``0.333333`` for the stored ``0.33333334``), while
+        ``CAST(… AS DOUBLE)`` gives the stored single-precision value exactly."""
+        return (
+            self.dialect in ("mysql", "mariadb")
+            and self.kind == Kind.FLOAT
+            and (self.precision == 24)
+        )
+
+    @property
     def exact_text(self) -> bool:
         """Read as the database's own text: the only lossless form for these kinds
         (PostgreSQL's interval months, JSON's exact text, arrays, ranges …)."""

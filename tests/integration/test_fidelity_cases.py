@@ -212,6 +212,27 @@ def test_a_sqlite_numeric_keeps_every_digit(driver: Driver, tmp_path: Path, pg_u
     assert_migrated(driver.rt.db, mid, spec)
 
 
+def test_sqlite_to_sqlite_keeps_each_value_in_its_storage_class(
+    driver: Driver, tmp_path: Path
+) -> None:
+    # Given a JSON column whose NUMERIC affinity made '1e400' an infinite REAL and '2.50' 2.5,
+    # and a NUMERIC column holding text it could not convert without loss
+    rows = [(1, "1e400", "12345678901234567890.123456789"), (2, '"x"', 2.5), (3, "2.50", "0.1")]
+    source = sqlite_db(
+        tmp_path / "s.db",
+        'CREATE TABLE "D" (id INTEGER PRIMARY KEY, doc JSON, n NUMERIC)',
+        {"D": rows},
+    )
+    target = sqlite_url(tmp_path / "t.db")
+    # When the table migrates into another SQLite database
+    spec = one_stream(source, target, source_table="D", target_table="d")
+    mid, _ = migrate(driver, spec)
+    # Then every value is held as the source holds it, storage class included
+    read = "SELECT id, doc, typeof(doc), n, typeof(n) FROM {} ORDER BY id"
+    assert sqlite_rows(target, read.format("d")) == sqlite_rows(source, read.format('"D"'))
+    assert_migrated(driver.rt.db, mid, spec)
+
+
 def _pg_source(url: str) -> None:
     pg_exec(
         url,
@@ -336,6 +357,45 @@ def test_mysql_types_are_carried_or_refused_by_name(
     assert_migrated(driver.rt.db, mid, spec)
 
 
+def test_a_mariadb_float_is_carried_as_stored_not_as_its_six_digit_text(
+    driver: Driver, mariadb_url: str, pg_url: str
+) -> None:
+    # Given single-precision values MariaDB writes out as 0.333333 and 1e38
+    maria_exec(mariadb_url, "CREATE TABLE f (id INT PRIMARY KEY, x FLOAT)")
+    maria_exec(mariadb_url, "INSERT INTO f VALUES (1, 0.33333334), (2, 1e38), (3, NULL)")
+    # When they migrate into PostgreSQL's real
+    spec = one_stream(mariadb_url, pg_url, source_table="f", target_table="f")
+    mid, _ = migrate(driver, spec)
+    # Then each arrives as the float MariaDB stores
+    assert dict(pg_exec(pg_url, "SELECT id, x::text FROM f")) == {
+        1: "0.33333334",
+        2: "1e+38",
+        3: None,
+    }
+    assert_migrated(driver.rt.db, mid, spec)
+    # And on the way back, verification reads the MariaDB FLOAT as stored too
+    back = one_stream(pg_url, mariadb_url, source_table="f", target_table="f_back")
+    mid, _ = migrate(driver, {**back, "name": "back"})
+    stored = maria_exec(mariadb_url, "SELECT id, CAST(x AS DOUBLE) FROM f_back ORDER BY id")
+    assert stored == [(1, 0.3333333432674408), (2, 9.999999680285692e37), (3, None)]
+    assert_migrated(driver.rt.db, mid, back)
+
+
+def test_a_mariadb_enum_label_beyond_three_bytes_is_refused_unless_carried_as_text(
+    driver: Driver, mariadb_url: str, pg_url: str
+) -> None:
+    # Given an ENUM label the catalog shows as '?'
+    maria_exec(mariadb_url, "CREATE TABLE m (id INT PRIMARY KEY, e ENUM('ok', '😀'))")
+    maria_exec(mariadb_url, "INSERT INTO m VALUES (1, '😀'), (2, 'ok')")
+    spec = one_stream(mariadb_url, pg_url, source_table="m", target_table="m")
+    # Then preflight refuses to recreate the labels, pointing at "as": "text"
+    assert '"as": "text"' in refusals(driver, spec)["streams/0/columns/e"]
+    spec["streams"][0]["as"] = {"e": "text"}
+    mid, _ = migrate(driver, spec)
+    assert pg_exec(pg_url, "SELECT id, e FROM m ORDER BY id") == [(1, "😀"), (2, "ok")]
+    assert_migrated(driver.rt.db, mid, spec)
+
+
 def test_an_array_into_mariadb_is_refused_at_preflight_unless_carried_as_json(
     driver: Driver, pg_url: str, mariadb_url: str
 ) -> None:
@@ -362,6 +422,26 @@ def test_a_postgresql_enum_is_created_in_the_target(driver: Driver, pg_url_facto
     mid, _ = migrate(driver, spec)
     assert pg_exec(target, "SELECT enum_range(NULL::public.mood)::text")[0][0] == "{sad,ok,happy}"
     assert_migrated(driver.rt.db, mid, spec)
+
+
+def test_enum_labels_that_differ_by_case_or_accent_stay_distinct_in_mariadb(
+    driver: Driver, pg_url: str, mariadb_url: str
+) -> None:
+    # Given a PostgreSQL enum whose labels a case- and accent-insensitive collation merges
+    pg_exec(pg_url, "CREATE TYPE tag AS ENUM ('a', 'A', 'é', 'e')")
+    pg_exec(pg_url, "CREATE TABLE t (id int PRIMARY KEY, v tag)")
+    pg_exec(pg_url, "INSERT INTO t VALUES (1, 'a'), (2, 'A'), (3, 'é'), (4, 'e')")
+    # When it migrates into MariaDB, and from there into another MariaDB table
+    spec = one_stream(pg_url, mariadb_url, source_table="t", target_table="t")
+    mid, _ = migrate(driver, spec)
+    again = one_stream(mariadb_url, mariadb_url, source_table="t", target_table="t2")
+    mid2, _ = migrate(driver, {**again, "name": "again"})
+    # Then the ENUMs were created and every value arrived as it was
+    want = [(1, "a"), (2, "A"), (3, "é"), (4, "e")]
+    assert maria_exec(mariadb_url, "SELECT id, v FROM t ORDER BY id") == want
+    assert maria_exec(mariadb_url, "SELECT id, v FROM t2 ORDER BY id") == want
+    assert_migrated(driver.rt.db, mid, spec)
+    assert_migrated(driver.rt.db, mid2, again)
 
 
 def test_a_table_named_with_another_case_says_what_was_meant(

@@ -97,3 +97,36 @@ def test_state_db_reads_do_not_queue_behind_a_writer(tmp_path: Path) -> None:
         holder.rollback()
         holder.close()
         db.dispose()
+
+
+def test_a_new_file_appears_whole_never_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # SQLite creates a file empty and writes its header later; a worker checking the endpoint
+    # in between refused it ("exists and is not a SQLite database") and failed the migration
+    path = tmp_path / "new.db"
+    seen: list[bytes] = []
+    real_connect = sqlite3.connect
+
+    def spying(database: str, *args: object, **kwargs: object) -> sqlite3.Connection:
+        if Path(database).exists():  # what any other process would see at this instant
+            seen.append(Path(database).read_bytes()[:16])
+        return real_connect(database, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sqlite3.dbapi2, "connect", spying)  # the driver SQLAlchemy calls
+    engine = create_sql_engine(f"sqlite:///{path}")
+    with engine.connect() as conn:
+        conn.execute(text("CREATE TABLE t (x)"))
+    engine.dispose()
+    assert seen and all(header == b"SQLite format 3\x00" for header in seen)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.db"]
+
+
+def test_an_existing_file_is_never_replaced(tmp_path: Path) -> None:
+    from etl_tasks.connectors.sql.engines import create_sqlite_file
+
+    path = tmp_path / "other.txt"
+    path.write_bytes(b"not a database")
+    create_sqlite_file(str(path))
+    assert path.read_bytes() == b"not a database"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.txt"]

@@ -70,6 +70,17 @@ def test_floats_accept_what_a_float_holds_exactly() -> None:
     refused(col(Kind.FLOAT, dialect=MY), float("inf"))
 
 
+def test_special_floats_only_where_the_target_keeps_them() -> None:
+    # MariaDB's DOUBLE and SQLite's REAL turn -0.0 into 0: a bad row, not a changed value
+    assert "-0.0" in refused(col(Kind.FLOAT, dialect=MY), -0.0)
+    assert "-0.0" in refused(col(Kind.FLOAT, "REAL", LITE), "-0.0")
+    assert str(ok(col(Kind.FLOAT), -0.0)) == "-0.0"
+    # SQLite stores infinities in a REAL, and NaN as NULL
+    assert ok(col(Kind.FLOAT, "REAL", LITE), float("-inf")) == float("-inf")
+    refused(col(Kind.FLOAT, "REAL", LITE), float("nan"))
+    assert ok(col(Kind.FLOAT, "REAL", LITE), 0.0) == 0.0
+
+
 def test_booleans_only_from_what_means_one() -> None:
     flag = col(Kind.BOOLEAN)
     assert [ok(flag, v) for v in (1, 0, "t", "FALSE", True)] == [True, False, True, False, True]
@@ -112,6 +123,12 @@ def test_json_is_kept_as_its_exact_text() -> None:
     assert ok(doc, '"123"') == '"123"'
     assert ok(doc, {"a": [1]}) == '{"a":[1]}'
     assert "not JSON" in refused(doc, "hello")
+    # numbers beyond a double are JSON all the same; constants that are not JSON are refused
+    assert ok(doc, "1e400") == "1e400"
+    assert ok(doc, '{"n": -1e400}') == '{"n": -1e400}'
+    assert "not JSON" in refused(doc, "NaN") and "not JSON" in refused(doc, "[Infinity]")
+    canon = canonical_for(doc)
+    assert canon("1e400") == canon("1" + "0" * 400) != canon("1e399")
 
 
 def test_labels_of_enums_and_sets() -> None:
@@ -172,6 +189,17 @@ def test_kinds_without_a_counterpart_are_refused_with_the_option() -> None:
     assert carry(col(Kind.ARRAY, "text[]"), MARIA, "c", key=False, rep="json").sql == "JSON"
 
 
+def test_mysql_labels_the_catalog_may_have_garbled_are_refused_with_the_option() -> None:
+    # information_schema shows ENUM('ok','😀') as enum('ok','?'): recreating it would lose 😀
+    garbled = col(Kind.ENUM, "enum('ok','?')", MY, labels=("ok", "?"))
+    for to in (MARIA, Target(PG), Target(LITE)):
+        with pytest.raises(Uncarriable) as info:
+            carry(garbled, to, "e", key=False, rep=None)
+        assert "3 bytes" in info.value.reason and info.value.option == '"as": "text"'
+    assert carry(garbled, MARIA, "e", key=False, rep="text").sql == "LONGTEXT"
+    assert carried(col(Kind.ENUM, "enum('ok')", MY, labels=("ok",)), MARIA) == "enum('ok')"
+
+
 def test_within_postgresql_enums_and_domains_are_created() -> None:
     mood = col(Kind.ENUM, "mood", labels=("a", "b'c"), user_type="public.mood")
     done = carry(mood, Target(PG), "m", key=False, rep=None)
@@ -194,8 +222,14 @@ def test_within_postgresql_enums_and_domains_are_created() -> None:
     assert named.sql == '"s"."film_r_enum"'
 
 
+def test_sqlite_to_sqlite_keeps_the_declaration_and_so_the_affinity() -> None:
+    # the same affinity stores a value read from the source exactly as the source holds it
+    assert carried(col(Kind.DECIMAL, "NUMERIC", LITE), Target(LITE)) == "NUMERIC"
+    assert carried(col(Kind.JSON, "JSON", LITE), Target(LITE)) == "JSON"
+
+
 def test_exact_counterparts_across_dialects() -> None:
-    assert carried(col(Kind.DECIMAL, "NUMERIC", LITE), Target(LITE)) == "TEXT"
+    assert carried(col(Kind.DECIMAL, "numeric(10,2)"), Target(LITE)) == "TEXT"
     assert carried(col(Kind.TIMESTAMPTZ), MARIA) == "DATETIME(6)"
     assert carried(col(Kind.JSON, "longtext", MY), Target(PG)) == "json"
     assert carried(col(Kind.FLOAT, "float", MY, precision=24), Target(PG)) == "real"

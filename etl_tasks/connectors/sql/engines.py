@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sqlite3
 import threading
 from collections import OrderedDict
 from typing import Any
@@ -89,6 +90,11 @@ def create_sql_engine(
 def _make_sqlite_safe(engine: Engine) -> None:
     """Several processes share one SQLite file: WAL, wait on locks, take write locks up front."""
 
+    @event.listens_for(engine, "do_connect")
+    def _whole_file(*_: Any) -> None:
+        if engine.url.database not in (None, "", ":memory:"):
+            create_sqlite_file(str(engine.url.database))
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
@@ -103,6 +109,31 @@ def _make_sqlite_safe(engine: Engine) -> None:
     def _on_begin(conn: Any) -> None:
         read_only = conn.get_execution_options().get(READ_ONLY, False)
         conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+def create_sqlite_file(path: str) -> None:
+    """Make a missing SQLite file appear whole, header written, never empty: SQLite itself
+    creates it empty and writes the header later, and a worker checking the endpoint in
+    between would refuse it as "not a SQLite database". The file is made under another name
+    and linked into place, so an existing file is never replaced."""
+    if os.path.exists(path):
+        return
+    spare = f"{path}.{os.getpid()}.{threading.get_ident()}.new"
+    try:
+        conn = sqlite3.connect(spare)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")  # writes the header
+        finally:
+            conn.close()
+        os.link(spare, path)
+    except FileExistsError:
+        pass  # made meanwhile by another connection
+    except (OSError, sqlite3.Error):
+        log.warning("could not make %s beforehand; SQLite will create it", path)
+    finally:
+        for leftover in (spare, f"{spare}-wal", f"{spare}-shm"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
 
 
 def create_endpoint_engine(

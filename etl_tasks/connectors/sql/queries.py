@@ -15,7 +15,7 @@ arrays, ranges, enums …) are read as that text.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -37,7 +37,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SAWarning
 from sqlalchemy.sql import FromClause
-from sqlalchemy.types import NullType
+from sqlalchemy.types import Double, NullType
 
 from etl_tasks.codec import NULL_KEYS
 from etl_tasks.spec import Filter
@@ -136,6 +136,7 @@ class RangeQuery:
         where: Sequence[Filter],
         text_columns: Mapping[str, str | None] | None = None,
         query: bool = False,
+        widened: Collection[str] = (),
     ) -> None:
         self.table = table
         self.query = query  # a stream's query: read in a read-only transaction
@@ -143,13 +144,18 @@ class RangeQuery:
         self.columns = list(columns)
         self.where = filters(table, where)
         texts = dict(text_columns or {})
-        self._read = [self._readable(table.c[c], c in texts, texts.get(c)) for c in self.columns]
+        self._read = [
+            self._readable(table.c[c], c in texts, texts.get(c), c in widened) for c in self.columns
+        ]
 
     @staticmethod
     def _readable(
-        col: ColumnElement[Any], as_text: bool, function: str | None
+        col: ColumnElement[Any], as_text: bool, function: str | None, widen: bool = False
     ) -> ColumnElement[Any]:
-        """The column as stored, or as its text (a cast, or ``function(col)``)."""
+        """The column as stored, or as its text (a cast, or ``function(col)``), or widened to
+        a double (a MySQL ``FLOAT``, see :attr:`ColumnType.widened_read`)."""
+        if widen:
+            return type_coerce(cast(col, Double()), NullType()).label(col.key)
         if function is not None:
             return type_coerce(getattr(func, function)(col), NullType()).label(col.key)
         if as_text:
