@@ -34,6 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import Select
 
 from etl_tasks.errors import NotFound
+from etl_tasks.listing import event_view
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState, WorkerState
 from etl_tasks.state.models import ApiToken, Chunk, Event, Migration, Stream, Worker
@@ -272,17 +273,7 @@ def list_events(db: StateDB, migration_id: str, limit: int = 200) -> list[dict[s
             .order_by(Event.id.desc())
             .limit(limit)
         ).all()
-        return [
-            {
-                "id": e.id,
-                "at": _iso(e.at),
-                "kind": e.kind,
-                "message": e.message,
-                "actor": e.actor,
-                "chunk_id": e.chunk_id,
-            }
-            for e in rows
-        ]
+        return [event_view(e) for e in rows]
 
 
 @dataclass

@@ -13,15 +13,17 @@ from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"  # an environment variable's name
 HEADER_NAME = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,128}$"  # an HTTP token (RFC 9110)
 
 
-class _Model(BaseModel):
+class SpecModel(BaseModel):
+    """Every part of a spec: unknown fields refused, nothing changed once read."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class HttpAuth(_Model):
+class HttpAuth(SpecModel):
     """Exactly one way to authenticate, each by the name of an environment variable."""
 
     bearer_env: str | None = Field(None, pattern=ENV_NAME)
@@ -42,7 +44,7 @@ class HttpAuth(_Model):
         return [n for n in (self.bearer_env, self.basic_env, self.env) if n is not None]
 
 
-class HttpSettings(_Model):
+class HttpSettings(SpecModel):
     """An HTTP API that takes rows: ``{table}`` in ``url`` stands for the stream's target."""
 
     url: str = Field(min_length=1, max_length=4096)
@@ -63,7 +65,7 @@ class HttpSettings(_Model):
         return value
 
 
-class HttpEndpoint(_Model):
+class HttpEndpoint(SpecModel):
     """``{"http": {…}}``: a target reached through the cloud product's HTTP API."""
 
     kind: ClassVar[str] = "http"
@@ -71,7 +73,7 @@ class HttpEndpoint(_Model):
     http: HttpSettings
 
 
-class FileSettings(_Model):
+class FileSettings(SpecModel):
     """A folder of exported files; each stream's ``source_table`` is a file name or glob."""
 
     path: str = Field(min_length=1, max_length=4096)
@@ -101,7 +103,7 @@ class FileSettings(_Model):
         return value
 
 
-class FileEndpoint(_Model):
+class FileEndpoint(SpecModel):
     """``{"file": {…}}``: a source of exported CSV or JSON Lines files."""
 
     kind: ClassVar[str] = "file"

@@ -10,8 +10,6 @@ import os
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Discriminator,
     Field,
     Tag,
@@ -21,7 +19,8 @@ from pydantic import (
 )
 
 from etl_tasks.boundary.names import control_character, is_reserved_table
-from etl_tasks.endpoints import FileEndpoint, HttpEndpoint
+from etl_tasks.endpoints import ENV_NAME, FileEndpoint, HttpEndpoint
+from etl_tasks.endpoints import SpecModel as _Model
 from etl_tasks.errors import FieldError, SpecError
 from etl_tasks.query_check import query_problem
 
@@ -29,7 +28,6 @@ FilterOp = Literal["=", "!=", "<", "<=", ">", ">=", "in", "is_null"]
 WriteMode = Literal["upsert", "insert", "skip_existing"]
 Representation = Literal["text", "json"]
 MAX_VALUE_DEPTH = 16  # nesting of a constant, a filter value or a transform's args
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
 def _depth(value: Any) -> int:
@@ -67,10 +65,6 @@ def _table(value: str | None) -> str | None:
     if is_reserved_table(value):
         raise ValueError("baton_* tables are Baton's own: a stream may not read or write one")
     return value
-
-
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def endpoint_kind(endpoint: dict[str, Any]) -> str:

@@ -192,16 +192,6 @@ def _progress(mig: Migration, streams: list[dict[str, Any]], now: datetime) -> d
     }
 
 
-def list_migrations(
-    db: StateDB, state: str | None = None, limit: int = 100
-) -> list[dict[str, Any]]:
-    with db.reading() as s:
-        q = select(Migration).order_by(Migration.created_at.desc(), Migration.id).limit(limit)
-        if state:
-            q = q.where(Migration.state == state)
-        return [migration_summary(m) for m in s.scalars(q)]
-
-
 def chunk_view(c: Chunk, stream: str) -> dict[str, Any]:
     return {
         "id": c.id,
