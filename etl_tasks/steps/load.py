@@ -3,7 +3,7 @@
 The loop is the same for every target (:class:`~etl_tasks.connectors.base.Target`):
 sub-batches of ``SUB_BATCH_ROWS`` rows (or of the target's own ``batch_rows``), a
 stop at the step's deadline (the rest of the chunk becomes a new chunk, cut at a
-key the source returned and never inside a run of equal keys), and quarantine by
+key the source returned; a stream whose key may repeat is never cut), and quarantine by
 bisection: a batch the target refuses for a row it does not name is halved until
 the row is alone. A target only writes a batch whole or not at all, and commits the
 chunk with its ledger record.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from etl_tasks import codec
 from etl_tasks.budget import SUB_BATCH_ROWS, StepClock
@@ -52,12 +52,14 @@ def _load(rt: Runtime, c: Claim) -> None:
     columns, rows, extra = codec.decode_rows(blob)
     batch = Batch(columns, rows, extra["source_keys"], extra["positions"])
     bounds = (codec.decode_key(c.lower), codec.decode_key(c.upper))
-    chunk = ChunkRef(c.migration_id, c.stream, c.chunk_id, c.token, None if c.keys else bounds)
+    deadline = clock.started + clock.budget_s
+    chunk = ChunkRef(
+        c.migration_id, c.stream, c.chunk_id, c.token, None if c.keys else bounds, deadline
+    )
     retry = c.keys is not None  # a key-set chunk: rows read again after a foreign key refused them
     # Only the source can tell where a run of equal keys ends (to MariaDB's default
     # collation 'm', 'M' and 'm ' are one key): a key that may repeat is never cut here.
     whole = retry or not rt.binding(c.migration_id, c.stream).unique_key
-    chunk = replace(chunk, deadline=clock.started + clock.budget_s)
     pace = StepPace(rt, c, clock)
     target = rt.target(c.migration_id, c.stream)
     job = Job(
@@ -117,7 +119,11 @@ class WithoutDeadline:
 
 
 def write_chunk(tx: ChunkWrite, token: int, job: Job) -> LedgerRecord:
-    """Write sub-batch by sub-batch until done or the deadline; commit with the ledger record."""
+    """Write sub-batch by sub-batch until done or the deadline; commit with the ledger record.
+
+    A cut falls between two source keys, so the job of a stream whose key may repeat
+    comes with a pace that never expires (only the source knows where a run of equal
+    keys ends): :func:`_load` decides which."""
     batch, pace = job.batch, job.pace
     bad: list[Refused] = []
     written = 0
@@ -133,12 +139,6 @@ def write_chunk(tx: ChunkWrite, token: int, job: Job) -> LedgerRecord:
         if written < len(batch) and (handled < len(part) or pace.expired(time.monotonic() - began)):
             break
         pace.tick()
-    end = _end_of_run(batch, written)  # a cut never separates rows with equal keys
-    while end > written:
-        part = batch.take(written, min(end, written + job.batch_rows()))
-        refused, _ = write_bisecting(tx, part, stop=lambda: False)
-        bad += rescue(tx, batch.columns, refused)
-        written += len(part)
     cut = None
     kept = job.earlier
     if written < len(batch):  # stopped at the deadline: the rest becomes a new chunk
@@ -199,15 +199,6 @@ def rescue(tx: ChunkWrite, columns: list[str], refused: list[Refused]) -> list[R
         pending = still[::-1] if backwards else still
         backwards = not backwards
     return final + pending
-
-
-def _end_of_run(batch: Batch, written: int) -> int:
-    """Where the run of rows sharing the last written row's source key ends."""
-    keys = batch.keys
-    end = written
-    while 0 < end < len(keys) and keys[end] == keys[written - 1]:
-        end += 1
-    return end
 
 
 def _deferred(job: Job, refused: Refused) -> bool:
