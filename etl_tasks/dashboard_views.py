@@ -38,6 +38,7 @@ from etl_tasks.listing import event_view
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState, WorkerState
 from etl_tasks.state.models import ApiToken, Chunk, Event, Migration, Stream, Worker
+from etl_tasks.views import _iso
 from etl_tasks.workers import LIVE_AFTER_S
 
 RATE_WINDOW_S = 30.0  # rows/s is measured over this many seconds
@@ -48,10 +49,6 @@ RECENT_S = 600.0  # a finished migration stays in the live snapshot this long
 def utcnow() -> datetime:
     """Naive UTC, as the state DB stores times."""
     return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return None if value is None else value.isoformat() + "Z"
 
 
 @dataclass
