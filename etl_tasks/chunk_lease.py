@@ -162,6 +162,49 @@ def retry_later(
     log.warning("chunk will retry", extra={"chunk_id": c.chunk_id, "error": error})
 
 
+def wait_for_slot(rt: Runtime, c: Claim, reason: str) -> None:
+    """Every connection slot of the step's system is taken: give the chunk back, uncounted.
+
+    Not a failure: no retry, no attempt is counted and the retry window does not start.
+    The step that frees a slot wakes the chunk (:func:`wake`); ``not_before`` is only the
+    fallback for a wake that was lost (the sweeper then sends the chunk again).
+    """
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
+        if chunk is None or chunk.lease_token != c.token:
+            return
+        fallback = rt.settings.sweep_interval_s * random.uniform(0.5, 1.0)
+        chunk.attempts = max(0, chunk.attempts - 1)
+        chunk.not_before = now + timedelta(seconds=fallback)
+        chunk.lease_owner = None
+        chunk.lease_expires_at = None
+        chunk.queued_at = None
+        mig = s.get(Migration, c.migration_id)
+        if mig is not None and mig.waiting_reason != reason[:500]:
+            mig.waiting_reason = reason[:500]
+            mig.updated_at = now
+
+
+def wake(rt: Runtime, chunk_id: int, step: str) -> bool:
+    """Send a chunk that waits for a slot now; False when it no longer waits (another
+    message or the sweeper took it, or it moved on)."""
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        woken = s.execute(
+            update(Chunk)
+            .where(
+                Chunk.id == chunk_id,
+                Chunk.step == step,
+                Chunk.state == ChunkState.RUNNING,
+                Chunk.lease_owner.is_(None),
+                Chunk.queued_at.is_(None),
+            )
+            .values(not_before=None, queued_at=now)
+        )
+        return bool(woken.rowcount)  # type: ignore[attr-defined]
+
+
 def release_after_error(rt: Runtime, c: Claim, error: str) -> None:
     """An unexpected error: release the lease with a backoff; the attempt stays counted."""
     with rt.db.session() as s:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 #: Version of the message schema. Queues carry it in their name, so a worker only
 #: ever receives messages it understands, and never drops one for being unknown.
@@ -51,6 +51,14 @@ class PipelineStep:
     @property
     def queue(self) -> str:
         return queue_name(self.name)
+
+    @property
+    def reaches(self) -> Literal["source", "target"] | None:
+        """The end of the migration this step connects to (it holds one of that system's
+        connection slots while it runs), if any."""
+        if self.reads is None:
+            return "source"
+        return "target" if self.writes is None else None
 
     def function(self) -> Callable[[Any, int], str]:
         """The step itself, taking ``(runtime, chunk_id)`` (imported when first asked)."""

@@ -34,6 +34,7 @@ from etl_tasks.spec import Endpoint, MigrationSpec, endpoint_kind
 from etl_tasks.staging import StagingStore
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import Migration
+from etl_tasks.system_slots import SystemSlots
 from etl_tasks.values.path import ValuePath, build_path
 
 ENDS = ("source", "target")
@@ -50,6 +51,7 @@ class Runtime:
         self.staging = StagingStore(
             settings.effective_staging_url, settings.key_prefix, settings.staging_ttl_s
         )
+        self.slots = SystemSlots(self.staging.client, settings.key_prefix, settings.lease_s)
         self.boundary = Boundary.from_settings(settings)
         self.sealer = Sealer.from_text(settings.secret_keys)
         self.engines = EngineCache(worker_timeouts(settings), max_engines=16, pool_size=2)

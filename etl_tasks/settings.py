@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     requeue_after_s: float = Field(30.0, gt=0)  # a queued chunk not started by then is resent
     max_queued_chunks: int = Field(8, ge=1)  # chunks of one migration queued or running at once
     plan_ahead: int = Field(16, ge=1)  # planned-but-unstarted chunks kept per stream
+    # Steps at once on one source or target system (a database server's database, an HTTP
+    # API's origin, a folder), across every worker and migration (docs/operations.md).
+    max_connections: int = Field(8, ge=1)
+    # Systems with limits of their own: comma-separated GLOB=N over a system's label, such as
+    # "postgresql://legacy.internal:5432/*=2,https://api.example.com:443=4"; first match wins.
+    system_max_connections: str | None = Field(None, pattern=r"^\s*([^=,]+=\d+\s*(,\s*|$))*$")
 
     worker_concurrency: int = Field(4, ge=1)  # steps one worker runs at once
     # Celery pool. threads: fastest warm shutdown; prefork: steps in child processes (a

@@ -23,6 +23,7 @@ from etl_tasks.planning import add_chunks
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.models import Chunk, Stream
+from etl_tasks.system_slots import holder_of
 
 
 def split(s: Session, chunk: Chunk, cut: list[Any], now: datetime) -> None:
@@ -77,3 +78,6 @@ class StepPace:
     def tick(self) -> None:
         if self.clock.renewal_due():
             renew(self.rt, self.claim)
+            self.rt.slots.renew(
+                holder_of(self.rt.worker_name, self.claim.chunk_id, self.claim.token)
+            )

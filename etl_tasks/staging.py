@@ -25,6 +25,11 @@ class StagingStore:
         self._prefix = prefix
         self._ttl = ttl_s
 
+    @property
+    def client(self) -> redis.Redis:
+        """The Redis client, for what else lives beside staged rows (connection slots)."""
+        return self._redis
+
     def _key(self, chunk_id: int, token: int, kind: str) -> str:
         return self._prefix + STAGE_KEY.format(chunk_id=chunk_id, token=token, kind=kind)
 

@@ -1,4 +1,5 @@
-"""What every step does around its own work: claim, classify failures, log."""
+"""What every step does around its own work: claim, take a connection slot, classify
+failures, log."""
 
 from __future__ import annotations
 
@@ -7,10 +8,21 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from etl_tasks.chunk_lease import Claim, claim, fail_claimed, release_after_error, retry_later
+from etl_tasks.chunk_lease import (
+    Claim,
+    claim,
+    fail_claimed,
+    release_after_error,
+    retry_later,
+    wait_for_slot,
+    wake,
+)
+from etl_tasks.constants import STEPS
 from etl_tasks.errors import LeaseLost, PermanentError, StagingMissing, TransientError
+from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.steps.ledger_first import recover_missing_input
+from etl_tasks.system_slots import Busy, Slot, Waiter, holder_of, system_of
 
 log = logging.getLogger("etl_tasks.steps")
 
@@ -34,8 +46,60 @@ def run_claimed(rt: Runtime, c: Claim, body: Callable[[Claim], None]) -> str:
         "token": c.token,
     }
     started = time.monotonic()
+    held: list[Slot] = []
+
+    def in_slot(c: Claim) -> None:
+        slot = _take_slot(rt, c)
+        if isinstance(slot, Busy):
+            raise _Waiting(slot)
+        if slot is not None:
+            held.append(slot)
+        body(c)
+
+    try:
+        return _run(rt, c, in_slot, ids, started)
+    finally:
+        for slot in held:
+            _give_back(rt, slot)
+
+
+class _Waiting(Exception):
+    """Every connection slot of the step's system is in use (not an error: the chunk waits)."""
+
+    def __init__(self, busy: Busy) -> None:
+        super().__init__(busy.reason)
+        self.busy = busy
+
+
+def _take_slot(rt: Runtime, c: Claim) -> Slot | Busy | None:
+    """One of the connection slots of the system the step reaches (None: it reaches none)."""
+    end = STEPS[c.step].reaches
+    system = None if end is None else system_of(rt, c.migration_id, end)
+    if system is None:
+        return None
+    return rt.slots.acquire(
+        system,
+        holder_of(rt.worker_name, c.chunk_id, c.token),
+        Waiter(c.migration_id, c.step, c.chunk_id),
+    )
+
+
+def _give_back(rt: Runtime, slot: Slot) -> None:
+    """Free the slot, and send the chunk it wakes (if it still waits)."""
+    woken = rt.slots.release(slot)
+    if woken is not None and wake(rt, woken.chunk_id, woken.step):
+        publish_step(rt.publisher, woken.step, woken.chunk_id)
+
+
+def _run(
+    rt: Runtime, c: Claim, body: Callable[[Claim], None], ids: dict[str, Any], started: float
+) -> str:
     try:
         outcome = _attempt(rt, c, body, ids)
+    except _Waiting as waiting:
+        wait_for_slot(rt, c, waiting.busy.reason)
+        log.info("%s", waiting.busy.reason, extra=ids)
+        return "waiting"
     except TransientError as exc:
         retry_later(rt, c, str(exc), exc.connection, retry_after=exc.retry_after, jitter=exc.jitter)
         return "retry"
