@@ -326,7 +326,7 @@ def chaos(tier: str, workdir: Path | None) -> None:
 @main.command()
 @click.argument(
     "which",
-    type=click.Choice(["shutdown", "deploys", "recovery", "throughput", "all"]),
+    type=click.Choice(["shutdown", "deploys", "recovery", "throughput", "coordination", "all"]),
     default="all",
 )
 @click.option("--workdir", type=click.Path(path_type=Path), help="default: a new temp dir")
@@ -354,11 +354,11 @@ def bench(
     as_json: bool,
 ) -> None:
     """Measure deploy latency (busy warm shutdowns), what rolling deploys cost a migration,
-    how fast the default timings recover from a SIGKILL and from a broker loss, and
-    throughput beside the scripts Baton replaces."""
+    how fast the default timings recover from a SIGKILL and from a broker loss,
+    throughput beside the scripts Baton replaces, and what a chunk costs the state DB."""
     import tempfile
 
-    from ops.bench import deploys, recovery, shutdown, throughput
+    from ops.bench import coordination, deploys, recovery, shutdown, throughput
 
     home = workdir or Path(tempfile.mkdtemp(prefix="baton-bench-"))
     results: dict[str, Any] = {}
@@ -374,6 +374,8 @@ def bench(
         results["throughput"] = throughput.run(
             home / "throughput", scale=rows_scale, out=click.echo
         )
+    if which in ("coordination", "all"):
+        results["coordination"] = coordination.run(home / "coordination", out=click.echo)
     if as_json:
         click.echo(json.dumps(results))
     sys.exit(0 if all(r["met"] for r in results.values()) else 1)

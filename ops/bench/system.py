@@ -90,7 +90,7 @@ def _slow_writes(url: str, seconds: float) -> None:
 
 @dataclass
 class BenchSystem:
-    """Own Redis + SQLite state DB + worker processes, for one benchmark run."""
+    """Own Redis + PostgreSQL state DB + worker processes, for one benchmark run."""
 
     home: Path
     overrides: dict[str, Any] = field(default_factory=dict)  # Settings fields
@@ -142,6 +142,20 @@ class BenchSystem:
             stderr=subprocess.STDOUT,
         )
         return name
+
+    def step_ms(self, migration_id: str) -> dict[str, float]:
+        """Mean milliseconds per chunk of each step, from the chunks' own timings."""
+        from sqlalchemy import select
+
+        from etl_tasks.state.models import Chunk
+
+        with self.db.reading() as s:
+            chunks = list(s.scalars(select(Chunk).where(Chunk.migration_id == migration_id)))
+        totals: dict[str, list[int]] = {}
+        for chunk in chunks:
+            for step, ms in chunk.step_timings().items():
+                totals.setdefault(step, []).append(ms)
+        return {step: round(sum(v) / len(v), 1) for step, v in totals.items()}
 
     def wait_ready(self, names: list[str], timeout_s: float = 60) -> None:
         from etl_tasks.workers import list_workers

@@ -244,7 +244,7 @@ def baton(name: str, home: Path, source: str, target: str, rows: int, workers: i
             "chunks": chunks,
             "state_db_xacts_per_chunk": round((after[0] - before[0]) / chunks, 1),
             "redis_commands_per_chunk": round((after[1] - before[1]) / chunks, 1),
-            "step_ms_per_chunk": _step_ms(system, migration),
+            "step_ms_per_chunk": system.step_ms(migration),
         }
         if view["rows_loaded"] != rows:
             raise RuntimeError(f"{name}: {view['rows_loaded']} rows loaded of {rows}")
@@ -258,21 +258,6 @@ def _counters(system: BenchSystem) -> tuple[int, int]:
         xacts = int(cur.fetchone()[0])
     info = redis.Redis.from_url(system.settings.broker_url).info("stats")
     return xacts, int(info["total_commands_processed"])
-
-
-def _step_ms(system: BenchSystem, migration_id: str) -> dict[str, float]:
-    """Mean milliseconds per chunk of each step, from the chunks' own timings."""
-    from sqlalchemy import select
-
-    from etl_tasks.state.models import Chunk
-
-    with system.db.reading() as s:
-        chunks = list(s.scalars(select(Chunk).where(Chunk.migration_id == migration_id)))
-    totals: dict[str, list[int]] = {}
-    for chunk in chunks:
-        for step, ms in chunk.step_timings().items():
-            totals.setdefault(step, []).append(ms)
-    return {step: round(sum(v) / len(v), 1) for step, v in totals.items()}
 
 
 # --- The run -----------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.bench import shutdown, system, throughput
+from ops.bench import coordination, shutdown, system, throughput
 from tests import services
 
 
@@ -60,3 +60,20 @@ def test_the_throughput_benchmark_moves_every_row_with_each_contender(
     assert baton["chunks"] >= 1 and baton["state_db_xacts_per_chunk"] > 0, baton
     assert set(baton["step_ms_per_chunk"]) == {"extract", "transform", "load"}, baton
     assert any(r["peak_rss_mb"] > 0 for r in report["runs"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_the_coordination_benchmark_reads_the_state_db_s_own_statistics(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not services.postgres_answers():
+        services.unavailable(f"PostgreSQL at {services.PG_ADMIN_URL}")
+    monkeypatch.setattr(system, "PG_URL", services.PG_ADMIN_URL)
+    lines: list[str] = []
+    report = coordination.run(tmp_path, chunks=12, out=lines.append)
+    # one chunk per row (and the open-ended last one), each costing the state DB something
+    assert report["chunks"] >= 12, lines
+    assert report["state_db_xacts_per_chunk"] > 3 and report["state_db_ms_per_chunk"] > 0, lines
+    assert set(report["step_ms_per_chunk"]) == {"extract", "transform", "load"}, lines
+    assert set(report["goals"]) == {"chunks_per_s_per_core", "orchestration_ms_per_chunk"}

@@ -1,0 +1,97 @@
+"""How many chunks per second one PostgreSQL state DB coordinates, and what a chunk costs it.
+
+The state DB is the one point every worker shares. To see its cost apart from moving
+rows, a migration of one-row chunks (SQLite source, PostgreSQL target: each chunk's
+data work is a few hundred microseconds) runs through real workers at shipped defaults.
+From the state DB's own statistics (``pg_stat_database`` of its database alone, so the
+target's work is not counted): transactions per chunk and the milliseconds the server
+spent executing them. One state-DB core then coordinates ``1000 / ms per chunk`` chunks
+per second; the run's own chunks/s is what two workers on this machine reach, with
+the state DB, Redis and the workers sharing its two cores.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from ops.bench.system import BenchSystem, pg_database
+
+CHUNKS = 1000
+GOALS = {"chunks_per_s_per_core": 300.0, "orchestration_ms_per_chunk": 5.0}
+
+
+def _stats(url: str) -> tuple[int, float]:
+    """Committed transactions and milliseconds spent executing statements, so far."""
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_stat_clear_snapshot(); SELECT xact_commit, active_time "
+            "FROM pg_stat_database WHERE datname = current_database()"
+        )
+        xacts, active_ms = cur.fetchone()
+    return int(xacts), float(active_ms)
+
+
+def _source(path: Path, rows: int) -> str:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE ticks (id INTEGER PRIMARY KEY, note TEXT NOT NULL)")
+        conn.executemany("INSERT INTO ticks VALUES (?, ?)", ((i, f"t{i}") for i in range(rows)))
+    return f"sqlite:///{path}"
+
+
+def run(home: Path, chunks: int = CHUNKS, out: Callable[[str], None] = print) -> dict[str, Any]:
+    home.mkdir(parents=True, exist_ok=True)
+    source = _source(home / "ticks.sqlite", chunks)
+    spec = {
+        "name": "coordination",
+        "chunk_rows": 1,
+        "streams": [{"source_table": "ticks", "target_table": "ticks", "create_target": True}],
+    }
+    out(f"{chunks:,} one-row chunks, SQLite → PostgreSQL, 2 workers at shipped defaults …")
+    with pg_database() as target, BenchSystem(home / "system") as system:
+        names = [system.start_worker(concurrency=None) for _ in range(2)]
+        system.wait_ready(names)
+        state_url = system.settings.database_url
+        before = _stats(state_url)
+        started = time.monotonic()
+        migration = system.submit({**spec, "source": {"url": source}, "target": {"url": target}})
+        while (view := system.view(migration))["state"] in ("pending", "running"):
+            time.sleep(0.1)
+        wall = time.monotonic() - started
+        time.sleep(0.6)  # the server reports its statistics every 500 ms
+        after = _stats(state_url)
+        if view["state"] != "succeeded" or view["rows_loaded"] != chunks:
+            raise RuntimeError(f"coordination: {view['state']}, {view['rows_loaded']} rows")
+        done = int(view["chunks_done"])
+        steps = system.step_ms(migration)
+    xacts = (after[0] - before[0]) / done
+    db_ms = (after[1] - before[1]) / done
+    orchestration: float = sum(steps.values())
+    result: dict[str, Any] = {
+        "chunks": done,
+        "wall_s": round(wall, 2),
+        "chunks_per_s": round(done / wall, 1),
+        "state_db_xacts_per_chunk": round(xacts, 1),
+        "state_db_ms_per_chunk": round(db_ms, 2),
+        "chunks_per_s_per_core": round(1000 / db_ms, 0) if db_ms else None,
+        "step_ms_per_chunk": steps,
+        "orchestration_ms_per_chunk": round(orchestration, 1),
+    }
+    met = {
+        "chunks_per_s_per_core": (result["chunks_per_s_per_core"] or 0)
+        >= GOALS["chunks_per_s_per_core"],
+        "orchestration_ms_per_chunk": orchestration <= GOALS["orchestration_ms_per_chunk"],
+    }
+    out(f"  {done:,} chunks in {wall:.1f} s: {done / wall:.0f} chunks/s with 2 workers")
+    out(f"  state DB per chunk: {xacts:.1f} transactions, {db_ms:.2f} ms executing them")
+    for key, goal in GOALS.items():
+        sense = "≥" if key.startswith("chunks") else "≤"
+        verdict = "MET" if met[key] else "MISSED"
+        out(f"  {key:<28} {result[key]}  (goal {sense} {goal})  {verdict}")
+    out(f"  step ms per one-row chunk (all orchestration but a row): {steps}")
+    return {**result, "goals": GOALS, "met": all(met.values())}
