@@ -61,7 +61,7 @@ def run(home: Path, chunks: int = CHUNKS, out: Callable[[str], None] = print) ->
         started = time.monotonic()
         migration = system.submit({**spec, "source": {"url": source}, "target": {"url": target}})
         while (view := system.view(migration))["state"] in ("pending", "running"):
-            time.sleep(0.1)
+            time.sleep(0.5)  # each look is state-DB work too: not more than needed
         wall = time.monotonic() - started
         time.sleep(0.6)  # the server reports its statistics every 500 ms
         after = _stats(state_url)
