@@ -8,7 +8,8 @@ or not, as ``name_rows`` says). Faults are injected per request from a queue:
 ``"429"``, ``"503"`` (both with ``Retry-After``), ``"500"``, ``"slow"``
 (an answer after ``slow_s``), ``"drop"`` (the connection closed before
 anything is stored) and ``"drop-after"`` (the rows stored, then the connection
-closed: the client never learns it). :meth:`HttpApi.outage` stops listening
+closed: the client never learns it); ``"shrink:N"`` makes it take at most N rows a
+request from that one on (an API whose limit dropped). :meth:`HttpApi.outage` stops listening
 for a while and starts again on the same port (:meth:`HttpApi.go_down` until
 :meth:`HttpApi.start`).
 """
@@ -153,6 +154,8 @@ class HttpApi:
             fault = self.faults.popleft() if self.faults else None
         if fault == "drop":
             return self._drop(environ, table, key)
+        if fault is not None and fault.startswith("shrink:"):
+            self.max_rows = int(fault.removeprefix("shrink:"))
         if fault in ("429", "503", "500"):
             return self._record(table, key, 0, _busy(int(fault), self.retry_after_s))
         if fault == "slow":

@@ -178,6 +178,7 @@ def test_a_refusal_that_names_no_row_is_bisected(
     view = settle(driver, mid)
     assert view["state"] == "succeeded", view
     assert view["delivery"] == "at_least_once", view  # the status says what the spec said
+    assert view["duplicates_possible"] is False, view  # no answer was lost
     assert_each_once(cloud, expected_ids(refused))
     bad = quarantined(driver, mid)
     for i in refused:
@@ -335,4 +336,37 @@ def test_a_load_that_died_after_its_record_sends_nothing_again(
     assert len(cloud.received) == posted
     assert_each_once(cloud, expected_ids())
     assert view["streams"][0]["rows_loaded"] == len(expected_ids())
+    driver.close()
+
+
+@pytest.mark.parametrize("delivery", ["exactly_once", "at_least_once"])
+def test_a_lost_answer_then_a_413_elsewhere_sends_the_same_requests_again(
+    make_settings: Callable[..., Settings],
+    source: str,
+    cloud: HttpApi,
+    token: str,
+    delivery: str,
+) -> None:
+    # Given an API that applies the first request and drops its answer, then lowers its
+    # limit to 50 rows a request (the next chunk's request gets a 413, and the stream's
+    # batch size drops to 50 for every worker) before the first chunk is loaded again
+    cloud.faults.extend(["drop-after", "shrink:50"])
+    driver = Driver(make_settings())
+    spec = http_spec(source, cloud, batch_rows=100, delivery=delivery)
+    mid = submit(driver.rt.db, driver.publisher, spec)
+
+    # When the migration runs to its end
+    view = settle(driver, mid)
+
+    # Then the lost request went again whole, under its own key, and no row arrived twice
+    assert view["state"] == "succeeded", view
+    lost = next(r.key for r in cloud.received if r.status == 0)
+    sent = [(r.status, r.rows) for r in cloud.received if r.key == lost]
+    assert sent == [(200, 100), (0, 0), (200, 100)], sent
+    assert any(r.status == 413 for r in cloud.received)
+    assert_each_once(cloud, expected_ids())
+    # And the status says how many rows went again after an answer that never came, and,
+    # when the API is not trusted to honour the keys, that rows may have arrived twice
+    assert view["streams"][0]["rows_sent_again"] == 100, view["streams"][0]
+    assert view["duplicates_possible"] is (delivery == "at_least_once"), view
     driver.close()
