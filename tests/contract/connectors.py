@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, select, text
 
 from etl_tasks.connectors.base import Key, Source, Target
+from etl_tasks.connectors.files.source import POSITION, FileSet, FileSource
 from etl_tasks.connectors.memory import (
     MemoryDatabase,
     MemorySource,
@@ -34,12 +35,15 @@ from etl_tasks.connectors.sql.factory import _describe
 from etl_tasks.connectors.sql.queries import RangeQuery
 from etl_tasks.connectors.sql.source import SqlSource
 from etl_tasks.connectors.sql.target import SqlTarget
+from etl_tasks.endpoints import FileSettings
 from etl_tasks.values.catalog import describe
 from etl_tasks.values.types import ColumnType, Kind
 from ops.embedded import free_port
 from tests import services
+from tests.exports import write_csv, write_jsonl
 
 WriteMode = Literal["upsert", "insert", "skip_existing"]
+MODES: list[WriteMode] = ["upsert", "insert", "skip_existing"]
 Row = tuple[Any, ...]
 
 #: Text keys whose order differs by collation: case, accents, trailing and leading spaces.
@@ -108,14 +112,18 @@ class TableDef:
         return [c.name for c in self.columns]
 
 
-class Case(Protocol):
-    """One connector, as source and as target, on a system of the test's own."""
+class SourceCase(Protocol):
+    """One connector as a source, on a system of the test's own."""
 
     name: str
     #: Text keys this source keeps distinct (its collation decides).
     text_keys: list[str]
     #: Whether a source may hold rows that share a key (a table with no unique key).
     equal_keys: bool
+    #: Whether the source's key is each row's position (a file and a record number) rather
+    #: than the table's key columns: rows then come with the position first, in the order
+    #: they were written, and a position never repeats nor is NULL.
+    positional: bool
 
     def source(self, table: TableDef, rows: Sequence[Row]) -> Source:
         """The table, created with these rows, as a source."""
@@ -124,6 +132,35 @@ class Case(Protocol):
     def key_order(self, table: TableDef) -> list[Key]:
         """Every key of the table in the system's own order, asked without the connector."""
         ...
+
+    def as_read(self, table: TableDef, rows: Sequence[Row]) -> list[Row]:
+        """``rows`` (in the order given) as the source returns them: the same rows, or, for a
+        positional source, each with its position first and its values as text."""
+        ...
+
+    def drop(self, table: TableDef) -> None: ...
+
+    def unreachable_source(self, table: TableDef) -> Source:
+        """A source whose system does not answer."""
+        ...
+
+
+class TargetCase(Protocol):
+    """One connector as a target, on a system of the test's own."""
+
+    name: str
+    #: Whether a chunk's rows and its ledger record commit together in the target (a
+    #: transaction): rows written without commit vanish, and a load or a ledger lookup of a
+    #: chunk in flight waits for it. Without (an HTTP API) each confirmed write stays, and a
+    #: load of the chunk that runs again sends only what was not confirmed.
+    transactional: bool
+    #: Whether the target reaches its system to prepare and keep its ledger (an HTTP target's
+    #: ledger is in the state DB: only a write reaches the API).
+    ledger_in_target: bool
+    #: Whether the target can be read back (verify).
+    readable: bool
+    #: The write modes the target takes.
+    write_modes: list[WriteMode]
 
     def target(self, table: TableDef, write: WriteMode, rows: Sequence[Row] = ()) -> Target:
         """The table, created holding these rows, as a prepared target."""
@@ -135,11 +172,11 @@ class Case(Protocol):
 
     def drop(self, table: TableDef) -> None: ...
 
-    def unreachable_source(self, table: TableDef) -> Source:
-        """A source whose system does not answer."""
-        ...
-
     def unreachable_target(self, table: TableDef) -> Target: ...
+
+
+class Case(SourceCase, TargetCase, Protocol):
+    """One connector, as source and as target."""
 
 
 def _types(table: TableDef) -> dict[str, ColumnType]:
@@ -157,6 +194,11 @@ class MemoryCase:
     name: str = "memory"
     text_keys: list[str] = field(default_factory=lambda: list(ALL_TEXT_KEYS))
     equal_keys: bool = False  # rows are kept by key: a key holds one row
+    positional: bool = False
+    transactional: bool = True
+    ledger_in_target: bool = True
+    readable: bool = True
+    write_modes: list[WriteMode] = field(default_factory=lambda: list(MODES))
     db: MemoryDatabase = field(default_factory=MemoryDatabase)
 
     def _create(self, table: TableDef, rows: Sequence[Row]) -> MemoryTable:
@@ -172,6 +214,9 @@ class MemoryCase:
 
     def key_order(self, table: TableDef) -> list[Key]:
         return sorted(self.db.tables[table.name].rows)
+
+    def as_read(self, table: TableDef, rows: Sequence[Row]) -> list[Row]:
+        return list(rows)
 
     def target(self, table: TableDef, write: WriteMode, rows: Sequence[Row] = ()) -> Target:
         self._create(table, rows)
@@ -206,6 +251,11 @@ class SqlCase:
     dead_url: str  # the same kind of database, where nothing answers
     text_keys: list[str]
     equal_keys: bool = True
+    positional: bool = False
+    transactional: bool = True
+    ledger_in_target: bool = True
+    readable: bool = True
+    write_modes: list[WriteMode] = field(default_factory=lambda: list(MODES))
     engines: list[Engine] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -252,6 +302,9 @@ class SqlCase:
     def source(self, table: TableDef, rows: Sequence[Row]) -> Source:
         return self._source(self.engine, self._create(table, rows), table)
 
+    def as_read(self, table: TableDef, rows: Sequence[Row]) -> list[Row]:
+        return list(rows)
+
     def key_order(self, table: TableDef) -> list[Key]:
         t = self._table(table)
         keys = [t.c[k] for k in table.key]
@@ -292,6 +345,64 @@ class SqlCase:
 
     def unreachable_target(self, table: TableDef) -> Target:
         return self._target(self._engine(self.dead_url), table, "upsert")
+
+
+@dataclass
+class FileCase:
+    """The file source over a folder of exports (tests/exports.py), one file per table.
+
+    Its key is the position, ``(file, record)``: rows come back in the order written,
+    with their position first, and every value as text (a CSV empty field is NULL)."""
+
+    name: str
+    folder: Path
+    format: Literal["csv", "jsonl"]
+    text_keys: list[str] = field(default_factory=lambda: list(ALL_TEXT_KEYS))
+    equal_keys: bool = False  # a position is never repeated
+    positional: bool = True
+    written: dict[str, int] = field(default_factory=dict)
+
+    def _name(self, table: TableDef) -> str:
+        return f"{table.name}.{self.format}"
+
+    def _files(self, folder: Path, table: TableDef) -> FileSet:
+        settings = FileSettings(path=str(folder), format=self.format)
+        return FileSet(folder, self._name(table), settings, Path)
+
+    def _source(self, folder: Path, table: TableDef) -> Source:
+        return FileSource(self._files(folder, table), table.names, [*POSITION, *table.names])
+
+    def source(self, table: TableDef, rows: Sequence[Row]) -> Source:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        records = [dict(zip(table.names, r, strict=True)) for r in rows]
+        path = self.folder / self._name(table)
+        if self.format == "csv":
+            write_csv(path, records, encoding="utf-8", delimiter=",", columns=table.names)
+        else:
+            write_jsonl(path, records)
+        self.written[table.name] = len(rows)
+        return self._source(self.folder, table)
+
+    def key_order(self, table: TableDef) -> list[Key]:
+        return [(self._name(table), n) for n in range(1, self.written[table.name] + 1)]
+
+    def as_read(self, table: TableDef, rows: Sequence[Row]) -> list[Row]:
+        def text(value: Any) -> str | None:
+            if value is None or (value == "" and self.format == "csv"):
+                return None
+            return str(value)
+
+        name = self._name(table)
+        return [(name, n, *map(text, row)) for n, row in enumerate(rows, 1)]
+
+    def drop(self, table: TableDef) -> None:
+        (self.folder / self._name(table)).unlink()
+
+    def unreachable_source(self, table: TableDef) -> Source:
+        """A folder that cannot be listed now (a share that went away): a symlink loop."""
+        loop = self.folder.parent / "gone"
+        loop.symlink_to(loop)
+        return self._source(loop, table)
 
 
 @contextmanager
@@ -344,13 +455,30 @@ def mariadb_case(tmp_path: Path) -> Iterator[Case]:
             case.close()
 
 
-#: Every connector the contract suite runs against, by the name its tests show.
+@contextmanager
+def csv_case(tmp_path: Path) -> Iterator[SourceCase]:
+    yield FileCase("csv", tmp_path / "exports", "csv")
+
+
+@contextmanager
+def jsonl_case(tmp_path: Path) -> Iterator[SourceCase]:
+    yield FileCase("jsonl", tmp_path / "exports", "jsonl")
+
+
+#: Every connector the contract suite runs against, by the name its tests show: those that
+#: are both source and target, then those that are only one.
 CASES: dict[str, Callable[[Path], AbstractContextManager[Case]]] = {
     "sqlite": sqlite_case,
     "postgresql": postgresql_case,
     "mariadb": mariadb_case,
     "memory": memory_case,
 }
+SOURCES: dict[str, Callable[[Path], AbstractContextManager[SourceCase]]] = {
+    **CASES,
+    "csv": csv_case,
+    "jsonl": jsonl_case,
+}
+TARGETS: dict[str, Callable[[Path], AbstractContextManager[TargetCase]]] = {**CASES}
 
 
 @dataclass

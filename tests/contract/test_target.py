@@ -25,7 +25,7 @@ from etl_tasks.connectors.base import (
 from etl_tasks.errors import BadRowError, PermanentError, TransientError
 from etl_tasks.steps.load import Job, write_bisecting, write_chunk
 from etl_tasks.values.types import Kind
-from tests.contract.connectors import Case, Col, Row, TableDef, WriteMode
+from tests.contract.connectors import Col, Row, TableDef, TargetCase, WriteMode
 
 ACCOUNTS = TableDef(
     "accounts",
@@ -71,7 +71,7 @@ def load(target: Target, ref: ChunkRef, rows: Sequence[Row], rec: LedgerRecord) 
         tx.commit(rec)
 
 
-def test_key_and_columns_describe_the_table(case: Case) -> None:
+def test_key_and_columns_describe_the_table(case: TargetCase) -> None:
     target = case.target(ACCOUNTS, "upsert")
 
     assert target.key == ["id"]
@@ -80,7 +80,7 @@ def test_key_and_columns_describe_the_table(case: Case) -> None:
     assert columns["id"].kind is Kind.INTEGER and columns["name"].kind is Kind.TEXT
 
 
-def test_prepare_again_changes_nothing(case: Case) -> None:
+def test_prepare_again_changes_nothing(case: TargetCase) -> None:
     # Given a target that has committed a chunk
     target = case.target(ACCOUNTS, "upsert")
     rec = record(2)
@@ -97,7 +97,7 @@ def test_prepare_again_changes_nothing(case: Case) -> None:
     assert case.stored(ACCOUNTS) == [*EXISTING, (3, "three", "c")]
 
 
-def test_rows_and_ledger_record_commit_together(case: Case) -> None:
+def test_rows_and_ledger_record_commit_together(case: TargetCase) -> None:
     target = case.target(ACCOUNTS, "upsert")
     rows: list[Row] = [(1, "one", "a"), (2, None, "b"), (3, "Zürich  ", "c")]
     rec = LedgerRecord(
@@ -123,7 +123,7 @@ class Boom(Exception):
     pass
 
 
-def test_a_chunk_left_without_commit_leaves_neither_rows_nor_record(case: Case) -> None:
+def test_a_chunk_left_without_commit_leaves_neither_rows_nor_record(case: TargetCase) -> None:
     for how in ("exception", "no_commit"):
         # Given a target holding rows
         table = accounts(how)
@@ -146,7 +146,7 @@ def test_a_chunk_left_without_commit_leaves_neither_rows_nor_record(case: Case) 
         assert target.ledger_lookup(again) == record(1, token=2), how
 
 
-def test_rows_of_a_chunk_in_flight_are_not_read_back(case: Case) -> None:
+def test_rows_of_a_chunk_in_flight_are_not_read_back(case: TargetCase) -> None:
     target = case.target(ACCOUNTS, "upsert", EXISTING)
 
     with target.begin_chunk(chunk()) as tx:
@@ -158,7 +158,7 @@ def test_rows_of_a_chunk_in_flight_are_not_read_back(case: Case) -> None:
     assert case.stored(ACCOUNTS) == [(1, "one", "a"), (2, "TWO", "B"), (3, "three", "c")]
 
 
-def test_a_second_delivery_of_a_committed_chunk_writes_nothing(case: Case) -> None:
+def test_a_second_delivery_of_a_committed_chunk_writes_nothing(case: TargetCase) -> None:
     # Given a chunk that committed
     target = case.target(ACCOUNTS, "upsert")
     rec = record(2)
@@ -190,7 +190,7 @@ def _second_load(target: Target, table: TableDef, seen: list[LedgerRecord | None
             tx.commit(record(1, token=2))
 
 
-def test_ledger_lookup_waits_for_a_load_in_flight(case: Case) -> None:
+def test_ledger_lookup_waits_for_a_load_in_flight(case: TargetCase) -> None:
     for outcome in ("commit", "rollback"):
         # Given a load of the chunk that has written but not finished
         table = accounts(outcome)
@@ -214,7 +214,7 @@ def test_ledger_lookup_waits_for_a_load_in_flight(case: Case) -> None:
         assert found == ([record(2)] if outcome == "commit" else [None]), outcome
 
 
-def test_a_second_load_of_a_chunk_in_flight_waits_for_the_first(case: Case) -> None:
+def test_a_second_load_of_a_chunk_in_flight_waits_for_the_first(case: TargetCase) -> None:
     for outcome in ("commit", "rollback"):
         # Given a load of the chunk that has written but not finished
         table = accounts(outcome)
@@ -253,7 +253,7 @@ STORED = {
 MODES: list[WriteMode] = ["upsert", "insert", "skip_existing"]
 
 
-def test_write_modes_over_rows_already_there(case: Case) -> None:
+def test_write_modes_over_rows_already_there(case: TargetCase) -> None:
     for mode in MODES:
         # Given a target holding keys 1 and 2
         table = accounts(mode)
@@ -270,7 +270,7 @@ def test_write_modes_over_rows_already_there(case: Case) -> None:
         assert case.stored(table) == STORED[mode], mode
 
 
-def test_a_key_twice_in_one_batch(case: Case) -> None:
+def test_a_key_twice_in_one_batch(case: TargetCase) -> None:
     for mode in MODES:
         # Given an empty target, and a batch in which one key comes twice
         table = accounts(mode)
@@ -290,7 +290,7 @@ def test_a_key_twice_in_one_batch(case: Case) -> None:
         assert case.stored(table) == [rows[0], five, rows[3]], mode
 
 
-def test_a_refused_row_is_named_and_the_rest_is_written(case: Case) -> None:
+def test_a_refused_row_is_named_and_the_rest_is_written(case: TargetCase) -> None:
     for mode in MODES:
         for existing in ([], EXISTING):
             # Given a batch with a row that breaks a NOT NULL column
@@ -314,7 +314,7 @@ def test_a_refused_row_is_named_and_the_rest_is_written(case: Case) -> None:
             assert case.stored(table) == sorted([*existing, *good]), table.name
 
 
-def test_a_batch_is_written_whole_or_its_refusals_named(case: Case) -> None:
+def test_a_batch_is_written_whole_or_its_refusals_named(case: TargetCase) -> None:
     # What write() alone does with a bad row: either raise BadRowError, leaving nothing
     # of the batch, or return the row refused and write the others
     target = case.target(ACCOUNTS, "upsert")
@@ -335,7 +335,7 @@ def test_a_batch_is_written_whole_or_its_refusals_named(case: Case) -> None:
     assert case.stored(ACCOUNTS) == [*expected, (4, "four", "d")]
 
 
-def test_upsert_writes_only_the_columns_it_is_given(case: Case) -> None:
+def test_upsert_writes_only_the_columns_it_is_given(case: TargetCase) -> None:
     target = case.target(NOTES, "upsert", [(1, "a1", "b1"), (2, "a2", "b2")])
 
     with target.begin_chunk(chunk(stream="notes")) as tx:
@@ -345,7 +345,7 @@ def test_upsert_writes_only_the_columns_it_is_given(case: Case) -> None:
     assert case.stored(NOTES) == [(1, "a1", "b1"), (2, "A2", "b2"), (3, "A3", None)]
 
 
-def test_read_back_returns_exactly_what_was_written_by_key_range(case: Case) -> None:
+def test_read_back_returns_exactly_what_was_written_by_key_range(case: TargetCase) -> None:
     target = case.target(PAIRS, "upsert")
     rows: list[Row] = sorted(
         (g, c, g * 10 + i) for g in (1, 2, 3) for i, c in enumerate(["a", "b", "c ", "é"])
@@ -362,7 +362,7 @@ def test_read_back_returns_exactly_what_was_written_by_key_range(case: Case) -> 
     assert middle == order[3:8]
 
 
-def test_finish_is_idempotent_and_leaves_the_rows(case: Case) -> None:
+def test_finish_is_idempotent_and_leaves_the_rows(case: TargetCase) -> None:
     target = case.target(ACCOUNTS, "upsert")
     load(target, chunk(), EXISTING, record(2))
 
@@ -373,7 +373,7 @@ def test_finish_is_idempotent_and_leaves_the_rows(case: Case) -> None:
     assert case.stored(ACCOUNTS) == EXISTING
 
 
-def test_a_batch_naming_a_column_the_table_lacks_is_a_permanent_error(case: Case) -> None:
+def test_a_batch_naming_a_column_the_table_lacks_is_a_permanent_error(case: TargetCase) -> None:
     # No row of it could load: the stream's mapping is wrong, not a row
     target = case.target(ACCOUNTS, "upsert")
 
@@ -386,7 +386,7 @@ def test_a_batch_naming_a_column_the_table_lacks_is_a_permanent_error(case: Case
     assert target.ledger_lookup(chunk()) is None
 
 
-def test_a_missing_table_is_a_permanent_error(case: Case) -> None:
+def test_a_missing_table_is_a_permanent_error(case: TargetCase) -> None:
     # Given a target that has loaded a chunk, whose table is then dropped
     target = case.target(ACCOUNTS, "upsert")
     load(target, chunk(), EXISTING, record(2))
@@ -400,7 +400,7 @@ def test_a_missing_table_is_a_permanent_error(case: Case) -> None:
     assert not isinstance(PermanentError(), TransientError)
 
 
-def test_a_target_that_does_not_answer_is_a_transient_error(case: Case) -> None:
+def test_a_target_that_does_not_answer_is_a_transient_error(case: TargetCase) -> None:
     target = case.unreachable_target(ACCOUNTS)
 
     with pytest.raises(TransientError):
@@ -419,7 +419,7 @@ class NoRoomForAnother(Unpaced):
         return ahead_s > 0
 
 
-def test_the_load_step_records_the_same_outcome_on_every_target(case: Case) -> None:
+def test_the_load_step_records_the_same_outcome_on_every_target(case: TargetCase) -> None:
     for mode in MODES[:2]:
         # Given a target holding key 2, and a chunk of 1200 rows with a row breaking a NOT
         # NULL column and (for insert) a key already there
