@@ -51,6 +51,9 @@ class HttpApi:
     max_rows: int = 100
     rows_field: str | None = "rows"
     refuse: Refuse | None = None
+    # The tables it has, each with its NOT NULL columns (a row with NULL there is refused);
+    # None: any table
+    tables: dict[str, list[str]] | None = None
     name_rows: bool = True
     slow_s: float = 1.0
     delay_s: float = 0.0  # every POST answers this late
@@ -76,7 +79,11 @@ class HttpApi:
         self._server.block_on_close = False  # type: ignore[attr-defined]
         self._server.daemon_threads = True  # type: ignore[attr-defined]
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stopping waits for one poll
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -134,6 +141,8 @@ class HttpApi:
         refusal = self._refuse_request(request)
         if refusal is not None:
             return refusal
+        if self.tables is not None and parts[1] not in self.tables:
+            return _json(404, {"error": f"no table {parts[1]}"})
         return self._post(request, environ, parts[1])
 
     def _refuse_request(self, request: Request) -> Response | None:
@@ -182,7 +191,7 @@ class HttpApi:
         if len(rows) > self.max_rows:
             body = {"error": f"at most {self.max_rows} rows per request"}
             return self._record(table, key, len(rows), _json(413, body))
-        refused = {i: why for i, row in enumerate(rows) if (why := self._refused(row))}
+        refused = {i: why for i, row in enumerate(rows) if (why := self._refused(table, row))}
         if refused:
             if self.name_rows:
                 errors = [{"index": i, "message": why} for i, why in refused.items()]
@@ -199,9 +208,12 @@ class HttpApi:
                     self._answers[key] = answer
         return self._record(table, key, len(rows), _raw(200, again or answer))
 
-    def _refused(self, row: Any) -> str | None:
+    def _refused(self, table: str, row: Any) -> str | None:
         if not isinstance(row, dict):
             return "a row must be an object"
+        for column in (self.tables or {}).get(table, []):
+            if row.get(column) is None:
+                return f"{column} may not be null"
         return self.refuse(row) if self.refuse is not None else None
 
     def _record(self, table: str, key: str | None, rows: int, response: Response) -> Response:

@@ -22,8 +22,11 @@ from typing import Any, Literal, Protocol
 
 from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, select, text
 
+from etl_tasks.budget import SUB_BATCH_ROWS
 from etl_tasks.connectors.base import Key, Source, Target
 from etl_tasks.connectors.files.source import POSITION, FileSet, FileSource
+from etl_tasks.connectors.http.client import Client
+from etl_tasks.connectors.http.target import HttpTarget
 from etl_tasks.connectors.memory import (
     MemoryDatabase,
     MemorySource,
@@ -36,11 +39,14 @@ from etl_tasks.connectors.sql.queries import RangeQuery
 from etl_tasks.connectors.sql.source import SqlSource
 from etl_tasks.connectors.sql.target import SqlTarget
 from etl_tasks.endpoints import FileSettings
+from etl_tasks.state.db import StateDB
+from etl_tasks.state.models import Base, Migration
 from etl_tasks.values.catalog import describe
 from etl_tasks.values.types import ColumnType, Kind
 from ops.embedded import free_port
 from tests import services
 from tests.exports import write_csv, write_jsonl
+from tests.http_api import HttpApi, running_api
 
 WriteMode = Literal["upsert", "insert", "skip_existing"]
 MODES: list[WriteMode] = ["upsert", "insert", "skip_existing"]
@@ -405,6 +411,86 @@ class FileCase:
         return self._source(loop, table)
 
 
+MIGRATION = "mig00000000000000000000000000001"  # the one the tests' chunks belong to
+
+
+@dataclass
+class HttpCase:
+    """The HTTP target over the test HTTP API (tests/http_api.py), its ledger in a state DB
+    of the test's own. The API upserts by key: what it holds is what its requests stored,
+    folded by key, a later row's columns over an earlier one's."""
+
+    api: HttpApi
+    db: StateDB
+    name: str = "http"
+    transactional: bool = False  # each confirmed request stays; the ledger skips it
+    ledger_in_target: bool = False  # the ledger is in the state DB
+    readable: bool = False  # an API is not read back
+    write_modes: list[WriteMode] = field(default_factory=lambda: ["upsert"])
+    keys: dict[str, list[str]] = field(default_factory=dict)
+
+    def _target(self, url: str, table: TableDef) -> HttpTarget:
+        client = Client("POST", {"Authorization": f"Bearer {self.api.token}"})
+        return HttpTarget(
+            self.db,
+            client,
+            url.replace("{table}", table.name),
+            table.key,
+            _types(table),
+            batch_rows=SUB_BATCH_ROWS,
+            rows_field="rows",
+            timeout_s=5,
+        )
+
+    def target(self, table: TableDef, write: WriteMode, rows: Sequence[Row] = ()) -> Target:
+        assert write in self.write_modes
+        tables = self.api.tables if self.api.tables is not None else {}
+        tables[table.name] = [c.name for c in table.columns if not c.nullable]
+        self.api.tables = tables
+        self.api.stored[table.name] = [dict(zip(table.names, r, strict=True)) for r in rows]
+        self.keys[table.name] = table.key
+        target = self._target(self.api.url, table)
+        target.prepare()
+        return target
+
+    def stored(self, table: TableDef) -> list[Row]:
+        held: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in self.api.rows(table.name):
+            key = tuple(row[k] for k in table.key)
+            held[key] = {**held.get(key, {}), **row}
+        return [tuple(held[k].get(c) for c in table.names) for k in sorted(held)]
+
+    def drop(self, table: TableDef) -> None:
+        assert self.api.tables is not None
+        del self.api.tables[table.name]
+
+    def unreachable_target(self, table: TableDef) -> Target:
+        return self._target(f"http://127.0.0.1:{free_port()}/v1/{{table}}/import", table)
+
+
+@contextmanager
+def http_case(tmp_path: Path) -> Iterator[TargetCase]:
+    db = StateDB(f"sqlite:///{tmp_path / 'state.db'}")
+    Base.metadata.create_all(db.engine)
+    with db.session() as s:
+        now = db.now(s)
+        s.add(
+            Migration(
+                id=MIGRATION,
+                name="contract",
+                spec={},
+                state="running",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    try:
+        with running_api(max_rows=5000, name_rows=False) as api:
+            yield HttpCase(api, db)
+    finally:
+        db.dispose()
+
+
 @contextmanager
 def memory_case(tmp_path: Path) -> Iterator[Case]:
     yield MemoryCase()
@@ -478,7 +564,10 @@ SOURCES: dict[str, Callable[[Path], AbstractContextManager[SourceCase]]] = {
     "csv": csv_case,
     "jsonl": jsonl_case,
 }
-TARGETS: dict[str, Callable[[Path], AbstractContextManager[TargetCase]]] = {**CASES}
+TARGETS: dict[str, Callable[[Path], AbstractContextManager[TargetCase]]] = {
+    **CASES,
+    "http": http_case,
+}
 
 
 @dataclass

@@ -171,6 +171,9 @@ class HttpChunkWrite:
         """
         if self.committed is not None:
             raise RuntimeError("no chunk write in progress")
+        unknown = [c for c in batch.columns if c not in self.target.types]
+        if unknown:  # the stream's mapping is wrong, not a row: no row of it could load
+            raise PermanentError(f"the rows carry a column the stream does not: {unknown[0]!r}")
         asked, self._asked = self._asked, None  # a sub-batch of the load step's, not a half
         todo = self._unconfirmed(batch)
         if batch.positions:
