@@ -62,19 +62,21 @@ class HttpApi:
     stored: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     options: int = 0
+    hosts: set[str] = field(default_factory=set)  # the Host headers requests came with
     down: bool = False  # an outage: even a connection kept alive from before is dropped
     _answers: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: BaseWSGIServer | None = None
     _thread: threading.Thread | None = None
     port: int = 0
+    address: str = "127.0.0.1"  # any loopback address: another "host" on this machine
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> HttpApi:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self.down = False
-        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
+        self._server = make_server(self.address, self.port, self._app, threaded=True)
         # Stopping must not wait for the connections clients keep alive
         self._server.block_on_close = False  # type: ignore[attr-defined]
         self._server.daemon_threads = True  # type: ignore[attr-defined]
@@ -115,7 +117,7 @@ class HttpApi:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/{{table}}/import"
+        return f"http://{self.address}:{self.port}/v1/{{table}}/import"
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -135,6 +137,8 @@ class HttpApi:
     def _answer(self, request: Request, environ: dict[str, Any]) -> Response:
         if self.down:
             return self._drop(environ, "", None)
+        with self._lock:
+            self.hosts.add(request.host)
         parts = request.path.strip("/").split("/")
         if len(parts) != 3 or parts[0] != "v1" or parts[2] != "import":
             return _json(404, {"error": "no such endpoint"})

@@ -8,6 +8,8 @@ own message. Preflight checks the endpoint without writing.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -369,4 +371,41 @@ def test_a_lost_answer_then_a_413_elsewhere_sends_the_same_requests_again(
     # when the API is not trusted to honour the keys, that rows may have arrived twice
     assert view["streams"][0]["rows_sent_again"] == 100, view["streams"][0]
     assert view["duplicates_possible"] is (delivery == "at_least_once"), view
+    driver.close()
+
+
+def test_requests_go_to_the_address_checked_whatever_the_name_resolves_to_later(
+    make_settings: Callable[..., Settings],
+    source: str,
+    cloud: HttpApi,
+    token: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an internal service on another address of this machine, at the API's port, and
+    # a name that resolves to the API when Baton checks it (its resolver threads) but to the
+    # internal service on any other lookup: DNS rebinding, as a hosts-style override
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "cloud.test":
+            checked = threading.current_thread().name.startswith("baton-dns")
+            host = cloud.address if checked else "127.0.0.2"
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    with running_api(address="127.0.0.2", port=cloud.port) as internal:
+        driver = Driver(make_settings(allowed_hosts=f"{cloud.address}/32"))
+        spec = http_spec(source, cloud)
+        spec["target"]["http"]["url"] = f"http://cloud.test:{cloud.port}/v1/{{table}}/import"
+
+        # When the spec is checked (preflight probes the API) and the migration runs
+        mid = submit(driver.rt.db, driver.publisher, spec)
+        view = settle(driver, mid)
+
+        # Then every request went to the address that was checked, under the name
+        assert view["state"] == "succeeded", view
+        assert_each_once(cloud, expected_ids())
+        assert cloud.options > 0
+        assert internal.received == [] and internal.options == 0
+        assert cloud.hosts == {f"cloud.test:{cloud.port}"}
     driver.close()
