@@ -43,10 +43,10 @@ from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import Base, Migration
 from etl_tasks.values.catalog import describe
 from etl_tasks.values.types import ColumnType, Kind
+from ops.chaos.http_api import HttpApi, running_api
 from ops.embedded import free_port
 from tests import services
 from tests.exports import write_csv, write_jsonl
-from tests.http_api import HttpApi, running_api
 
 WriteMode = Literal["upsert", "insert", "skip_existing"]
 MODES: list[WriteMode] = ["upsert", "insert", "skip_existing"]
@@ -416,7 +416,7 @@ MIGRATION = "mig00000000000000000000000000001"  # the one the tests' chunks belo
 
 @dataclass
 class HttpCase:
-    """The HTTP target over the test HTTP API (tests/http_api.py), its ledger in a state DB
+    """The HTTP target over the test HTTP API (ops/chaos/http_api.py), its ledger in a state DB
     of the test's own. The API upserts by key: what it holds is what its requests stored,
     folded by key, a later row's columns over an earlier one's."""
 

@@ -1,4 +1,4 @@
-"""The HTTP API target against a real HTTP server (tests/http_api.py), steps run in-process.
+"""The HTTP API target against a real HTTP server (ops/chaos/http_api.py), steps run in-process.
 
 Whatever the API does (429 and 503 with Retry-After, 500, slow answers, dropped
 connections, 413, 422 for chosen rows), the rows it stores equal the source's
@@ -31,9 +31,9 @@ from etl_tasks.spec import parse_spec
 from etl_tasks.state.models import Chunk, HttpBatch, Migration, QuarantinedRow
 from etl_tasks.sweeper import sweep
 from etl_tasks.views import migration_view
+from ops.chaos.http_api import TOKEN, HttpApi, running_api
 from tests.data import build_items, sqlite_url, submit
 from tests.harness import Driver
-from tests.http_api import TOKEN, HttpApi, running_api
 from tests.integration.api_support import MIGRATIONS, Api
 
 ROWS = 600

@@ -1,6 +1,8 @@
-"""A real HTTP API that takes rows, for tests of the HTTP target: a Werkzeug server in a thread.
+"""A real HTTP API that takes rows, for the HTTP target's tests and the chaos harness: a
+Werkzeug server in a thread.
 
-It behaves like a careful cloud API: it wants a bearer token, refuses more
+It behaves like a careful cloud API: it wants a bearer token (unless ``token`` is
+None), refuses more
 than ``max_rows`` rows in one request (413), takes each ``Idempotency-Key``
 once (a repeated key is answered as the first time, and stores nothing), and
 refuses a request holding a row ``refuse`` objects to (422: naming the rows,
@@ -47,7 +49,7 @@ class Received:
 
 @dataclass
 class HttpApi:
-    token: str = TOKEN
+    token: str | None = TOKEN
     max_rows: int = 100
     rows_field: str | None = "rows"
     refuse: Refuse | None = None
@@ -151,7 +153,9 @@ class HttpApi:
 
     def _refuse_request(self, request: Request) -> Response | None:
         """The answers before any row is looked at: credentials, OPTIONS, the method."""
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        if self.token is not None and request.headers.get("Authorization") != (
+            f"Bearer {self.token}"
+        ):
             return _json(401, {"error": "missing or wrong bearer token"})
         if request.method == "OPTIONS":
             with self._lock:
@@ -193,10 +197,11 @@ class HttpApi:
         if again is not None:  # the same request again: the same answer, nothing stored
             return self._record(table, key, len(rows), _raw(200, again))
         if len(rows) > self.max_rows:
-            body = {"error": f"at most {self.max_rows} rows per request"}
-            return self._record(table, key, len(rows), _json(413, body))
+            too_many = {"error": f"at most {self.max_rows} rows per request"}
+            return self._record(table, key, len(rows), _json(413, too_many))
         refused = {i: why for i, row in enumerate(rows) if (why := self._refused(table, row))}
         if refused:
+            body: dict[str, Any]
             if self.name_rows:
                 errors = [{"index": i, "message": why} for i, why in refused.items()]
                 body = {"error": "some rows are invalid", "errors": errors}
