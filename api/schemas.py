@@ -65,6 +65,11 @@ class StreamView(_Response):
     state: StreamState
     rows_loaded: int
     rows_quarantined: int
+    rows_sent_again: int | None = Field(
+        None,
+        description="an HTTP target's rows sent again after a request of theirs got no "
+        "answer (each may have been applied); absent for other targets",
+    )
     chunks_total: int
     chunks_done: int
     chunks_failed: int
@@ -105,6 +110,11 @@ class MigrationView(MigrationSummary):
         description="the newest verification; null: never verified"
     )
     streams: list[StreamView]
+    duplicates_possible: bool | None = Field(
+        None,
+        description="an HTTP target with delivery at_least_once sent a row again after its "
+        "answer was lost, so the API may hold it twice; absent for other targets",
+    )
     rows_loaded: int
     rows_quarantined: int
     chunks_total: int

@@ -42,7 +42,7 @@ def check_http_target(
         message = exc.public_message("target")
         before("target/http/url", f"{message}: {exc.detail}" if reveal and exc.detail else message)
         return False
-    client = Client(endpoint.http.method, access.headers)
+    client = Client(endpoint.http.method, access.headers, pin=(access.host, access.address))
     for url in _probe_urls(spec, access):
         problem = _probe(client, url, deadline, reveal)
         if problem:

@@ -18,7 +18,14 @@ from etl_tasks.errors import NotFound
 from etl_tasks.spec import endpoint_kind
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState, QuarantineStatus
-from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream, Verification
+from etl_tasks.state.models import (
+    Chunk,
+    HttpPart,
+    Migration,
+    QuarantinedRow,
+    Stream,
+    Verification,
+)
 from etl_tasks.verification.report import report_url
 
 
@@ -80,6 +87,18 @@ def _quarantine_counts(s: Session, migration_id: str) -> dict[int, int]:
     return {sid: n for sid, n in rows}
 
 
+def _sent_again(s: Session, migration_id: str) -> dict[str, int]:
+    """Per stream of an HTTP target, rows sent again after a send of theirs got no answer
+    (a dropped connection, a timeout): the API may have applied them twice, unless it
+    honours Idempotency-Key (``exactly_once``)."""
+    rows = s.execute(
+        select(HttpPart.stream, func.sum(HttpPart.rows * HttpPart.unanswered))
+        .where(HttpPart.migration_id == migration_id, HttpPart.unanswered > 0)
+        .group_by(HttpPart.stream)
+    ).all()
+    return {str(name): int(n or 0) for name, n in rows}
+
+
 def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
     with db.reading() as s:
         mig = s.get(Migration, migration_id)
@@ -94,6 +113,7 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
         counts = _stream_counts(s, migration_id)
         bad = _quarantine_counts(s, migration_id)
         verification = _verification_link(s, migration_id)
+        again = _sent_again(s, migration_id) if _delivery(mig.spec) else None
     items = []
     for st in streams:
         c = counts.get(st.id, {"total": 0, "done": 0, "failed": 0, "rows": 0})
@@ -111,7 +131,11 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
                 "finished_at": _iso(st.finished_at),
             }
         )
+        if again is not None:
+            items[-1]["rows_sent_again"] = again.get(st.name, 0)
     view = migration_summary(mig)
+    if again is not None:  # at least once: a row sent again may have arrived twice
+        view["duplicates_possible"] = view["delivery"] == "at_least_once" and any(again.values())
     if mig.state == MigrationState.RUNNING:
         shortage = _worker_shortage(db, mig.spec)
         if shortage and (shortage.startswith(UNSUPPORTED) or not view["waiting_reason"]):

@@ -310,7 +310,13 @@ def demo(home: Path, scale: float) -> None:
 
 
 @main.command()
-@click.option("--tier", type=click.Choice(["short", "long"]), default="short", show_default=True)
+@click.option(
+    "--tier",
+    type=click.Choice(["short", "long", "http-outage"]),
+    default="short",
+    show_default=True,
+    help="long: 50 faults, then an HTTP API down for a minute; http-outage: only that",
+)
 @click.option("--workdir", type=click.Path(path_type=Path), help="default: a new temp dir")
 def chaos(tier: str, workdir: Path | None) -> None:
     """Migrate while killing workers and restarting Redis and PostgreSQL; exit 0 if nothing lost."""

@@ -40,11 +40,13 @@ def write_csv(
     delimiter: str = ";",
     header: bool = True,
     bom: bool = False,
+    columns: Sequence[str] | None = None,
 ) -> None:
-    """``rows`` as a CSV file (CRLF line ends, quoted where needed; None as an empty field)."""
+    """``rows`` as a CSV file (CRLF line ends, quoted where needed; None as an empty field);
+    ``columns`` name the header (default: the first row's keys)."""
     out = io.StringIO(newline="")
     writer = csv.writer(out, delimiter=delimiter, lineterminator="\r\n")
-    columns = list(rows[0]) if rows else []
+    columns = list(columns if columns is not None else rows[0] if rows else [])
     if header:
         writer.writerow(columns)
     for row in rows:

@@ -323,6 +323,26 @@ class HttpBatch(Base):
     confirmed_at: Mapped[datetime] = mapped_column(DateTime)
 
 
+class HttpPart(Base):
+    """One request's place in an HTTP target's chunk, recorded before it is first sent: a
+    load of the chunk that runs again cuts its rows into the same requests (the same
+    Idempotency-Keys), whatever the stream's batch size has become since."""
+
+    __tablename__ = "http_parts"
+
+    migration_id: Mapped[str] = mapped_column(
+        ForeignKey("migrations.id", ondelete="CASCADE"), primary_key=True
+    )
+    stream: Mapped[str] = mapped_column(String(200), primary_key=True)
+    chunk_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
+    # The extract position of the request's first row, and how many rows of the chunk it took
+    first_position: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    rows: Mapped[int] = mapped_column(Integer)
+    # Sends of it that got no answer (dropped, timed out): each may have been applied
+    unanswered: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    planned_at: Mapped[datetime] = mapped_column(DateTime)
+
+
 class HttpChunk(Base):
     """An HTTP target's ledger record of a chunk, written once all its batches are confirmed:
     what ``baton_ledger`` is to a SQL target (counts, quarantine, cut, deferred rows)."""

@@ -73,9 +73,9 @@ def _load(rt: Runtime, c: Claim) -> None:
         # A load that stalled past its lease must not commit: the chunk may have gone back
         # to extract meanwhile (its staged rows lost, no ledger row yet) and be cut anew.
         before_commit=lambda: renew(rt, c),
-        batch_rows=lambda: _batch_rows(target),
     )
     with target.begin_chunk(chunk) as tx:
+        job.batch_rows = lambda: _batch_rows(tx, target)
         record = tx.committed or write_chunk(tx, c.token, job)
     finish(rt, c, record, elapsed_ms(clock.started))
     rt.staging.delete(c.chunk_id, c.stage_token, STEP.input_stage)
@@ -99,10 +99,14 @@ class Job:
     batch_rows: Callable[[], int] = lambda: SUB_BATCH_ROWS
 
 
-def _batch_rows(target: object) -> int:
-    """A target's own sub-batch size (one request of an HTTP API), else the step's."""
-    rows = getattr(target, "batch_rows", None)
-    return max(1, rows) if isinstance(rows, int) else SUB_BATCH_ROWS
+def _batch_rows(tx: object, target: object) -> int:
+    """The chunk write's own sub-batch size (an HTTP API's requests, cut as a load of the
+    chunk cut them before), else the target's, else the step's."""
+    for owner in (tx, target):
+        rows = getattr(owner, "batch_rows", None)
+        if isinstance(rows, int):
+            return max(1, rows)
+    return SUB_BATCH_ROWS
 
 
 @dataclass

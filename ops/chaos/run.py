@@ -6,7 +6,9 @@ some progress and still has work left, so every fault hits a running migration. 
 migration that ends before the faults do is followed by another into a fresh target
 database. Each migration is then verified row by row: rows lost, rows duplicated,
 values equal, counts equal to the target's ledger. One line per fault, one per
-migration, then the verdict.
+migration, then the verdict. The long tier then runs the HTTP outage scenario
+(:mod:`ops.chaos.http_outage`: an HTTP API down for a minute mid-migration), which
+``--tier http-outage`` runs alone.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from etl_tasks.state.db import StateDB, upgrade
 from etl_tasks.verify import StreamCheck, quarantine_keys, verify
 from etl_tasks.views import migration_view
 from ops.chaos.faults import FAULTS, FaultRecord, Lab
+from ops.chaos.http_outage import OUTAGE_S, OutageResult, run_outage
 from ops.chaos.services import OwnPostgres, OwnRedis, Workers
 from ops.demo_data import DemoStats, build_legacy_db, demo_spec
 from ops.timings import FAST_TIMINGS
@@ -61,11 +64,14 @@ class Tier:
     spacing_chunks: int
     time_limit_s: float
     random_kinds: bool
+    campaign: bool = True  # migrations into PostgreSQL under the faults above
+    http_outage_s: float = 0.0  # then a migration into an HTTP API down this long mid-way
 
 
 TIERS: dict[str, Tier] = {
     "short": Tier("short", len(FAULTS), 4, 180.0, random_kinds=False),
-    "long": Tier("long", 50, 3, 1800.0, random_kinds=True),
+    "long": Tier("long", 50, 3, 1800.0, random_kinds=True, http_outage_s=OUTAGE_S),
+    "http-outage": Tier("http-outage", 0, 0, 0.0, False, campaign=False, http_outage_s=OUTAGE_S),
 }
 
 
@@ -115,6 +121,7 @@ class Verdict:
     problems: list[str]
     notes: list[str] = field(default_factory=list)  # worth knowing, not a failure
     elapsed_s: float = 0.0
+    outage: OutageResult | None = None  # the HTTP outage scenario, when the tier runs it
 
     @property
     def rows_lost(self) -> int:
@@ -135,10 +142,13 @@ class Verdict:
     @property
     def passed(self) -> bool:
         clean = self.rows_lost == 0 and self.rows_duplicated == 0 and self.checksum_equal
-        return clean and bool(self.migrations) and self.all_problems() == []
+        ran = bool(self.migrations) or self.outage is not None
+        return clean and ran and self.all_problems() == []
 
     def all_problems(self) -> list[str]:
         found = list(self.problems)
+        if self.outage is not None:
+            found += [f"http outage: {p}" for p in self.outage.problems]
         found += [f"migration {m.number}: {p}" for m in self.migrations for p in m.problems]
         found += [
             f"migration {m.number} {m.state}" for m in self.migrations if m.state != "succeeded"
@@ -417,6 +427,15 @@ class Campaign:
         self.current = None
 
 
+def http_outage(lab: Lab, stats: DemoStats, out: Out, outage_s: float) -> OutageResult:
+    """The HTTP outage scenario on the lab's workers, published through its own Celery app."""
+    app = create_celery(lab.settings)
+    try:
+        return run_outage(lab, stats, CeleryPublisher(app), out, outage_s)
+    finally:
+        app.close()
+
+
 def run(tier: str, workdir: Path, out: Out = print, seed: int = 7) -> Verdict:
     """Run one tier in ``workdir`` (logs in ``workdir/logs``); print and return the verdict."""
     plan = TIERS[tier]
@@ -425,7 +444,11 @@ def run(tier: str, workdir: Path, out: Out = print, seed: int = 7) -> Verdict:
     stats = build_legacy_db(workdir / "legacy.db")
     with contextlib.ExitStack() as stack:
         lab = start_lab(workdir, stack)
-        verdict = Campaign(lab, stats, plan, random.Random(seed), out, started).run()
+        verdict = Verdict([], [], [])
+        if plan.campaign:
+            verdict = Campaign(lab, stats, plan, random.Random(seed), out, started).run()
+        if plan.http_outage_s:
+            verdict.outage = http_outage(lab, stats, out, plan.http_outage_s)
     verdict.elapsed_s = time.monotonic() - started
     for problem in verdict.all_problems():
         out(f"problem: {problem}")

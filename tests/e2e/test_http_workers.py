@@ -11,11 +11,11 @@ from sqlalchemy import func, select
 
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Migration, QuarantinedRow
+from ops.chaos.http_api import TOKEN, running_api
 from tests.data import build_items, sqlite_url, submit
 from tests.e2e.conftest import Cluster
 from tests.e2e.scenarios import wait_done
 from tests.harness import wait_for
-from tests.http_api import TOKEN, running_api
 from tests.integration.test_http_target import http_spec
 
 pytestmark = pytest.mark.slow

@@ -20,12 +20,12 @@ from sqlalchemy import text
 from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Migration
+from ops.chaos.http_api import TOKEN, running_api
 from tests.data import submit
 from tests.e2e.conftest import Cluster
 from tests.e2e.scenarios import wait_done
 from tests.exports import customer, write_csv, write_jsonl
 from tests.harness import wait_for
-from tests.http_api import TOKEN, running_api
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""The HTTP API target against a real HTTP server (tests/http_api.py), steps run in-process.
+"""The HTTP API target against a real HTTP server (ops/chaos/http_api.py), steps run in-process.
 
 Whatever the API does (429 and 503 with Retry-After, 500, slow answers, dropped
 connections, 413, 422 for chosen rows), the rows it stores equal the source's
@@ -8,6 +8,8 @@ own message. Preflight checks the endpoint without writing.
 
 from __future__ import annotations
 
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -29,9 +31,9 @@ from etl_tasks.spec import parse_spec
 from etl_tasks.state.models import Chunk, HttpBatch, Migration, QuarantinedRow
 from etl_tasks.sweeper import sweep
 from etl_tasks.views import migration_view
+from ops.chaos.http_api import TOKEN, HttpApi, running_api
 from tests.data import build_items, sqlite_url, submit
 from tests.harness import Driver
-from tests.http_api import TOKEN, HttpApi, running_api
 from tests.integration.api_support import MIGRATIONS, Api
 
 ROWS = 600
@@ -178,6 +180,7 @@ def test_a_refusal_that_names_no_row_is_bisected(
     view = settle(driver, mid)
     assert view["state"] == "succeeded", view
     assert view["delivery"] == "at_least_once", view  # the status says what the spec said
+    assert view["duplicates_possible"] is False, view  # no answer was lost
     assert_each_once(cloud, expected_ids(refused))
     bad = quarantined(driver, mid)
     for i in refused:
@@ -335,4 +338,74 @@ def test_a_load_that_died_after_its_record_sends_nothing_again(
     assert len(cloud.received) == posted
     assert_each_once(cloud, expected_ids())
     assert view["streams"][0]["rows_loaded"] == len(expected_ids())
+    driver.close()
+
+
+@pytest.mark.parametrize("delivery", ["exactly_once", "at_least_once"])
+def test_a_lost_answer_then_a_413_elsewhere_sends_the_same_requests_again(
+    make_settings: Callable[..., Settings],
+    source: str,
+    cloud: HttpApi,
+    token: str,
+    delivery: str,
+) -> None:
+    # Given an API that applies the first request and drops its answer, then lowers its
+    # limit to 50 rows a request (the next chunk's request gets a 413, and the stream's
+    # batch size drops to 50 for every worker) before the first chunk is loaded again
+    cloud.faults.extend(["drop-after", "shrink:50"])
+    driver = Driver(make_settings())
+    spec = http_spec(source, cloud, batch_rows=100, delivery=delivery)
+    mid = submit(driver.rt.db, driver.publisher, spec)
+
+    # When the migration runs to its end
+    view = settle(driver, mid)
+
+    # Then the lost request went again whole, under its own key, and no row arrived twice
+    assert view["state"] == "succeeded", view
+    lost = next(r.key for r in cloud.received if r.status == 0)
+    sent = [(r.status, r.rows) for r in cloud.received if r.key == lost]
+    assert sent == [(200, 100), (0, 0), (200, 100)], sent
+    assert any(r.status == 413 for r in cloud.received)
+    assert_each_once(cloud, expected_ids())
+    # And the status says how many rows went again after an answer that never came, and,
+    # when the API is not trusted to honour the keys, that rows may have arrived twice
+    assert view["streams"][0]["rows_sent_again"] == 100, view["streams"][0]
+    assert view["duplicates_possible"] is (delivery == "at_least_once"), view
+    driver.close()
+
+
+def test_requests_go_to_the_address_checked_whatever_the_name_resolves_to_later(
+    make_settings: Callable[..., Settings],
+    source: str,
+    cloud: HttpApi,
+    token: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given an internal service on another address of this machine, at the API's port, and
+    # a name that resolves to the API when Baton checks it (its resolver threads) but to the
+    # internal service on any other lookup: DNS rebinding, as a hosts-style override
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == "cloud.test":
+            checked = threading.current_thread().name.startswith("baton-dns")
+            host = cloud.address if checked else "127.0.0.2"
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    with running_api(address="127.0.0.2", port=cloud.port) as internal:
+        driver = Driver(make_settings(allowed_hosts=f"{cloud.address}/32"))
+        spec = http_spec(source, cloud)
+        spec["target"]["http"]["url"] = f"http://cloud.test:{cloud.port}/v1/{{table}}/import"
+
+        # When the spec is checked (preflight probes the API) and the migration runs
+        mid = submit(driver.rt.db, driver.publisher, spec)
+        view = settle(driver, mid)
+
+        # Then every request went to the address that was checked, under the name
+        assert view["state"] == "succeeded", view
+        assert_each_once(cloud, expected_ids())
+        assert cloud.options > 0
+        assert internal.received == [] and internal.options == 0
+        assert cloud.hosts == {f"cloud.test:{cloud.port}"}
     driver.close()

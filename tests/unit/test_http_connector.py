@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
+import requests
 
 from etl_tasks.boundary.envrefs import EnvPolicy
 from etl_tasks.boundary.http_urls import http_access, redact_http
@@ -19,6 +20,7 @@ from etl_tasks.boundary.policy import Boundary
 from etl_tasks.connectors.base import Batch, ChunkRef
 from etl_tasks.connectors.http.client import (
     Answer,
+    PinnedAdapter,
     Refusal,
     TooLarge,
     judge,
@@ -159,3 +161,25 @@ def test_a_shown_url_keeps_its_placeholder_and_hides_what_looks_secret() -> None
     assert redact_http(plain) == plain
     shown = redact_http("https://u:p@api.example.com/v1/{table}?api_key=abc&x=1")
     assert shown == "https://***@api.example.com/v1/{table}?api_key=***&x=1"
+
+
+def test_a_pinned_connection_goes_to_the_checked_address_under_the_name() -> None:
+    adapter = PinnedAdapter("API.example.com.", "192.0.2.7")
+
+    def pool(url: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        request = requests.Request("POST", url).prepare()
+        return adapter.build_connection_pool_key_attributes(request, True)
+
+    # TLS: connect to the address, but SNI and the certificate's name are the host's
+    host, kwargs = pool("https://api.example.com/v1/items/import")
+    assert (host["scheme"], host["host"]) == ("https", "192.0.2.7")
+    assert kwargs["server_hostname"] == kwargs["assert_hostname"] == "api.example.com"
+    host, kwargs = pool("http://api.example.com:8080/v1/items/import")
+    assert (host["host"], host["port"]) == ("192.0.2.7", 8080) and "server_hostname" not in kwargs
+    # the Host header names the host (and a port that is not the default)
+    request = requests.Request("POST", "http://api.example.com:8080/x").prepare()
+    adapter.add_headers(request)
+    assert request.headers["Host"] == "api.example.com:8080"
+    # a request to any other host is refused before it connects
+    with pytest.raises(requests.ConnectionError):
+        pool("https://internal.example.com/")

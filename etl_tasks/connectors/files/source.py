@@ -253,15 +253,15 @@ class FileSource:
                 return 0
             per_record = max(1, (last.end.offset - opened.data.offset) // last.number)
             return sizes // per_record
-        except (OSError, PermanentError, TransientError):
-            return None
+        except OSError as exc:
+            raise TransientError(f"cannot read the source files: {exc.strerror}") from exc
 
     # -- planning ----------------------------------------------------------------------
 
     def boundaries(self, after: Key | None, rows: int, count: int) -> tuple[list[Range], bool]:
         ranges: list[Range] = []
         lower = after
-        for name in self.files.names():
+        for name in self._names():
             if after is not None and name < after[0]:
                 continue
             same = after is not None and name == after[0]
@@ -295,6 +295,15 @@ class FileSource:
             return [(after, after)], True
         return ranges, True
 
+    def _names(self) -> list[str]:
+        """The stream's files; none at all (preflight found some) means they are gone."""
+        names = self.files.names()
+        if not names:
+            raise PermanentError(
+                f"no file in the source folder matches {self.files.pattern!r} any more"
+            )
+        return names
+
     def check_columns(self, opened: OpenFile) -> None:
         """Every CSV file of a stream has the stream's columns (in any order)."""
         header = opened.header
@@ -324,7 +333,7 @@ class FileSource:
     def read_range(
         self, lower: Key | None, upper: Key | None, pace: Pace
     ) -> tuple[Batch, Key | None]:
-        names = self.files.names()
+        names = self._names()
         for bound in (lower, upper):
             if bound is not None and bound[0] not in names:
                 raise PermanentError(f"file {bound[0]!r} is gone from the source folder")
@@ -372,7 +381,7 @@ class FileSource:
         for key in keys:
             wanted.setdefault(str(key[0]), set()).add(int(key[1]))
         batch = Batch(list(self.read), [])
-        names = set(self.files.names())
+        names = set(self._names())
         for name in sorted(wanted):
             if name not in names:
                 continue

@@ -14,6 +14,12 @@ as Baton's, by status, never by message:
   with the API's ``Retry-After`` when it gave one (429, 503), else backoff with full jitter.
 
 No message carries the credential or the request's body.
+
+Every connection goes to the address the boundary checked when the target was
+built (:class:`PinnedAdapter`), never to what the host's name resolves to at the
+time of the request: a name that resolves elsewhere a moment later (DNS
+rebinding) cannot move a request inside. The URL keeps the name, so the ``Host``
+header, TLS SNI and the certificate check are the name's.
 """
 
 from __future__ import annotations
@@ -25,10 +31,12 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import redis
 import requests
+from requests.adapters import HTTPAdapter
 
 from etl_tasks.errors import PermanentError, TransientError
 
@@ -128,12 +136,49 @@ def retry_after(headers: dict[str, str], now: float | None = None) -> float | No
     return max(0.0, when.timestamp() - current)
 
 
-class Client:
-    """One target's connection pool; safe to share between a worker's threads."""
+class PinnedAdapter(HTTPAdapter):
+    """Connections to ``host`` go to ``address`` (the one the boundary checked), with the
+    name kept for the ``Host`` header, TLS SNI and the certificate check; a request to any
+    other host is refused before it connects."""
 
-    def __init__(self, method: str, headers: dict[str, str]) -> None:
+    def __init__(self, host: str, address: str) -> None:
+        super().__init__()
+        self.host = host.lower().rstrip(".")
+        self.address = address
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> tuple[Any, Any]:
+        found = super().build_connection_pool_key_attributes(request, verify, cert)
+        host: dict[str, Any] = dict(found[0])
+        kwargs: dict[str, Any] = dict(found[1])
+        if str(host.get("host") or "").lower().rstrip(".") != self.host:
+            raise requests.ConnectionError("the request's host is not the one checked")
+        host["host"] = self.address
+        if host.get("scheme") == "https":
+            kwargs["server_hostname"] = self.host
+            kwargs["assert_hostname"] = self.host
+        return host, kwargs
+
+    def add_headers(self, request: requests.PreparedRequest, **kwargs: Any) -> None:
+        """The name, not the address, in ``Host`` (with the port when it is not the default)."""
+        netloc = urlsplit(request.url or "").netloc
+        request.headers["Host"] = netloc.rsplit("@", 1)[-1]
+
+
+class Client:
+    """One target's connection pool; safe to share between a worker's threads.
+
+    ``pin`` (the host's name and the address the boundary checked) sends every
+    connection to that address; without it (tests only) the name is resolved per
+    connection."""
+
+    def __init__(
+        self, method: str, headers: dict[str, str], pin: tuple[str, str] | None = None
+    ) -> None:
         self.method = method
         self._headers = {**headers, "User-Agent": USER_AGENT}
+        self._pin = pin
         self._local = threading.local()
 
     def _session(self) -> requests.Session:
@@ -141,6 +186,10 @@ class Client:
         if session is None:
             session = requests.Session()
             session.trust_env = False  # no proxy or .netrc the operator did not give
+            if self._pin is not None:
+                adapter = PinnedAdapter(*self._pin)
+                session.mount("http://", adapter)
+                session.mount("https://", adapter)
             self._local.session = session
         return session
 

@@ -46,7 +46,7 @@ def target(rt: Runtime, migration_id: str, stream: str) -> HttpTarget:
     size_key = prefix + SIZE_KEY.format(migration_id=migration_id, stream=stream)
     return HttpTarget(
         rt.db,
-        Client(settings.method, access.headers),
+        Client(settings.method, access.headers, pin=(access.host, access.address)),
         access.url_for(st.target_table),
         binding.target_key,
         produced_types(st, binding.source.table, binding.source_types),

@@ -2,7 +2,10 @@
 
 ``http_batches`` holds one row per request the API confirmed: a load of the chunk
 that runs again (a redelivery, a retry after an outage, a worker that died) sends
-only the rows no confirmed batch holds. ``http_chunks`` holds the chunk's
+only the rows no confirmed batch holds. ``http_parts`` holds where each request of
+the chunk began and how many rows it took, written before it is first sent, so
+that a load that runs again sends the same requests under the same keys.
+``http_chunks`` holds the chunk's
 :class:`~etl_tasks.connectors.base.LedgerRecord`, written once every batch of the
 chunk is confirmed: the ledger-first rule reads it as it reads a SQL target's.
 Every write here is one short transaction of its own; none is held across a request.
@@ -14,12 +17,12 @@ from collections import Counter
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from etl_tasks.connectors.base import ChunkRef, LedgerRecord, QuarantineEntry
 from etl_tasks.errors import TransientError
 from etl_tasks.state.db import StateDB
-from etl_tasks.state.models import HttpBatch, HttpChunk
+from etl_tasks.state.models import HttpBatch, HttpChunk, HttpPart
 
 UNAVAILABLE = "state DB unavailable"
 
@@ -63,6 +66,51 @@ def confirm(db: StateDB, chunk: ChunkRef, batch_key: str, row_ids: list[str], ro
             return  # another load of the chunk confirmed the same batch
 
 
+def parts(db: StateDB, chunk: ChunkRef) -> dict[int, int]:
+    """The chunk's requests as first sent: first row's extract position → row count."""
+    with _errors(), db.reading() as s:
+        found = s.execute(
+            select(HttpPart.first_position, HttpPart.rows).where(*_of(chunk, HttpPart))
+        )
+        return {int(p): int(n) for p, n in found}
+
+
+def plan(db: StateDB, chunk: ChunkRef, first_position: int, rows: int) -> int:
+    """Record a request's place before it is first sent; return the row count recorded
+    (another load's, if one recorded it first)."""
+    with _errors():
+        try:
+            with db.session() as s:
+                key = (chunk.migration_id, chunk.stream, chunk.chunk_id, first_position)
+                found = s.get(HttpPart, key)
+                if found is not None:
+                    return int(found.rows)
+                s.add(
+                    HttpPart(
+                        migration_id=chunk.migration_id,
+                        stream=chunk.stream,
+                        chunk_id=chunk.chunk_id,
+                        first_position=first_position,
+                        rows=rows,
+                        unanswered=0,
+                        planned_at=db.now(s),
+                    )
+                )
+                return rows
+        except sa_exc.IntegrityError:
+            return parts(db, chunk).get(first_position, rows)
+
+
+def unanswered(db: StateDB, chunk: ChunkRef, first_position: int) -> None:
+    """A send of the request got no answer: the API may have applied it."""
+    with _errors(), db.session() as s:
+        s.execute(
+            update(HttpPart)
+            .where(*_of(chunk, HttpPart), HttpPart.first_position == first_position)
+            .values(unanswered=HttpPart.unanswered + 1)
+        )
+
+
 def commit(db: StateDB, chunk: ChunkRef, record: LedgerRecord) -> None:
     """Write the chunk's ledger record; a record already there stays (the first one wins)."""
     with _errors():
@@ -100,6 +148,14 @@ def read(db: StateDB, chunk: ChunkRef) -> LedgerRecord | None:
             row.cut_key,
             _parse(row.deferred),
         )
+
+
+def _of(chunk: ChunkRef, table: Any) -> list[Any]:
+    return [
+        table.migration_id == chunk.migration_id,
+        table.stream == chunk.stream,
+        table.chunk_id == chunk.chunk_id,
+    ]
 
 
 def _entries(entries: list[QuarantineEntry]) -> list[Any]:

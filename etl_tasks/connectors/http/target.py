@@ -10,6 +10,13 @@ once (:mod:`etl_tasks.connectors.http.ledger`); a load of the chunk that runs
 again sends only the rows no confirmed request holds, and the chunk is done,
 its ledger record written, once all its rows are confirmed or quarantined.
 
+Each request's place in the chunk (its first row and how many rows the load step
+gave it) is recorded before it is first sent (``http_parts``), and a load of the
+chunk that runs again cuts the chunk's rows the same way: a request whose answer
+was lost goes again as the same request under the same key, even after a 413
+elsewhere lowered the stream's batch size. Only a request that itself got a 413
+is halved, deterministically, so its halves are the same on every attempt.
+
 Exactly once holds when the API upserts by the rows' key or honours idempotency
 keys for longer than the migration lasts; otherwise the spec says
 ``"delivery": "at_least_once"`` (docs/connectors.md).
@@ -37,7 +44,7 @@ from etl_tasks.connectors.http.client import (
     judge,
 )
 from etl_tasks.connectors.http.values import body
-from etl_tasks.errors import BadRowError, PermanentError
+from etl_tasks.errors import BadRowError, PermanentError, TransientError
 from etl_tasks.state.db import StateDB
 from etl_tasks.values.types import ColumnType
 
@@ -126,6 +133,10 @@ class HttpChunkWrite:
         self.chunk = chunk
         self.committed: LedgerRecord | None = None
         self._confirmed: Counter[str] = Counter()
+        self._parts: dict[int, int] = {}  # as first sent: first row's position → rows
+        self._seen = -1  # the last extract position handed to write()
+        self._asked: int | None = None  # the size batch_rows told the load step last
+        self._part: int | None = None  # the first position of the part being written
 
     def __enter__(self) -> HttpChunkWrite:
         self.committed = ledger.read(self.target.db, self.chunk)
@@ -137,7 +148,16 @@ class HttpChunkWrite:
             )
         else:
             self._confirmed = ledger.confirmed_rows(self.target.db, self.chunk)
+            self._parts = ledger.parts(self.target.db, self.chunk)
         return self
+
+    @property
+    def batch_rows(self) -> int:
+        """Rows for the load step's next sub-batch: what an earlier load of the chunk gave
+        the request that began there, else the stream's size now."""
+        after = [p for p in self._parts if p > self._seen]
+        self._asked = self._parts[min(after)] if after else self.target.batch_rows
+        return self._asked
 
     def __exit__(self, *exc: object) -> None:
         return None  # what the API confirmed stays confirmed: the ledger says so
@@ -151,7 +171,19 @@ class HttpChunkWrite:
         """
         if self.committed is not None:
             raise RuntimeError("no chunk write in progress")
-        return self._write(self._unconfirmed(batch))
+        unknown = [c for c in batch.columns if c not in self.target.types]
+        if unknown:  # the stream's mapping is wrong, not a row: no row of it could load
+            raise PermanentError(f"the rows carry a column the stream does not: {unknown[0]!r}")
+        asked, self._asked = self._asked, None  # a sub-batch of the load step's, not a half
+        todo = self._unconfirmed(batch)
+        if batch.positions:
+            first = batch.positions[0]
+            self._seen = max(self._seen, batch.positions[-1])
+            if asked is not None:
+                self._part = first
+                if len(todo) and first not in self._parts:
+                    self._parts[first] = ledger.plan(self.target.db, self.chunk, first, asked)
+        return self._write(todo)
 
     def _write(self, todo: Batch) -> list[Refused]:
         refused: list[Refused] = []
@@ -202,7 +234,12 @@ class HttpChunkWrite:
         timeout = target.timeout_s
         if chunk.deadline is not None:
             timeout = min(timeout, chunk.deadline - time.monotonic())
-        answer = target.client.send(target.url, payload, key, timeout)
+        try:
+            answer = target.client.send(target.url, payload, key, timeout)
+        except TransientError:  # no answer: the API may have applied it
+            if self._part in self._parts:
+                ledger.unanswered(target.db, chunk, self._part)
+            raise
         judge(answer, len(batch), "the rows' endpoint")
         ledger.confirm(target.db, chunk, key, row_ids(batch), len(batch))
 

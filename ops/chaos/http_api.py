@@ -1,6 +1,8 @@
-"""A real HTTP API that takes rows, for tests of the HTTP target: a Werkzeug server in a thread.
+"""A real HTTP API that takes rows, for the HTTP target's tests and the chaos harness: a
+Werkzeug server in a thread.
 
-It behaves like a careful cloud API: it wants a bearer token, refuses more
+It behaves like a careful cloud API: it wants a bearer token (unless ``token`` is
+None), refuses more
 than ``max_rows`` rows in one request (413), takes each ``Idempotency-Key``
 once (a repeated key is answered as the first time, and stores nothing), and
 refuses a request holding a row ``refuse`` objects to (422: naming the rows,
@@ -8,7 +10,8 @@ or not, as ``name_rows`` says). Faults are injected per request from a queue:
 ``"429"``, ``"503"`` (both with ``Retry-After``), ``"500"``, ``"slow"``
 (an answer after ``slow_s``), ``"drop"`` (the connection closed before
 anything is stored) and ``"drop-after"`` (the rows stored, then the connection
-closed: the client never learns it). :meth:`HttpApi.outage` stops listening
+closed: the client never learns it); ``"shrink:N"`` makes it take at most N rows a
+request from that one on (an API whose limit dropped). :meth:`HttpApi.outage` stops listening
 for a while and starts again on the same port (:meth:`HttpApi.go_down` until
 :meth:`HttpApi.start`).
 """
@@ -46,10 +49,13 @@ class Received:
 
 @dataclass
 class HttpApi:
-    token: str = TOKEN
+    token: str | None = TOKEN
     max_rows: int = 100
     rows_field: str | None = "rows"
     refuse: Refuse | None = None
+    # The tables it has, each with its NOT NULL columns (a row with NULL there is refused);
+    # None: any table
+    tables: dict[str, list[str]] | None = None
     name_rows: bool = True
     slow_s: float = 1.0
     delay_s: float = 0.0  # every POST answers this late
@@ -58,24 +64,30 @@ class HttpApi:
     stored: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     options: int = 0
+    hosts: set[str] = field(default_factory=set)  # the Host headers requests came with
     down: bool = False  # an outage: even a connection kept alive from before is dropped
     _answers: dict[str, bytes] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _server: BaseWSGIServer | None = None
     _thread: threading.Thread | None = None
     port: int = 0
+    address: str = "127.0.0.1"  # any loopback address: another "host" on this machine
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> HttpApi:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request
         self.down = False
-        self._server = make_server("127.0.0.1", self.port, self._app, threaded=True)
+        self._server = make_server(self.address, self.port, self._app, threaded=True)
         # Stopping must not wait for the connections clients keep alive
         self._server.block_on_close = False  # type: ignore[attr-defined]
         self._server.daemon_threads = True  # type: ignore[attr-defined]
         self.port = self._server.server_port
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},  # stopping waits for one poll
+            daemon=True,
+        )
         self._thread.start()
         return self
 
@@ -107,7 +119,7 @@ class HttpApi:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1/{{table}}/import"
+        return f"http://{self.address}:{self.port}/v1/{{table}}/import"
 
     def rows(self, table: str) -> list[dict[str, Any]]:
         with self._lock:
@@ -127,17 +139,23 @@ class HttpApi:
     def _answer(self, request: Request, environ: dict[str, Any]) -> Response:
         if self.down:
             return self._drop(environ, "", None)
+        with self._lock:
+            self.hosts.add(request.host)
         parts = request.path.strip("/").split("/")
         if len(parts) != 3 or parts[0] != "v1" or parts[2] != "import":
             return _json(404, {"error": "no such endpoint"})
         refusal = self._refuse_request(request)
         if refusal is not None:
             return refusal
+        if self.tables is not None and parts[1] not in self.tables:
+            return _json(404, {"error": f"no table {parts[1]}"})
         return self._post(request, environ, parts[1])
 
     def _refuse_request(self, request: Request) -> Response | None:
         """The answers before any row is looked at: credentials, OPTIONS, the method."""
-        if request.headers.get("Authorization") != f"Bearer {self.token}":
+        if self.token is not None and request.headers.get("Authorization") != (
+            f"Bearer {self.token}"
+        ):
             return _json(401, {"error": "missing or wrong bearer token"})
         if request.method == "OPTIONS":
             with self._lock:
@@ -153,6 +171,8 @@ class HttpApi:
             fault = self.faults.popleft() if self.faults else None
         if fault == "drop":
             return self._drop(environ, table, key)
+        if fault is not None and fault.startswith("shrink:"):
+            self.max_rows = int(fault.removeprefix("shrink:"))
         if fault in ("429", "503", "500"):
             return self._record(table, key, 0, _busy(int(fault), self.retry_after_s))
         if fault == "slow":
@@ -177,10 +197,11 @@ class HttpApi:
         if again is not None:  # the same request again: the same answer, nothing stored
             return self._record(table, key, len(rows), _raw(200, again))
         if len(rows) > self.max_rows:
-            body = {"error": f"at most {self.max_rows} rows per request"}
-            return self._record(table, key, len(rows), _json(413, body))
-        refused = {i: why for i, row in enumerate(rows) if (why := self._refused(row))}
+            too_many = {"error": f"at most {self.max_rows} rows per request"}
+            return self._record(table, key, len(rows), _json(413, too_many))
+        refused = {i: why for i, row in enumerate(rows) if (why := self._refused(table, row))}
         if refused:
+            body: dict[str, Any]
             if self.name_rows:
                 errors = [{"index": i, "message": why} for i, why in refused.items()]
                 body = {"error": "some rows are invalid", "errors": errors}
@@ -196,9 +217,12 @@ class HttpApi:
                     self._answers[key] = answer
         return self._record(table, key, len(rows), _raw(200, again or answer))
 
-    def _refused(self, row: Any) -> str | None:
+    def _refused(self, table: str, row: Any) -> str | None:
         if not isinstance(row, dict):
             return "a row must be an object"
+        for column in (self.tables or {}).get(table, []):
+            if row.get(column) is None:
+                return f"{column} may not be null"
         return self.refuse(row) if self.refuse is not None else None
 
     def _record(self, table: str, key: str | None, rows: int, response: Response) -> Response:
