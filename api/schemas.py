@@ -69,6 +69,9 @@ class StreamView(_Response):
     chunks_done: int
     chunks_failed: int
     fully_planned: bool
+    rows_estimate: int | None = Field(
+        None, description="the source's estimate of the stream's rows; null: unknown"
+    )
     started_at: Timestamp | None
     finished_at: Timestamp | None
 
@@ -111,8 +114,24 @@ class MigrationView(MigrationSummary):
     chunks_done: int
     fully_planned: bool
     elapsed_s: float
-    throughput_rows_per_s: float
-    eta_s: float | None
+    throughput_rows_per_s: float = Field(
+        description="while running: rows/s over the last 30 s of running; afterwards: the "
+        "average over the running time"
+    )
+    eta_s: float | None = Field(
+        description="seconds left at the recent rate, from the rows still expected; null "
+        "until chunks finish, and unless running"
+    )
+    rows_expected: int = Field(
+        0,
+        description="rows the migration is expected to handle: each stream's source estimate "
+        "or what planning has seen, whichever is larger",
+    )
+    percent: float = Field(
+        0.0, description="rows handled over rows expected; below 100 until it succeeded"
+    )
+    rows_per_s: float = Field(0.0, description="rows/s over the last 30 s of running")
+    paused_s: float = Field(0.0, description="seconds paused so far")
 
 
 class _Page(_Response):
