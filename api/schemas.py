@@ -295,10 +295,21 @@ class WorkerView(_Response):
     )
     started_at: Timestamp
     last_heartbeat: Timestamp
+    drain_requested_at: Timestamp | None = Field(
+        None, description="when a drain was asked for through the API; null: none"
+    )
 
 
 class WorkerList(_Response):
     items: list[WorkerView]
+
+
+class DrainRequested(_Response):
+    name: str
+    drain_requested_at: Timestamp = Field(
+        description="recorded: the worker's next heartbeat (BATON_WORKER_HEARTBEAT_S) "
+        "stops it taking steps; once its steps in flight finish it shuts down warm"
+    )
 
 
 class Health(_Response):

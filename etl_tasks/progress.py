@@ -48,6 +48,7 @@ class StreamFigures:
     chunks_running: int = 0
     rows: int = 0  # rows handled (loaded or quarantined) by done chunks
     recent_rows: int = 0  # of which by chunks that finished in the window, outside a pause
+    recent_since: datetime | None = None  # when the first of those chunks started
 
     def expected_rows(self) -> int:
         """The rows this stream will have handled when it is done, as well as known now."""
@@ -82,11 +83,15 @@ class Figures:
     streams: list[StreamFigures] = field(default_factory=list)
 
     def window_s(self, now: datetime) -> float:
-        """Running seconds in the last :data:`RATE_WINDOW_S` (none before the start, none
-        paused)."""
+        """Running seconds in the last :data:`RATE_WINDOW_S`: none before the first chunk
+        counted in it started (a young migration spends its first seconds preparing and
+        planning), none paused."""
         if self.started_at is None:
             return 0.0
+        firsts = [st.recent_since for st in self.streams if st.recent_since is not None]
         start = max(now - timedelta(seconds=RATE_WINDOW_S), self.started_at)
+        if firsts:
+            start = max(start, min(firsts))
         span = (now - start).total_seconds()
         return max(span - pause_overlap(start, now, self.paused_at, self.resumed_at), 0.0)
 
@@ -162,6 +167,7 @@ def _stream_aggregates(ids: Select[Any], since: datetime) -> Any:
             func.sum(case((Chunk.state == ChunkState.RUNNING, 1), else_=0)).label("running"),
             func.sum(case((done, handled), else_=0)).label("rows"),
             func.sum(case((recent, handled), else_=0)).label("recent"),
+            func.min(case((recent, Chunk.started_at), else_=None)).label("recent_since"),
         )
         .join(Migration, Migration.id == Chunk.migration_id)
         .where(Chunk.migration_id.in_(ids))
@@ -190,6 +196,7 @@ def progress_select(ids: Select[Any], now: datetime) -> Select[Any]:
             func.coalesce(agg.c.running, 0),
             func.coalesce(agg.c.rows, 0),
             func.coalesce(agg.c.recent, 0),
+            agg.c.recent_since,
             Stream.id,
             Stream.state,
             Stream.fully_planned,
@@ -213,8 +220,9 @@ def figures_of(rows: list[Any]) -> dict[str, tuple[tuple[Any, ...], Figures]]:
     for row in rows:
         head = tuple(row[:7])
         total, done, failed, running, handled, recent = (int(n or 0) for n in row[7:13])
+        recent_since = row[13]
         stream_id, state, planned, estimate, chunk_rows, paused_at, resumed_at, paused_s = row[
-            13:21
+            14:22
         ]
         if head[0] not in out:
             figures = Figures(
@@ -240,6 +248,7 @@ def figures_of(rows: list[Any]) -> dict[str, tuple[tuple[Any, ...], Figures]]:
                 chunks_running=running,
                 rows=handled,
                 recent_rows=recent,
+                recent_since=recent_since,
             )
         )
     return out

@@ -217,6 +217,9 @@ class Worker(Base):
     # What this version can do (sealed specs, endpoint kinds, message schemas): the API
     # only asks for what every live worker supports.
     capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # An operator asked (through the API) that this worker drain and leave; its heartbeat
+    # picks the request up. Cleared when a worker of that name registers again.
+    drain_requested_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class ApiToken(Base):

@@ -77,6 +77,12 @@ def test_rate_and_eta_leave_paused_seconds_out() -> None:
     young = Figures("running", started_at=at(96), finished_at=None, streams=[stream])
     assert young.window_s(now) == pytest.approx(4.0)
     assert young.as_dict(now)["eta_s"] == pytest.approx(8000 / 250.0, abs=0.1)
+    # Its first counted chunk started 2 s ago: the seconds of preparing and planning before
+    # it are not in the window
+    stream.recent_since = at(98)
+    assert young.window_s(now) == pytest.approx(2.0)
+    stream.recent_since = at(60)  # before the window began: the whole window counts
+    assert running.window_s(now) == RATE_WINDOW_S
 
 
 def test_paused_and_finished_migrations() -> None:
