@@ -50,8 +50,9 @@ RUN --mount=type=bind,from=build,source=/wheels,target=/tmp/wheels \
         --find-links=/tmp/wheels /tmp/wheels/baton-*.whl
 
 # /app holds nothing but what a process writes (the default SQLite state DB lives
-# in /app/.baton); nothing here shadows the installed `worker` package.
+# in /app/.baton, BATON_HOME); nothing here shadows the installed `worker` package.
 WORKDIR /app
+ENV BATON_HOME=/app/.baton
 USER 10001:10001
 
 # The worker's probe listens on every interface inside the container, on a fixed

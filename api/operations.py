@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from api.schemas import (
     ChunkList,
     DraftRequest,
+    DrainRequested,
     EventList,
     Health,
     MigrationList,
@@ -242,6 +243,19 @@ OPERATIONS: list[Operation] = [
         "Live workers and what they are doing",
         "viewer",
         {200: ("the workers", WorkerList)},
+    ),
+    Operation(
+        "post",
+        "/api/v1/workers/{name}/drain",
+        "drainWorker",
+        "Ask a worker to drain and leave; its heartbeat picks the request up, so the API "
+        "need not reach the worker's probe",
+        "operator",
+        {202: ("the request is recorded", DrainRequested)},
+        (404,),
+        params=(
+            Param("name", "path", {"type": "string"}, "a name `GET /api/v1/workers` lists", True),
+        ),
     ),
     Operation(
         "get",

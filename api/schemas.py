@@ -74,6 +74,9 @@ class StreamView(_Response):
     chunks_done: int
     chunks_failed: int
     fully_planned: bool
+    rows_estimate: int | None = Field(
+        None, description="the source's estimate of the stream's rows; null: unknown"
+    )
     started_at: Timestamp | None
     finished_at: Timestamp | None
 
@@ -121,8 +124,24 @@ class MigrationView(MigrationSummary):
     chunks_done: int
     fully_planned: bool
     elapsed_s: float
-    throughput_rows_per_s: float
-    eta_s: float | None
+    throughput_rows_per_s: float = Field(
+        description="while running: rows/s over the last 30 s of running; afterwards: the "
+        "average over the running time"
+    )
+    eta_s: float | None = Field(
+        description="seconds left at the recent rate, from the rows still expected; null "
+        "until chunks finish, and unless running"
+    )
+    rows_expected: int = Field(
+        0,
+        description="rows the migration is expected to handle: each stream's source estimate "
+        "or what planning has seen, whichever is larger",
+    )
+    percent: float = Field(
+        0.0, description="rows handled over rows expected; below 100 until it succeeded"
+    )
+    rows_per_s: float = Field(0.0, description="rows/s over the last 30 s of running")
+    paused_s: float = Field(0.0, description="seconds paused so far")
 
 
 class _Page(_Response):
@@ -286,10 +305,21 @@ class WorkerView(_Response):
     )
     started_at: Timestamp
     last_heartbeat: Timestamp
+    drain_requested_at: Timestamp | None = Field(
+        None, description="when a drain was asked for through the API; null: none"
+    )
 
 
 class WorkerList(_Response):
     items: list[WorkerView]
+
+
+class DrainRequested(_Response):
+    name: str
+    drain_requested_at: Timestamp = Field(
+        description="recorded: the worker's next heartbeat (BATON_WORKER_HEARTBEAT_S) "
+        "stops it taking steps; once its steps in flight finish it shuts down warm"
+    )
 
 
 class Health(_Response):

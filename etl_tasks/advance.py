@@ -50,6 +50,7 @@ def _advance_once(rt: Runtime, migration_id: str) -> bool:
 
 
 def _prepare_and_plan(rt: Runtime, migration_id: str) -> None:
+    _estimate_streams(rt, migration_id)
     _prepare_ready_streams(rt, migration_id)
     for stream_id in _streams_to_plan(rt, migration_id):
         planning.plan_more(rt, migration_id, stream_id)
@@ -80,6 +81,35 @@ def _start(rt: Runtime, migration_id: str) -> bool:
             mig.started_at = now
             mig.updated_at = now
         return mig.state == MigrationState.RUNNING
+
+
+UNKNOWN_ESTIMATE = -1  # the source cannot tell: not asked again
+
+
+def _estimate_streams(rt: Runtime, migration_id: str) -> None:
+    """Ask the source how many rows each stream has, once, when the migration starts: the
+    progress shows percent and ETA from the first chunks, long before planning ends."""
+    with rt.db.session() as s:
+        todo = list(
+            s.execute(
+                select(Stream.id, Stream.name).where(
+                    Stream.migration_id == migration_id,
+                    Stream.rows_estimate.is_(None),
+                    Stream.state.in_([StreamState.PENDING, StreamState.RUNNING]),
+                )
+            )
+        )
+    for stream_id, name in todo:
+        try:
+            estimate = rt.source(migration_id, name).estimate_rows()
+        except TransientError:
+            continue  # the source is away: ask again on the next pass
+        except PermanentError:
+            estimate = None  # planning reports the cause
+        with rt.db.session() as s:
+            row = s.get(Stream, stream_id)
+            if row is not None:
+                row.rows_estimate = UNKNOWN_ESTIMATE if estimate is None else max(estimate, 0)
 
 
 def _set_waiting(rt: Runtime, migration_id: str, reason: str) -> None:

@@ -157,7 +157,20 @@ def _transition(
         mig.updated_at = now
         if to in (MigrationState.CANCELLED,):
             mig.finished_at = now
+        if to == MigrationState.PAUSED:
+            mig.paused_at, mig.resumed_at = now, None
+        elif kind == "resume":
+            _end_pause(mig, mig.paused_at, now)
         s.add(_event(migration_id, kind, actor, now))
+
+
+def _end_pause(mig: Migration, since: datetime | None, now: datetime) -> None:
+    """Record a pause (or a failed migration's wait for its retry) that ends now, so the
+    recent rate leaves its seconds out (:mod:`etl_tasks.progress`)."""
+    if since is None:
+        return
+    mig.paused_at, mig.resumed_at = since, now
+    mig.paused_s = (mig.paused_s or 0.0) + max((now - since).total_seconds(), 0.0)
 
 
 def _event(migration_id: str, kind: str, actor: str, at: datetime) -> Event:
@@ -230,6 +243,7 @@ def retry(db: StateDB, migration_id: str, actor: str) -> None:
                 )
             )
         )
+        _end_pause(mig, mig.finished_at, now)
         mig.state = MigrationState.RUNNING
         mig.error = None
         mig.finished_at = None

@@ -1,9 +1,8 @@
 """Read models for the operators' dashboard: progress, the chunk map, the event log.
 
 What the pages show is derived like :mod:`etl_tasks.views`, from chunks and
-events, never stored counters. Throughput is measured over the last
-:data:`RATE_WINDOW_S` seconds (rows of the chunks that finished in it), so a
-migration that stalls reads 0 rows/s at once instead of its lifetime average.
+events, never stored counters; progress (percent, rows/s over a recent window,
+ETA) is :mod:`etl_tasks.progress`, the same figures the API and the CLI show.
 
 :func:`live_snapshot` reads everything the live updates need in **one**
 statement, so the process that streams them costs the state DB one query per
@@ -12,7 +11,7 @@ poll whatever the number of open pages.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,8 +20,6 @@ from sqlalchemy import (
     DateTime,
     String,
     Text,
-    and_,
-    case,
     cast,
     func,
     literal,
@@ -35,13 +32,13 @@ from sqlalchemy.sql import Select
 
 from etl_tasks.errors import NotFound
 from etl_tasks.listing import event_view
+from etl_tasks.progress import figures_of, progress_select
 from etl_tasks.state.db import StateDB
-from etl_tasks.state.enums import ChunkState, MigrationState, WorkerState
+from etl_tasks.state.enums import MigrationState, WorkerState
 from etl_tasks.state.models import ApiToken, Chunk, Event, Migration, Stream, Worker
 from etl_tasks.views import _iso
 from etl_tasks.workers import LIVE_AFTER_S
 
-RATE_WINDOW_S = 30.0  # rows/s is measured over this many seconds
 ACTIVE_STATES = (MigrationState.PENDING, MigrationState.RUNNING, MigrationState.PAUSED)
 RECENT_S = 600.0  # a finished migration stays in the live snapshot this long
 
@@ -51,135 +48,22 @@ def utcnow() -> datetime:
     return datetime.now(UTC).replace(tzinfo=None)
 
 
-@dataclass
-class ChunkCounts:
-    total: int = 0
-    done: int = 0
-    failed: int = 0
-    running: int = 0
-    rows: int = 0  # rows handled (loaded or quarantined) by done chunks
-    recent_rows: int = 0  # of which by chunks that finished in the rate window
-    unplanned_streams: int = 0
-
-
-@dataclass
-class Progress:
-    """One migration's progress as the pages show it."""
-
-    id: str
-    name: str
-    state: str
-    note: str | None
-    started_at: datetime | None
-    finished_at: datetime | None
-    created_at: datetime | None
-    counts: ChunkCounts = field(default_factory=ChunkCounts)
-
-    def as_dict(self, now: datetime) -> dict[str, Any]:
-        c = self.counts
-        percent = 100.0 if self.state == MigrationState.SUCCEEDED else 0.0
-        if self.state != MigrationState.SUCCEEDED and c.total:
-            percent = 100.0 * c.done / c.total
-            if c.unplanned_streams and percent > 99.0:
-                percent = 99.0  # more chunks are to be planned: not finished yet
-        rate = self._rate(now)
-        eta = None
-        if self.state == MigrationState.RUNNING and not c.unplanned_streams and c.done and rate:
-            eta = round((c.total - c.done) * (c.rows / c.done) / rate, 1)
-        return {
-            "id": self.id,
-            "name": self.name,
-            "state": self.state,
-            "note": self.note,
-            "chunks_total": c.total,
-            "chunks_done": c.done,
-            "chunks_failed": c.failed,
-            "chunks_running": c.running,
-            "rows": c.rows,
-            "fully_planned": not c.unplanned_streams,
-            "percent": round(percent, 1),
-            "rows_per_s": round(rate, 1),
-            "eta_s": eta,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
+def _progress_views(rows: list[Any], now: datetime) -> dict[str, dict[str, Any]]:
+    """:func:`etl_tasks.progress.progress_select`'s rows as the pages show each migration."""
+    views: dict[str, dict[str, Any]] = {}
+    for head, figures in figures_of(rows).values():
+        mid, name, state, note, started, finished, created = head
+        views[mid] = {
+            "id": mid,
+            "name": name,
+            "state": state,
+            "note": note,
+            **figures.as_dict(now),
+            "created_at": _iso(created),
+            "started_at": _iso(started),
+            "finished_at": _iso(finished),
         }
-
-    def _rate(self, now: datetime) -> float:
-        if self.started_at is None or self.state != MigrationState.RUNNING:
-            return 0.0
-        window = min(RATE_WINDOW_S, (now - self.started_at).total_seconds())
-        return self.counts.recent_rows / window if window > 0 else 0.0
-
-
-def _chunk_aggregates(since: datetime, ids: Select[Any]) -> Any:
-    """Per migration: its chunks counted by state, rows done, rows done since ``since``."""
-    handled = func.coalesce(Chunk.rows_out, 0) + func.coalesce(Chunk.rows_quarantined, 0)
-    done = Chunk.state == ChunkState.DONE
-    return (
-        select(
-            Chunk.migration_id.label("migration_id"),
-            func.count().label("total"),
-            func.sum(case((done, 1), else_=0)).label("done"),
-            func.sum(case((Chunk.state == ChunkState.FAILED, 1), else_=0)).label("failed"),
-            func.sum(case((Chunk.state == ChunkState.RUNNING, 1), else_=0)).label("running"),
-            func.sum(case((done, handled), else_=0)).label("rows"),
-            func.sum(case((and_(done, Chunk.finished_at >= since), handled), else_=0)).label(
-                "recent"
-            ),
-        )
-        .where(Chunk.migration_id.in_(ids))
-        .group_by(Chunk.migration_id)
-        .subquery()
-    )
-
-
-def _unplanned(migration_id: Any) -> Any:
-    return (
-        select(func.count())
-        .where(Stream.migration_id == migration_id, Stream.fully_planned.is_(False))
-        .scalar_subquery()
-    )
-
-
-def _progress_select(ids: Select[Any], since: datetime) -> Select[Any]:
-    agg = _chunk_aggregates(since, ids)
-    note = func.coalesce(Migration.error, Migration.waiting_reason)
-    return (
-        select(
-            Migration.id,
-            Migration.name,
-            Migration.state,
-            note,
-            Migration.started_at,
-            Migration.finished_at,
-            Migration.created_at,
-            func.coalesce(agg.c.total, 0),
-            func.coalesce(agg.c.done, 0),
-            func.coalesce(agg.c.failed, 0),
-            func.coalesce(agg.c.running, 0),
-            func.coalesce(agg.c.rows, 0),
-            func.coalesce(agg.c.recent, 0),
-            _unplanned(Migration.id),
-        )
-        .outerjoin(agg, agg.c.migration_id == Migration.id)
-        .where(Migration.id.in_(ids))
-    )
-
-
-def _progress_row(row: Any) -> Progress:
-    (mid, name, state, note, started, finished, created, *numbers) = row
-    total, done, failed, running, rows, recent, unplanned = (int(n or 0) for n in numbers)
-    return Progress(
-        mid,
-        name,
-        state,
-        note,
-        started,
-        finished,
-        created,
-        ChunkCounts(total, done, failed, running, rows, recent, unplanned),
-    )
+    return views
 
 
 def migrations_page(
@@ -198,13 +82,10 @@ def migrations_page(
         total = int(s.scalar(counted) or 0)
         page_ids = list(s.scalars(ids))
         rows = s.execute(
-            _progress_select(
-                select(Migration.id).where(Migration.id.in_(page_ids)),
-                now - timedelta(seconds=RATE_WINDOW_S),
-            )
+            progress_select(select(Migration.id).where(Migration.id.in_(page_ids)), now)
         ).all()
-    by_id = {p.id: p for p in map(_progress_row, rows)}
-    items = [by_id[i].as_dict(now) for i in page_ids if i in by_id]
+    by_id = _progress_views(list(rows), now)
+    items = [by_id[i] for i in page_ids if i in by_id]
     return {
         "items": items,
         "page": page,
@@ -216,14 +97,14 @@ def migrations_page(
 
 def migration_progress(db: StateDB, migration_id: str) -> dict[str, Any]:
     now = utcnow()
-    since = now - timedelta(seconds=RATE_WINDOW_S)
     with db.reading() as s:
-        row = s.execute(
-            _progress_select(select(Migration.id).where(Migration.id == migration_id), since)
-        ).first()
-    if row is None:
+        rows = s.execute(
+            progress_select(select(Migration.id).where(Migration.id == migration_id), now)
+        ).all()
+    views = _progress_views(list(rows), now)
+    if migration_id not in views:
         raise NotFound(f"no migration {migration_id}")
-    return _progress_row(row).as_dict(now)
+    return views[migration_id]
 
 
 def chunk_map(db: StateDB, migration_id: str, limit: int = 2000) -> list[dict[str, Any]]:
@@ -283,52 +164,42 @@ class Snapshot:
     live_tokens: set[int]
 
 
+def _padded(template: Select[Any], *values: Any) -> list[Any]:
+    """``values``, then a typed null for each further column of ``template``: a row of
+    another kind for the live statement's union."""
+    types = [c.type for c in template.selected_columns]
+    return [*values, *(cast(null(), t) for t in types[len(values) :])]
+
+
 def _live_statement(now: datetime) -> Any:
-    since = now - timedelta(seconds=RATE_WINDOW_S)
     active = select(Migration.id).where(
         or_(
             Migration.state.in_([str(s) for s in ACTIVE_STATES]),
             Migration.updated_at >= now - timedelta(seconds=RECENT_S),
         )
     )
-    progress = _progress_select(active, since).add_columns(literal("m").label("kind"))
-    nothing = cast(null(), BigInteger)
+    progress = progress_select(active, now)
     no_time = cast(null(), DateTime)
     workers = select(
-        Worker.name,
-        Worker.version,
-        Worker.state,
-        cast(null(), Text),
-        Worker.started_at,
-        Worker.heartbeat_at,
-        no_time,
-        cast(Worker.in_flight, BigInteger),
-        cast(Worker.steps_done, BigInteger),
-        nothing,
-        nothing,
-        nothing,
-        nothing,
-        nothing,
+        *_padded(
+            progress,
+            Worker.name,
+            Worker.version,
+            Worker.state,
+            cast(null(), Text),
+            Worker.started_at,
+            Worker.heartbeat_at,
+            no_time,
+            cast(Worker.in_flight, BigInteger),
+            cast(Worker.steps_done, BigInteger),
+        ),
         literal("w"),
     )
     tokens = select(
-        cast(ApiToken.id, String),
-        ApiToken.role,
-        cast(null(), String),
-        cast(null(), Text),
-        no_time,
-        no_time,
-        no_time,
-        nothing,
-        nothing,
-        nothing,
-        nothing,
-        nothing,
-        nothing,
-        nothing,
+        *_padded(progress, cast(ApiToken.id, String), ApiToken.role),
         literal("t"),
     ).where(ApiToken.revoked_at.is_(None))
-    return union_all(progress, workers, tokens)
+    return union_all(progress.add_columns(literal("m").label("kind")), workers, tokens)
 
 
 def live_snapshot(db: StateDB, *, stale_after_s: float = LIVE_AFTER_S) -> Snapshot:
@@ -336,14 +207,13 @@ def live_snapshot(db: StateDB, *, stale_after_s: float = LIVE_AFTER_S) -> Snapsh
     now = utcnow()
     with db.reading() as s:
         rows = s.execute(_live_statement(now)).all()
-    migrations: dict[str, dict[str, Any]] = {}
+    progress_rows: list[Any] = []
     workers: list[dict[str, Any]] = []
     tokens: set[int] = set()
     for row in rows:
         kind = row[-1]
         if kind == "m":
-            view = _progress_row(row[:-1]).as_dict(now)
-            migrations[view["id"]] = view
+            progress_rows.append(row[:-1])
         elif kind == "w":
             worker = _worker(row, now, stale_after_s)
             if worker["state"] != WorkerState.STOPPED:  # as list_workers shows them
@@ -351,7 +221,7 @@ def live_snapshot(db: StateDB, *, stale_after_s: float = LIVE_AFTER_S) -> Snapsh
         else:
             tokens.add(int(row[0]))
     workers.sort(key=lambda w: w["name"])
-    return Snapshot(now, migrations, workers, tokens)
+    return Snapshot(now, _progress_views(progress_rows, now), workers, tokens)
 
 
 def _worker(row: Any, now: datetime, stale_after_s: float) -> dict[str, Any]:

@@ -126,6 +126,11 @@ class NotFound(BatonError):
     """Raised when a migration, chunk or worker asked for does not exist."""
 
 
+class StateDBMissing(NotFound):
+    """Raised when a command that reads the state DB finds no SQLite file where it looked
+    (it would otherwise create an empty one and answer as if nothing existed)."""
+
+
 class Conflict(BatonError):
     """Raised when a control action does not fit the migration's current state."""
 

@@ -11,7 +11,8 @@ import logging
 import os
 from collections.abc import Mapping
 from functools import cached_property
-from typing import Literal
+from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -21,13 +22,23 @@ from etl_tasks import __version__
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
+def default_home() -> Path:
+    """``BATON_HOME``'s default: ``$XDG_STATE_HOME/baton``, else ``~/.local/state/baton``."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "baton"
+
+
 class Settings(BaseSettings):
     """Configuration for every Baton process."""
 
     model_config = SettingsConfigDict(env_prefix="BATON_", frozen=True, extra="ignore")
 
     broker_url: str = "redis://127.0.0.1:6379/0"  # Celery broker
-    database_url: str = "sqlite:///.baton/state.db"  # state DB (SQLAlchemy URL)
+    # Where `baton up` keeps its state DB, Redis and logs, whatever the working folder:
+    # unset, $XDG_STATE_HOME/baton, else ~/.local/state/baton (see default_home).
+    home: str | None = None
+    # State DB (SQLAlchemy URL); unset: sqlite:///HOME/state.db, HOME as above.
+    database_url: str = ""
     staging_url: str | None = None  # Redis for rows between steps; default: the broker
     key_prefix: str = "baton:"  # prefix of every Redis key Baton writes (broker and staging)
     quorum_queues: bool = False  # RabbitMQ broker: declare Baton's queues as quorum queues
@@ -106,6 +117,17 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_database(cls, data: Any) -> Any:
+        """The state DB defaults to one known folder, never one relative to where a
+        command happens to run."""
+        if isinstance(data, dict) and not data.get("database_url"):
+            home = data.get("home")
+            folder = Path(home).expanduser() if home else default_home()
+            data = {**data, "database_url": f"sqlite:///{folder / 'state.db'}"}
+        return data
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
         if self.lease_s <= self.step_budget_s:
@@ -130,11 +152,13 @@ class Settings(BaseSettings):
         return self.broker_url.startswith(REDIS_SCHEMES)
 
     def as_env(self) -> dict[str, str]:
-        """These settings as ``BATON_*`` variables, for the processes a harness starts."""
+        """These settings as ``BATON_*`` variables, for the processes a harness starts.
+        ``BATON_API_URL`` only when it was chosen: set, it sends `baton drain` and `baton
+        rollout` through the API."""
         return {
             env_name(name): str(value)
             for name, value in self.model_dump().items()
-            if value is not None
+            if value is not None and (name != "api_url" or name in self.model_fields_set)
         }
 
     @property

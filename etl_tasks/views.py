@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 from etl_tasks.boundary.http_urls import redact_http
 from etl_tasks.connectors.sql.engines import redact
 from etl_tasks.errors import NotFound
+from etl_tasks.progress import Figures, figures_of, progress_select
 from etl_tasks.spec import endpoint_kind
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState, QuarantineStatus
@@ -114,6 +115,8 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
         bad = _quarantine_counts(s, migration_id)
         verification = _verification_link(s, migration_id)
         again = _sent_again(s, migration_id) if _delivery(mig.spec) else None
+        ids = select(Migration.id).where(Migration.id == migration_id)
+        figures = figures_of(list(s.execute(progress_select(ids, now)).all()))
     items = []
     for st in streams:
         c = counts.get(st.id, {"total": 0, "done": 0, "failed": 0, "rows": 0})
@@ -127,6 +130,9 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
                 "chunks_done": c["done"],
                 "chunks_failed": c["failed"],
                 "fully_planned": st.fully_planned,
+                "rows_estimate": (
+                    st.rows_estimate if st.rows_estimate is None or st.rows_estimate >= 0 else None
+                ),
                 "started_at": _iso(st.started_at),
                 "finished_at": _iso(st.finished_at),
             }
@@ -142,7 +148,7 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
             # No live worker has its endpoint kind: the cause of any other wait it reports.
             view["waiting_reason"] = shortage
     view["streams"] = items
-    view.update(_progress(mig, items, now))
+    view.update(_progress(items, figures[migration_id][1], now))
     view["verification"] = verification
     return view
 
@@ -191,28 +197,28 @@ def migration_summary(mig: Migration) -> dict[str, Any]:
     }
 
 
-def _progress(mig: Migration, streams: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
-    loaded = sum(st["rows_loaded"] for st in streams)
-    bad = sum(st["rows_quarantined"] for st in streams)
-    done = sum(st["chunks_done"] for st in streams)
-    total = sum(st["chunks_total"] for st in streams)
-    end = mig.finished_at or now
-    elapsed = (end - mig.started_at).total_seconds() if mig.started_at else 0.0
-    rate = (loaded + bad) / elapsed if elapsed > 0 else 0.0
-    eta = None
-    planned = all(st["fully_planned"] for st in streams)
-    if mig.state == MigrationState.RUNNING and planned and done and rate > 0:
-        per_chunk = (loaded + bad) / done
-        eta = round((total - done) * per_chunk / rate, 1)
+def _progress(streams: list[dict[str, Any]], figures: Figures, now: datetime) -> dict[str, Any]:
+    """The migration's totals and its progress (:mod:`etl_tasks.progress`, as the dashboard
+    and the CLI show it)."""
+    shown = figures.as_dict(now)
     return {
-        "rows_loaded": loaded,
-        "rows_quarantined": bad,
-        "chunks_total": total,
-        "chunks_done": done,
-        "fully_planned": planned,
-        "elapsed_s": round(elapsed, 3),
-        "throughput_rows_per_s": round(rate, 1),
-        "eta_s": eta,
+        "rows_loaded": sum(st["rows_loaded"] for st in streams),
+        "rows_quarantined": sum(st["rows_quarantined"] for st in streams),
+        **{
+            name: shown[name]
+            for name in (
+                "chunks_total",
+                "chunks_done",
+                "fully_planned",
+                "rows_expected",
+                "percent",
+                "elapsed_s",
+                "paused_s",
+                "rows_per_s",
+                "throughput_rows_per_s",
+                "eta_s",
+            )
+        },
     }
 
 

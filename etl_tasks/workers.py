@@ -11,6 +11,7 @@ from sqlalchemy import select
 from etl_tasks.boundary.sealing import CAPABILITY as SEALED_SPECS
 from etl_tasks.connectors import registry
 from etl_tasks.constants import CONSUMED_SCHEMAS
+from etl_tasks.errors import NotFound
 from etl_tasks.spec import endpoint_kind
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.enums import WorkerState
@@ -44,15 +45,25 @@ class WorkerInfo:
 
 
 def heartbeat(
-    db: StateDB, info: WorkerInfo, *, state: str, in_flight: int, steps_done: int
-) -> None:
-    """Insert or refresh this worker's row (by the DB's clock)."""
+    db: StateDB,
+    info: WorkerInfo,
+    *,
+    state: str,
+    in_flight: int,
+    steps_done: int,
+    first: bool = False,
+) -> bool:
+    """Insert or refresh this worker's row (by the DB's clock); True when a drain of it has
+    been asked for (:func:`request_drain`). ``first``: this process's first beat, which
+    forgets a request made of an earlier process of the same name."""
     with db.session() as s:
         now = db.now(s)
         row = s.get(Worker, info.name)
         if row is None:
             row = Worker(name=info.name, started_at=now)
             s.add(row)
+        if first:
+            row.drain_requested_at = None
         row.version = info.version
         row.host = info.host
         row.pid = info.pid
@@ -62,6 +73,21 @@ def heartbeat(
         row.steps_done = steps_done
         row.heartbeat_at = now
         row.capabilities = capabilities()
+        return row.drain_requested_at is not None
+
+
+def request_drain(db: StateDB, name: str) -> dict[str, object]:
+    """Ask a live worker to drain and leave: its next heartbeat stops it taking steps, and
+    once its steps in flight have finished it shuts down warm. Works wherever the worker
+    runs, as long as it reaches the state DB (its probe may listen on loopback only)."""
+    with db.session() as s:
+        now = db.now(s)
+        row = s.get(Worker, name)
+        live = row is not None and row.state != WorkerState.STOPPED
+        if row is None or not live or now - row.heartbeat_at > timedelta(seconds=LIVE_AFTER_S):
+            raise NotFound(f"no live worker named {name!r}")
+        row.drain_requested_at = row.drain_requested_at or now
+    return {"name": name, "drain_requested_at": now.isoformat() + "Z"}
 
 
 def mark_stopped(db: StateDB, name: str, steps_done: int) -> None:
@@ -132,6 +158,9 @@ def list_workers(
                 "capabilities": w.capabilities or {},
                 "started_at": w.started_at.isoformat() + "Z",
                 "last_heartbeat": w.heartbeat_at.isoformat() + "Z",
+                "drain_requested_at": (
+                    None if w.drain_requested_at is None else w.drain_requested_at.isoformat() + "Z"
+                ),
             }
         )
     return out

@@ -6,6 +6,7 @@ import ipaddress
 import json
 import os
 import secrets
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,10 +19,12 @@ from ops.live_cmd import sse
 from ops.migrations_cmd import COMMANDS as MIGRATION_COMMANDS
 from ops.secrets_cmd import secrets_group
 from ops.spec_cmd import spec_group
+from ops.state_db import existing_db
 from ops.verify_cmd import verify
 
 if TYPE_CHECKING:
     from etl_tasks.state.db import StateDB
+    from ops.rollout import ApiFleet, Fleet
 
 
 @click.group()
@@ -95,25 +98,39 @@ def worker(celery_args: tuple[str, ...]) -> None:
 @main.command()
 @click.option("--workers", "count", default=2, show_default=True)
 @click.option("--port", default=8080, show_default=True)
-@click.option("--home", default=".baton", show_default=True, type=click.Path(path_type=Path))
-def up(count: int, port: int, home: Path) -> None:
+@click.option(
+    "--home",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="its state DB, Redis and logs  [default: BATON_HOME, else $XDG_STATE_HOME/baton, "
+    "else ~/.local/state/baton]",
+)
+def up(count: int, port: int, home: Path | None) -> None:
     """Everything at once: embedded Redis, SQLite state DB, the API and workers."""
     import signal
     import time
 
+    from etl_tasks.settings import default_home
     from ops.embedded import Embedded
 
+    settings = load_settings()
+    if home is None:
+        home = Path(settings.home).expanduser() if settings.home else default_home()
     system = Embedded(home=home, api_port=port)
     system.start(workers=count)
+    exports = up_exports(system.env)
+    (home / "env").write_text(exports + "\n")
     click.echo(
         f"Baton is up: API {system.env['BATON_API_URL']}, broker "
-        f"{system.env['BATON_BROKER_URL']}, {count} workers; logs in {home}/logs. "
-        "Ctrl-C stops everything."
+        f"{system.env['BATON_BROKER_URL']}, {count} workers; state DB, logs in {home}. "
+        "Ctrl-C stops everything.\n"
+        f"For the CLI in another shell (also in {home / 'env'}):\n{exports}"
     )
     if system.probe_token_generated:
         click.echo(
-            "The workers' probe token was made for this run; to drain a worker through its "
-            "probe with `baton drain`, set BATON_PROBE_TOKEN before `baton up`."
+            "The workers' probe token was made for this run and is not shown: with "
+            "BATON_API_URL set, `baton drain` and `baton rollout` go through the API and need "
+            "none (set BATON_PROBE_TOKEN before `baton up` to call the probes yourself)."
         )
     stopping = False
 
@@ -132,15 +149,19 @@ def up(count: int, port: int, home: Path) -> None:
         system.stop()
 
 
+def up_exports(env: dict[str, str]) -> str:
+    """The ``export`` line that points the CLI at what ``baton up`` started."""
+    names = ("BATON_API_URL", "BATON_DATABASE_URL", "BATON_BROKER_URL")
+    return "export " + " ".join(f"{n}={shlex.quote(env[n])}" for n in names)
+
+
 @main.group()
 def token() -> None:
     """API tokens."""
 
 
 def _tokens_db() -> StateDB:
-    from etl_tasks.state.db import StateDB
-
-    return StateDB(load_settings().database_url)
+    return existing_db()
 
 
 @token.command("create")
@@ -213,8 +234,10 @@ def drain(
 ) -> None:
     """Stop WORKER taking steps, wait for its steps in flight, then warm-shut it down.
 
-    The probe's POST /drain needs BATON_PROBE_TOKEN; without it (or with a token the
-    worker refuses) WORKER is stopped through Celery's remote control, with a warning.
+    With BATON_API_URL set, through the API (an operator token; the worker's heartbeat
+    picks the request up). Otherwise through the state DB and the worker's probe: its
+    POST /drain needs BATON_PROBE_TOKEN; without it (or with a token the worker
+    refuses) WORKER is stopped through Celery's remote control, with a warning.
 
     Exit status: 0 drained (WORKER: and stopped); 1 not (unknown worker, timeout, no
     probe answering --local); 2 wrong usage; 3 with --local: BATON_PROBE_TOKEN is not
@@ -225,9 +248,7 @@ def drain(
         sys.exit(_drain_local(settings, url, timeout_s, as_json))
     if local or not worker_name:
         raise click.UsageError("give either WORKER (a name `baton workers` lists) or --local")
-    from ops.rollout import Fleet, drain_worker
-
-    report = drain_worker(Fleet(settings), worker_name, timeout_s)
+    report = _fleet(settings).drain(worker_name, timeout_s)
     if report.warning:
         click.echo(f"warning: {report.warning}", err=True)
     if as_json:
@@ -240,6 +261,17 @@ def drain(
             + (f": {report.error}" if report.error else "")
         )
     sys.exit(exit_codes.OK if report.ok else exit_codes.INCOMPLETE)
+
+
+def _fleet(settings: Settings) -> Fleet | ApiFleet:
+    """Through the API when BATON_API_URL is set (any machine, an operator token);
+    otherwise straight to the state DB, the broker and the workers' probes."""
+    from ops.client import ApiClient
+    from ops.rollout import ApiFleet, Fleet
+
+    if "api_url" in settings.model_fields_set:
+        return ApiFleet(ApiClient.from_settings(settings))
+    return Fleet(settings, existing_db(settings))
 
 
 def _drain_local(settings: Settings, url: str | None, timeout_s: float, as_json: bool) -> int:
@@ -279,11 +311,11 @@ def _drain_local(settings: Settings, url: str | None, timeout_s: float, as_json:
 )
 @click.option("--json", "as_json", is_flag=True)
 def rollout(start_cmd: str, count: int, timeout_s: float, log_dir: Path, as_json: bool) -> None:
-    """Start COUNT new workers, wait until they are ready, then drain the old ones one by one."""
-    from ops.rollout import Fleet
+    """Start COUNT new workers, wait until they are ready, then drain the old ones one by one
+    (through the API when BATON_API_URL is set, as `baton drain` does)."""
     from ops.rollout import rollout as do_rollout
 
-    report = do_rollout(Fleet(load_settings()), start_cmd, count, log_dir, timeout_s)
+    report = do_rollout(_fleet(load_settings()), start_cmd, count, log_dir, timeout_s)
     if as_json:
         click.echo(json.dumps(report.as_dict()))
     else:
@@ -332,7 +364,9 @@ def chaos(tier: str, workdir: Path | None) -> None:
 @main.command()
 @click.argument(
     "which",
-    type=click.Choice(["shutdown", "deploys", "recovery", "throughput", "coordination", "all"]),
+    type=click.Choice(
+        ["shutdown", "deploys", "recovery", "throughput", "coordination", "eta", "all"]
+    ),
     default="all",
 )
 @click.option("--workdir", type=click.Path(path_type=Path), help="default: a new temp dir")
@@ -361,10 +395,11 @@ def bench(
 ) -> None:
     """Measure deploy latency (busy warm shutdowns), what rolling deploys cost a migration,
     how fast the default timings recover from a SIGKILL and from a broker loss,
-    throughput beside the scripts Baton replaces, and what a chunk costs the state DB."""
+    throughput beside the scripts Baton replaces, what a chunk costs the state DB, and how
+    close the ETA shown is to the time actually left."""
     import tempfile
 
-    from ops.bench import coordination, deploys, recovery, shutdown, throughput
+    from ops.bench import coordination, deploys, eta, recovery, shutdown, throughput
 
     home = workdir or Path(tempfile.mkdtemp(prefix="baton-bench-"))
     results: dict[str, Any] = {}
@@ -382,6 +417,8 @@ def bench(
         )
     if which in ("coordination", "all"):
         results["coordination"] = coordination.run(home / "coordination", out=click.echo)
+    if which in ("eta", "all"):
+        results["eta"] = eta.run(home / "eta", out=click.echo)
     if as_json:
         click.echo(json.dumps(results))
     sys.exit(0 if all(r["met"] for r in results.values()) else 1)

@@ -80,7 +80,10 @@ class ApiClient:
         return body
 
     def _unreachable(self, exc: Exception) -> ApiUnreachable:
-        return ApiUnreachable(f"cannot reach the API at {self.base}: {exc}")
+        return ApiUnreachable(
+            f"cannot reach the API at {self.base} (BATON_API_URL; `baton up` prints the "
+            f"variables to export): {exc}"
+        )
 
     def get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         try:

@@ -26,7 +26,8 @@ NOT_FOUND = 5
 #: running migration, verify one that has not succeeded), or the request is invalid
 #: (400, 413, 415, 422: a spec that fails preflight).
 REFUSED = 6
-#: The API could not be reached, did not accept the token (401, 403, 429), or failed (5xx).
+#: The API could not be reached, did not accept the token (401, 403, 429), or failed (5xx);
+#: or a command that reads the state DB found none where it looked (it names the path).
 UNAVAILABLE = 7
 #: ``baton drain --local`` only: no BATON_PROBE_TOKEN here, or the probe refused it. It
 #: predates this table; preStop hooks already test for it, so it keeps its value.

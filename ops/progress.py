@@ -37,13 +37,13 @@ def wait_quietly(
 def watch(
     client: ApiClient, migration_id: str, poll_s: float = 0.5, timeout_s: float | None = None
 ) -> dict[str, Any]:
-    """A progress bar (chunks done, rows/s, ETA) until the migration ends, or until
-    ``timeout_s`` has passed; return its last view."""
+    """A progress bar (percent of the rows expected, chunks, rows/s over the last 30 s,
+    ETA) until the migration ends, or until ``timeout_s`` has passed; return its last view."""
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed}/{task.total} chunks"),
+        TextColumn("{task.percentage:>3.0f} % · {task.fields[chunks]} chunks"),
         TextColumn(
             "{task.fields[rows]} rows · {task.fields[rate]} rows/s · "
             "ETA {task.fields[eta]} · {task.fields[state]}"
@@ -51,19 +51,21 @@ def watch(
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("migrating", total=None, rows=0, rate=0, eta="—", state="")
+        task = progress.add_task(
+            "migrating", total=100, chunks="0", rows=0, rate=0, eta="—", state=""
+        )
         while True:
             mig = client.get(f"/api/v1/migrations/{migration_id}")
             state = mig["state"] + (
                 f" ({mig['waiting_reason']})" if mig.get("waiting_reason") else ""
             )
-            total = mig["chunks_total"] if mig.get("fully_planned") else None
+            more = "" if mig.get("fully_planned") else "+"
             progress.update(
                 task,
-                completed=mig["chunks_done"],
-                total=total,
+                completed=mig.get("percent", 0.0),
+                chunks=f"{mig['chunks_done']}/{mig['chunks_total']}{more}",
                 rows=mig["rows_loaded"],
-                rate=int(mig["throughput_rows_per_s"]),
+                rate=int(mig.get("rows_per_s", mig["throughput_rows_per_s"])),
                 eta=_eta(mig),
                 state=state,
             )
@@ -83,6 +85,11 @@ def print_migration(mig: dict[str, Any]) -> None:
         f"{mig['rows_loaded']} rows loaded · {mig['rows_quarantined']} quarantined · "
         f"{mig['elapsed_s']:.1f}s · {mig['throughput_rows_per_s']:.0f} rows/s"
     )
+    if mig["state"] not in FINISHED and "percent" in mig:
+        console.print(
+            f"{mig['percent']:.1f} % of ~{mig.get('rows_expected', 0):,} rows · "
+            f"{mig.get('rows_per_s', 0):,.0f} rows/s (last 30 s) · ETA {_eta(mig)}"
+        )
     if mig.get("error"):
         console.print(f"[red]error:[/] {escape(mig['error'])}")
     if mig.get("waiting_reason"):

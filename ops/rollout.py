@@ -11,6 +11,14 @@ Drain, in three timed phases:
 3. warm shutdown: SIGTERM when the worker runs on this host, else Celery's
    ``shutdown`` to that node (it still answers: it is draining, not stopping);
    then wait until it has left.
+
+With ``BATON_API_URL`` set, :class:`ApiFleet` does the same through the API
+instead, from any machine and with only an operator token: ``POST
+/api/v1/workers/{name}/drain`` records the request in the state DB, the
+worker's own heartbeat picks it up, drains, and shuts itself down warm once
+nothing is in flight. The API does not call the worker's probe: probes listen
+on loopback by default (``BATON_WORKER_HTTP_HOST``) and, in a cluster, on pod
+addresses the API may not reach, while every worker reaches the state DB.
 """
 
 from __future__ import annotations
@@ -23,13 +31,16 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from etl_tasks.constants import QUEUES_IN_PRIORITY_ORDER
 from etl_tasks.settings import Settings
 from etl_tasks.state.db import StateDB
 from etl_tasks.workers import list_workers
+from ops.client import ApiClient
 from ops.probe import ProbeClient, ProbeRefused
 
 
@@ -50,9 +61,9 @@ class DrainReport:
 class Fleet:
     """The workers as the state DB knows them, and a way to reach each one."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, db: StateDB | None = None) -> None:
         self.settings = settings
-        self.db = StateDB(settings.database_url)
+        self.db = db or StateDB(settings.database_url)
 
     def probe(self, worker: dict[str, Any]) -> ProbeClient | None:
         """The worker's probe, asked with this fleet's probe token; ``None`` if it has none."""
@@ -62,6 +73,9 @@ class Fleet:
     def live(self) -> dict[str, dict[str, Any]]:
         return {str(w["name"]): w for w in list_workers(self.db)}
 
+    def drain(self, name: str, timeout_s: float) -> DrainReport:
+        return drain_worker(self, name, timeout_s)
+
     def control(self, action: Callable[[Any], None]) -> None:
         from worker.celery_app import create_celery
 
@@ -70,6 +84,47 @@ class Fleet:
             action(app.control)
         finally:
             app.close()
+
+
+class ApiFleet:
+    """The workers as the API knows them; a drain is a request their heartbeats pick up."""
+
+    def __init__(self, client: ApiClient, poll_s: float = 0.2) -> None:
+        self.client = client
+        self.poll_s = poll_s
+
+    def live(self) -> dict[str, dict[str, Any]]:
+        return {str(w["name"]): w for w in self.client.get("/api/v1/workers")["items"]}
+
+    def drain(self, name: str, timeout_s: float) -> DrainReport:
+        """Ask the API to drain ``name``, then follow its row: draining, idle, gone."""
+        report = DrainReport(name, via="api")
+        worker = self.live().get(name)
+        if worker is None:
+            report.error = f"no live worker named {name!r}"
+            return report
+        report.in_flight_at_start = int(worker["in_flight"])
+        started = time.monotonic()
+        # A refusal (403: not an operator) ends the command with the API's exit code
+        self.client.post(f"/api/v1/workers/{quote(name, safe='@')}/drain")
+
+        def reached(phase: Callable[[dict[str, Any] | None], bool]) -> bool:
+            return phase(self.live().get(name))
+
+        phases: list[tuple[str, Callable[[dict[str, Any] | None], bool]]] = [
+            ("stop_consuming_s", lambda w: w is None or w["state"] == "draining"),
+            ("finish_in_flight_s", lambda w: w is None or int(w["in_flight"]) == 0),
+            ("shutdown_s", lambda w: w is None),
+        ]
+        for key, phase in phases:
+            if not _wait(partial(reached, phase), timeout_s, self.poll_s):
+                report.error = (
+                    f"{key.removesuffix('_s').replace('_', ' ')}: not within {timeout_s:.0f} s"
+                )
+                return report
+            report.phases[key] = round(time.monotonic() - started, 3)
+        report.ok = True
+        return report
 
 
 def _wait(predicate: Callable[[], bool], timeout_s: float, poll_s: float) -> bool:
@@ -182,7 +237,7 @@ class RolloutReport:
 
 
 def rollout(
-    fleet: Fleet, start: str, count: int, log_dir: Path, timeout_s: float = 120
+    fleet: Fleet | ApiFleet, start: str, count: int, log_dir: Path, timeout_s: float = 120
 ) -> RolloutReport:
     """Start ``count`` workers from a command template, wait until ready, drain the old ones."""
     report = RolloutReport()
@@ -210,7 +265,7 @@ def rollout(
         return report
     report.phases["new_ready_s"] = round(time.monotonic() - began, 3)
     for name in sorted(old):
-        drained = drain_worker(fleet, name, timeout_s)
+        drained = fleet.drain(name, timeout_s)
         report.drained.append(drained.as_dict())
         if not drained.ok and name in fleet.live():
             report.error = f"{name}: {drained.error}"

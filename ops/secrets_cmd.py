@@ -23,7 +23,7 @@ def rotate(as_json: bool) -> None:
     old key. Safe to run again.
     """
     from etl_tasks.boundary.sealing import Sealer, SealingError, rotate_all
-    from etl_tasks.state.db import StateDB
+    from ops.state_db import existing_db
 
     settings = load_settings()
     try:
@@ -32,7 +32,7 @@ def rotate(as_json: bool) -> None:
         raise click.ClickException(str(exc)) from None
     if sealer is None:
         raise click.ClickException("BATON_SECRET_KEYS is not set: there is no key to rotate to")
-    db = StateDB(settings.database_url)
+    db = existing_db(settings)
     try:
         count = rotate_all(db, sealer)
     except SealingError as exc:

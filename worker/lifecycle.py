@@ -4,7 +4,9 @@ Signal handlers only set flags; the work happens on one background thread
 (heartbeat + sweeper) and in Celery's own loop. On SIGTERM Celery does a warm
 shutdown: it stops consuming, finishes the steps in hand and returns the
 messages it had prefetched to the queue. ``POST /drain`` on the probe does
-the first half without exiting: stop consuming, finish what is in hand. Only
+the first half without exiting: stop consuming, finish what is in hand. A drain
+asked for through the API (``workers.drain_requested_at``, read with each
+heartbeat) does both: drain, then SIGTERM itself once nothing is in flight. Only
 the probe's HTTP path needs ``BATON_PROBE_TOKEN``; the signal path needs none.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -54,6 +57,8 @@ class Lifecycle:
         self.info: WorkerInfo | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._registered = False
+        self._leaving = False  # drained on request through the API: exit once idle
 
     def on_init(self, sender: Any = None, **_: Any) -> None:
         self.name = getattr(sender, "hostname", None) or self.name
@@ -115,13 +120,17 @@ class Lifecycle:
         tick = min(self.settings.worker_heartbeat_s, self.settings.sweep_interval_s)
         while not self._stop.is_set():
             self._beat()
+            if self._leaving and self.probe.snapshot()["may_shut_down"]:
+                log.info("worker %s drained on request: warm shutdown", self.name)
+                os.kill(os.getpid(), signal.SIGTERM)  # as a deploy would: Celery's warm shutdown
+                return
             if time.monotonic() >= next_sweep and not self.probe.draining:
                 try:
                     sweep(runtime())
                 except Exception:
                     log.exception("sweeper pass failed")
                 next_sweep = time.monotonic() + self.settings.sweep_interval_s
-            self._stop.wait(tick)
+            self._stop.wait(min(tick, 0.2) if self._leaving else tick)
 
     def _beat(self) -> None:
         if self.info is None:
@@ -129,15 +138,23 @@ class Lifecycle:
         snap = self.probe.snapshot()
         state = WorkerState.DRAINING if snap["draining"] else WorkerState.ACTIVE
         try:
-            heartbeat(
+            requested = heartbeat(
                 runtime().db,
                 self.info,
                 state=state,
                 in_flight=snap["in_flight"],
                 steps_done=snap["steps_done"],
+                first=not self._registered,
             )
         except Exception as exc:
             log.warning("heartbeat failed: %s", exc)
+            return
+        self._registered = True
+        if requested and not self._leaving:
+            # `baton drain` through the API: drain as POST /drain does, then leave
+            log.info("worker %s: drain requested through the API", self.name)
+            self._leaving = True
+            self.probe.drain()
 
 
 def attach(app: Celery, settings: Settings) -> Lifecycle:

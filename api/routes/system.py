@@ -13,7 +13,7 @@ from api.metrics import render_metrics
 from api.openapi import openapi_document
 from etl_tasks import __version__
 from etl_tasks.tokens import allows
-from etl_tasks.workers import list_workers
+from etl_tasks.workers import list_workers, request_drain
 
 bp = Blueprint("system", __name__)
 
@@ -45,6 +45,14 @@ def workers() -> ResponseReturnValue:
     if not allows(current_principal().role, "operator"):
         items = [{**w, "probe_url": None} for w in items]
     return jsonify({"items": items})
+
+
+@bp.post("/api/v1/workers/<name>/drain")
+@require("operator")
+def drain_worker(name: str) -> ResponseReturnValue:
+    """Record a drain request; the worker's own heartbeat acts on it (it may listen for
+    probes on loopback only, out of the API's reach)."""
+    return jsonify(request_drain(_ext().db, name)), 202
 
 
 @bp.get("/metrics")

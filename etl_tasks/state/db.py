@@ -14,6 +14,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from etl_tasks.connectors.sql.engines import create_sql_engine, for_reading, normalize_url
+from etl_tasks.errors import StateDBMissing
 
 if TYPE_CHECKING:
     from alembic.config import Config
@@ -89,6 +90,20 @@ def alembic_config(url: str) -> Config:
         normalize_url(url).render_as_string(hide_password=False).replace("%", "%%"),
     )
     return cfg
+
+
+def open_existing(url: str) -> StateDB:
+    """The state DB at ``url``, which must exist: a SQLite file that is not there is refused
+    with its path rather than created empty."""
+    u = normalize_url(url)
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:"):
+        path = Path(u.database).resolve()
+        if not path.is_file():
+            raise StateDBMissing(
+                f"no state DB at {path}: set BATON_DATABASE_URL (or BATON_HOME) to the one "
+                "`baton up` or your deployment uses"
+            )
+    return StateDB(url)
 
 
 def upgrade(url: str, revision: str = "head") -> None:

@@ -16,6 +16,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -53,6 +54,11 @@ class Migration(Base):
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     updated_at: Mapped[datetime] = mapped_column(DateTime)
+    # The latest pause (or wait between a failure and its retry): the recent rate leaves
+    # it out. ``resumed_at`` is None while it lasts; ``paused_s`` sums every pause so far.
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime)
+    resumed_at: Mapped[datetime | None] = mapped_column(DateTime)
+    paused_s: Mapped[float | None] = mapped_column(Float)
 
 
 class Stream(Base):
@@ -72,6 +78,9 @@ class Stream(Base):
     chunk_rows: Mapped[int] = mapped_column(Integer)
     started_at: Mapped[datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    # The source's own estimate of the stream's rows (Source.estimate_rows), taken once
+    # when the migration starts; -1: the source could not tell. Only feeds progress.
+    rows_estimate: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class Chunk(Base):
@@ -208,6 +217,9 @@ class Worker(Base):
     # What this version can do (sealed specs, endpoint kinds, message schemas): the API
     # only asks for what every live worker supports.
     capabilities: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # An operator asked (through the API) that this worker drain and leave; its heartbeat
+    # picks the request up. Cleared when a worker of that name registers again.
+    drain_requested_at: Mapped[datetime | None] = mapped_column(DateTime)
 
 
 class ApiToken(Base):

@@ -99,6 +99,11 @@ def test_baton_up_then_submit_wait_status_workers(tmp_path: Path) -> None:
         out, _ = up.communicate(timeout=60)
     assert up.returncode == 0, out
     assert "probe token was made for this run" in out, out
+    # And it told where the CLI must point, port and state DB included (also in HOME/env)
+    state_db = f"sqlite:///{(tmp_path / '.baton' / 'state.db').resolve()}"
+    exports = f"export BATON_API_URL=http://127.0.0.1:{port} BATON_DATABASE_URL={state_db} "
+    assert exports in out, out
+    assert (tmp_path / ".baton" / "env").read_text().startswith(exports)
 
 
 def _answers(port: int) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from pydantic import ValidationError
 
 from etl_tasks.logs import JsonFormatter, TextFormatter, configure_logging
-from etl_tasks.settings import Settings, load_settings
+from etl_tasks.settings import Settings, default_home, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -30,7 +30,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 # CONTRACT.md, "Configuration (environment)": variable → (attribute, default)
 CONTRACT_DEFAULTS: dict[str, tuple[str, Any]] = {
     "BATON_BROKER_URL": ("broker_url", "redis://127.0.0.1:6379/0"),
-    "BATON_DATABASE_URL": ("database_url", "sqlite:///.baton/state.db"),
+    # not relative to the working folder: $XDG_STATE_HOME/baton, else ~/.local/state/baton
+    "BATON_DATABASE_URL": ("database_url", f"sqlite:///{default_home() / 'state.db'}"),
     "BATON_STAGING_URL": ("staging_url", None),
     "BATON_STEP_BUDGET_S": ("step_budget_s", 2),
     "BATON_WORKER_HTTP_PORT": ("worker_http_port", 0),
