@@ -100,6 +100,21 @@ class VerificationLink(_Response):
     report_url: str = Field(description="GET it for the report")
 
 
+class Pruned(_Response):
+    """Retention removed a finished migration's details (BATON_RETENTION_DAYS)."""
+
+    at: Timestamp
+    after_days: float | None
+    message: str
+
+
+class QuarantinePurged(_Response):
+    """What ``POST …/quarantine/purge`` removed."""
+
+    migration_id: str
+    purged: int = Field(description="quarantined rows whose values and key were removed")
+
+
 class MigrationView(MigrationSummary):
     verification: VerificationLink | None = Field(
         description="the newest verification; null: never verified"
@@ -113,6 +128,9 @@ class MigrationView(MigrationSummary):
     elapsed_s: float
     throughput_rows_per_s: float
     eta_s: float | None
+    pruned: Pruned | None = Field(
+        None, description="set once retention removed its chunks, events and quarantine"
+    )
 
 
 class _Page(_Response):

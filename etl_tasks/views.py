@@ -109,6 +109,8 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
                 "fully_planned": st.fully_planned,
                 "started_at": _iso(st.started_at),
                 "finished_at": _iso(st.finished_at),
+                # What retention kept, once it removed the chunks (etl_tasks.retention).
+                **(mig.summary or {}).get("streams", {}).get(st.name, {}),
             }
         )
     view = migration_summary(mig)
@@ -120,7 +122,23 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
     view["streams"] = items
     view.update(_progress(mig, items, now))
     view["verification"] = verification
+    view["pruned"] = _pruned(mig)
     return view
+
+
+def _pruned(mig: Migration) -> dict[str, Any] | None:
+    """Whether retention removed the migration's details, when, and after how long."""
+    if mig.pruned_at is None:
+        return None
+    days = (mig.summary or {}).get("retention_days")
+    return {
+        "at": _iso(mig.pruned_at),
+        "after_days": days,
+        "message": f"details pruned after {days:g} days: chunks, events and quarantined "
+        "rows are gone; the counts are kept"
+        if isinstance(days, (int, float))
+        else "details pruned: the counts are kept",
+    }
 
 
 def _verification_link(s: Session, migration_id: str) -> dict[str, Any] | None:
