@@ -52,7 +52,7 @@ SIGNATURE = "X-Baton-Signature"
 TIMESTAMP = "X-Baton-Timestamp"
 DELIVERY = "X-Baton-Delivery"
 EVENT = "X-Baton-Event"
-BATCH = 10  # notifications one sweeper pass takes at most
+BATCH = 10  # notifications one sweeper pass sends at most
 
 
 @dataclass(frozen=True)
@@ -126,26 +126,36 @@ def enqueue_missing(rt: Runtime) -> int:
 
 
 def deliver_due(rt: Runtime) -> list[tuple[str, str]]:
-    """Send every due notification (at most :data:`BATCH`); return ``(id, status)`` of each.
+    """Send due notifications, one at a time, while the pass has time (one sweep interval,
+    at least one attempt's timeout) and at most :data:`BATCH`; return ``(id, status)`` of
+    each, so a slow webhook delays the sweeper's other duties by little."""
+    budget = max(rt.settings.sweep_interval_s, rt.settings.notify_timeout_s)
+    started = time.monotonic()
+    sent: list[tuple[str, str]] = []
+    while len(sent) < BATCH and time.monotonic() - started < budget:
+        notification_id = _claim(rt)
+        if notification_id is None:
+            break
+        sent.append((notification_id, _attempt(rt, notification_id)))
+    return sent
 
-    Rows are taken under a short claim (``next_attempt_at`` pushed past the attempt), so
-    two sweepers overlapping for a moment never send the same one at once."""
-    timeout = rt.settings.notify_timeout_s
+
+def _claim(rt: Runtime) -> str | None:
+    """The next due notification, its ``next_attempt_at`` pushed past this attempt, so two
+    sweepers overlapping for a moment never send it at once."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        due = list(
-            s.scalars(
-                select(Notification)
-                .where(Notification.status == PENDING, Notification.next_attempt_at <= now)
-                .order_by(Notification.next_attempt_at)
-                .limit(BATCH)
-                .with_for_update(skip_locked=True)
-            )
-        )
-        for n in due:
-            n.next_attempt_at = now + timedelta(seconds=3 * timeout + 10)
-        ids = [n.id for n in due]
-    return [(i, _attempt(rt, i)) for i in ids]
+        n = s.scalars(
+            select(Notification)
+            .where(Notification.status == PENDING, Notification.next_attempt_at <= now)
+            .order_by(Notification.next_attempt_at)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).first()
+        if n is None:
+            return None
+        n.next_attempt_at = now + timedelta(seconds=3 * rt.settings.notify_timeout_s + 10)
+        return n.id
 
 
 def _attempt(rt: Runtime, notification_id: str) -> str:
