@@ -53,6 +53,8 @@ TIMESTAMP = "X-Baton-Timestamp"
 DELIVERY = "X-Baton-Delivery"
 EVENT = "X-Baton-Event"
 BATCH = 10  # notifications one sweeper pass sends at most
+#: One connection pool per thread for every webhook; no redirect, proxy or .netrc followed.
+_CLIENT = Client("POST", {})
 
 
 @dataclass(frozen=True)
@@ -190,7 +192,7 @@ def _send(hook: Webhook, delivery: str, state: str, body: bytes, timeout_s: floa
     headers = {TIMESTAMP: stamp, DELIVERY: delivery, EVENT: f"migration.{state}"}
     if hook.secret is not None:
         headers[SIGNATURE] = sign(hook.secret, stamp, body)
-    answer = Client("POST", {}).send(hook.url, body, delivery, timeout_s, headers=headers)
+    answer = _CLIENT.send(hook.url, body, delivery, timeout_s, headers=headers)
     judge(answer, 0, "the webhook")
 
 
@@ -205,7 +207,8 @@ def _record(
         n.attempts += 1
         if error is None:
             n.status, n.delivered_at, n.last_error = DELIVERED, now, None
-            s.add(_event(n, "notification_delivered", f"webhook answered 2xx ({n.attempts})", now))
+            said = f"webhook delivered (attempt {n.attempts})"
+            s.add(_event(n, "notification_delivered", said, now))
             return n.status
         n.last_error = error[:2000]
         give_up = n.created_at + timedelta(seconds=rt.settings.notify_give_up_s)
