@@ -285,6 +285,14 @@ def test_quarantine_purge(operator: Baton, viewer: Baton, db: StateDB, spec_file
         (True, "null", "amount: too large: '***'")
     }
     assert operator.json("quarantine", mid, "--purge") == {"migration_id": mid, "purged": 0}
+    # And once retention has pruned it, its status says so
+    with db.session() as s:
+        s.execute(
+            update(Migration)
+            .where(Migration.id == mid)
+            .values(pruned_at=db.now(s), summary={"retention_days": 30, "streams": {}})
+        )
+    assert "details pruned after 30 days" in operator("status", mid[:8]).stdout
 
 
 def test_api_unreachable_is_7(tmp_path: Path) -> None:
