@@ -96,9 +96,9 @@ def prune(rt: Runtime, migration_id: str, cutoff: datetime, days: float) -> bool
         rt.staging.forget(chunk_ids)
     except TransientError as exc:  # the staging TTL removes them anyway
         log.warning("staged rows not removed: %s", exc, extra={"migration_id": migration_id})
+    _delete_all(rt.db, QuarantinedRow.id, QuarantinedRow.migration_id == migration_id)
     for batch in _batches(chunk_ids):
         with rt.db.session() as s:
-            s.execute(delete(QuarantinedRow).where(QuarantinedRow.chunk_id.in_(batch)))
             s.execute(
                 delete(HttpBatch).where(
                     HttpBatch.migration_id == migration_id, HttpBatch.chunk_id.in_(batch)
@@ -110,7 +110,6 @@ def prune(rt: Runtime, migration_id: str, cutoff: datetime, days: float) -> bool
                 )
             )
             s.execute(delete(Chunk).where(Chunk.id.in_(batch)))
-    _delete_all(rt.db, QuarantinedRow.id, QuarantinedRow.migration_id == migration_id)
     _delete_all(rt.db, VerificationRange.id, VerificationRange.migration_id == migration_id)
     _delete_all(rt.db, Event.id, Event.migration_id == migration_id)
     _delete_all(

@@ -156,6 +156,8 @@ class QuarantinedRow(Base):
     __tablename__ = "quarantine"
     __table_args__ = (
         Index("uq_quarantine_key_hash", "stream_id", "chunk_id", "key_hash", unique=True),
+        # Deleting a chunk (retention) checks its quarantined rows by chunk alone.
+        Index("ix_quarantine_chunk_id", "chunk_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)

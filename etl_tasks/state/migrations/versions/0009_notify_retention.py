@@ -9,10 +9,15 @@ Phase: expand
 transaction that finishes a migration and sent by the sweeper. ``migrations``
 gains ``notify`` (the spec's "notify", kept beside the spec), ``pruned_at`` and
 ``summary`` (what retention keeps once it removed a migration's chunks, events
-and quarantined values).
+and quarantined values). ``quarantine`` gains an index on ``chunk_id``: deleting a
+chunk makes the database look for its quarantined rows (the foreign key's
+cascade), which without it reads the whole table once per chunk. Building it
+holds writes to ``quarantine`` back for as long as it takes (seconds per million
+rows).
 
 Why each step is safe while version N (the one before this script) still runs:
-one new table and three new nullable columns, which N neither reads nor writes.
+one new table, three new nullable columns and an index, none of which N reads or
+writes (the index only serves this version's deletes).
 A migration N finishes gets no outbox row from N; the sweeper of this version
 adds the missing ones (:func:`etl_tasks.notifications.enqueue_missing`).
 """
@@ -53,9 +58,11 @@ def upgrade() -> None:
         sa.UniqueConstraint("migration_id", "state", "finished_at"),
     )
     op.create_index("ix_notifications_status_due", "notifications", ["status", "next_attempt_at"])
+    op.create_index("ix_quarantine_chunk_id", "quarantine", ["chunk_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_quarantine_chunk_id", table_name="quarantine")
     op.drop_index("ix_notifications_status_due", table_name="notifications")
     op.drop_table("notifications")
     with op.batch_alter_table("migrations", schema=None) as batch_op:
