@@ -21,6 +21,7 @@ from api.schemas import (
     MigrationList,
     MigrationView,
     QuarantineList,
+    QuarantinePurged,
     Readiness,
     SpecChecked,
     SpecDraft,
@@ -214,6 +215,17 @@ OPERATIONS: list[Operation] = [
         params=(MIGRATION_ID, LIMIT, CURSOR, AFTER),
     ),
     *_controls(),
+    Operation(
+        "post",
+        "/api/v1/migrations/{id}/quarantine/purge",
+        "purgeQuarantine",
+        "Remove a finished migration's quarantined values and keys now (counts and masked "
+        "reasons stay); an event names who did it",
+        "operator",
+        {200: ("how many rows were purged", QuarantinePurged)},
+        (404, 409),
+        params=(MIGRATION_ID,),
+    ),
     *SPEC_OPERATIONS,
     Operation(
         "post",

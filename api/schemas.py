@@ -108,6 +108,21 @@ class VerificationLink(_Response):
     report_url: str = Field(description="GET it for the report")
 
 
+class Pruned(_Response):
+    """Retention removed a finished migration's details (BATON_RETENTION_DAYS)."""
+
+    at: Timestamp
+    after_days: float | None
+    message: str
+
+
+class QuarantinePurged(_Response):
+    """What ``POST …/quarantine/purge`` removed."""
+
+    migration_id: str
+    purged: int = Field(description="quarantined rows whose values and key were removed")
+
+
 class MigrationView(MigrationSummary):
     verification: VerificationLink | None = Field(
         description="the newest verification; null: never verified"
@@ -142,6 +157,9 @@ class MigrationView(MigrationSummary):
     )
     rows_per_s: float = Field(0.0, description="rows/s over the last 30 s of running")
     paused_s: float = Field(0.0, description="seconds paused so far")
+    pruned: Pruned | None = Field(
+        None, description="set once retention removed its chunks, events and quarantine"
+    )
 
 
 class _Page(_Response):

@@ -17,6 +17,7 @@ from etl_tasks import planning
 from etl_tasks.chunk_lease import fail_migration
 from etl_tasks.constants import FIRST_STEP
 from etl_tasks.errors import PermanentError, TransientError
+from etl_tasks.outbox import record_finish
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
@@ -241,6 +242,7 @@ def settle(rt: Runtime, migration_id: str, ready: set[int]) -> bool:
                     at=now,
                 )
             )
+            record_finish(s, mig, now)
             finished = True
     if finished:
         log.info("migration succeeded", extra={"migration_id": migration_id})

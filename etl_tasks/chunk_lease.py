@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.orm import Session
 
 from etl_tasks.constants import FIRST_STEP, STEPS
+from etl_tasks.outbox import record_finish
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
@@ -292,6 +293,7 @@ def fail_migration(s: Session, migration_id: str, now: datetime, error: str) -> 
         .values(state=StreamState.FAILED)
     )
     s.add(Event(migration_id=migration_id, kind="migration_failed", message=error[:2000], at=now))
+    record_finish(s, mig, now)
 
 
 def needs_message(

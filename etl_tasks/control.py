@@ -19,6 +19,7 @@ from sqlalchemy import case, select, update
 from sqlalchemy import exc as sa_exc
 
 from etl_tasks.errors import Conflict, NotFound
+from etl_tasks.outbox import record_finish
 from etl_tasks.spec import MigrationSpec
 from etl_tasks.state.db import ROW_LOCK, StateDB
 from etl_tasks.state.enums import ChunkState, MigrationState, Step, StreamState
@@ -79,6 +80,7 @@ def create_migration(
                     idempotency_key=idempotency_key,
                     request_hash=body_hash,
                     owner=owner,
+                    notify=None if spec.notify is None else spec.notify.model_dump(mode="json"),
                     created_at=now,
                     updated_at=now,
                 )
@@ -162,6 +164,7 @@ def _transition(
         elif kind == "resume":
             _end_pause(mig, mig.paused_at, now)
         s.add(_event(migration_id, kind, actor, now))
+        record_finish(s, mig, now)
 
 
 def _end_pause(mig: Migration, since: datetime | None, now: datetime) -> None:
@@ -215,6 +218,8 @@ def retry(db: StateDB, migration_id: str, actor: str) -> None:
             raise NotFound(f"no migration {migration_id}")
         if mig.state != MigrationState.FAILED:
             raise Conflict(f"cannot retry a migration that is {mig.state}")
+        if mig.summary is not None:  # retention is removing or has removed its chunks
+            raise Conflict("cannot retry a migration whose details retention has removed")
         now = db.now(s)
         s.execute(
             update(Chunk)

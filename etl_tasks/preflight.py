@@ -26,10 +26,11 @@ from etl_tasks.connectors.sql.errors import unavailable
 from etl_tasks.drafting.infer import infer_after
 from etl_tasks.endpoints import FileEndpoint, HttpEndpoint
 from etl_tasks.errors import BoundaryError, EndpointUnavailable, FieldError, SpecError
+from etl_tasks.notifications import webhook
 from etl_tasks.preflight_files import FileSide, FileStreamCheck, open_file_side
 from etl_tasks.preflight_http import check_http_target
 from etl_tasks.preflight_streams import StreamCheck
-from etl_tasks.spec import Endpoint, MigrationSpec, Stream
+from etl_tasks.spec import Endpoint, MigrationSpec, Notify, Stream
 
 
 class Problems(list[FieldError]):
@@ -97,9 +98,22 @@ def preflight(
         for side in (source, target):
             if isinstance(side, Side):
                 side.engine.dispose()
+    if spec.notify is not None:
+        _check_notify(ctx, spec.notify)
     if ctx.problems:
         raise SpecError(ctx.problems)
     return keys
+
+
+def _check_notify(ctx: _Context, notify: Notify) -> None:
+    """The webhook's variables allowed and set, its host allowed: nothing is sent to it."""
+    try:
+        webhook(ctx.boundary, notify, ctx.deadline.remaining())
+    except BoundaryError as exc:
+        ctx.problems.add(exc.field, exc.message)
+    except EndpointUnavailable as exc:
+        message = exc.public_message("webhook")
+        ctx.problems.add("notify/url_env", f"{message}: {exc.detail}" if ctx.reveal else message)
 
 
 def _infer(

@@ -114,6 +114,15 @@ class Settings(BaseSettings):
     live_stream_s: float = Field(300.0, gt=0)  # a stream's longest life; the browser reconnects
     live_max_streams: int = Field(500, ge=1)  # open streams one live process serves (count)
 
+    # Webhooks of finished migrations (a spec's "notify"; docs/operations.md#notifications).
+    notify_timeout_s: float = Field(5.0, gt=0)  # one delivery attempt's timeout (seconds)
+    notify_backoff_s: float = Field(10.0, gt=0)  # first wait before a retry (seconds)
+    notify_backoff_max_s: float = Field(3600.0, gt=0)  # longest wait between retries (seconds)
+    notify_give_up_s: float = Field(86400.0, gt=0)  # retried this long, then failed (seconds)
+    # Finished migrations' chunks, events, staged rows and quarantined rows are removed this
+    # long after they finished, keeping a summary (days); 0 keeps everything forever.
+    retention_days: float = Field(30.0, ge=0)
+
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

@@ -262,6 +262,22 @@ class Stream(_Model):
         return v
 
 
+NotifyOn = Literal["succeeded", "failed", "cancelled"]
+
+
+def _every_end() -> list[NotifyOn]:
+    return ["succeeded", "failed", "cancelled"]
+
+
+class Notify(_Model):
+    """A webhook announcing the migration's end: its URL and signing secret named by
+    environment variable, through the ``*_env`` allow-list (:mod:`etl_tasks.notifications`)."""
+
+    url_env: str = Field(pattern=ENV_NAME)
+    secret_env: str | None = Field(None, pattern=ENV_NAME)  # unset: deliveries are unsigned
+    on: list[NotifyOn] = Field(default_factory=_every_end, min_length=1)
+
+
 class MigrationSpec(_Model):
     """The whole spec, exactly as CONTRACT.md describes it."""
 
@@ -275,6 +291,9 @@ class MigrationSpec(_Model):
     # Compare the target with the source once the migration has succeeded (a verification,
     # as `POST /api/v1/migrations/{id}/verify` starts one).
     verify: bool = False
+    # Announce the migration's end to a webhook; kept beside the spec, not in it (see
+    # to_stored), so a worker of the previous version still reads the spec.
+    notify: Notify | None = None
 
     def sql(self, which: str) -> Endpoint:
         """The source or target as a SQL endpoint; another kind is this version's limit."""
@@ -289,8 +308,11 @@ class MigrationSpec(_Model):
         Only what the operator wrote is kept, not the defaults: a worker of the previous
         version can then read every spec that uses none of the fields added since. For the
         same reason ``verify`` is never kept: it is recorded as a pending verification of
-        the migration instead, which workers of the previous version never read."""
-        return self.model_dump(mode="json", by_alias=True, exclude_unset=True, exclude={"verify"})
+        the migration instead, which workers of the previous version never read; ``notify``
+        goes to the migration's own ``notify`` column."""
+        return self.model_dump(
+            mode="json", by_alias=True, exclude_unset=True, exclude={"verify", "notify"}
+        )
 
     def stream(self, name: str) -> Stream:
         for s in self.streams:

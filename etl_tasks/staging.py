@@ -9,6 +9,7 @@ ledger record, any other goes back to extract. Rows are never lost, only re-read
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 import redis
@@ -52,6 +53,23 @@ class StagingStore:
             self._redis.delete(self._key(chunk_id, token, kind))
         except redis.RedisError:
             pass
+
+    def forget(self, chunk_ids: Collection[int]) -> int:
+        """Delete whatever is staged for these chunks, under any token (retention); return
+        how many keys went. One scan of this prefix's staged keys, deleted in batches."""
+        wanted = {str(i) for i in chunk_ids}
+        start = len(self._prefix) + STAGE_KEY.index("{chunk_id}")
+        pattern = self._prefix + STAGE_KEY.format(chunk_id="*", token="*", kind="*")
+        doomed: list[bytes] = []
+        try:
+            for key in self._redis.scan_iter(match=pattern, count=1000):
+                if key[start:].split(b":", 1)[0].decode() in wanted:
+                    doomed.append(key)
+            for i in range(0, len(doomed), 500):
+                self._redis.delete(*doomed[i : i + 500])
+        except redis.RedisError as exc:
+            raise TransientError(f"staging store unavailable: {exc}") from exc
+        return len(doomed)
 
     def close(self) -> None:
         self._redis.close()

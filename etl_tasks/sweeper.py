@@ -6,7 +6,9 @@ has none). Each pass it re-publishes chunks whose lease expired, whose
 ``not_before`` came, or whose message was lost (the broker's epoch key
 vanished, or the chunk has been queued for longer than any queue should
 take), then advances every active migration, and does the same for the ranges of
-every verification under way (:mod:`etl_tasks.verification.sweep`).
+every verification under way (:mod:`etl_tasks.verification.sweep`). Last, it sends
+due webhook notifications (:mod:`etl_tasks.notifications`) and prunes migrations
+finished longer ago than ``BATON_RETENTION_DAYS`` (:mod:`etl_tasks.retention`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ from sqlalchemy import select
 from etl_tasks.advance import advance
 from etl_tasks.chunk_lease import needs_message
 from etl_tasks.constants import BROKER_EPOCH_KEY, SWEEPER_LEASE
+from etl_tasks.notifications import deliver_due, enqueue_missing
 from etl_tasks.publisher import publish_step
+from etl_tasks.retention import prune_expired
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import MigrationState
@@ -39,6 +43,8 @@ class SweepReport:
     republished: list[int] = field(default_factory=list)
     migrations: int = 0
     ranges_republished: list[int] = field(default_factory=list)  # verification ranges
+    notifications: list[tuple[str, str]] = field(default_factory=list)  # (id, status) sent
+    pruned: list[str] = field(default_factory=list)  # migrations retention pruned
 
 
 def sweep(rt: Runtime) -> SweepReport:
@@ -64,6 +70,9 @@ def sweep(rt: Runtime) -> SweepReport:
     report.ranges_republished = sweep_verifications(rt, report.broker_lost)
     if report.ranges_republished:
         log.info("sweeper re-published %d verification ranges", len(report.ranges_republished))
+    enqueue_missing(rt)
+    report.notifications = deliver_due(rt)
+    report.pruned = prune_expired(rt)
     if report.republished or report.broker_lost:
         log.info(
             "sweeper re-published %d chunks (broker lost: %s)",

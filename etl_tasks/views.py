@@ -135,6 +135,8 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
                 ),
                 "started_at": _iso(st.started_at),
                 "finished_at": _iso(st.finished_at),
+                # What retention kept, once it removed the chunks (etl_tasks.retention).
+                **(mig.summary or {}).get("streams", {}).get(st.name, {}),
             }
         )
         if again is not None:
@@ -150,7 +152,23 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
     view["streams"] = items
     view.update(_progress(items, figures[migration_id][1], now))
     view["verification"] = verification
+    view["pruned"] = _pruned(mig)
     return view
+
+
+def _pruned(mig: Migration) -> dict[str, Any] | None:
+    """Whether retention removed the migration's details, when, and after how long."""
+    if mig.pruned_at is None:
+        return None
+    days = (mig.summary or {}).get("retention_days")
+    return {
+        "at": _iso(mig.pruned_at),
+        "after_days": days,
+        "message": f"details pruned after {days:g} days: chunks, events and quarantined "
+        "rows are gone; the counts are kept"
+        if isinstance(days, (int, float))
+        else "details pruned: the counts are kept",
+    }
 
 
 def _verification_link(s: Session, migration_id: str) -> dict[str, Any] | None:
@@ -202,13 +220,14 @@ def _progress(streams: list[dict[str, Any]], figures: Figures, now: datetime) ->
     and the CLI show it)."""
     shown = figures.as_dict(now)
     return {
-        "rows_loaded": sum(st["rows_loaded"] for st in streams),
-        "rows_quarantined": sum(st["rows_quarantined"] for st in streams),
+        # Summed from the streams: a pruned migration's come from its summary (no chunks).
+        **{
+            name: sum(st[name] for st in streams)
+            for name in ("rows_loaded", "rows_quarantined", "chunks_total", "chunks_done")
+        },
         **{
             name: shown[name]
             for name in (
-                "chunks_total",
-                "chunks_done",
                 "fully_planned",
                 "rows_expected",
                 "percent",

@@ -204,13 +204,20 @@ def events(migration_id: str, after: int | None, limit: int | None, as_json: boo
 @click.option("--jsonl", "fmt", flag_value="jsonl", help="every row as JSON Lines on stdout")
 @click.option("--limit", default=100, show_default=True, help="without --csv/--jsonl: rows shown")
 @click.option("--json", "as_json", is_flag=True, help="a page as JSON: items, total, next")
-def quarantine(migration_id: str, fmt: str | None, limit: int, as_json: bool) -> None:
+@click.option(
+    "--purge", is_flag=True, help="remove the rows' values and keys now (a finished migration)"
+)
+def quarantine(migration_id: str, fmt: str | None, limit: int, as_json: bool, purge: bool) -> None:
     """MIGRATION_ID's quarantined rows: a table, or all of them with --csv or --jsonl.
 
     Values are plain JSON (decimals as strings, dates ISO 8601, bytes base64),
-    masked for a viewer's token.
+    masked for a viewer's token. --purge removes them (personal data) for good,
+    keeping counts and masked reasons: exit 6 while the migration runs.
     """
     client = _client()
+    if purge:
+        _purge_quarantine(client, migration_id, as_json)
+        return
     path = f"{MIGRATIONS}/{client.resolve_migration(migration_id)}/quarantine"
     if fmt:
         out = sys.stdout.buffer
@@ -228,6 +235,16 @@ def quarantine(migration_id: str, fmt: str | None, limit: int, as_json: bool) ->
     _print_quarantine(items)
     if total > len(items):
         click.echo(f"{len(items)} of {total} shown; --csv or --jsonl gives them all", err=True)
+
+
+def _purge_quarantine(client: ApiClient, migration_id: str, as_json: bool) -> None:
+    """``--purge``: the API removes the quarantined values; say how many rows held some."""
+    mid = client.resolve_migration(migration_id)
+    done = client.post(f"{MIGRATIONS}/{mid}/quarantine/purge")
+    if as_json:
+        _print_json(done)
+    else:
+        click.echo(f"purged the values of {done['purged']} quarantined rows of {mid}")
 
 
 def _print_quarantine(items: list[dict[str, Any]]) -> None:

@@ -94,6 +94,8 @@ def print_migration(mig: dict[str, Any]) -> None:
         console.print(f"[red]error:[/] {escape(mig['error'])}")
     if mig.get("waiting_reason"):
         console.print(f"[yellow]waiting:[/] {escape(mig['waiting_reason'])}")
+    if mig.get("pruned"):  # retention removed its chunks, events and quarantine
+        console.print(f"[dim]{escape(mig['pruned']['message'])}[/]")
     if mig.get("verification"):  # `baton verify ID --last` shows its report
         console.print(f"verification {mig['verification']['id']}: {mig['verification']['state']}")
     rows = [

@@ -59,6 +59,13 @@ class Migration(Base):
     paused_at: Mapped[datetime | None] = mapped_column(DateTime)
     resumed_at: Mapped[datetime | None] = mapped_column(DateTime)
     paused_s: Mapped[float | None] = mapped_column(Float)
+    # The spec's "notify" (kept beside the spec, not in it, so that a worker of the version
+    # before it still reads the spec): where a finished migration is announced.
+    notify: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # When retention removed its details (chunks, events, quarantine); ``summary`` then holds
+    # the counts per stream the views answer from (:mod:`etl_tasks.retention`).
+    pruned_at: Mapped[datetime | None] = mapped_column(DateTime)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
 
 class Stream(Base):
@@ -158,6 +165,8 @@ class QuarantinedRow(Base):
     __tablename__ = "quarantine"
     __table_args__ = (
         Index("uq_quarantine_key_hash", "stream_id", "chunk_id", "key_hash", unique=True),
+        # Deleting a chunk (retention) checks its quarantined rows by chunk alone.
+        Index("ix_quarantine_chunk_id", "chunk_id"),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
@@ -373,3 +382,29 @@ class HttpChunk(Base):
     cut_key: Mapped[list[Any] | None] = mapped_column(JSON)
     deferred: Mapped[list[Any] | None] = mapped_column(JSON)
     committed_at: Mapped[datetime] = mapped_column(DateTime)
+
+
+class Notification(Base):
+    """One webhook delivery of a finished migration: the outbox the sweeper sends from.
+
+    Written in the transaction that finishes the migration; ``id`` is the delivery id a
+    receiver de-duplicates by (delivery is at least once) (:mod:`etl_tasks.notifications`).
+    """
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        UniqueConstraint("migration_id", "state", "finished_at"),
+        Index("ix_notifications_status_due", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    migration_id: Mapped[str] = mapped_column(ForeignKey("migrations.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(16))  # the migration's state it announces
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)  # the migration's, then
+    status: Mapped[str] = mapped_column(String(16))  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(DateTime)
+    body: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # fixed at the first attempt
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    delivered_at: Mapped[datetime | None] = mapped_column(DateTime)

@@ -65,6 +65,8 @@ def request_verification(db: StateDB, migration_id: str, actor: str) -> tuple[in
                 f"cannot verify a migration that is {mig.state}: "
                 "verification compares a migration that has succeeded"
             )
+        if mig.summary is not None:  # its chunks, whose ranges a verification compares, went
+            raise Conflict("cannot verify a migration whose details retention has removed")
         active = s.scalar(
             select(Verification.id)
             .where(Verification.migration_id == migration_id, Verification.state.in_(ACTIVE))

@@ -263,6 +263,38 @@ def test_lists_are_items_and_ids_are_whole(operator: Baton, spec_file: Path) -> 
     assert mid in out and long_name["name"] in out
 
 
+def test_quarantine_purge(operator: Baton, viewer: Baton, db: StateDB, spec_file: Path) -> None:
+    # Given a migration with quarantined rows, still running
+    mid = _submitted(operator, spec_file)
+    _quarantine(db, mid, 3)
+    _set_state(db, mid, "running")
+    # Then --purge is refused while it may quarantine more (6), and to a viewer (7)
+    refused = operator("quarantine", mid[:8], "--purge")
+    assert refused.exit_code == exit_codes.REFUSED and "409" in refused.output
+    _set_state(db, mid, "succeeded")
+    assert viewer("quarantine", mid[:8], "--purge").exit_code == exit_codes.UNAVAILABLE
+    # When an operator purges the ended migration's quarantine
+    done = operator("quarantine", mid[:8], "--purge")
+    assert (
+        done.exit_code == 0 and f"purged the values of 3 quarantined rows of {mid}" in done.stdout
+    )
+    # Then the rows stay, counted, without values, keys or the values their reasons quoted
+    page = operator.json("quarantine", mid)
+    assert page["total"] == 3
+    assert {(i["row"] is None, i["key"], i["reason"]) for i in page["items"]} == {
+        (True, "null", "amount: too large: '***'")
+    }
+    assert operator.json("quarantine", mid, "--purge") == {"migration_id": mid, "purged": 0}
+    # And once retention has pruned it, its status says so
+    with db.session() as s:
+        s.execute(
+            update(Migration)
+            .where(Migration.id == mid)
+            .values(pruned_at=db.now(s), summary={"retention_days": 30, "streams": {}})
+        )
+    assert "details pruned after 30 days" in operator("status", mid[:8]).stdout
+
+
 def test_api_unreachable_is_7(tmp_path: Path) -> None:
     env = {"BATON_API_URL": "http://127.0.0.1:9", "BATON_API_TOKEN": "x"}
     result = CliRunner().invoke(main, ["status"], env=env)

@@ -37,26 +37,28 @@ def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 def _a_chunk(db: StateDB) -> tuple[int, int]:
     with db.session() as s:
-        s.add(
-            Migration(id="m1", name="m", spec={}, state="running", created_at=NOW, updated_at=NOW)
+        # Only the columns revision 0002 has: the model's later ones do not exist yet here.
+        s.execute(
+            insert(Migration).values(
+                id="m1", name="m", spec={}, state="running", created_at=NOW, updated_at=NOW
+            )
         )
-        s.flush()
-        stream = Stream(
-            migration_id="m1",
-            name="items",
-            position=0,
-            state="running",
-            prepared=True,
-            key_columns=["id"],
-            fully_planned=True,
-            plan_seq=1,
-            chunk_rows=10,
-        )
-        s.add(stream)
-        s.flush()
+        stream_id = s.execute(
+            insert(Stream).values(
+                migration_id="m1",
+                name="items",
+                position=0,
+                state="running",
+                prepared=True,
+                key_columns=["id"],
+                fully_planned=True,
+                plan_seq=1,
+                chunk_rows=10,
+            )
+        ).inserted_primary_key[0]
         chunk = Chunk(
             migration_id="m1",
-            stream_id=stream.id,
+            stream_id=stream_id,
             seq=1,
             state="running",
             step="load",
@@ -67,7 +69,7 @@ def _a_chunk(db: StateDB) -> tuple[int, int]:
         )
         s.add(chunk)
         s.flush()
-        return stream.id, chunk.id
+        return stream_id, chunk.id
 
 
 def _old_version_writes(db: StateDB, ids: tuple[int, int], key: str) -> None:

@@ -193,10 +193,20 @@ class Client:
             self._local.session = session
         return session
 
-    def send(self, url: str, body: bytes, key: str, timeout_s: float) -> Answer:
-        """One request; a connection failure or timeout is a :class:`TransientError`."""
+    def send(
+        self,
+        url: str,
+        body: bytes,
+        key: str,
+        timeout_s: float,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> Answer:
+        """One request; a connection failure or timeout is a :class:`TransientError`.
+        ``headers`` are this request's own (a webhook's signature), beside the client's."""
         headers = {
             **self._headers,
+            **(headers or {}),
             "Content-Type": "application/json",
             "Idempotency-Key": key,
         }
