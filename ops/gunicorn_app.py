@@ -12,10 +12,13 @@ the API's security headers.
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
 import sys
+import threading
+import time
 from http import HTTPStatus
 from typing import Any
 
@@ -25,6 +28,8 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.http import wsgi
 
 from api.headers import SECURITY_HEADERS
+
+log = logging.getLogger(__name__)
 
 
 class _App(BaseApplication):  # type: ignore[misc]
@@ -119,8 +124,12 @@ class LiveSidecar:
 
     It signs nothing and holds no state: it only needs the API's session key (so the
     pages' session cookie opens its streams) and the API's settings. If it dies the
-    API goes on; the pages simply stop moving until it is back.
+    API goes on, the pages stop moving, and a thread of the API's master process starts
+    it again (after 1 s, doubling up to :data:`RESTART_MAX_S` while it keeps dying within a
+    minute); the browsers reconnect by themselves.
     """
+
+    RESTART_MAX_S = 30.0
 
     def __init__(self, app: Any, bind: str) -> None:
         settings = app.extensions["baton"].settings
@@ -141,15 +150,36 @@ class LiveSidecar:
         self.env = env
         self.proc: Any = None
         self.owner = 0
+        self.restarts = 0
+        self._stopping = threading.Event()
 
     def start(self) -> None:
         self.owner = os.getpid()
         self.proc = subprocess.Popen(self.argv, env=self.env)
+        threading.Thread(target=self._supervise, name="live-sidecar", daemon=True).start()
+
+    def _supervise(self) -> None:
+        """Start the live process again whenever it exits while the API runs."""
+        delay = 0.5
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            code = self.proc.wait()
+            if self._stopping.is_set():
+                return
+            delay = 1.0 if time.monotonic() - started > 60 else min(delay * 2, self.RESTART_MAX_S)
+            log.warning("the live process exited (%s); starting it again in %.0f s", code, delay)
+            if self._stopping.wait(delay):
+                return
+            self.proc = subprocess.Popen(self.argv, env=self.env)
+            self.restarts += 1
 
     def stop(self) -> None:
         """Stop it, from the process that started it: gunicorn's forked workers leave
         through the same ``finally`` when they exit, and must leave it running."""
-        if self.proc is None or os.getpid() != self.owner or self.proc.poll() is not None:
+        if self.proc is None or os.getpid() != self.owner:
+            return
+        self._stopping.set()
+        if self.proc.poll() is not None:
             return
         self.proc.terminate()
         try:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -242,3 +244,56 @@ def test_the_snapshot_is_one_statement(
         assert token and snap.live_tokens == {1}
     finally:
         driver.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid``, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _live_processes(api_pid: int) -> list[int]:
+    def cmdline(pid: int) -> str:
+        try:
+            return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            return ""
+
+    top = [p for p in _descendants(api_pid) if " sse " in f"{cmdline(p)} "]
+    return [p for t in top for p in (t, *_descendants(t))]
+
+
+@pytest.mark.slow
+def test_a_killed_live_process_is_started_again(
+    tmp_path: Path, redis_server: str, key_prefix: str
+) -> None:
+    live_port = free_port()
+    api = ApiProcess(tmp_path, redis_server, key_prefix, BATON_LIVE_PORT=str(live_port))
+    live = f"http://127.0.0.1:{live_port}/healthz"
+    try:
+        api.wait_ready()
+        _wait_up(live)
+        # Given the live process killed outright (an OOM kill, a crash)
+        killed = _live_processes(api.proc.pid)
+        assert killed
+        for pid in killed:
+            os.kill(pid, signal.SIGKILL)
+        # Then the API goes on answering, and the live updates come back by themselves
+        assert requests.get(f"{api.url}/healthz", timeout=2).ok
+        _wait_up(live, timeout_s=15)
+        assert not set(_live_processes(api.proc.pid)) & set(killed)
+        assert "the live process exited" in api.log()
+    finally:
+        api.close()
