@@ -35,6 +35,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     from api.errors import register_error_handlers
     from api.headers import register_security_headers
     from api.routes import migrations, register_converters, specs, system, tokens, verifications
+    from api.routes import replay as replay_routes
 
     settings = settings or load_settings()
     if publisher is None:
@@ -66,5 +67,6 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     app.register_blueprint(system.bp)
     app.register_blueprint(tokens.bp)
     app.register_blueprint(specs.bp)
+    app.register_blueprint(replay_routes.bp)
     register_dashboard(app, settings)
     return app

@@ -71,10 +71,14 @@ def _stream_counts(s: Session, migration_id: str) -> dict[int, dict[str, int]]:
     return out
 
 
-def _quarantine_counts(s: Session, migration_id: str) -> dict[int, int]:
+def _quarantine_counts(s: Session, migration_id: str, status: str | None = None) -> dict[int, int]:
+    """Set-aside rows per stream: quarantined for good (``status`` None), or in ``status``."""
+    by_status = (
+        QuarantinedRow.status.is_(None) if status is None else QuarantinedRow.status == status
+    )
     rows = s.execute(
         select(QuarantinedRow.stream_id, func.count())
-        .where(QuarantinedRow.migration_id == migration_id, QuarantinedRow.status.is_(None))
+        .where(QuarantinedRow.migration_id == migration_id, by_status)
         .group_by(QuarantinedRow.stream_id)
     ).all()
     return {sid: n for sid, n in rows}
@@ -93,6 +97,7 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
         )
         counts = _stream_counts(s, migration_id)
         bad = _quarantine_counts(s, migration_id)
+        gone = _quarantine_counts(s, migration_id, QuarantineStatus.GONE)
         verification = _verification_link(s, migration_id)
     items = []
     for st in streams:
@@ -103,6 +108,7 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
                 "state": st.state,
                 "rows_loaded": c["rows"],
                 "rows_quarantined": bad.get(st.id, 0),
+                "rows_gone": gone.get(st.id, 0),  # read again by a replay: not in the source
                 "chunks_total": c["total"],
                 "chunks_done": c["done"],
                 "chunks_failed": c["failed"],
@@ -183,6 +189,7 @@ def _progress(mig: Migration, streams: list[dict[str, Any]], now: datetime) -> d
     return {
         "rows_loaded": loaded,
         "rows_quarantined": bad,
+        "rows_gone": sum(st["rows_gone"] for st in streams),
         "chunks_total": total,
         "chunks_done": done,
         "fully_planned": planned,

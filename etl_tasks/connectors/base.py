@@ -38,6 +38,10 @@ class QuarantineEntry:
     key: str
     reason: str
     row: dict[str, Any] | None
+    #: The row's source key (as :func:`etl_tasks.codec.quarantine_key` spells it) when the
+    #: step that refused it knew it, to read it again on a replay; not kept in the ledger
+    #: (a record read back from it has none) and not part of the entry's identity.
+    source_key: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
