@@ -175,8 +175,8 @@ def replay(db: StateDB, migration_id: str, actor: str, revision: Revision | None
             Event(
                 migration_id=migration_id,
                 kind="quarantine_replay",
-                message=f"{out.rows} quarantined rows are read again in {out.chunks} chunks "
-                f"by {actor}",
+                message=f"{out.rows} quarantined rows are read again in {out.chunks} "
+                f"chunk{'' if out.chunks == 1 else 's'} by {actor}",
                 at=now,
                 actor=actor,
             )

@@ -13,7 +13,7 @@ from werkzeug.exceptions import BadRequest
 
 from api.auth import current_principal, require, require_admin_for_queries
 from api.body import json_body
-from api.downloads import WRITERS, download
+from api.downloads import WRITERS, quarantine_download
 from etl_tasks import control, listing, views
 from etl_tasks.boundary.sealing import CAPABILITY as SEALED_SPECS
 from etl_tasks.boundary.sealing import storage_form
@@ -200,9 +200,7 @@ def quarantine(migration_id: str) -> ResponseReturnValue:
     masked = not allows(current_principal().role, "operator")
     db = _ext().db
     if fmt != "json":
-        rows = listing.quarantined_rows(db, migration_id)  # 404 here, before streaming
-        items = (mask_quarantined(i) for i in rows) if masked else rows
-        return download(items, fmt, f"quarantine-{migration_id}")
+        return quarantine_download(db, migration_id, fmt, masked)
     page = listing.quarantine_page(
         db, migration_id, limit=page_limit(request.args, LIST_LIMIT), cursor=_cursor()
     )
