@@ -41,7 +41,14 @@ from etl_tasks.errors import Conflict, NotFound
 from etl_tasks.retries import add_key_set_chunks
 from etl_tasks.state.db import ROW_LOCK, StateDB
 from etl_tasks.state.enums import MigrationState, QuarantineStatus, StreamState
-from etl_tasks.state.models import Event, Migration, QuarantinedRow, Stream, quarantine_key_hash
+from etl_tasks.state.models import (
+    Chunk,
+    Event,
+    Migration,
+    QuarantinedRow,
+    Stream,
+    quarantine_key_hash,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,24 +143,13 @@ def replay(db: StateDB, migration_id: str, actor: str, revision: Revision | None
                 .order_by(QuarantinedRow.id)
             )
         )
-        keys: dict[int, list[str]] = {}
-        for row in rows:
-            source_key = _source_key(row)
-            if source_key is None:
-                out.not_replayable += 1
-                continue
-            if row.key != source_key:  # matched by its source key when it is read again
-                row.key = source_key
-                row.key_hash = None  # recomputed below, once the key is final
-            row.source_key = source_key
-            row.status = QuarantineStatus.RETRYING
-            keys.setdefault(row.stream_id, []).append(source_key)
-        _rehash([r for r in rows if r.key_hash is None])
+        keys = _mark_retrying(rows, out)
         if not keys:
             raise Conflict("no quarantined row of this migration can be read again by its key")
         for stream_id, stream_keys in keys.items():
             st = streams[stream_id]
-            out.chunks += add_key_set_chunks(s, migration_id, stream_id, stream_keys, now)
+            for bound, group in _by_planned_file(s, st, stream_keys):
+                out.chunks += add_key_set_chunks(s, migration_id, stream_id, group, now, bound)
             out.streams[st.name] = len(stream_keys)
             out.rows += len(stream_keys)
             if st.state == StreamState.DONE:
@@ -190,6 +186,23 @@ def replay(db: StateDB, migration_id: str, actor: str, revision: Revision | None
     return out
 
 
+def _mark_retrying(rows: list[QuarantinedRow], out: Replay) -> dict[int, list[str]]:
+    """Set the rows ``retrying`` under their source key; return those keys by stream."""
+    keys: dict[int, list[str]] = {}
+    for row in rows:
+        source_key = _source_key(row)
+        if source_key is None:
+            out.not_replayable += 1
+            continue
+        if row.key != source_key or row.key_hash is None:  # matched by it when read again
+            row.key = source_key
+            row.key_hash = quarantine_key_hash(source_key)
+        row.source_key = source_key
+        row.status = QuarantineStatus.RETRYING
+        keys.setdefault(row.stream_id, []).append(source_key)
+    return keys
+
+
 def _source_key(row: QuarantinedRow) -> str | None:
     """The key to read the row again by (see the module's docstring); None: it has none."""
     text = row.source_key or row.key
@@ -202,9 +215,30 @@ def _source_key(row: QuarantinedRow) -> str | None:
     return codec.quarantine_key(values)
 
 
-def _rehash(rows: list[QuarantinedRow]) -> None:
-    for row in rows:
-        row.key_hash = quarantine_key_hash(row.key)
+def _by_planned_file(
+    s: Session, st: Stream, keys: list[str]
+) -> list[tuple[list[Any] | None, list[str]]]:
+    """The keys in groups, each with the planned bound that pins its rows' source. A bound
+    wider than a key is a file source's (its file, the record, where to start, and the
+    file's fingerprint): one group per file then, with a bound of that file, so a file
+    changed since fails the replay's read. Otherwise one group and no bound."""
+    width = len(codec.key_of(keys[0]))
+    pins: dict[str, list[Any]] = {}
+    bounds = s.execute(
+        select(Chunk.lower, Chunk.upper)
+        .where(Chunk.stream_id == st.id, Chunk.keys.is_(None))
+        .order_by(Chunk.id)
+    ).all()
+    for pair in bounds:
+        for bound in pair:
+            if bound is not None and len(bound) > width:
+                pins[str(bound[0])] = list(bound)
+    if not pins:
+        return [(None, keys)]
+    groups: dict[str, list[str]] = {}
+    for key in keys:
+        groups.setdefault(str(codec.key_of(key)[0]), []).append(key)
+    return [(pins.get(name), group) for name, group in sorted(groups.items())]
 
 
 def _revision_event(migration_id: str, revision: Revision, actor: str, now: Any) -> Event:

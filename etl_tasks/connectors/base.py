@@ -205,8 +205,12 @@ class Source(Protocol):
         """
         ...
 
-    def read_keys(self, keys: Sequence[Key]) -> Batch:
-        """The rows with these keys (a replay of quarantined rows); absent keys are absent."""
+    def read_keys(self, keys: Sequence[Key], planned: Sequence[Key] = ()) -> Batch:
+        """The rows with these keys (a replay of quarantined rows); absent keys are absent.
+
+        ``planned``: bounds the stream's chunks were planned with, for a source whose rows
+        are positions in something that may change (a file source refuses a file whose
+        fingerprint differs from theirs); others ignore them."""
         ...
 
 

@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 
 from etl_tasks import replay
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.constants import TASK_LOAD, TASK_PLAN
 from etl_tasks.errors import Conflict, NotFound
 from etl_tasks.publisher import publish_plan
@@ -18,7 +19,8 @@ from etl_tasks.state.models import Chunk, Event, QuarantinedRow
 from etl_tasks.sweeper import sweep
 from etl_tasks.views import list_quarantine, migration_view
 from tests.checks import assert_migrated
-from tests.data import submit
+from tests.data import sqlite_url, submit
+from tests.exports import file_spec
 from tests.harness import Driver
 from tests.integration.fidelity_support import pg_exec, sqlite_db
 
@@ -251,3 +253,40 @@ def test_a_failed_migration_replays_and_succeeds(
     view = migration_view(driver.rt.db, mid)
     assert (view["state"], view["rows_quarantined"], view["error"]) == ("succeeded", 0, None)
     assert_migrated(driver.rt.db, mid, spec, expected_bad={"items": 0})
+
+
+def test_a_file_sources_malformed_records_replay_as_they_are_and_a_changed_file_fails(
+    driver: Driver, tmp_path: Path
+) -> None:
+    # Given an export whose 3rd record has a field too many and whose 6th fails the cast,
+    # migrated in chunks of 2 (so the plan records the file's fingerprint)
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    lines = [b"id;qty", b"1;10", b"2;20", b"3;30;extra", b"4;40", b"5;50", b"6;six", b"7;70"]
+    path = folder / "items.csv"
+    path.write_bytes(b"\r\n".join(lines) + b"\r\n")
+    target = sqlite_url(tmp_path / "target.db")
+    with create_sql_engine(target).begin() as conn:
+        conn.execute(text("CREATE TABLE items (id INTEGER PRIMARY KEY, qty INTEGER)"))
+    stream = {"source_table": "items.csv", "target_table": "items", "key": "id",
+              "exclude": ["_file", "_record"]}  # fmt: skip
+    spec = file_spec(folder, target, [stream], chunk_rows=2, delimiter=";")
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    driver.run()
+    first = {r["key"]: r["reason"] for r in list_quarantine(driver.rt.db, mid)}
+    assert set(first) == {'["items.csv",3]', '["items.csv",6]'}, first
+    # When they are replayed with the file unchanged
+    started = _replay(driver, mid)
+    # Then both are read again and quarantined again, with the same reasons
+    assert started.rows == 2
+    view = migration_view(driver.rt.db, mid)
+    assert (view["state"], view["rows_loaded"], view["rows_quarantined"]) == ("succeeded", 5, 2)
+    assert {r["key"]: r["reason"] for r in list_quarantine(driver.rt.db, mid)} == first
+    # When the file is corrected (a new version of it) and they are replayed again
+    path.write_bytes(path.read_bytes().replace(b"3;30;extra", b"3;30").replace(b"six", b"60"))
+    _replay(driver, mid)
+    # Then the replay refuses to mix two versions of the file: the migration fails, saying so
+    failed = migration_view(driver.rt.db, mid)
+    assert failed["state"] == "failed", failed
+    assert "'items.csv' changed after the migration planned it" in (failed["error"] or "")
+    assert failed["rows_loaded"] == 5
