@@ -18,7 +18,9 @@ it aside knew it, else the key it was quarantined under (the source key for a ro
 the source or the transform refused; the target key, which holds the source key's
 values when the target key is mapped straight from it, for a row the target
 refused before this version). Rows whose key is NULL cannot be read by key and
-stay as they are. A replay may come with a spec revision (amended ``columns`` of
+stay as they are. A file stream's rows are read again in one chunk per file,
+pinned by a bound its chunks were planned with: a file changed since fails the
+read (its record numbers may name other records now). A replay may come with a spec revision (amended ``columns`` of
 some streams, checked like a submission by the caller): it is stored in the same
 transaction, and every worker reads it at its next claim
 (:meth:`etl_tasks.runtime.Runtime.follow_spec`).
@@ -105,7 +107,10 @@ def _replayable(s: Session, migration_id: str, lock: bool = False) -> Migration:
     if mig.state not in REPLAYABLE:
         raise Conflict(f"cannot replay the quarantine of a migration that is {mig.state}")
     if s.scalar(select(exists().where(_rows_of(migration_id, QuarantineStatus.RETRYING)))):
-        raise Conflict("a replay of this migration's quarantined rows is already running")
+        raise Conflict(
+            "a replay of this migration's quarantined rows (or a re-read of rows refused for a "
+            "foreign key) is already running"
+        )
     if not s.scalar(select(exists().where(_rows_of(migration_id, None)))):
         raise Conflict("this migration has no quarantined row to replay")
     return mig
