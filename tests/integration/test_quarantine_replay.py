@@ -136,7 +136,14 @@ def test_replaying_twice_loads_nothing_twice(
 ) -> None:
     mid, spec, path = migrated
     _source_sql(path, "UPDATE items SET qty = '5' WHERE id = 5")
-    _replay(driver, mid)
+    replay.replay(driver.rt.db, mid, "test")
+    # A second replay is refused while the first runs; an unknown migration is not found
+    with pytest.raises(Conflict, match="already running"):
+        replay.replay(driver.rt.db, mid, "test")
+    with pytest.raises(NotFound):
+        replay.replay(driver.rt.db, "0" * 32, "test")
+    publish_plan(driver.publisher, mid)
+    driver.run()
     first = migration_view(driver.rt.db, mid)
     assert (first["rows_loaded"], first["rows_quarantined"]) == (36, 4), first
     # When the quarantine is replayed again with nothing changed at the source
@@ -151,6 +158,12 @@ def test_replaying_twice_loads_nothing_twice(
     )
     assert pg_exec(pg_url, "SELECT count(*) FROM items") == [(36,)]
     assert_migrated(driver.rt.db, mid, spec, expected_bad={"items": 4})
+    # And once every row is fixed and loaded, there is nothing left to replay
+    _source_sql(path, "UPDATE items SET qty = id, note = 'n' || id WHERE id IN (6, 7, 8, 9)")
+    _replay(driver, mid)
+    assert migration_view(driver.rt.db, mid)["rows_quarantined"] == 0
+    with pytest.raises(Conflict, match="no quarantined row"):
+        replay.replay(driver.rt.db, mid, "test")
 
 
 def test_a_replay_whose_worker_died_after_the_target_commit_loads_once(
@@ -207,27 +220,6 @@ def test_a_replay_whose_worker_died_after_the_target_commit_loads_once(
     ), view
     assert pg_exec(pg_url, "SELECT count(*) FROM items") == [(36,)]
     assert_migrated(driver.rt.db, mid, spec, expected_bad={"items": 3})
-
-
-def test_a_replay_is_refused_while_one_runs_and_when_nothing_is_quarantined(
-    driver: Driver, migrated: tuple[str, dict[str, Any], Path]
-) -> None:
-    mid, _, path = migrated
-    replay.replay(driver.rt.db, mid, "test")
-    with pytest.raises(Conflict, match="already running"):
-        replay.replay(driver.rt.db, mid, "test")
-    with pytest.raises(NotFound):
-        replay.replay(driver.rt.db, "0" * 32, "test")
-    publish_plan(driver.publisher, mid)
-    driver.run()
-    _source_sql(
-        path,
-        "UPDATE items SET qty = id, note = 'n' || id WHERE id IN (5, 6, 7, 8, 9)",
-    )
-    _replay(driver, mid)
-    assert migration_view(driver.rt.db, mid)["rows_quarantined"] == 0
-    with pytest.raises(Conflict, match="no quarantined row"):
-        replay.replay(driver.rt.db, mid, "test")
 
 
 def test_a_failed_migration_replays_and_succeeds(
