@@ -20,9 +20,10 @@ values when the target key is mapped straight from it, for a row the target
 refused before this version). Rows whose key is NULL cannot be read by key and
 stay as they are. A file stream's rows are read again in one chunk per file,
 pinned by a bound its chunks were planned with: a file changed since fails the
-read (its record numbers may name other records now). A replay may come with a spec revision (amended ``columns`` of
-some streams, checked like a submission by the caller): it is stored in the same
-transaction, and every worker reads it at its next claim
+read (its record numbers may name other records now). A replay may come with a
+spec revision (amended ``columns`` of some streams, checked like a submission by
+the caller): it is stored in the same transaction, and every worker reads it at
+its next claim
 (:meth:`etl_tasks.runtime.Runtime.follow_spec`).
 """
 

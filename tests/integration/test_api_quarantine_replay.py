@@ -3,6 +3,7 @@ and every refusal (404, 409, 403, 415, 400, 422) changes nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,13 +12,15 @@ import pytest
 from sqlalchemy import func, select
 
 from etl_tasks import control
+from etl_tasks.boundary.sealing import new_key
 from etl_tasks.constants import TASK_PLAN
+from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk, Event, Migration, QuarantinedRow
 from etl_tasks.views import list_quarantine, migration_view
 from tests.checks import assert_migrated
-from tests.data import submit
+from tests.data import bad_lines, build_source, spec_for, sqlite_url, submit
 from tests.harness import Driver
-from tests.integration.api_support import MIGRATIONS, Api, bearer
+from tests.integration.api_support import MIGRATIONS, Api, bearer, make_api
 from tests.integration.fidelity_support import pg_exec, sqlite_db
 
 LEGACY = "CREATE TABLE items (id INTEGER PRIMARY KEY, qty TEXT NOT NULL, qty_num INTEGER);"
@@ -25,6 +28,7 @@ TARGET = "CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL)"
 ROWS = 30
 WORDS = {4: "four", 11: "eleven", 23: "twenty-three"}
 CAST = {"from": "qty", "transform": "int"}
+CANARY = "canary-pw-5d2b"
 
 
 def _spec(source: str, target: str) -> dict[str, Any]:
@@ -168,3 +172,33 @@ def test_refusals_by_state_media_and_role_change_nothing(
     again = api.client.post(_url(mid))
     assert again.status_code == 409 and "already running" in again.get_json()["error"]
     assert _snapshot(driver, mid) == running
+
+
+def test_a_revision_of_a_sealed_spec_stays_sealed(
+    make_settings: Callable[..., Settings], tmp_path: Path, pg_url: str
+) -> None:
+    # Given a migration whose target URL holds a password, sealed, with bad order lines
+    settings = make_settings(secret_keys=new_key())
+    driver, api = Driver(settings), make_api(settings)
+    legacy = sqlite_url(tmp_path / "legacy.db")
+    build_source(legacy, customers=5, orders=10, bad_every=7)
+    spec = spec_for(legacy, pg_url.replace("postgres@", f"postgres:{CANARY}@"), chunk_rows=20)
+    mid = api.created(spec)
+    driver.deliver(TASK_PLAN, {"migration_id": mid})
+    driver.run()
+    assert migration_view(driver.rt.db, mid)["rows_quarantined"] == bad_lines(10, 3, 7)
+    # When the replay revises the order lines' quantity (a constant, for the test)
+    lines = dict(spec["streams"][1]["columns"], qty={"value": 0})
+    resp = api.client.post(_url(mid), json={"streams": {"order_lines": {"columns": lines}}})
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    # Then the revised spec is kept sealed: no password in clear, and the workers open it
+    with driver.rt.db.reading() as s:
+        mig = s.get(Migration, mid)
+        assert mig is not None and mig.sealed is not None
+        assert CANARY not in orjson.dumps(mig.spec).decode()
+        assert mig.spec["streams"][1]["columns"]["qty"] == {"value": 0}
+    driver.deliver(TASK_PLAN, {"migration_id": mid})
+    driver.run()
+    view = migration_view(driver.rt.db, mid)
+    assert (view["state"], view["rows_quarantined"]) == ("succeeded", 0), view
+    driver.close()
