@@ -9,7 +9,7 @@ from typing import Any
 
 import orjson
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from etl_tasks import control
 from etl_tasks.boundary.sealing import new_key
@@ -22,6 +22,8 @@ from tests.data import bad_lines, build_source, spec_for, sqlite_url, submit
 from tests.harness import Driver
 from tests.integration.api_support import MIGRATIONS, Api, bearer, make_api
 from tests.integration.fidelity_support import pg_exec, sqlite_db
+from tests.integration.test_api_masking import _quarantine_two_rows
+from tests.integration.test_dashboard import _sign_in
 
 LEGACY = "CREATE TABLE items (id INTEGER PRIMARY KEY, qty TEXT NOT NULL, qty_num INTEGER);"
 TARGET = "CREATE TABLE items (id int PRIMARY KEY, qty int NOT NULL)"
@@ -202,3 +204,31 @@ def test_a_revision_of_a_sealed_spec_stays_sealed(
     view = migration_view(driver.rt.db, mid)
     assert (view["state"], view["rows_quarantined"]) == ("succeeded", 0), view
     driver.close()
+
+
+def test_the_pages_replay_control_wants_an_operator_and_the_csrf_token(
+    secured: Api, spec: dict[str, Any]
+) -> None:
+    mid = secured.created(spec, bearer(secured.token("operator")))
+    _quarantine_two_rows(secured, mid)
+    db = secured.app.extensions["baton"].db
+    with db.session() as s:
+        s.execute(update(Migration).where(Migration.id == mid).values(state="succeeded"))
+    url = f"/migrations/{mid}/quarantine/replay"
+    # A viewer sees no replay control, and one posted anyway is refused
+    viewer_csrf = _sign_in(secured, "viewer")
+    assert "Replay quarantined rows" not in secured.client.get(f"/migrations/{mid}").text
+    assert secured.client.post(url, data={"csrf": viewer_csrf}).status_code == 403
+    # An operator's post without the page's CSRF token is refused, and changes nothing
+    operator = Api(secured.app, secured.app.test_client(), secured.publisher)
+    csrf = _sign_in(operator, "operator")
+    assert "Replay quarantined rows" in operator.client.get(f"/migrations/{mid}").text
+    assert operator.client.post(url, data={"csrf": "forged"}).status_code == 403
+    assert migration_view(db, mid)["state"] == "succeeded"
+    # With it, the rows are read again and the migration runs again
+    resp = operator.client.post(url, data={"csrf": csrf})
+    assert resp.status_code == 302
+    assert migration_view(db, mid)["state"] == "running"
+    page = operator.client.get(f"/migrations/{mid}").text
+    assert "replay: 2 quarantined rows are read again" in page
+    assert secured.plans() == [mid, mid]  # the submit's and the replay's
