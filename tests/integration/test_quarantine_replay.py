@@ -282,3 +282,26 @@ def test_a_file_sources_malformed_records_replay_as_they_are_and_a_changed_file_
     assert failed["state"] == "failed", failed
     assert "'items.csv' changed after the migration planned it" in (failed["error"] or "")
     assert failed["rows_loaded"] == 5
+
+
+def test_a_running_migration_replays_what_it_quarantined_so_far(
+    driver: Driver, tmp_path: Path, pg_url: str
+) -> None:
+    # Given a migration still running, some of its bad rows already quarantined
+    source = sqlite_db(tmp_path / "legacy.db", LEGACY, {"items": _items()})
+    pg_exec(pg_url, TARGET)
+    spec = _spec(source, pg_url)
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    while not list_quarantine(driver.rt.db, mid):
+        assert driver.run(max_messages=1), "the queue ran dry before a row was quarantined"
+    assert driver.state(mid) == "running"
+    # When the source is fixed and the quarantine replayed while it runs
+    _source_sql(tmp_path / "legacy.db", "UPDATE items SET qty = id, note = 'n' || id")
+    started = replay.replay(driver.rt.db, mid, "test")
+    assert started.rows >= 1
+    driver.run()
+    # Then it finishes with every row loaded once and nothing left in the quarantine
+    view = migration_view(driver.rt.db, mid)
+    assert (view["state"], view["rows_loaded"], view["rows_quarantined"]) == ("succeeded", 40, 0)
+    assert pg_exec(pg_url, "SELECT count(*) FROM items") == [(ROWS,)]
+    assert_migrated(driver.rt.db, mid, spec, expected_bad={"items": 0})
