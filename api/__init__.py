@@ -43,6 +43,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
         tokens,
         verifications,
     )
+    from api.routes import replay as replay_routes
 
     settings = settings or load_settings()
     if publisher is None:
@@ -75,5 +76,6 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     app.register_blueprint(tokens.bp)
     app.register_blueprint(specs.bp)
     app.register_blueprint(retention.bp)
+    app.register_blueprint(replay_routes.bp)
     register_dashboard(app, settings)
     return app

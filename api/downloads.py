@@ -16,6 +16,10 @@ from typing import Any
 import orjson
 from flask import Response
 
+from etl_tasks.listing import quarantined_rows
+from etl_tasks.masking import mask_quarantined
+from etl_tasks.state.db import StateDB
+
 CSV_COLUMNS = ("id", "stream", "chunk_id", "key", "status", "reason", "row")
 MEDIA = {"csv": "text/csv", "jsonl": "application/x-ndjson"}
 
@@ -58,3 +62,11 @@ def download(items: Iterable[dict[str, Any]], fmt: str, filename: str) -> Respon
     )
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}.{fmt}"'
     return response
+
+
+def quarantine_download(db: StateDB, migration_id: str, fmt: str, masked: bool) -> Response:
+    """Every quarantined row of a migration as ``fmt``, values masked for a viewer (the API's
+    download and the dashboard's link answer the same); :class:`NotFound` before streaming."""
+    rows = quarantined_rows(db, migration_id)
+    items = (mask_quarantined(i) for i in rows) if masked else rows
+    return download(items, fmt, f"quarantine-{migration_id}")

@@ -109,7 +109,7 @@ def _operation(op: Operation, refs: dict[type[BaseModel], dict[str, Any]]) -> di
     if op.params:
         out["parameters"] = [_param(p) for p in op.params]
     if op.body is not None:
-        out["requestBody"] = {"required": True, "content": _json(refs[op.body])}
+        out["requestBody"] = {"required": op.body_required, "content": _json(refs[op.body])}
     out["responses"] = _answers(op, refs)
     return out
 

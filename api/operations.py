@@ -23,6 +23,8 @@ from api.schemas import (
     QuarantineList,
     QuarantinePurged,
     Readiness,
+    ReplayRequest,
+    ReplayStarted,
     SpecChecked,
     SpecDraft,
     TokenCreate,
@@ -61,6 +63,7 @@ class Operation:
     answers: dict[int, tuple[str, Body]]  # status: (description, body)
     errors: tuple[int, ...] = ()  # beyond 401, 403 and 429, which the role implies
     body: type[BaseModel] | None = None
+    body_required: bool = True
     params: tuple[Param, ...] = field(default=())
 
 
@@ -224,6 +227,20 @@ OPERATIONS: list[Operation] = [
         "operator",
         {200: ("how many rows were purged", QuarantinePurged)},
         (404, 409),
+        params=(MIGRATION_ID,),
+    ),
+    Operation(
+        "post",
+        "/api/v1/migrations/{id}/quarantine/replay",
+        "replayQuarantine",
+        "Read the quarantined rows again from the source, by their keys, through the spec "
+        "(optionally with corrected columns for some streams, checked by preflight); the "
+        "migration runs again. The body is optional",
+        "operator",
+        {202: ("the replay is planned; the migration runs again", ReplayStarted)},
+        (400, 404, 409, 413, 415, 422),
+        body=ReplayRequest,
+        body_required=False,
         params=(MIGRATION_ID,),
     ),
     *SPEC_OPERATIONS,

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from etl_tasks.spec import ColumnSpec
 from etl_tasks.state.enums import (
     ChunkState,
     MigrationState,
@@ -70,6 +71,7 @@ class StreamView(_Response):
         description="an HTTP target's rows sent again after a request of theirs got no "
         "answer (each may have been applied); absent for other targets",
     )
+    rows_gone: int = Field(0, description="rows a replay found gone from the source")
     chunks_total: int
     chunks_done: int
     chunks_failed: int
@@ -135,6 +137,7 @@ class MigrationView(MigrationSummary):
     )
     rows_loaded: int
     rows_quarantined: int
+    rows_gone: int = Field(0, description="rows a replay found gone from the source")
     chunks_total: int
     chunks_done: int
     fully_planned: bool
@@ -399,3 +402,30 @@ class SpecChecked(_Response):
     ok: bool
     keys: dict[str, list[str]] = Field(description="each stream's key, as preflight resolved it")
     notes: list[str]
+
+
+# --- quarantine replay -----------------------------------------------------------------------
+
+
+class StreamAmendment(_Request):
+    """A stream's corrected column mapping, in the spec's own form."""
+
+    columns: dict[str, ColumnSpec] = Field(
+        description="target column → source column, {from, transform, args} or {value}"
+    )
+
+
+class ReplayRequest(_Request):
+    """An optional spec revision for the replay: streams by name, each with its columns."""
+
+    streams: dict[str, StreamAmendment] = Field(default_factory=dict)
+
+
+class ReplayStarted(_Response):
+    migration_id: str
+    rows: int = Field(description="quarantined rows read again")
+    chunks: int = Field(description="key-set chunks planned for them")
+    streams: dict[str, int] = Field(description="rows read again, per stream")
+    not_replayable: int = Field(description="rows whose key is NULL: they cannot be read by key")
+    revised_streams: list[str] = Field(description="streams whose columns this replay revised")
+    migration: MigrationView

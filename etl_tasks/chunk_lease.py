@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from etl_tasks.constants import FIRST_STEP, STEPS
 from etl_tasks.outbox import record_finish
-from etl_tasks.runtime import Runtime
+from etl_tasks.runtime import Runtime, spec_digest
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
 from etl_tasks.state.models import Chunk, Event, Migration, Stream, VerificationRange
@@ -58,6 +58,8 @@ def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
         mig = s.get(Migration, chunk.migration_id)
         if not _claimable(chunk, mig, now):
             return None
+        assert mig is not None
+        rt.follow_spec(mig.id, spec_digest(mig.spec, mig.sealed))  # a replay may revise it
         if chunk.attempts >= rt.settings.max_attempts:
             reason = f"{step} did not finish after {chunk.attempts} attempts"
             fail_chunk(s, chunk, now, chunk.last_error or reason)

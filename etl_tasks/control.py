@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from sqlalchemy import case, select, update
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.orm import Session
 
 from etl_tasks.errors import Conflict, NotFound
 from etl_tasks.outbox import record_finish
@@ -196,7 +197,7 @@ def pause(db: StateDB, migration_id: str, actor: str) -> None:
 
 def resume(db: StateDB, migration_id: str, actor: str) -> None:
     _transition(db, migration_id, {MigrationState.PAUSED}, MigrationState.RUNNING, "resume", actor)
-    _forget_queued(db, migration_id)
+    forget_queued(db, migration_id)
 
 
 def cancel(db: StateDB, migration_id: str, actor: str) -> None:
@@ -221,43 +222,46 @@ def retry(db: StateDB, migration_id: str, actor: str) -> None:
         if mig.summary is not None:  # retention is removing or has removed its chunks
             raise Conflict("cannot retry a migration whose details retention has removed")
         now = db.now(s)
-        s.execute(
-            update(Chunk)
-            .where(Chunk.migration_id == migration_id, Chunk.state == ChunkState.FAILED)
-            .values(
-                state=ChunkState.PENDING,
-                step=Step.EXTRACT,
-                attempts=0,
-                retries=0,
-                lease_owner=None,
-                lease_expires_at=None,
-                not_before=None,
-                queued_at=None,
-                first_failure_at=None,
-                stage_token=None,
-            )
-        )
-        # A stream that was never prepared (it failed with its migration before it
-        # started) is pending again, so that it is prepared before it is planned.
-        s.execute(
-            update(Stream)
-            .where(Stream.migration_id == migration_id, Stream.state == StreamState.FAILED)
-            .values(
-                state=case(
-                    (Stream.prepared.is_(True), StreamState.RUNNING), else_=StreamState.PENDING
-                )
-            )
-        )
+        reopen_failed(s, migration_id)
         _end_pause(mig, mig.finished_at, now)
         mig.state = MigrationState.RUNNING
         mig.error = None
         mig.finished_at = None
         mig.updated_at = now
         s.add(_event(migration_id, "retry", actor, now))
-    _forget_queued(db, migration_id)
+    forget_queued(db, migration_id)
 
 
-def _forget_queued(db: StateDB, migration_id: str) -> None:
+def reopen_failed(s: Session, migration_id: str) -> None:
+    """A failed migration's failed chunks start again from extract; done chunks stay done."""
+    s.execute(
+        update(Chunk)
+        .where(Chunk.migration_id == migration_id, Chunk.state == ChunkState.FAILED)
+        .values(
+            state=ChunkState.PENDING,
+            step=Step.EXTRACT,
+            attempts=0,
+            retries=0,
+            lease_owner=None,
+            lease_expires_at=None,
+            not_before=None,
+            queued_at=None,
+            first_failure_at=None,
+            stage_token=None,
+        )
+    )
+    # A stream that was never prepared (it failed with its migration before it
+    # started) is pending again, so that it is prepared before it is planned.
+    s.execute(
+        update(Stream)
+        .where(Stream.migration_id == migration_id, Stream.state == StreamState.FAILED)
+        .values(
+            state=case((Stream.prepared.is_(True), StreamState.RUNNING), else_=StreamState.PENDING)
+        )
+    )
+
+
+def forget_queued(db: StateDB, migration_id: str) -> None:
     """Messages dropped while paused are gone: let the planner and sweeper resend them."""
     with db.session() as s:
         s.execute(

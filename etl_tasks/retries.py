@@ -118,6 +118,27 @@ def mark_gone(rt: Runtime, c: Claim, gone: Sequence[str]) -> None:
             row.status = QuarantineStatus.GONE
 
 
+def add_key_set_chunks(
+    s: Session,
+    migration_id: str,
+    stream_id: int,
+    source_keys: Sequence[str],
+    now: datetime,
+    bound: list[Any] | None = None,
+) -> int:
+    """Key-set chunks of at most ``RETRY_KEYS`` keys each for these rows, by their quarantine
+    keys (:func:`etl_tasks.codec.quarantine_key`); returns how many. Each chunk's ``lower``
+    and ``upper`` are ``bound`` (an encoded planned bound, wider than a key), else its first
+    key. The caller holds the stream row's lock (see :func:`etl_tasks.planning.add_chunks`)."""
+    keys = list(dict.fromkeys(source_keys))
+    for start in range(0, len(keys), RETRY_KEYS):
+        encoded = [codec.encode_key(codec.key_of(k)) for k in keys[start : start + RETRY_KEYS]]
+        edge = bound if bound is not None else encoded[0]
+        (chunk,) = add_chunks(s, migration_id, stream_id, [(edge, edge)], now)
+        chunk.keys = encoded
+    return -(-len(keys) // RETRY_KEYS)
+
+
 def plan_retries(rt: Runtime, migration_id: str, stream_id: int) -> bool:
     """Plan key-set chunks for the stream's deferred rows; True when some were planned.
 
@@ -146,11 +167,7 @@ def plan_retries(rt: Runtime, migration_id: str, stream_id: int) -> bool:
         ).all()
         if not rows:
             return False
-        keys = list(dict.fromkeys(k for _, k in rows if k is not None))
-        for start in range(0, len(keys), RETRY_KEYS):
-            encoded = [codec.encode_key(codec.key_of(k)) for k in keys[start : start + RETRY_KEYS]]
-            (chunk,) = add_chunks(s, migration_id, stream_id, [(encoded[0], encoded[0])], now)
-            chunk.keys = encoded
+        add_key_set_chunks(s, migration_id, stream_id, [k for _, k in rows if k is not None], now)
         s.execute(
             update(QuarantinedRow)
             .where(QuarantinedRow.id.in_([i for i, _ in rows]))

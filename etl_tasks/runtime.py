@@ -1,15 +1,21 @@
 """Per-process context for steps: settings, state DB, staging, engines and caches.
 
 Built once per worker process (after any fork) and passed to every step.
-Specs never change after submit, so what is derived from them is cached.
+What is derived from a migration's spec is cached. A spec changes only when a
+quarantine replay amends a stream's columns (a spec revision): each claim hands
+the stored spec's digest to :meth:`Runtime.follow_spec`, which forgets what was
+derived from an older revision.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 
+import orjson
 import redis
 from pydantic import ValidationError
 from sqlalchemy import Engine
@@ -40,6 +46,11 @@ from etl_tasks.values.path import ValuePath, build_path
 ENDS = ("source", "target")
 
 
+def spec_digest(stored: dict[str, Any], sealed: str | None) -> str:
+    """A stored spec's revision, as a digest of what the state DB holds for it."""
+    return hashlib.sha256(orjson.dumps([stored, sealed], option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
 class Runtime:
     def __init__(
         self, settings: Settings, publisher: Publisher, worker_name: str = "local"
@@ -57,6 +68,7 @@ class Runtime:
         self.engines = EngineCache(worker_timeouts(settings), max_engines=16, pool_size=2)
         self._lock = threading.RLock()
         self._specs: dict[str, MigrationSpec] = {}
+        self._digests: dict[str, str] = {}  # the revision each cached spec was read from
         self._endpoints: dict[tuple[str, str], SqlEndpoint] = {}
         self._bindings: dict[tuple[str, str], StreamBinding] = {}
         self._paths: dict[tuple[str, str], ValuePath] = {}
@@ -85,6 +97,7 @@ class Runtime:
             if mig is None:
                 raise NotFound(f"migration {migration_id} not found")
             stored, sealed = mig.spec, mig.sealed
+        digest = spec_digest(stored, sealed)
         opened = open_spec(stored, sealed, self.sealer)
         try:
             spec = MigrationSpec.model_validate(opened)
@@ -94,7 +107,21 @@ class Runtime:
             raise Unsupported(f"the migration's spec needs a newer worker ({kinds})") from exc
         with self._lock:
             self._specs[migration_id] = spec
+            self._digests[migration_id] = digest
         return spec
+
+    def follow_spec(self, migration_id: str, digest: str) -> None:
+        """Forget what was derived from an older revision of the migration's spec (its
+        endpoints stay: a revision changes a stream's columns, never where they are)."""
+        with self._lock:
+            known = self._digests.get(migration_id)
+            if known is None or known == digest:
+                return
+            self._specs.pop(migration_id, None)
+            self._digests.pop(migration_id, None)
+            for cache in (self._bindings, self._sources, self._targets, self._paths):
+                for k in [k for k in cache if k[0] == migration_id]:
+                    cache.pop(k)
 
     def endpoint(self, migration_id: str, which: str) -> SqlEndpoint:
         """The migration's source or target, checked against this worker's boundary once
@@ -197,6 +224,7 @@ class Runtime:
         """Forget a finished migration and close its engines when no other uses them."""
         with self._lock:
             self._specs.pop(migration_id, None)
+            self._digests.pop(migration_id, None)
             for cache in (self._bindings, self._sources, self._targets, self._paths):
                 for k in [k for k in cache if k[0] == migration_id]:
                     cache.pop(k)

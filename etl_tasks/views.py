@@ -79,10 +79,14 @@ def _stream_counts(s: Session, migration_id: str) -> dict[int, dict[str, int]]:
     return out
 
 
-def _quarantine_counts(s: Session, migration_id: str) -> dict[int, int]:
+def _quarantine_counts(s: Session, migration_id: str, status: str | None = None) -> dict[int, int]:
+    """Set-aside rows per stream: quarantined for good (``status`` None), or in ``status``."""
+    by_status = (
+        QuarantinedRow.status.is_(None) if status is None else QuarantinedRow.status == status
+    )
     rows = s.execute(
         select(QuarantinedRow.stream_id, func.count())
-        .where(QuarantinedRow.migration_id == migration_id, QuarantinedRow.status.is_(None))
+        .where(QuarantinedRow.migration_id == migration_id, by_status)
         .group_by(QuarantinedRow.stream_id)
     ).all()
     return {sid: n for sid, n in rows}
@@ -113,6 +117,7 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
         )
         counts = _stream_counts(s, migration_id)
         bad = _quarantine_counts(s, migration_id)
+        gone = _quarantine_counts(s, migration_id, QuarantineStatus.GONE)
         verification = _verification_link(s, migration_id)
         again = _sent_again(s, migration_id) if _delivery(mig.spec) else None
         ids = select(Migration.id).where(Migration.id == migration_id)
@@ -126,6 +131,7 @@ def migration_view(db: StateDB, migration_id: str) -> dict[str, Any]:
                 "state": st.state,
                 "rows_loaded": c["rows"],
                 "rows_quarantined": bad.get(st.id, 0),
+                "rows_gone": gone.get(st.id, 0),  # read again by a replay: not in the source
                 "chunks_total": c["total"],
                 "chunks_done": c["done"],
                 "chunks_failed": c["failed"],
@@ -223,7 +229,13 @@ def _progress(streams: list[dict[str, Any]], figures: Figures, now: datetime) ->
         # Summed from the streams: a pruned migration's come from its summary (no chunks).
         **{
             name: sum(st[name] for st in streams)
-            for name in ("rows_loaded", "rows_quarantined", "chunks_total", "chunks_done")
+            for name in (
+                "rows_loaded",
+                "rows_quarantined",
+                "rows_gone",
+                "chunks_total",
+                "chunks_done",
+            )
         },
         **{
             name: shown[name]

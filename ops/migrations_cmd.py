@@ -207,16 +207,50 @@ def events(migration_id: str, after: int | None, limit: int | None, as_json: boo
 @click.option(
     "--purge", is_flag=True, help="remove the rows' values and keys now (a finished migration)"
 )
-def quarantine(migration_id: str, fmt: str | None, limit: int, as_json: bool, purge: bool) -> None:
+@click.option(
+    "--replay",
+    "do_replay",
+    is_flag=True,
+    help="read the quarantined rows again from the source (the migration runs again)",
+)
+@click.option(
+    "--columns",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help='with --replay: {"streams": {NAME: {"columns": {...}}}} (JSON or YAML), a revision',
+)
+@click.option("--wait", is_flag=True, help="with --replay: follow the migration to its end")
+def quarantine(
+    migration_id: str,
+    fmt: str | None,
+    limit: int,
+    as_json: bool,
+    purge: bool,
+    do_replay: bool,
+    columns: Path | None,
+    wait: bool,
+) -> None:
     """MIGRATION_ID's quarantined rows: a table, or all of them with --csv or --jsonl.
 
     Values are plain JSON (decimals as strings, dates ISO 8601, bytes base64),
-    masked for a viewer's token. --purge removes them (personal data) for good,
-    keeping counts and masked reasons: exit 6 while the migration runs.
+    masked for a viewer's token. --replay reads them again from the source
+    (exit 0; with --wait as `watch`: 0 succeeded, 3 failed; 5 no such
+    migration; 6 refused: its state, a replay running, bad --columns).
+    --purge removes them (personal data) for good, keeping counts and masked
+    reasons: exit 6 while the migration runs.
     """
+    if (columns or wait) and not do_replay:
+        raise click.UsageError("--columns and --wait go with --replay")
     client = _client()
+    if purge and do_replay:
+        raise click.UsageError("--purge and --replay cannot go together")
     if purge:
         _purge_quarantine(client, migration_id, as_json)
+        return
+    if do_replay:
+        from ops.replay_cmd import replay
+
+        replay(client, client.resolve_migration(migration_id), columns, wait, as_json)
         return
     path = f"{MIGRATIONS}/{client.resolve_migration(migration_id)}/quarantine"
     if fmt:

@@ -32,8 +32,9 @@ from api.dashboard.session import (
     sign_in,
     sign_out,
 )
+from api.downloads import WRITERS, quarantine_download
 from api.headers import page_policy
-from etl_tasks import control, dashboard_views, views
+from etl_tasks import control, dashboard_views, replay, views
 from etl_tasks.errors import Conflict, NotFound
 from etl_tasks.masking import mask_quarantined, mask_reason
 from etl_tasks.publisher import publish_plan
@@ -240,6 +241,36 @@ def act(migration_id: str, action: str) -> ResponseReturnValue:
         if action in ("resume", "retry"):
             publish_plan(ext.publisher, migration_id)
         flash(f"{action}: done", "notice")
+    return redirect(url_for("dashboard.migration", migration_id=migration_id))
+
+
+@bp.get("/migrations/<id:migration_id>/quarantine.<fmt>")
+@page("viewer")
+def quarantine_file(migration_id: str, fmt: str) -> ResponseReturnValue:
+    """Every quarantined row as CSV or JSON Lines, masked for a viewer, as the API sends it."""
+    if fmt not in WRITERS:
+        raise BadRequest(f"unknown format {fmt!r}: csv or jsonl")
+    masked = not allows(g.principal.role, "operator")
+    try:
+        return quarantine_download(_ext().db, migration_id, fmt, masked)
+    except NotFound:
+        return render_template("not_found.html", what=f"migration {migration_id}"), 404
+
+
+@bp.post("/migrations/<id:migration_id>/quarantine/replay")
+@page("operator")
+def replay_quarantine(migration_id: str) -> ResponseReturnValue:
+    """Read the quarantined rows again through the spec as it is (:mod:`etl_tasks.replay`)."""
+    ext = _ext()
+    try:
+        started = replay.replay(ext.db, migration_id, g.principal.actor)
+    except Conflict as exc:
+        flash(str(exc), "error")
+    except NotFound:
+        return render_template("not_found.html", what=f"migration {migration_id}"), 404
+    else:
+        publish_plan(ext.publisher, migration_id)
+        flash(f"replay: {started.rows} quarantined rows are read again", "notice")
     return redirect(url_for("dashboard.migration", migration_id=migration_id))
 
 

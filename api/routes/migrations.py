@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -13,7 +13,7 @@ from werkzeug.exceptions import BadRequest
 
 from api.auth import current_principal, require, require_admin_for_queries
 from api.body import json_body
-from api.downloads import WRITERS, download
+from api.downloads import WRITERS, quarantine_download
 from etl_tasks import control, listing, views
 from etl_tasks.boundary.sealing import CAPABILITY as SEALED_SPECS
 from etl_tasks.boundary.sealing import storage_form
@@ -73,8 +73,19 @@ def submit() -> ResponseReturnValue:
     return response
 
 
-def _create(ext: Any, spec: MigrationSpec, key: str | None, body_hash: str) -> tuple[str, bool]:
-    """Seal, preflight (at most BATON_PREFLIGHT_CONCURRENCY at once) and record a spec."""
+@dataclass(frozen=True)
+class Checked:
+    """A spec that passed preflight, as it is to be kept."""
+
+    spec: MigrationSpec
+    keys: dict[str, list[str]]
+    notes: list[str]
+    storage: tuple[dict[str, Any], str | None]
+
+
+def checked_spec(ext: Any, spec: MigrationSpec) -> Checked:
+    """Preflight (at most BATON_PREFLIGHT_CONCURRENCY at once) and seal a spec, as a
+    submission is checked; raises SpecError (422) on refusal."""
     who = current_principal()
     require_admin_for_queries(spec, who)
     # A credential written in the spec is refused before anything is contacted.
@@ -92,6 +103,14 @@ def _create(ext: Any, spec: MigrationSpec, key: str | None, body_hash: str) -> t
         )
     spec = with_after(spec, order)
     storage = storage_form(spec.to_stored(), ext.sealer, all_live_support(ext.db, SEALED_SPECS))
+    return Checked(spec, {k: list(v) for k, v in keys.items()}, notes, storage)
+
+
+def _create(ext: Any, spec: MigrationSpec, key: str | None, body_hash: str) -> tuple[str, bool]:
+    """Check and record a spec."""
+    who = current_principal()
+    checked = checked_spec(ext, spec)
+    spec, keys, notes, storage = checked.spec, checked.keys, checked.notes, checked.storage
     return control.create_migration(
         ext.db,
         spec,
@@ -181,9 +200,7 @@ def quarantine(migration_id: str) -> ResponseReturnValue:
     masked = not allows(current_principal().role, "operator")
     db = _ext().db
     if fmt != "json":
-        rows = listing.quarantined_rows(db, migration_id)  # 404 here, before streaming
-        items = (mask_quarantined(i) for i in rows) if masked else rows
-        return download(items, fmt, f"quarantine-{migration_id}")
+        return quarantine_download(db, migration_id, fmt, masked)
     page = listing.quarantine_page(
         db, migration_id, limit=page_limit(request.args, LIST_LIMIT), cursor=_cursor()
     )

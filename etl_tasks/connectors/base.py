@@ -38,6 +38,10 @@ class QuarantineEntry:
     key: str
     reason: str
     row: dict[str, Any] | None
+    #: The row's source key (as :func:`etl_tasks.codec.quarantine_key` spells it) when the
+    #: step that refused it knew it, to read it again on a replay; not kept in the ledger
+    #: (a record read back from it has none) and not part of the entry's identity.
+    source_key: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -201,8 +205,12 @@ class Source(Protocol):
         """
         ...
 
-    def read_keys(self, keys: Sequence[Key]) -> Batch:
-        """The rows with these keys (a replay of quarantined rows); absent keys are absent."""
+    def read_keys(self, keys: Sequence[Key], planned: Sequence[Key] = ()) -> Batch:
+        """The rows with these keys (a replay of quarantined rows); absent keys are absent.
+
+        ``planned``: bounds the stream's chunks were planned with, for a source whose rows
+        are positions in something that may change (a file source refuses a file whose
+        fingerprint differs from theirs); others ignore them."""
         ...
 
 

@@ -178,7 +178,7 @@ class MemorySource:
             pace.tick()
         return Batch(list(t.columns), rows), None
 
-    def read_keys(self, keys: Sequence[Key]) -> Batch:
+    def read_keys(self, keys: Sequence[Key], planned: Sequence[Key] = ()) -> Batch:
         t = self._table()
         wanted = {tuple(k) for k in keys}
         return Batch(list(t.columns), [t.rows[k] for k in t.ordered_keys() if k in wanted])

@@ -61,8 +61,10 @@ def _extract(rt: Runtime, c: Claim) -> None:
 def _read_keys(rt: Runtime, c: Claim, source: Source) -> Batch:
     """A key-set chunk's rows; the keys the source no longer has are marked gone."""
     wanted = [codec.decode_key(k) or () for k in c.keys or []]
-    batch = source.read_keys(wanted)
     width = len(wanted[0]) if wanted else 0
+    # A replay's chunk of a file stream carries the bound its file was planned with.
+    bound = codec.decode_key(c.upper)
+    batch = source.read_keys(wanted, [bound] if bound is not None and len(bound) > width else [])
     found = {codec.quarantine_key(row[:width]) for row in batch.rows}
     gone = [k for k in retries.asked(c.keys or []) if k not in found]
     if gone:

@@ -74,6 +74,7 @@ def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: date
                 row=q.row,
                 fencing_token=record.fencing_token,
                 created_at=now,
+                source_key=q.source_key,
             )
         )
 

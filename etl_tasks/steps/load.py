@@ -64,7 +64,8 @@ def _load(rt: Runtime, c: Claim) -> None:
     target = rt.target(c.migration_id, c.stream)
     job = Job(
         batch=batch,
-        earlier=[(QuarantineEntry(k, r, d), pos) for k, r, d, pos in extra["quarantine"]],
+        # Set aside by the transform, by their source key.
+        earlier=[(QuarantineEntry(k, r, d, k), pos) for k, r, d, pos in extra["quarantine"]],
         key=None if retry else target.key,
         fail_on_bad=rt.spec(c.migration_id).on_bad_row == "fail",
         # A key set is never cut (its rows are not a range), and is small enough not to be.
@@ -216,6 +217,9 @@ def _entry(columns: list[str], key: list[str] | None, refused: Refused) -> Quara
         name = codec.quarantine_key(codec.decode_key(refused.source_key) or ())
     else:
         name = codec.dumps([by_name[k] for k in key])
+    source = None
+    if refused.source_key is not None:
+        source = codec.quarantine_key(codec.decode_key(refused.source_key) or ())
     return QuarantineEntry(
-        name, refused.reason, {c: codec.encode_value(v) for c, v in by_name.items()}
+        name, refused.reason, {c: codec.encode_value(v) for c, v in by_name.items()}, source
     )

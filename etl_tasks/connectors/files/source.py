@@ -375,17 +375,22 @@ class FileSource:
         self.files.verify(opened)
         return False
 
-    def read_keys(self, keys: Sequence[Key]) -> Batch:
-        """The records at these positions, in key order (a replay reads only them)."""
+    def read_keys(self, keys: Sequence[Key], planned: Sequence[Key] = ()) -> Batch:
+        """The records at these positions, in key order (a replay reads only them). A file
+        that a ``planned`` bound pins is refused if it changed since: its record numbers may
+        name other records now."""
         wanted: dict[str, set[int]] = {}
         for key in keys:
             wanted.setdefault(str(key[0]), set()).add(int(key[1]))
+        pins = {str(b[0]): b for b in planned if len(b) >= PLANNED_WIDTH}
         batch = Batch(list(self.read), [])
         names = set(self._names())
         for name in sorted(wanted):
             if name not in names:
+                if name in pins:
+                    raise changed_file(name, "it is gone")
                 continue
-            opened, _ = self.files.open(name)
+            opened, _ = self.files.open(name, pins.get(name))
             numbers, highest = wanted[name], max(wanted[name])
             with open(opened.path, "rb") as fh:
                 for record in records(fh, opened.data, opened.encoding, self.settings):

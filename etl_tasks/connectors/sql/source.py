@@ -134,7 +134,7 @@ class SqlSource:
         )
         return conn.execute(stmt).first() is not None
 
-    def read_keys(self, keys: Sequence[Key]) -> Batch:
+    def read_keys(self, keys: Sequence[Key], planned: Sequence[Key] = ()) -> Batch:
         """The rows with these keys, in key order (a replay reads only them)."""
         rows: list[tuple[Any, ...]] = []
         with as_baton_errors("source unavailable", "source refused the read"):
