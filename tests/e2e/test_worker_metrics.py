@@ -112,7 +112,7 @@ class _Events:
         self._conn.release()
 
 
-def test_task_events_are_sent_only_when_switched_on(
+def test_with_task_events_on_a_worker_announces_each_task_it_runs(
     cluster_factory: Callable[[Settings], Cluster],
     make_settings: Callable[..., Settings],
     tmp_path: Path,
@@ -132,25 +132,6 @@ def test_task_events_are_sent_only_when_switched_on(
         )
         # And the publisher announced the tasks it sent
         assert "baton.plan" in events.task_names("task-sent")
-    finally:
-        events.close()
-
-
-def test_without_task_events_a_worker_sends_none(
-    cluster_factory: Callable[[Settings], Cluster],
-    make_settings: Callable[..., Settings],
-    tmp_path: Path,
-) -> None:
-    # Given a real worker with BATON_TASK_EVENTS unset (off)
-    cluster = cluster_factory(make_settings())
-    events = _Events(cluster)
-    try:
-        worker = cluster.start_worker()
-        # When a small migration runs
-        _migrate(cluster, tmp_path)
-        # Then the worker's heartbeats are there, but no task event at all
-        wait_for(lambda: events.types(worker.name), 10, 0.1, "the worker's heartbeat")
-        assert not {t for t in events.types() if t.startswith("task-")}
     finally:
         events.close()
 
