@@ -44,7 +44,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # what prometheus_client reads
 #: ``transformed`` (mapped, ready to load), ``loaded`` (committed in the target and
 #: recorded), ``quarantined`` (set aside with their reason).
 ROWS = Counter("baton_rows", "Rows through each stage of the pipeline", ["stage"])
-#: How long each claimed step took, whatever its outcome.
+#: How long each claimed step took, whatever its outcome (but ``waiting``: it did nothing).
 STEP_SECONDS = Histogram(
     "baton_step_seconds",
     "Duration of each step a worker claimed",
