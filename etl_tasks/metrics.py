@@ -9,11 +9,11 @@ No label names a migration, a stream or a chunk: the series stay few however
 many migrations run. Every instrument has labels, so a process that never
 counts an event (the API, for the steps') shows no sample for it rather than a 0.
 
-Processes that fork (a worker's prefork pool, gunicorn's workers) keep their
-counts in files, one per process, in a folder of their own
+Every worker (whatever its pool: prefork children count too) and the API under
+gunicorn keep their counts in files, one per process, in a folder of their own
 (:func:`use_multiprocess_dir`); a scrape sums them (prometheus_client's
-multi-process mode). Elsewhere (a threads-pool worker before it switches, tests,
-the development server) the counts live in the process's default registry.
+multi-process mode). Elsewhere (steps driven in a test's process, the API's
+development server) the counts live in the process's default registry.
 """
 
 from __future__ import annotations
@@ -71,8 +71,6 @@ LEASE_EXPIRIES = Counter(
 SWEEPER_REPAIRS = Counter(
     "baton_sweeper_repairs", "Messages the sweeper re-published, by reason", ["kind"]
 )
-
-ENGINE_METRICS = (ROWS, STEP_SECONDS, STEP_OUTCOMES, STEP_RETRIES, LEASE_EXPIRIES, SWEEPER_REPAIRS)
 
 
 def multiprocess_dir() -> Path | None:
