@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     from api.dashboard import register_dashboard
     from api.errors import register_error_handlers
     from api.headers import register_security_headers
+    from api.metrics import register_metrics
     from api.routes import (
         migrations,
         register_converters,
@@ -69,6 +70,7 @@ def create_app(settings: Settings | None = None, publisher: Publisher | None = N
     )
     register_error_handlers(app)
     register_security_headers(app)
+    register_metrics(app, app.extensions["baton"].db, settings.metrics_cache_s)
     register_converters(app)
     app.register_blueprint(migrations.bp)
     app.register_blueprint(verifications.bp)

@@ -327,7 +327,8 @@ OPERATIONS: list[Operation] = [
         "get",
         "/metrics",
         "metrics",
-        "Prometheus metrics, computed from the state DB",
+        "Prometheus metrics: the API's request counters and state-DB gauges cached for "
+        "BATON_METRICS_CACHE_S",
         None,
         {200: ("the text exposition format", ("text/plain", {"type": "string"}))},
     ),

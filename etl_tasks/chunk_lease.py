@@ -19,6 +19,7 @@ from sqlalchemy import ColumnElement, and_, or_, update
 from sqlalchemy.orm import Session
 
 from etl_tasks.constants import FIRST_STEP, STEPS
+from etl_tasks.metrics import LEASE_EXPIRIES
 from etl_tasks.outbox import record_finish
 from etl_tasks.runtime import Runtime, spec_digest
 from etl_tasks.state.db import ROW_LOCK
@@ -46,6 +47,7 @@ class Claim:
     extracted: bool = False  # an extract of this chunk committed before (a load may have too)
     keys: list[Any] | None = None  # a key-set chunk's encoded source keys (a retry)
     timings: dict[str, int] = field(default_factory=dict)  # ms per step, steps done so far
+    rows_in: int | None = None  # rows its extract staged, once it has
 
 
 def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
@@ -64,6 +66,7 @@ def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
             reason = f"{step} did not finish after {chunk.attempts} attempts"
             fail_chunk(s, chunk, now, chunk.last_error or reason)
             return None
+        expired = chunk.lease_owner is not None  # its holder never released it
         chunk.attempts += 1
         chunk.lease_token += 1
         chunk.lease_owner = rt.worker_name
@@ -74,7 +77,7 @@ def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
         chunk.started_at = chunk.started_at or now
         stream = s.get(Stream, chunk.stream_id)
         assert stream is not None
-        return Claim(
+        taken = Claim(
             chunk.id,
             chunk.migration_id,
             stream.name,
@@ -87,7 +90,11 @@ def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
             chunk.rows_in is not None,
             chunk.keys,
             chunk.step_timings(),
+            chunk.rows_in,
         )
+    if expired:  # counted once the claim is committed
+        LEASE_EXPIRIES.labels("chunk").inc()
+    return taken
 
 
 def _claimable(chunk: Chunk, mig: Migration | None, now: datetime) -> bool:
@@ -123,8 +130,10 @@ def retry_later(
     *,
     retry_after: float | None = None,
     jitter: bool = False,
-) -> None:
-    """A transient failure: release the lease and set ``not_before`` (never a countdown).
+) -> bool:
+    """A transient failure: release the lease and set ``not_before`` (never a countdown);
+    say whether the chunk will retry (not when its lease was lost, nor when it failed for
+    having retried past the retry window).
 
     ``retry_after`` (the other side's ``Retry-After``) replaces the backoff; ``jitter``
     draws the backoff at random between nothing and its full length (full jitter).
@@ -138,12 +147,12 @@ def retry_later(
         now = rt.db.now(s)
         chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.lease_token != c.token:
-            return
+            return False
         first = chunk.first_failure_at or now
         window = timedelta(seconds=rt.settings.retry_window_s)
         if now - first > window:
             fail_chunk(s, chunk, now, f"still failing after {window}: {error}")
-            return
+            return False
         delay = min(rt.settings.retry_backoff_s * 2**chunk.retries, rt.settings.retry_backoff_max_s)
         if retry_after is not None:
             delay = max(0.0, retry_after)
@@ -163,6 +172,7 @@ def retry_later(
             mig.waiting_reason = error[:500]
             mig.updated_at = now
     log.warning("chunk will retry", extra={"chunk_id": c.chunk_id, "error": error})
+    return True
 
 
 def wait_for_slot(rt: Runtime, c: Claim, reason: str) -> None:

@@ -92,20 +92,23 @@ def asked(chunk_keys: Sequence[Any]) -> list[str]:
     return [codec.quarantine_key(codec.decode_key(k) or ()) for k in chunk_keys]
 
 
-def settle_retry(s: Session, chunk: Chunk, record: LedgerRecord) -> None:
+def settle_retry(s: Session, chunk: Chunk, record: LedgerRecord) -> int:
     """A key-set chunk committed: its rows that loaded leave the quarantine, those refused
     again stay, for good, with the target's new reason (rows gone from the source were
-    marked so by the extract)."""
+    marked so by the extract). Returns how many stay."""
     refused = {q.key: q for q in record.quarantine}
+    stay = 0
     for row in _retrying(s, chunk.stream_id, asked(chunk.keys or [])):
         again = refused.get(row.key)
         if again is None:
             s.delete(row)  # it loaded
             continue
+        stay += 1
         row.status = None
         row.reason = again.reason
         row.row = again.row
         row.fencing_token = record.fencing_token
+    return stay
 
 
 def mark_gone(rt: Runtime, c: Claim, gone: Sequence[str]) -> None:

@@ -123,6 +123,14 @@ class Settings(BaseSettings):
     # long after they finished, keeping a summary (days); 0 keeps everything forever.
     retention_days: float = Field(30.0, ge=0)
 
+    # Prometheus (docs/operations.md#metrics). Where the API and each worker keep their
+    # counters' files, one sub-folder per process, emptied at start; unset: the system's
+    # temporary folder.
+    metrics_dir: str | None = None
+    metrics_cache_s: float = Field(15.0, gt=0)  # the API's state-DB gauges are this old at most
+    # Celery task events (for Flower): workers send task-* events, publishers task-sent.
+    task_events: Literal["on", "off"] = "off"
+
     log_format: Literal["text", "json"] = "text"
     log_level: str = "INFO"
 

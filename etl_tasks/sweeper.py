@@ -24,6 +24,7 @@ from sqlalchemy import select
 from etl_tasks.advance import advance
 from etl_tasks.chunk_lease import needs_message
 from etl_tasks.constants import BROKER_EPOCH_KEY, SWEEPER_LEASE
+from etl_tasks.metrics import SWEEPER_REPAIRS
 from etl_tasks.notifications import deliver_due, enqueue_missing
 from etl_tasks.publisher import publish_step
 from etl_tasks.retention import prune_expired
@@ -68,6 +69,7 @@ def sweep(rt: Runtime) -> SweepReport:
         advance(rt, migration_id)
     report.migrations = len(active)
     report.ranges_republished = sweep_verifications(rt, report.broker_lost)
+    SWEEPER_REPAIRS.labels("verification_range").inc(len(report.ranges_republished))
     if report.ranges_republished:
         log.info("sweeper re-published %d verification ranges", len(report.ranges_republished))
     enqueue_missing(rt)
@@ -141,9 +143,19 @@ def republish_stuck(rt: Runtime, migration_id: str, broker_lost: bool) -> list[i
                 .with_for_update(skip_locked=True, key_share=True)  # as ROW_LOCK
             )
         )
+        kinds = [_repair_kind(chunk, broker_lost) for chunk in chunks]
         for chunk in chunks:
             chunk.queued_at = now
         todo = [(c.id, c.step) for c in chunks]
+    for kind in kinds:  # counted once the pass is committed
+        SWEEPER_REPAIRS.labels(kind).inc()
     for chunk_id, step in todo:
         publish_step(rt.publisher, step, chunk_id)
     return [chunk_id for chunk_id, _ in todo]
+
+
+def _repair_kind(chunk: Chunk, broker_lost: bool) -> str:
+    """Why the chunk needs its message again (see ``needs_message``)."""
+    if chunk.queued_at is not None:
+        return "broker_lost" if broker_lost else "lost_message"
+    return "lease_expired" if chunk.lease_owner is not None else "retry_due"

@@ -28,6 +28,7 @@ from gunicorn.app.base import BaseApplication
 from gunicorn.http import wsgi
 
 from api.headers import SECURITY_HEADERS
+from etl_tasks.metrics import process_exited, remove_multiprocess_dir, use_multiprocess_dir
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,25 @@ def harden() -> None:
 def serve(app: Any, bind: str, workers: int) -> None:
     """The API under gunicorn; with ``BATON_LIVE=on`` the live process beside it."""
     harden()
-    sidecar = LiveSidecar(app, bind) if app.extensions["baton"].settings.live == "on" else None
+    settings = app.extensions["baton"].settings
+    sidecar = LiveSidecar(app, bind) if settings.live == "on" else None
     if sidecar is not None:
         sidecar.start()
+    # Before gunicorn forks: its workers count requests into one folder, summed by /metrics.
+    use_multiprocess_dir(settings.metrics_dir, "api")
+    owner = os.getpid()
     try:
         _serve_api(app, bind, workers)
     finally:
         if sidecar is not None:
             sidecar.stop()
+        if os.getpid() == owner:  # a forked worker leaving through here keeps the folder
+            remove_multiprocess_dir()
+
+
+def _child_exit(_server: Any, worker: Any) -> None:
+    """gunicorn's hook: a worker exited; its counts stay summed, its live gauges go."""
+    process_exited(worker.pid)
 
 
 def _serve_api(app: Any, bind: str, workers: int) -> None:
@@ -97,6 +109,7 @@ def _serve_api(app: Any, bind: str, workers: int) -> None:
             "graceful_timeout": 20,
             "timeout": 60,
             "accesslog": "-",
+            "child_exit": _child_exit,
         },
     ).run()
 

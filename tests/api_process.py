@@ -29,6 +29,7 @@ class ApiProcess:
         redis_url: str,
         key_prefix: str,
         database_url: str | None = None,
+        processes: int = 1,
         **env: str,
     ) -> None:
         self.port = free_port()
@@ -46,7 +47,16 @@ class ApiProcess:
         self.log_path = workdir / "api.log"
         self._log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ops.cli", "api", "--port", str(self.port), "--workers", "1"],
+            [
+                sys.executable,
+                "-m",
+                "ops.cli",
+                "api",
+                "--port",
+                str(self.port),
+                "--workers",
+                str(processes),
+            ],
             env=self.env,
             cwd=workdir,
             stdout=self._log,

@@ -123,7 +123,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_soft_shutdown_timeout": settings.soft_shutdown_timeout_s,
         "worker_pool": settings.worker_pool,
         "worker_concurrency": settings.worker_concurrency,
-        "worker_send_task_events": False,
+        # BATON_TASK_EVENTS=on: task-* events on the broker, for Flower (off: only the
+        # workers' heartbeats, as before).
+        "worker_send_task_events": settings.task_events == "on",
+        "task_send_sent_event": settings.task_events == "on",
         "worker_hijack_root_logger": False,
         "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_queues": _queues(settings),

@@ -1,4 +1,5 @@
-"""Worker lifecycle: runtime, registration, heartbeat, sweeper, probe, drain, shutdown summary.
+"""Worker lifecycle: runtime, registration, heartbeat, sweeper, probe, drain, metrics' folder,
+shutdown summary.
 
 Signal handlers only set flags; the work happens on one background thread
 (heartbeat + sweeper) and in Celery's own loop. On SIGTERM Celery does a warm
@@ -25,6 +26,7 @@ from celery.worker import state as celery_state
 
 from etl_tasks import __version__
 from etl_tasks.logs import configure_logging
+from etl_tasks.metrics import process_exited, remove_multiprocess_dir, use_multiprocess_dir
 from etl_tasks.runtime import Runtime
 from etl_tasks.settings import Settings
 from etl_tasks.state.enums import WorkerState
@@ -61,6 +63,9 @@ class Lifecycle:
         self._leaving = False  # drained on request through the API: exit once idle
 
     def on_init(self, sender: Any = None, **_: Any) -> None:
+        # Before the pool forks and before any step: every process of this worker counts
+        # into one folder of files, which the probe's GET /metrics sums (any pool).
+        use_multiprocess_dir(self.settings.metrics_dir, "worker")
         self.name = getattr(sender, "hostname", None) or self.name
         install_runtime(lambda: Runtime(self.settings, CeleryPublisher(self.app), self.name))
         install_gate(lambda: not self.probe.draining)
@@ -104,6 +109,12 @@ class Lifecycle:
             snap["in_flight"],
             snap["reserved"],
         )
+        remove_multiprocess_dir()
+
+    @staticmethod
+    def on_process_shutdown(**_: Any) -> None:
+        """A prefork child is leaving: its counts stay in the sum, its live gauges go."""
+        process_exited(os.getpid())
 
     def _stop_consuming(self) -> None:
         """Drain: stop taking steps; the ones in hand finish, held messages go back."""
@@ -166,4 +177,5 @@ def attach(app: Celery, settings: Settings) -> Lifecycle:
     signals.worker_ready.connect(life.on_ready, weak=False)
     signals.worker_shutting_down.connect(life.on_shutting_down, weak=False)
     signals.worker_shutdown.connect(life.on_shutdown, weak=False)
+    signals.worker_process_shutdown.connect(life.on_process_shutdown, weak=False)
     return life

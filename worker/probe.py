@@ -3,8 +3,8 @@
 A worker in warm shutdown stops answering Celery's remote control
 (celery#8417), so deploy tooling asks this probe instead. It is a tiny
 stdlib server on a daemon thread; a probe that cannot bind never stops the
-worker. ``GET`` answers are open (counts only); ``POST /drain`` needs the
-probe token (``worker/probe_auth.py``).
+worker. ``GET`` answers are open (counts only; ``/metrics``: the worker's Prometheus
+counters); ``POST /drain`` needs the probe token (``worker/probe_auth.py``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from etl_tasks.metrics import exposition
 from worker.probe_auth import drain_refusal
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class ProbeState:
         self._draining = multiprocessing.RawValue(ctypes.c_bool, False)
         self.ready = False
         self.on_drain: Callable[[], None] | None = None
+        # GET /metrics: this worker's counters (its pool children's too, in prefork).
+        self.metrics: Callable[[], tuple[bytes, str]] = exposition
 
     @property
     def draining(self) -> bool:
@@ -107,7 +110,17 @@ class ProbeHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
+    def _reply_text(self, body: bytes, content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def do_GET(self) -> None:
+        if self.path == "/metrics":
+            self._reply_text(*self.state.metrics())
+            return
         snap = self.state.snapshot()
         if self.path == "/healthz":
             self._reply(200, {"status": "ok"})

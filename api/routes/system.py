@@ -57,7 +57,7 @@ def drain_worker(name: str) -> ResponseReturnValue:
 
 @bp.get("/metrics")
 def metrics() -> ResponseReturnValue:
-    body, content_type = render_metrics(_ext().db)
+    body, content_type = render_metrics(current_app)
     return Response(body, content_type=content_type)
 
 

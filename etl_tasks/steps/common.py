@@ -19,6 +19,7 @@ from etl_tasks.chunk_lease import (
 )
 from etl_tasks.constants import STEPS
 from etl_tasks.errors import LeaseLost, PermanentError, StagingMissing, TransientError
+from etl_tasks.metrics import STEP_OUTCOMES, STEP_RETRIES, STEP_SECONDS
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.steps.ledger_first import recover_missing_input
@@ -32,6 +33,7 @@ def run_step(rt: Runtime, chunk_id: int, step: str, body: Callable[[Claim], None
     c = claim(rt, chunk_id, step)
     if c is None:
         log.debug("nothing to do", extra={"chunk_id": chunk_id, "step": step})
+        STEP_OUTCOMES.labels(step, "skipped").inc()
         return "skipped"
     return run_claimed(rt, c, body)
 
@@ -57,10 +59,15 @@ def run_claimed(rt: Runtime, c: Claim, body: Callable[[Claim], None]) -> str:
         body(c)
 
     try:
-        return _run(rt, c, in_slot, ids, started)
+        outcome = _run(rt, c, in_slot, ids, started)
     finally:
         for slot in held:
             _give_back(rt, slot)
+    # Counted once the outcome is in the state DB: a step whose commit failed raised.
+    STEP_OUTCOMES.labels(c.step, outcome).inc()
+    if outcome != "waiting":  # a step that waited for a slot did no work
+        STEP_SECONDS.labels(c.step).observe(time.monotonic() - started)
+    return outcome
 
 
 class _Waiting(Exception):
@@ -101,7 +108,10 @@ def _run(
         log.info("%s", waiting.busy.reason, extra=ids)
         return "waiting"
     except TransientError as exc:
-        retry_later(rt, c, str(exc), exc.connection, retry_after=exc.retry_after, jitter=exc.jitter)
+        if retry_later(
+            rt, c, str(exc), exc.connection, retry_after=exc.retry_after, jitter=exc.jitter
+        ):
+            STEP_RETRIES.labels(c.step).inc()
         return "retry"
     except LeaseLost:
         log.warning("lease lost; another worker has the chunk", extra=ids)

@@ -11,6 +11,7 @@ from etl_tasks.budget import StepClock
 from etl_tasks.chunk_lease import NOW, Claim, commit, timed
 from etl_tasks.connectors.base import Batch, Source
 from etl_tasks.constants import STEPS, step_after
+from etl_tasks.metrics import ROWS
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import StepPace, commit_split
@@ -55,6 +56,7 @@ def _extract(rt: Runtime, c: Claim) -> None:
     cut_key = codec.encode_key(cut)
     done = commit_split(rt, c, cut_key, **outcome) if cut_key else commit(rt, c, **outcome)
     if done:
+        ROWS.labels("extracted").inc(len(batch))
         publish_step(rt.publisher, NEXT.name, c.chunk_id)
 
 

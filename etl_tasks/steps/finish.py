@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from etl_tasks.budget import next_chunk_rows
 from etl_tasks.chunk_lease import Claim, fail_migration
 from etl_tasks.connectors.base import LedgerRecord
+from etl_tasks.metrics import ROWS
 from etl_tasks.retries import record_deferred, settle_retry
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import split
@@ -36,9 +37,9 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> 
         if chunk is None or chunk.lease_token != c.token:
             return  # a newer claim will find the same ledger row and finish the chunk
         if chunk.keys is not None:  # a key-set chunk: its rows were set aside before
-            settle_retry(s, chunk, record)
+            quarantined = settle_retry(s, chunk, record)
         else:
-            _record_quarantine(s, chunk, record, now)
+            quarantined = _record_quarantine(s, chunk, record, now)
             record_deferred(s, chunk, record, now)
         if record.cut is not None:
             split(s, chunk, record.cut, now)
@@ -49,10 +50,14 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> 
             mig.waiting_reason = None
         s.flush()
         _enforce_max_bad_rows(rt, s, c.migration_id, now)
+    # Counted once recorded: a chunk is finished once (its claim's token), whoever learns it.
+    ROWS.labels("loaded").inc(record.rows_loaded)
+    ROWS.labels("quarantined").inc(quarantined)
 
 
-def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: datetime) -> None:
-    """Copy the record's quarantined rows, each once (a replay finds them there)."""
+def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: datetime) -> int:
+    """Copy the record's quarantined rows, each once (a replay finds them there); return
+    how many were new."""
     known = set(
         s.scalars(
             select(QuarantinedRow.key).where(
@@ -60,10 +65,12 @@ def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: date
             )
         )
     )
+    added = 0
     for q in record.quarantine:
         if q.key in known:
             continue
         known.add(q.key)
+        added += 1
         s.add(
             QuarantinedRow(
                 migration_id=chunk.migration_id,
@@ -77,6 +84,7 @@ def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: date
                 source_key=q.source_key,
             )
         )
+    return added
 
 
 def _mark_done(chunk: Chunk, record: LedgerRecord, load_ms: int | None, now: datetime) -> None:

@@ -19,6 +19,7 @@ from etl_tasks.chunk_lease import NOW, Claim, commit, timed
 from etl_tasks.connectors.base import QuarantineEntry
 from etl_tasks.constants import STEPS, step_after
 from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
+from etl_tasks.metrics import ROWS
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import renew
@@ -43,11 +44,11 @@ def _transform(rt: Runtime, c: Claim) -> None:
         raise StagingMissing()
     binding = rt.binding(c.migration_id, c.stream)
     path = rt.value_path(c.migration_id, c.stream)
-    out = None
+    out, rows = None, c.rows_in or 0
     if path.passes_through:  # the spec asks nothing of these values: no row is decoded
         out = codec.pass_through(blob, path.target_columns, binding.key_width)
     if out is None:
-        out = _mapped(rt, c, blob, path, binding.key_width)
+        out, rows = _mapped(rt, c, blob, path, binding.key_width)
     rt.staging.put(c.chunk_id, c.token, STEP.output_stage, out)
     if commit(
         rt,
@@ -58,13 +59,16 @@ def _transform(rt: Runtime, c: Claim) -> None:
         **timed(c, elapsed_ms(started)),
         queued_at=NOW,
     ):
+        ROWS.labels("transformed").inc(rows)
         rt.staging.delete(c.chunk_id, c.stage_token, STEP.input_stage)
         publish_step(rt.publisher, NEXT.name, c.chunk_id)
 
 
-def _mapped(rt: Runtime, c: Claim, blob: bytes, path: ValuePath, key_width: int) -> bytes:
+def _mapped(
+    rt: Runtime, c: Claim, blob: bytes, path: ValuePath, key_width: int
+) -> tuple[bytes, int]:
     """The staged rows through the stream's value path, the refused ones set aside (and
-    those the source itself refused, by position, with its reason)."""
+    those the source itself refused, by position, with its reason); and how many mapped."""
     columns, rows, extra = codec.decode_rows(blob)
     malformed = {int(pos): str(why) for pos, why in extra.get("malformed", [])}
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
@@ -77,13 +81,14 @@ def _mapped(rt: Runtime, c: Claim, blob: bytes, path: ValuePath, key_width: int)
     if mapped.bad and rt.spec(c.migration_id).on_bad_row == "fail":
         first = mapped.bad[0][1]
         raise PermanentError(f"bad row {first.key}: {first.reason}")
-    return codec.encode_rows(
+    out = codec.encode_rows(
         path.target_columns,
         mapped.good,
         quarantine=[[q.key, q.reason, q.row, pos] for pos, q in mapped.bad],
         positions=mapped.positions,
         source_keys=mapped.source_keys,
     )
+    return out, len(mapped.good)
 
 
 @dataclass

@@ -18,6 +18,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from etl_tasks.errors import LeaseLost
+from etl_tasks.metrics import LEASE_EXPIRIES
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import RangeState, VerificationState
@@ -52,6 +53,7 @@ def claim(rt: Runtime, range_id: int) -> RangeClaim | None:
             reason = f"range {r.id} was not compared after {r.attempts} attempts"
             fail_range(s, r, now, r.last_error or reason)
             return None
+        expired = r.lease_owner is not None  # its holder never released it
         r.attempts += 1
         r.lease_token += 1
         r.lease_owner = rt.worker_name
@@ -61,7 +63,7 @@ def claim(rt: Runtime, range_id: int) -> RangeClaim | None:
         r.queued_at = None
         stream = s.get(Stream, r.stream_id)
         assert stream is not None
-        return RangeClaim(
+        taken = RangeClaim(
             r.id,
             r.verification_id,
             r.migration_id,
@@ -72,6 +74,9 @@ def claim(rt: Runtime, range_id: int) -> RangeClaim | None:
             r.lower,
             r.upper,
         )
+    if expired:  # counted once the claim is committed
+        LEASE_EXPIRIES.labels("range").inc()
+    return taken
 
 
 def _claimable(r: VerificationRange, v: Verification | None, now: datetime) -> bool:
