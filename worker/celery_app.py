@@ -133,7 +133,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_default_queue": QUEUE_CONTROL,
         "task_routes": routes,
         "task_create_missing_queues": False,
-        "broker_pool_limit": 4,
+        # Connections kept per process for publishing and control commands: Celery's default.
+        # Flower's inspector sends its eight inspect commands at once, each holding one; with
+        # fewer, they wait for each other until their socket timeouts.
+        "broker_pool_limit": 10,
         **_amqp_config(settings),
     }
 
