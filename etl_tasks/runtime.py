@@ -7,6 +7,7 @@ Specs never change after submit, so what is derived from them is cached.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator
 
@@ -27,6 +28,7 @@ from etl_tasks.connectors.sql.errors import error_reason, is_transient_error
 from etl_tasks.connectors.sql.shape import source_shape
 from etl_tasks.endpoints import FileEndpoint
 from etl_tasks.errors import NotFound, PermanentError, TransientError, Unsupported
+from etl_tasks.native_stage import pass_through_refusal
 from etl_tasks.preflight_keys import unique_not_null
 from etl_tasks.publisher import Publisher
 from etl_tasks.settings import Settings
@@ -37,6 +39,8 @@ from etl_tasks.state.models import Migration
 from etl_tasks.values.path import ValuePath, build_path
 
 ENDS = ("source", "target")
+
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -58,6 +62,7 @@ class Runtime:
         self._endpoints: dict[tuple[str, str], SqlEndpoint] = {}
         self._bindings: dict[tuple[str, str], StreamBinding] = {}
         self._paths: dict[tuple[str, str], ValuePath] = {}
+        self._native: dict[tuple[str, str], bool] = {}
         self._sources: dict[tuple[str, str], Source] = {}
         self._targets: dict[tuple[str, str], Target] = {}
         self._broker: redis.Redis | None = None
@@ -178,6 +183,41 @@ class Runtime:
         with self._lock:
             self._paths[key] = path
         return path
+
+    def native_copy(self, migration_id: str, stream: str) -> bool:
+        """Whether the stream's chunks travel as PostgreSQL COPY text, unparsed (decided by
+        :func:`etl_tasks.native_stage.pass_through_refusal`, once per process, and logged)."""
+        key = (migration_id, stream)
+        with self._lock:
+            if key in self._native:
+                return self._native[key]
+        spec = self.spec(migration_id)
+        sql = isinstance(spec.source, Endpoint) and isinstance(spec.target, Endpoint)
+        backends = (
+            (
+                self.endpoint(migration_id, "source").backend,
+                self.endpoint(migration_id, "target").backend,
+            )
+            if sql
+            else (None, None)
+        )
+        refusal = pass_through_refusal(
+            self.settings.native_copy,
+            backends,
+            self.binding(migration_id, stream),
+            self.value_path(migration_id, stream),
+        )
+        log.info(
+            "stream %s: %s",
+            stream,
+            "rows travel as PostgreSQL COPY text (pass-through)"
+            if refusal is None
+            else f"rows are parsed ({refusal})",
+            extra={"migration_id": migration_id, "stream": stream},
+        )
+        with self._lock:
+            self._native[key] = refusal is None
+        return refusal is None
 
     @staticmethod
     @contextlib.contextmanager
