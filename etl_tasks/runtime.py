@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import redis
 from pydantic import ValidationError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy import exc as sa_exc
 
 from etl_tasks.bindings import StreamBinding, bind_stream, source_key
@@ -35,10 +35,11 @@ from etl_tasks.settings import Settings
 from etl_tasks.spec import Endpoint, MigrationSpec, endpoint_kind
 from etl_tasks.staging import StagingStore
 from etl_tasks.state.db import StateDB
-from etl_tasks.state.models import Migration
+from etl_tasks.state.models import Event, Migration
 from etl_tasks.values.path import ValuePath, build_path
 
 ENDS = ("source", "target")
+PASS_THROUGH = "rows travel as PostgreSQL COPY text (pass-through)"
 
 log = logging.getLogger(__name__)
 
@@ -207,17 +208,32 @@ class Runtime:
             self.binding(migration_id, stream),
             self.value_path(migration_id, stream),
         )
-        log.info(
-            "stream %s: %s",
-            stream,
-            "rows travel as PostgreSQL COPY text (pass-through)"
-            if refusal is None
-            else f"rows are parsed ({refusal})",
-            extra={"migration_id": migration_id, "stream": stream},
-        )
+        path = PASS_THROUGH if refusal is None else f"rows are parsed: {refusal}"
+        log.info("stream %s: %s", stream, path, extra={"migration_id": migration_id})
+        self._record_path(migration_id, f"stream {stream}: {path}")
         with self._lock:
             self._native[key] = refusal is None
         return refusal is None
+
+    def _record_path(self, migration_id: str, message: str) -> None:
+        """The decision as the migration's event, once (each worker decides the same)."""
+        with self.db.session() as s:
+            seen = s.scalar(
+                select(Event.id).where(
+                    Event.migration_id == migration_id,
+                    Event.kind == "stream_path",
+                    Event.message == message,
+                )
+            )
+            if seen is None:
+                s.add(
+                    Event(
+                        migration_id=migration_id,
+                        kind="stream_path",
+                        message=message,
+                        at=self.db.now(s),
+                    )
+                )
 
     @staticmethod
     @contextlib.contextmanager

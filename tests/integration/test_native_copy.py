@@ -16,7 +16,7 @@ from etl_tasks.connectors.sql import ledger, pg_native
 from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.constants import TASK_LOAD
 from etl_tasks.settings import Settings
-from etl_tasks.state.models import Chunk, QuarantinedRow
+from etl_tasks.state.models import Chunk, Event, QuarantinedRow
 from tests.checks import assert_migrated
 from tests.data import submit
 from tests.faults import WorkerKilled, expire_leases, killed_after_target_commit, loads_out_of_time
@@ -161,6 +161,9 @@ def test_pass_through_is_chosen_only_for_a_stream_that_asks_nothing_of_its_value
     driver.run()
     # Then its chunks went as COPY text exactly when nothing is asked of any value
     assert driver.rt.native_copy(mid, "things") is native
+    with driver.rt.db.reading() as s:
+        paths = list(s.scalars(select(Event.message).where(Event.kind == "stream_path")))
+    assert len(paths) == 1 and ("COPY text" in paths[0]) is native, paths
     expected = (
         {"extracted.native", "transformed.native"} if native else {"extracted", "transformed"}
     )
