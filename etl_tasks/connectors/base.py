@@ -288,8 +288,8 @@ class Target(Protocol):
     request (an HTTP API's), and the deadline cut and bisection work request by request.
 
     A target that takes a pass-through :class:`Native` payload writes a batch carrying
-    one part of it (``Batch(columns, [], native=Native(format, [part], meta))``) whole or
-    not at all, and has ``parse_native(batch, offset) -> Batch``: that part's rows as
+    some of its parts (``Batch(columns, [], native=Native(format, parts, meta))``) whole
+    or not at all, and has ``parse_native(batch, offset) -> Batch``: those parts' rows as
     values, with their source keys and positions from ``offset``, to bisect.
     """
 

@@ -147,18 +147,22 @@ def write_chunk(tx: ChunkWrite, token: int, job: Job) -> LedgerRecord:
     bad: list[Refused] = []
     written = 0
     native = _pass_through(batch)
-    parts = None if native is None else iter(native.parts)
+    parts = [] if native is None else native.parts
+    per_row_s = 0.0  # a pass-through write's time per row, once one was timed
     last: tuple[Any, int] = (None, -1)  # the last written row's source key and position
     while written < len(batch):
         began = time.monotonic()
-        if parts is None:
+        if native is None:
             part = batch.take(written, written + job.batch_rows())
             refused, handled = write_bisecting(tx, part, stop=lambda: pace.expired(0.0))
             size = len(part)
             if handled:
                 last = (part.keys[handled - 1], part.positions[handled - 1])
         else:
-            refused, handled, size, last = _write_native(tx, job, next(parts), written)
+            group = _next_parts(parts, per_row_s, pace)
+            parts = parts[len(group) :]
+            refused, handled, size, last = _write_native(tx, job, group, written)
+            per_row_s = (time.monotonic() - began) / size
         bad += rescue(tx, batch.columns, refused)
         written += handled
         final = [r for r in bad if not _deferred(job, r)]
@@ -186,18 +190,34 @@ def _pass_through(batch: Batch) -> Native | None:
     return batch.native if isinstance(batch.native, Native) and not batch.rows else None
 
 
+def _next_parts(parts: list[NativePart], per_row_s: float, pace: Pace) -> list[NativePart]:
+    """The pass-through parts to write at once: the first alone (to time it), then as many
+    as the pace says would still fit, so a chunk is a few COPYs, not one per 1,000 rows."""
+    group = parts[:1]
+    rows = group[0].rows
+    while per_row_s and len(group) < len(parts):
+        more = parts[len(group)]
+        if pace.expired(per_row_s * (rows + more.rows)):
+            break
+        group.append(more)
+        rows += more.rows
+    return group
+
+
 def _write_native(
-    tx: ChunkWrite, job: Job, part: NativePart, written: int
+    tx: ChunkWrite, job: Job, parts: list[NativePart], written: int
 ) -> tuple[list[Refused], int, int, tuple[Any, int]]:
-    """One part of a pass-through chunk, as it is; refused, its rows parsed and bisected.
-    Returns the rows refused, how many were handled, the part's size, and the last handled
-    row's source key and position (a pass-through chunk's rows keep their extract order)."""
+    """Parts of a pass-through chunk, as they are; refused, their rows parsed and bisected.
+    Returns the rows refused, how many were handled, how many were given, and the last
+    handled row's source key and position (a pass-through chunk's rows keep their extract
+    order)."""
     native = _pass_through(job.batch)
     assert native is not None
-    one = Batch(job.batch.columns, [], native=Native(native.format, [part], native.meta))
+    one = Batch(job.batch.columns, [], native=Native(native.format, parts, native.meta))
+    size = sum(p.rows for p in parts)
     try:
         tx.write(one)
-        return [], part.rows, part.rows, (part.last_key, written + part.rows - 1)
+        return [], size, size, (parts[-1].last_key, written + size - 1)
     except BadRowError:
         if job.parse is None:
             raise PermanentError("the target cannot parse the rows it refused") from None

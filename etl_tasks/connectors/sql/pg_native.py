@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,16 +88,20 @@ def read_parts(
     key_width: int,
     casters: list[Any],
 ) -> tuple[list[NativePart], Key | None]:
-    """The range as COPY text, one part per sub-batch of at most ``SUB_BATCH_ROWS`` rows,
-    each starting after the last key of the one before. Stops between parts when the pace
-    says so; returns the parts and the cut (the last key read), or ``None`` at the end.
-    The key is unique (a pass-through condition), so no run of equal keys spans two parts."""
+    """The range as COPY text, in parts each starting after the last key of the one before.
+    The first has ``SUB_BATCH_ROWS`` rows at most, and each next one twice as many as long
+    as the pace says that would still fit (a round trip per 1,000 rows costs more than the
+    rows). Stops between parts when the pace says so; returns the parts and the cut (the
+    last key read), or ``None`` at the end. The key is unique (a pass-through condition),
+    so no run of equal keys spans two parts."""
     parts: list[NativePart] = []
     after, upper = bounds
+    limit = SUB_BATCH_ROWS
     with conn.connection.dbapi_connection.cursor() as cur:  # type: ignore[union-attr]
         pin_session(cur)
         while True:
-            stmt = query.select_range(after, upper).limit(SUB_BATCH_ROWS)
+            began = time.monotonic()
+            stmt = query.select_range(after, upper).limit(limit)
             buf = io.BytesIO()
             cur.copy_expert(f"COPY ({_literal_sql(cur, stmt, conn.dialect)}) TO STDOUT", buf)
             data = buf.getvalue()
@@ -105,12 +110,14 @@ def read_parts(
                 return parts, None
             last = _last_key(data, key_width, casters, cur)
             parts.append(NativePart(data, rows, codec.encode_key(last) or []))
-            if rows < SUB_BATCH_ROWS:
+            if rows < limit:
                 return parts, None
             if pace.expired():
                 return parts, last
             pace.tick()
             after = last
+            if not pace.expired(2 * (time.monotonic() - began)):
+                limit *= 2
 
 
 def casters_for(dbapi_conn: Any, oids: Sequence[int]) -> list[Any]:
@@ -151,9 +158,9 @@ def _last_key(data: bytes, key_width: int, casters: list[Any], cur: Any) -> Key:
 
 
 def parse(
-    dbapi_conn: Any, columns: list[str], part: NativePart, meta: dict[str, Any], offset: int
+    dbapi_conn: Any, columns: list[str], data: bytes, meta: dict[str, Any], offset: int
 ) -> Batch:
-    """A part's rows as values (for bisection and quarantine): each field unescaped and
+    """COPY text's rows as values (for bisection and quarantine): each field unescaped and
     read by its column's typecaster, keys encoded as the transform would, positions from
     ``offset`` (a pass-through chunk's rows keep their extract order)."""
     key_width = int(meta["key_width"])
@@ -163,7 +170,7 @@ def parse(
             tuple(
                 _value(_field(f), c, cur) for f, c in zip(line.split(b"\t"), casters, strict=True)
             )
-            for line in part.data.split(b"\n")[:-1]
+            for line in data.split(b"\n")[:-1]
         ]
     keys = codec.encode_keys([row[:key_width] for row in rows])
     return Batch(columns, rows, keys, list(range(offset, offset + len(rows))))

@@ -276,15 +276,14 @@ class SqlTarget:
         self._pg_copy(conn, columns, pg_native.for_target(data, _dbapi(conn)), direct=direct)
 
     def parse_native(self, batch: Batch, offset: int) -> Batch:
-        """A pass-through part's rows as values, to bisect (see :func:`pg_native.parse`)."""
+        """A pass-through batch's rows as values, to bisect (see :func:`pg_native.parse`)."""
         native = batch.native
         if not isinstance(native, Native) or native.format != pg_native.FORMAT:
             raise PermanentError("a pass-through chunk in a form this target does not read")
         with as_baton_errors(UNREACHABLE, "cannot parse the chunk"):
             with self.engine.connect() as conn:
-                return pg_native.parse(
-                    _dbapi(conn), batch.columns, native.parts[0], native.meta, offset
-                )
+                data = b"".join(p.data for p in native.parts)
+                return pg_native.parse(_dbapi(conn), batch.columns, data, native.meta, offset)
 
     def _pg_copy(
         self,
@@ -419,7 +418,7 @@ class SqlChunkWrite:
         return taken
 
     def _write_native(self, batch: Batch) -> None:
-        """One pass-through part, whole or not at all; a row it refuses is found by the load
+        """Pass-through parts, whole or not at all; a row they refuse is found by the load
         step, bisecting the part parsed (:meth:`SqlTarget.parse_native`)."""
         conn = self._connection()
         native = batch.native
