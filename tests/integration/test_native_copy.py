@@ -250,3 +250,27 @@ def test_a_copy_text_load_killed_after_its_commit_and_replayed_loads_nothing_twi
     assert outcome == ("from_ledger" if staging_lost else "done")
     assert "extracted.native" in staged_kinds
     assert_migrated(driver.rt.db, mid, spec, expected_bad={"things": 0})
+
+
+def test_an_extract_of_copy_text_stops_at_its_deadline_after_a_part(
+    make_settings: Callable[..., Settings], pg_pair: tuple[str, str]
+) -> None:
+    # Given a step budget too small for even one part
+    driver = Driver(make_settings(step_budget_s=0.0001))
+    kinds: set[str] = set()
+    put = driver.rt.staging.put
+    driver.rt.staging.put = lambda c, t, k, b: (kinds.add(k), put(c, t, k, b))[1]  # type: ignore[method-assign,func-returns-value]
+    source, target = pg_pair
+    spec = _spec(source, target, create_target=True)
+    # When it migrates
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    driver.run()
+    # Then every extract stopped after its first part, cut at that part's last key, and
+    # the rest of each range became a chunk of its own: every row arrived, once
+    with driver.rt.db.reading() as s:
+        chunks = list(s.scalars(select(Chunk).where(Chunk.migration_id == mid)))
+    assert max(c.rows_in or 0 for c in chunks) <= PART_ROWS
+    assert len(chunks) >= ROWS // PART_ROWS
+    assert kinds == {"extracted.native", "transformed.native"}
+    assert_migrated(driver.rt.db, mid, spec, expected_bad={"things": 0})
+    driver.close()
