@@ -148,6 +148,15 @@ STEP_QUEUE: Final = {step.name: step.queue for step in PIPELINE}
 
 # Redis keys (under the configured key prefix).
 STAGE_KEY: Final = "stage:{chunk_id}:{token}:{kind}"  # rows waiting between two steps
+
+
+def native_stage(kind: str) -> str:
+    """The staged kind of a pass-through chunk (rows in a connector's own form) between the
+    same two steps as ``kind``: a name of its own, so a worker that does not know the form
+    finds no input instead of one it cannot read."""
+    return f"{kind}.native"
+
+
 BROKER_EPOCH_KEY: Final = "broker-epoch"  # vanishes when the broker restarts empty
 
 # State DB lease names.

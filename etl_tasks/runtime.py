@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import orjson
 import redis
 from pydantic import ValidationError
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 from sqlalchemy import exc as sa_exc
 
 from etl_tasks.bindings import StreamBinding, bind_stream, source_key
@@ -33,17 +34,21 @@ from etl_tasks.connectors.sql.errors import error_reason, is_transient_error
 from etl_tasks.connectors.sql.shape import source_shape
 from etl_tasks.endpoints import FileEndpoint
 from etl_tasks.errors import NotFound, PermanentError, TransientError, Unsupported
+from etl_tasks.native_stage import pass_through_refusal
 from etl_tasks.preflight_keys import unique_not_null
 from etl_tasks.publisher import Publisher
 from etl_tasks.settings import Settings
 from etl_tasks.spec import Endpoint, MigrationSpec, endpoint_kind
 from etl_tasks.staging import StagingStore
 from etl_tasks.state.db import StateDB
-from etl_tasks.state.models import Migration
+from etl_tasks.state.models import Event, Migration
 from etl_tasks.system_slots import SystemSlots
 from etl_tasks.values.path import ValuePath, build_path
 
 ENDS = ("source", "target")
+PASS_THROUGH = "rows travel as PostgreSQL COPY text (pass-through)"
+
+log = logging.getLogger(__name__)
 
 
 def spec_digest(stored: dict[str, Any], sealed: str | None) -> str:
@@ -72,6 +77,7 @@ class Runtime:
         self._endpoints: dict[tuple[str, str], SqlEndpoint] = {}
         self._bindings: dict[tuple[str, str], StreamBinding] = {}
         self._paths: dict[tuple[str, str], ValuePath] = {}
+        self._native: dict[tuple[str, str], bool] = {}
         self._sources: dict[tuple[str, str], Source] = {}
         self._targets: dict[tuple[str, str], Target] = {}
         self._broker: redis.Redis | None = None
@@ -207,6 +213,56 @@ class Runtime:
         with self._lock:
             self._paths[key] = path
         return path
+
+    def native_copy(self, migration_id: str, stream: str) -> bool:
+        """Whether the stream's chunks travel as PostgreSQL COPY text, unparsed (decided by
+        :func:`etl_tasks.native_stage.pass_through_refusal`, once per process, and logged)."""
+        key = (migration_id, stream)
+        with self._lock:
+            if key in self._native:
+                return self._native[key]
+        spec = self.spec(migration_id)
+        sql = isinstance(spec.source, Endpoint) and isinstance(spec.target, Endpoint)
+        backends = (
+            (
+                self.endpoint(migration_id, "source").backend,
+                self.endpoint(migration_id, "target").backend,
+            )
+            if sql
+            else (None, None)
+        )
+        refusal = pass_through_refusal(
+            self.settings.native_copy,
+            backends,
+            self.binding(migration_id, stream),
+            self.value_path(migration_id, stream),
+        )
+        path = PASS_THROUGH if refusal is None else f"rows are parsed: {refusal}"
+        log.info("stream %s: %s", stream, path, extra={"migration_id": migration_id})
+        self._record_path(migration_id, f"stream {stream}: {path}")
+        with self._lock:
+            self._native[key] = refusal is None
+        return refusal is None
+
+    def _record_path(self, migration_id: str, message: str) -> None:
+        """The decision as the migration's event, once (each worker decides the same)."""
+        with self.db.session() as s:
+            seen = s.scalar(
+                select(Event.id).where(
+                    Event.migration_id == migration_id,
+                    Event.kind == "stream_path",
+                    Event.message == message,
+                )
+            )
+            if seen is None:
+                s.add(
+                    Event(
+                        migration_id=migration_id,
+                        kind="stream_path",
+                        message=message,
+                        at=self.db.now(s),
+                    )
+                )
 
     @staticmethod
     @contextlib.contextmanager

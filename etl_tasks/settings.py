@@ -44,6 +44,9 @@ class Settings(BaseSettings):
     quorum_queues: bool = False  # RabbitMQ broker: declare Baton's queues as quorum queues
 
     step_budget_s: float = Field(2.0, gt=0)  # how long one step may take (seconds)
+    # PostgreSQL → PostgreSQL streams mapped column for column with identical types travel
+    # as COPY text, unparsed; off: every stream takes the parsed path (to compare the two).
+    native_copy: bool = True
     lease_s: float = Field(30.0, gt=0)  # a step's lease; renewed while it works (seconds)
     staging_ttl_s: int = Field(3600, gt=0)  # staged rows expire after this (seconds)
     visibility_timeout_s: int = Field(300, gt=0)  # Redis redelivers unacked messages after this

@@ -75,6 +75,29 @@ class Refused:
     retry_later: bool = False
 
 
+@dataclass(frozen=True)
+class NativePart:
+    """A run of rows in a connector's own wire form (one sub-batch of a source's read)."""
+
+    data: bytes
+    rows: int
+    last_key: list[Any]  # the run's last source key, encoded (:func:`etl_tasks.codec.encode_key`)
+
+
+@dataclass(frozen=True)
+class Native:
+    """A chunk's rows as a source of one kind wrote them, for a target of the same kind to
+    consume without parsing: ``format`` names the form, ``meta`` (JSON-able) holds what the
+    target needs to parse them after all (for bisection of a refused batch)."""
+
+    format: str
+    parts: list[NativePart]
+    meta: dict[str, Any]
+
+    def __len__(self) -> int:
+        return sum(p.rows for p in self.parts)
+
+
 @dataclass
 class Batch:
     """Rows in flight between two steps: columns, rows, and what the steps need to cut them.
@@ -86,7 +109,9 @@ class Batch:
     quarantine is trimmed by position. ``native`` may carry the same rows in a form
     a target of the same kind consumes without parsing (a PostgreSQL COPY stream, an
     Arrow record batch): a target that does not know it uses ``rows``. Halves never
-    carry it.
+    carry it. A pass-through batch (:class:`Native`, only for a stream whose source and
+    target the runtime found of one kind with identical columns) carries only ``native``,
+    its ``rows`` empty: its target parses it when it must (``parse_native``).
 
     ``malformed`` is a source's own refusal: a record it read but could not make a row
     of (a CSV line with a quote out of place, bytes not valid in the file's encoding).
@@ -103,6 +128,8 @@ class Batch:
     malformed: dict[int, str] = field(default_factory=dict)
 
     def __len__(self) -> int:
+        if self.native is not None and not self.rows and isinstance(self.native, Native):
+            return len(self.native)
         return len(self.rows)
 
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
@@ -267,6 +294,11 @@ class Target(Protocol):
     sub-batch, so it may shrink while a chunk loads): the load step then hands it
     sub-batches of at most that many rows, so one :meth:`ChunkWrite.write` is one
     request (an HTTP API's), and the deadline cut and bisection work request by request.
+
+    A target that takes a pass-through :class:`Native` payload writes a batch carrying
+    some of its parts (``Batch(columns, [], native=Native(format, parts, meta))``) whole
+    or not at all, and has ``parse_native(batch, offset) -> Batch``: those parts' rows as
+    values, with their source keys and positions from ``offset``, to bisect.
     """
 
     kind: str

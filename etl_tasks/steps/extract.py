@@ -7,10 +7,11 @@ of the range becomes a new chunk in the same state-DB transaction.
 from __future__ import annotations
 
 from etl_tasks import codec, retries
+from etl_tasks import native_stage as staged_native
 from etl_tasks.budget import StepClock
 from etl_tasks.chunk_lease import NOW, Claim, commit, timed
-from etl_tasks.connectors.base import Batch, Source
-from etl_tasks.constants import STEPS, step_after
+from etl_tasks.connectors.base import Batch, Native, Source
+from etl_tasks.constants import STEPS, native_stage, step_after
 from etl_tasks.metrics import ROWS
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
@@ -39,12 +40,14 @@ def _extract(rt: Runtime, c: Claim) -> None:
     # A source's refused records travel with the rows (only when there are some: a previous
     # version's transform then reads the same blob as before).
     refused = {"malformed": sorted(batch.malformed.items())} if batch.malformed else {}
-    rt.staging.put(
-        c.chunk_id,
-        c.token,
-        STEP.output_stage,
-        codec.encode_rows(batch.columns, batch.rows, **refused),
-    )
+    if isinstance(batch.native, Native):  # a pass-through chunk: its bytes, as they are
+        kind, blob = (
+            native_stage(STEP.output_stage),
+            staged_native.encode(batch.columns, batch.native),
+        )
+    else:
+        kind, blob = STEP.output_stage, codec.encode_rows(batch.columns, batch.rows, **refused)
+    rt.staging.put(c.chunk_id, c.token, kind, blob)
     outcome = {
         "step": NEXT.name,
         "stage_token": c.token,

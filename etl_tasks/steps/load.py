@@ -14,8 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from etl_tasks import codec
+from etl_tasks import native_stage as staged_native
 from etl_tasks.budget import SUB_BATCH_ROWS, StepClock
 from etl_tasks.chunk_lease import Claim
 from etl_tasks.connectors.base import (
@@ -23,11 +25,13 @@ from etl_tasks.connectors.base import (
     ChunkRef,
     ChunkWrite,
     LedgerRecord,
+    Native,
+    NativePart,
     Pace,
     QuarantineEntry,
     Refused,
 )
-from etl_tasks.constants import STEPS
+from etl_tasks.constants import STEPS, native_stage
 from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.publisher import publish_plan
 from etl_tasks.runtime import Runtime
@@ -46,11 +50,22 @@ def _load(rt: Runtime, c: Claim) -> None:
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
     if c.stage_token is None:
         raise StagingMissing()
-    blob = rt.staging.get(c.chunk_id, c.stage_token, STEP.input_stage)
+    kind, blob = STEP.input_stage, None
+    if rt.native_copy(c.migration_id, c.stream):  # a pass-through chunk: COPY text
+        kind = native_stage(STEP.input_stage)
+        blob = rt.staging.get(c.chunk_id, c.stage_token, kind)
+    if blob is None:
+        kind = STEP.input_stage
+        blob = rt.staging.get(c.chunk_id, c.stage_token, kind)
     if blob is None:
         raise StagingMissing()
-    columns, rows, extra = codec.decode_rows(blob)
-    batch = Batch(columns, rows, extra["source_keys"], extra["positions"])
+    if kind == STEP.input_stage:
+        columns, rows, extra = codec.decode_rows(blob)
+        batch = Batch(columns, rows, extra["source_keys"], extra["positions"])
+    else:
+        columns, native = staged_native.decode(blob)
+        batch = Batch(columns, [], native=native)
+        extra = {"quarantine": []}  # the transform passed every row through
     bounds = (codec.decode_key(c.lower), codec.decode_key(c.upper))
     deadline = clock.started + clock.budget_s
     chunk = ChunkRef(
@@ -74,12 +89,13 @@ def _load(rt: Runtime, c: Claim) -> None:
         # A load that stalled past its lease must not commit: the chunk may have gone back
         # to extract meanwhile (its staged rows lost, no ledger row yet) and be cut anew.
         before_commit=lambda: renew(rt, c),
+        parse=getattr(target, "parse_native", None),
     )
     with target.begin_chunk(chunk) as tx:
         job.batch_rows = lambda: _batch_rows(tx, target)
         record = tx.committed or write_chunk(tx, c.token, job)
     finish(rt, c, record, elapsed_ms(clock.started))
-    rt.staging.delete(c.chunk_id, c.stage_token, STEP.input_stage)
+    rt.staging.delete(c.chunk_id, c.stage_token, kind)
     publish_plan(rt.publisher, c.migration_id)
 
 
@@ -98,6 +114,9 @@ class Job:
     defer: bool = True  # a row refused for a foreign key waits for the end of its stream
     # Rows per sub-batch, asked before each one: a target may lower it while it loads.
     batch_rows: Callable[[], int] = lambda: SUB_BATCH_ROWS
+    # A pass-through part's rows as values, from its position in the chunk: the target's
+    # ``parse_native``, to bisect a part it refused.
+    parse: Callable[[Batch, int], Batch] | None = None
 
 
 def _batch_rows(tx: object, target: object) -> int:
@@ -132,23 +151,36 @@ def write_chunk(tx: ChunkWrite, token: int, job: Job) -> LedgerRecord:
     batch, pace = job.batch, job.pace
     bad: list[Refused] = []
     written = 0
+    native = _pass_through(batch)
+    parts = [] if native is None else native.parts
+    per_row_s = 0.0  # a pass-through write's time per row, once one was timed
+    last: tuple[Any, int] = (None, -1)  # the last written row's source key and position
     while written < len(batch):
         began = time.monotonic()
-        part = batch.take(written, written + job.batch_rows())
-        refused, handled = write_bisecting(tx, part, stop=lambda: pace.expired(0.0))
+        if native is None:
+            part = batch.take(written, written + job.batch_rows())
+            refused, handled = write_bisecting(tx, part, stop=lambda: pace.expired(0.0))
+            size = len(part)
+            if handled:
+                last = (part.keys[handled - 1], part.positions[handled - 1])
+        else:
+            group = _next_parts(parts, per_row_s, pace)
+            parts = parts[len(group) :]
+            refused, handled, size, last = _write_native(tx, job, group, written)
+            per_row_s = (time.monotonic() - began) / size
         bad += rescue(tx, batch.columns, refused)
         written += handled
         final = [r for r in bad if not _deferred(job, r)]
         if final and job.fail_on_bad:
             raise PermanentError(f"the target refused a row: {final[0].reason}")
-        if written < len(batch) and (handled < len(part) or pace.expired(time.monotonic() - began)):
+        if written < len(batch) and (handled < size or pace.expired(time.monotonic() - began)):
             break
         pace.tick()
     cut = None
     kept = job.earlier
     if written < len(batch):  # stopped at the deadline: the rest becomes a new chunk
-        cut = batch.keys[written - 1]
-        kept = [(q, pos) for q, pos in job.earlier if pos <= batch.positions[written - 1]]
+        cut = last[0]
+        kept = [(q, pos) for q, pos in job.earlier if pos <= last[1]]
     quarantine = [q for q, _ in kept]
     quarantine += [_entry(batch.columns, job.key, r) for r in bad if not _deferred(job, r)]
     deferred = [_entry(batch.columns, None, r) for r in bad if _deferred(job, r)]
@@ -156,6 +188,47 @@ def write_chunk(tx: ChunkWrite, token: int, job: Job) -> LedgerRecord:
     job.before_commit()
     tx.commit(record)
     return record
+
+
+def _pass_through(batch: Batch) -> Native | None:
+    """The chunk's pass-through payload, if it travels as one (no rows then)."""
+    return batch.native if isinstance(batch.native, Native) and not batch.rows else None
+
+
+def _next_parts(parts: list[NativePart], per_row_s: float, pace: Pace) -> list[NativePart]:
+    """The pass-through parts to write at once: the first alone (to time it), then as many
+    as the pace says would still fit, so a chunk is a few COPYs, not one per 1,000 rows."""
+    group = parts[:1]
+    rows = group[0].rows
+    while per_row_s and len(group) < len(parts):
+        more = parts[len(group)]
+        if pace.expired(per_row_s * (rows + more.rows)):
+            break
+        group.append(more)
+        rows += more.rows
+    return group
+
+
+def _write_native(
+    tx: ChunkWrite, job: Job, parts: list[NativePart], written: int
+) -> tuple[list[Refused], int, int, tuple[Any, int]]:
+    """Parts of a pass-through chunk, as they are; refused, their rows parsed and bisected.
+    Returns the rows refused, how many were handled, how many were given, and the last
+    handled row's source key and position (a pass-through chunk's rows keep their extract
+    order)."""
+    native = _pass_through(job.batch)
+    assert native is not None
+    one = Batch(job.batch.columns, [], native=Native(native.format, parts, native.meta))
+    size = sum(p.rows for p in parts)
+    try:
+        tx.write(one)
+        return [], size, size, (parts[-1].last_key, written + size - 1)
+    except BadRowError:
+        if job.parse is None:
+            raise PermanentError("the target cannot parse the rows it refused") from None
+    rows = job.parse(one, written)
+    refused, handled = write_bisecting(tx, rows, stop=lambda: job.pace.expired(0.0))
+    return refused, handled, len(rows), (rows.keys[handled - 1], rows.positions[handled - 1])
 
 
 def write_bisecting(

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from etl_tasks import codec
+from etl_tasks import native_stage as staged_native
 from etl_tasks.budget import StepClock
 from etl_tasks.chunk_lease import NOW, Claim, commit, timed
 from etl_tasks.connectors.base import QuarantineEntry
-from etl_tasks.constants import STEPS, step_after
+from etl_tasks.constants import STEPS, native_stage, step_after
 from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.metrics import ROWS
 from etl_tasks.publisher import publish_step
@@ -39,17 +40,26 @@ def _transform(rt: Runtime, c: Claim) -> None:
     started = time.monotonic()
     if c.stage_token is None:
         raise StagingMissing()
-    blob = rt.staging.get(c.chunk_id, c.stage_token, STEP.input_stage)
-    if blob is None:
-        raise StagingMissing()
     binding = rt.binding(c.migration_id, c.stream)
     path = rt.value_path(c.migration_id, c.stream)
+    input_kind, output_kind = STEP.input_stage, STEP.output_stage
+    blob = None
     out, rows = None, c.rows_in or 0
-    if path.passes_through:  # the spec asks nothing of these values: no row is decoded
-        out = codec.pass_through(blob, path.target_columns, binding.key_width)
-    if out is None:
-        out, rows = _mapped(rt, c, blob, path, binding.key_width)
-    rt.staging.put(c.chunk_id, c.token, STEP.output_stage, out)
+    if rt.native_copy(c.migration_id, c.stream):  # COPY text: only its columns are renamed
+        input_kind, output_kind = native_stage(input_kind), native_stage(output_kind)
+        blob = rt.staging.get(c.chunk_id, c.stage_token, input_kind)
+        out = None if blob is None else staged_native.renamed(blob, path.target_columns)
+    if blob is None:  # rows: a stream that is not pass-through, or a chunk read as rows
+        input_kind, output_kind = STEP.input_stage, STEP.output_stage
+        blob = rt.staging.get(c.chunk_id, c.stage_token, input_kind)
+        if blob is None:
+            raise StagingMissing()
+        if path.passes_through:  # the spec asks nothing of these values: no row is decoded
+            out = codec.pass_through(blob, path.target_columns, binding.key_width)
+        if out is None:
+            out, rows = _mapped(rt, c, blob, path, binding.key_width)
+    assert out is not None
+    rt.staging.put(c.chunk_id, c.token, output_kind, out)
     if commit(
         rt,
         c,
@@ -60,7 +70,7 @@ def _transform(rt: Runtime, c: Claim) -> None:
         queued_at=NOW,
     ):
         ROWS.labels("transformed").inc(rows)
-        rt.staging.delete(c.chunk_id, c.stage_token, STEP.input_stage)
+        rt.staging.delete(c.chunk_id, c.stage_token, input_kind)
         publish_step(rt.publisher, NEXT.name, c.chunk_id)
 
 

@@ -46,6 +46,7 @@ class Fidelity:
     cluster: Cluster
     sources: dict[str, str]  # dialect → URL
     targets: dict[str, str]
+    tmp: Path | None = None
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +81,33 @@ def fidelity(redis_server: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         stack.callback(services.delete_prefix, redis_server, prefix)
         stack.callback(cluster.close)
         cluster.start_worker(concurrency=3)
-        yield Fidelity(cluster, sources, targets)
+        yield Fidelity(cluster, sources, targets, tmp)
+
+
+@pytest.fixture(scope="session")
+def fidelity_parsed(fidelity: Fidelity, redis_server: str) -> Iterator[Fidelity]:
+    """The same databases, migrated by workers that never pass rows through as PostgreSQL
+    COPY text (``BATON_NATIVE_COPY=off``): the parsed path, for the streams the default
+    workers pass through. Started only when an example asks for it."""
+    assert fidelity.tmp is not None
+    tmp = fidelity.tmp / "parsed"
+    tmp.mkdir()
+    prefix = f"baton-fidelity-{uuid.uuid4().hex[:10]}:"
+    settings = fidelity.cluster.settings.model_copy(
+        update={
+            "database_url": f"sqlite:///{tmp / 'state.db'}",
+            "key_prefix": prefix,
+            "native_copy": False,
+        }
+    )
+    upgrade(settings.database_url)
+    cluster = Cluster(settings, tmp)
+    try:
+        cluster.start_worker(concurrency=3)
+        yield Fidelity(cluster, fidelity.sources, fidelity.targets, tmp)
+    finally:
+        cluster.close()
+        services.delete_prefix(redis_server, prefix)
 
 
 def _sqlite(path: Path) -> str:

@@ -25,7 +25,9 @@ import psycopg2
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
+from etl_tasks.state.models import Event
 from etl_tasks.verify import decode_key_text
 from etl_tasks.views import list_quarantine, migration_view
 from tests.checks import assert_migrated
@@ -40,7 +42,12 @@ EXAMPLES = int(os.environ.get("BATON_TEST_FIDELITY_EXAMPLES", "6"))
 PREFLIGHT_S = 60.0
 
 
-@pytest.mark.parametrize("source", SOURCES)
+#: Each source dialect; PostgreSQL twice: its streams into PostgreSQL pass through as COPY
+#: text by default, and take the parsed path with ``BATON_NATIVE_COPY=off``.
+RUNS = [(source, "default") for source in SOURCES] + [("postgresql", "parsed")]
+
+
+@pytest.mark.parametrize(("source", "path"), RUNS, ids=[f"{s}-{p}" for s, p in RUNS])
 @settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -53,8 +60,11 @@ PREFLIGHT_S = 60.0
 )
 @given(data=st.data())
 def test_every_row_arrives_equal_or_is_quarantined_with_a_reason(
-    fidelity: Fidelity, source: str, data: st.DataObject
+    request: pytest.FixtureRequest, source: str, path: str, data: st.DataObject
 ) -> None:
+    fidelity: Fidelity = request.getfixturevalue(
+        "fidelity" if path == "default" else "fidelity_parsed"
+    )
     name = f"f{uuid.uuid4().hex[:10]}"
     table = data.draw(tables(source, f"{name}_mood"), label="table")
     kept = create_source(source, fidelity.sources[source], name, table)
@@ -73,7 +83,24 @@ def test_every_row_arrives_equal_or_is_quarantined_with_a_reason(
             problems.append(f"{source} → {target}: migration {view['state']}: {view['error']}")
             continue
         problems += judge(fidelity, source, target, (mid, view), spec, table, src_rows)
+        if source == target == "postgresql":
+            problems += path_taken(fidelity, mid, passed_through=path == "default")
     assert not problems, "\n".join(problems)
+
+
+def path_taken(fidelity: Fidelity, mid: str, *, passed_through: bool) -> list[str]:
+    """A PostgreSQL → PostgreSQL stream (column for column, identical types) passed its rows
+    through as COPY text, or (``BATON_NATIVE_COPY=off``) took the parsed path, as asked."""
+    with fidelity.cluster.db.reading() as s:
+        paths = list(
+            s.scalars(
+                select(Event.message).where(Event.migration_id == mid, Event.kind == "stream_path")
+            )
+        )
+    if len(paths) == 1 and ("COPY text" in paths[0]) == passed_through:
+        return []
+    expected = "COPY text" if passed_through else "parsed"
+    return [f"postgresql → postgresql: expected {expected}, got {paths}"]
 
 
 def spec_for(fidelity: Fidelity, source: str, target: str, name: str, table: Table) -> Any:

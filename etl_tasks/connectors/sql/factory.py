@@ -30,7 +30,13 @@ if TYPE_CHECKING:
 def source(rt: Runtime, migration_id: str, stream: str) -> SqlSource:
     binding = rt.binding(migration_id, stream)
     engine = rt.source_reader(migration_id)
-    return SqlSource(engine, binding.source, binding.key, binding.source_types)
+    return SqlSource(
+        engine,
+        binding.source,
+        binding.key,
+        binding.source_types,
+        native=lambda: rt.native_copy(migration_id, stream),
+    )
 
 
 def target(rt: Runtime, migration_id: str, stream: str) -> SqlTarget:

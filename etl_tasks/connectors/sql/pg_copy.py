@@ -37,8 +37,11 @@ def copy_text(rows: Sequence[Sequence[Any]]) -> io.StringIO:
 
 
 def copy_into(
-    dbapi_conn: Any, table_sql: str, columns_sql: str, rows: Sequence[Sequence[Any]]
+    dbapi_conn: Any, table_sql: str, columns_sql: str, rows: Sequence[Sequence[Any]] | bytes
 ) -> None:
-    """``COPY table (columns) FROM STDIN`` on a psycopg2 connection."""
+    """``COPY table (columns) FROM STDIN`` on a psycopg2 connection: rows, spelled here, or
+    COPY text as another PostgreSQL wrote it (a pass-through chunk's, in the connection's
+    encoding)."""
+    payload = io.BytesIO(rows) if isinstance(rows, bytes) else copy_text(rows)
     with dbapi_conn.cursor() as cur:
-        cur.copy_expert(f"COPY {table_sql} ({columns_sql}) FROM STDIN", copy_text(rows))
+        cur.copy_expert(f"COPY {table_sql} ({columns_sql}) FROM STDIN", payload)

@@ -8,7 +8,7 @@ returned, bound back untouched (see :mod:`etl_tasks.connectors.sql.queries`).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select, text
@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Engine, func, select, text
 from etl_tasks.budget import SUB_BATCH_ROWS
 from etl_tasks.codec import NULL_KEYS
 from etl_tasks.connectors.base import Batch, Key, Pace, Range, Shape
+from etl_tasks.connectors.sql import pg_native
 from etl_tasks.connectors.sql.errors import as_baton_errors
 from etl_tasks.connectors.sql.queries import RangeQuery, key_expr, key_value
 from etl_tasks.values.types import ColumnType
@@ -35,11 +36,16 @@ class SqlSource:
         query: RangeQuery,
         key: Sequence[str],
         types: dict[str, ColumnType],
+        native: Callable[[], bool] = lambda: False,
     ) -> None:
         self.engine = engine
         self.query = query
         self.key = list(key)
         self.types = types
+        # Whether this stream's chunks travel as COPY text (asked once per read: the
+        # runtime decides it once, and it needs the target, which a plan does not)
+        self.native = native
+        self._oids: list[int] | None = None
 
     @property
     def key_width(self) -> int:
@@ -73,8 +79,31 @@ class SqlSource:
         self, lower: Key | None, upper: Key | None, pace: Pace
     ) -> tuple[Batch, Key | None]:
         with as_baton_errors("source unavailable", "source refused the read"):
+            if (lower is None or lower[0] is not NULL_KEYS) and self.native():
+                found = self._read_native(lower, upper, pace)
+                if found is not None:
+                    return found
             rows, cut = self._read(lower, upper, pace)
         return Batch(list(self.query.columns), rows), cut
+
+    def _read_native(
+        self, lower: Key | None, upper: Key | None, pace: Pace
+    ) -> tuple[Batch, Key | None] | None:
+        """The range as COPY text (a pass-through stream), or ``None`` when this connection
+        does not speak UTF-8 (the parsed path reads it then)."""
+        with self.engine.connect() as conn:
+            dbapi_conn = conn.connection.dbapi_connection
+            if not pg_native.speaks_utf8(dbapi_conn):
+                return None
+            self.query.begin(conn)
+            if self._oids is None:
+                self._oids = pg_native.column_oids(conn, self.query.select_range(None, None))
+            casters = pg_native.casters_for(dbapi_conn, self._oids[: self.key_width])
+            parts, cut = pg_native.read_parts(
+                conn, self.query, (lower, upper), pace, self.key_width, casters
+            )
+        native = pg_native.native(parts, self._oids, self.key_width)
+        return Batch(list(self.query.columns), [], native=native), cut
 
     def _read(
         self, lower: Key | None, upper: Key | None, pace: Pace

@@ -28,8 +28,8 @@ from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.types import NullType
 
 from etl_tasks.codec import NULL_KEYS
-from etl_tasks.connectors.base import Batch, ChunkRef, Key, LedgerRecord, Refused
-from etl_tasks.connectors.sql import ledger
+from etl_tasks.connectors.base import Batch, ChunkRef, Key, LedgerRecord, Native, Refused
+from etl_tasks.connectors.sql import ledger, pg_native
 from etl_tasks.connectors.sql.engines import for_reading
 from etl_tasks.connectors.sql.errors import (
     as_baton_errors,
@@ -268,8 +268,30 @@ class SqlTarget:
             index_elements=self.key, set_={c: stmt.excluded[c] for c in others}
         )
 
+    def write_native(
+        self, conn: Connection, columns: list[str], data: bytes, *, direct: bool
+    ) -> None:
+        """COPY text a PostgreSQL source wrote (a pass-through part), into the table or the
+        stage as rows are; its key is unique and the target's, so upsert needs no dedup."""
+        self._pg_copy(conn, columns, pg_native.for_target(data, _dbapi(conn)), direct=direct)
+
+    def parse_native(self, batch: Batch, offset: int) -> Batch:
+        """A pass-through batch's rows as values, to bisect (see :func:`pg_native.parse`)."""
+        native = batch.native
+        if not isinstance(native, Native) or native.format != pg_native.FORMAT:
+            raise PermanentError("a pass-through chunk in a form this target does not read")
+        with as_baton_errors(UNREACHABLE, "cannot parse the chunk"):
+            with self.engine.connect() as conn:
+                data = b"".join(p.data for p in native.parts)
+                return pg_native.parse(_dbapi(conn), batch.columns, data, native.meta, offset)
+
     def _pg_copy(
-        self, conn: Connection, columns: list[str], rows: list[tuple[Any, ...]], *, direct: bool
+        self,
+        conn: Connection,
+        columns: list[str],
+        rows: list[tuple[Any, ...]] | bytes,
+        *,
+        direct: bool,
     ) -> None:
         prep = conn.dialect.identifier_preparer
         cols_sql = ", ".join(prep.quote(c) for c in columns)
@@ -301,11 +323,17 @@ class SqlTarget:
         return f" ON CONFLICT ({keys}) DO UPDATE SET {sets}"
 
 
-def _copy(conn: Connection, table_sql: str, cols_sql: str, rows: list[tuple[Any, ...]]) -> None:
+def _dbapi(conn: Connection) -> Any:
+    return conn.connection.dbapi_connection
+
+
+def _copy(
+    conn: Connection, table_sql: str, cols_sql: str, rows: list[tuple[Any, ...]] | bytes
+) -> None:
     """COPY through the raw driver, its errors turned into SQLAlchemy's kinds."""
     dbapi_error = conn.dialect.loaded_dbapi.Error
     try:
-        copy_into(conn.connection.dbapi_connection, table_sql, cols_sql, rows)
+        copy_into(_dbapi(conn), table_sql, cols_sql, rows)
     except dbapi_error as exc:
         raise sa_exc.DBAPIError.instance("COPY", None, exc, dbapi_error) from exc
 
@@ -318,6 +346,7 @@ class SqlChunkWrite:
         self.chunk = chunk
         self.committed: LedgerRecord | None = None
         self.direct = False  # COPY straight into the table (PostgreSQL, an empty key range)
+        self.pinned = False  # the settings COPY text is parsed by (a pass-through chunk)
         self._stack = contextlib.ExitStack()
         self._conn: Connection | None = None
 
@@ -360,6 +389,9 @@ class SqlChunkWrite:
             return ledger.read(conn, c.migration_id, c.stream, c.chunk_id)
 
     def write(self, batch: Batch) -> list[Refused]:
+        if isinstance(batch.native, Native) and not batch.rows:
+            self._write_native(batch)
+            return []
         conn = self._connection()
         target = self.target
         unknown = [c for c in batch.columns if c not in target.table.c]
@@ -384,6 +416,32 @@ class SqlChunkWrite:
                     return self.write(batch)
                 raise BadRowError(error_reason(exc), retry_later=is_foreign_key_error(exc)) from exc
         return taken
+
+    def _write_native(self, batch: Batch) -> None:
+        """Pass-through parts, whole or not at all; a row they refuse is found by the load
+        step, bisecting the part parsed (:meth:`SqlTarget.parse_native`)."""
+        conn = self._connection()
+        native = batch.native
+        assert isinstance(native, Native)
+        if native.format != pg_native.FORMAT or self.target.dialect != "postgresql":
+            raise PermanentError("a pass-through chunk in a form this target does not write")
+        data = b"".join(p.data for p in native.parts)
+        with as_baton_errors(UNREACHABLE, "target refused the chunk"):
+            if not self.pinned:  # outside any savepoint: a rolled-back one would undo it
+                with _dbapi(conn).cursor() as cur:
+                    pg_native.pin_session(cur, pg_native.INPUT_SETTINGS)
+                self.pinned = True
+            try:
+                with conn.begin_nested():
+                    self.target.write_native(conn, batch.columns, data, direct=self.direct)
+            except (sa_exc.StatementError, ValueError, TypeError) as exc:
+                if not is_bad_row_error(exc):
+                    raise
+                if self.direct:  # the range held keys after all: the write mode decides
+                    self.direct = False
+                    self._write_native(batch)
+                    return
+                raise BadRowError(error_reason(exc), retry_later=is_foreign_key_error(exc)) from exc
 
     def commit(self, record: LedgerRecord) -> None:
         conn = self._connection()

@@ -1,0 +1,276 @@
+"""PostgreSQL → PostgreSQL pass-through: chunks travel as COPY text, unparsed, and only when
+the stream is column for column with identical types; refused rows, deadline cuts and
+replays behave exactly as on the parsed path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import nullcontext
+from typing import Any
+
+import psycopg2
+import pytest
+from sqlalchemy import select
+
+from etl_tasks.connectors.sql import ledger, pg_native
+from etl_tasks.connectors.sql.engines import create_sql_engine
+from etl_tasks.constants import TASK_LOAD
+from etl_tasks.settings import Settings
+from etl_tasks.state.models import Chunk, Event, QuarantinedRow
+from tests.checks import assert_migrated
+from tests.data import submit
+from tests.faults import WorkerKilled, expire_leases, killed_after_target_commit, loads_out_of_time
+from tests.harness import Driver
+
+ROWS, CHUNK_ROWS, PART_ROWS = 600, 250, 100  # so a chunk is three COPY text parts
+
+
+@pytest.fixture(autouse=True)
+def small_parts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parts of ``PART_ROWS`` rows instead of a sub-batch's 1,000: several to a chunk."""
+    monkeypatch.setattr(pg_native, "SUB_BATCH_ROWS", PART_ROWS)
+
+
+COLUMNS = """
+    id integer PRIMARY KEY, name text, price numeric(12, 4), ratio double precision,
+    seen timestamptz, born timestamp, day date, span interval, blob bytea, doc jsonb,
+    tags integer[], uid uuid, ok boolean, qty integer
+"""
+
+
+def _execute(url: str, sql: str, params: Any = None) -> None:
+    conn = psycopg2.connect(url)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql, params)
+    conn.close()
+
+
+def _build(url: str, rows: int = ROWS) -> None:
+    """``things``: every kind of value COPY text must carry exactly, NULLs, awkward text."""
+    _execute(url, f"CREATE TABLE things ({COLUMNS})")
+    _execute(
+        url,
+        f"""
+        INSERT INTO things
+        SELECT i,
+               CASE WHEN i % 7 = 0 THEN NULL
+                    ELSE E'tab\\there, line\\nbreak, back\\\\slash, é ' || i END,
+               i * 1.0001, CASE WHEN i % 11 = 0 THEN 'NaN'::float8 ELSE 1.0 / i END,
+               timestamptz '2020-03-01 12:00:00.123456+05:30' + i * interval '1 hour',
+               timestamp '1999-12-31 23:59:59.999999' + i * interval '1 minute',
+               date '0044-03-15' + i, i * interval '1 day 2 hours 3.5 seconds',
+               decode(lpad(to_hex(i), 8, '0'), 'hex'), jsonb_build_object('i', i, 's', 'x"y'),
+               ARRAY[i, NULL, -i], md5(i::text)::uuid, i % 2 = 0, i
+        FROM generate_series(1, {int(rows)}) AS i
+        """,
+    )
+
+
+@pytest.fixture
+def pg_pair(pg_url_factory: Callable[[], str]) -> tuple[str, str]:
+    source = pg_url_factory()
+    _build(source)
+    return source, pg_url_factory()
+
+
+def _spec(source: str, target: str, **stream: Any) -> dict[str, Any]:
+    return {
+        "name": "native-copy",
+        "source": {"url": source},
+        "target": {"url": target},
+        "chunk_rows": CHUNK_ROWS,
+        "streams": [{"source_table": "things", "target_table": "things", **stream}],
+    }
+
+
+@pytest.fixture
+def staged_kinds(driver: Driver) -> Iterator[set[str]]:
+    """The kinds of everything staged while the test runs."""
+    kinds: set[str] = set()
+    put = driver.rt.staging.put
+
+    def recording(chunk_id: int, token: int, kind: str, blob: bytes) -> None:
+        kinds.add(kind)
+        put(chunk_id, token, kind, blob)
+
+    driver.rt.staging.put = recording  # type: ignore[method-assign]
+    yield kinds
+
+
+def test_a_stream_mapped_column_for_column_travels_as_copy_text(
+    driver: Driver, pg_pair: tuple[str, str], staged_kinds: set[str]
+) -> None:
+    # Given a PostgreSQL table of every kind of value, to a table created like it
+    source, target = pg_pair
+    spec = _spec(source, target, create_target=True)
+    # When it migrates
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    driver.run()
+    # Then every chunk went as COPY text (no row staged as values) and every value arrived
+    assert driver.rt.native_copy(mid, "things")
+    assert staged_kinds == {"extracted.native", "transformed.native"}
+    assert_migrated(driver.rt.db, mid, spec, expected_bad={"things": 0})
+
+
+@pytest.fixture
+def small_pair(pg_url_factory: Callable[[], str]) -> tuple[str, str]:
+    source = pg_url_factory()
+    _build(source, rows=120)
+    return source, pg_url_factory()
+
+
+@pytest.mark.parametrize(
+    ("case", "native"),
+    [
+        ("subset", True),
+        ("transform", False),
+        ("constant", False),
+        ("cast", False),
+        ("turned_off", False),
+        ("sqlite_target", False),
+    ],
+)
+def test_pass_through_is_chosen_only_for_a_stream_that_asks_nothing_of_its_values(
+    make_settings: Callable[..., Settings],
+    small_pair: tuple[str, str],
+    tmp_path: Any,
+    case: str,
+    native: bool,
+) -> None:
+    # Given a stream that copies columns as they are, or one that asks something of them
+    source, target = small_pair
+    columns: dict[str, Any] = {"id": "id", "name": "name", "price": "price"}
+    stream: dict[str, Any] = {"create_target": True, "columns": columns}
+    if case == "transform":
+        columns["name"] = {"from": "name", "transform": "upper"}
+    elif case == "constant":
+        columns["tenant"] = {"value": "acme"}
+    elif case == "cast":  # the same values into a column of another type
+        _execute(target, "CREATE TABLE things (id integer PRIMARY KEY, name text, price text)")
+        stream["create_target"] = False
+    elif case == "sqlite_target":
+        target = f"sqlite:///{tmp_path / 'cloud.db'}"
+    driver = Driver(make_settings(native_copy=case != "turned_off"))
+    kinds: set[str] = set()
+    put = driver.rt.staging.put
+    driver.rt.staging.put = lambda c, t, k, b: (kinds.add(k), put(c, t, k, b))[1]  # type: ignore[method-assign,func-returns-value]
+    spec = _spec(source, target, **stream)
+    # When it migrates
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    driver.run()
+    # Then its chunks went as COPY text exactly when nothing is asked of any value
+    assert driver.rt.native_copy(mid, "things") is native
+    with driver.rt.db.reading() as s:
+        paths = list(s.scalars(select(Event.message).where(Event.kind == "stream_path")))
+    assert len(paths) == 1 and ("COPY text" in paths[0]) is native, paths
+    expected = (
+        {"extracted.native", "transformed.native"} if native else {"extracted", "transformed"}
+    )
+    assert kinds == expected
+    assert_migrated(driver.rt.db, mid, spec, expected_bad={"things": 0})
+    driver.close()
+
+
+def _quarantined(driver: Driver, mid: str) -> dict[str, str]:
+    with driver.rt.db.reading() as s:
+        rows = s.scalars(select(QuarantinedRow).where(QuarantinedRow.migration_id == mid))
+        return {q.key: q.reason for q in rows}
+
+
+@pytest.mark.parametrize(
+    ("write", "cut"),
+    [("upsert", False), ("insert", False), ("upsert", True)],
+    ids=["upsert", "insert", "upsert-cut-at-deadline"],
+)
+def test_a_row_the_target_refuses_in_a_copy_text_chunk_is_quarantined_by_its_key(
+    driver: Driver,
+    pg_pair: tuple[str, str],
+    staged_kinds: set[str],
+    write: str,
+    cut: bool,
+) -> None:
+    # Given a target table like the source's that refuses every 100th quantity, and (for
+    # insert) already holds row 7
+    source, target = pg_pair
+    _execute(target, f"CREATE TABLE things ({COLUMNS}, CHECK (qty % 100 <> 0))")
+    _execute(target, "INSERT INTO things (id, name) VALUES (7, 'already here')")
+    spec = _spec(source, target, write=write)
+    # When it migrates (every load stopping at its deadline after its first part, or not)
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    with loads_out_of_time() if cut else nullcontext():
+        driver.run()
+    # Then the chunks travelled as COPY text, and each refused row was found by bisecting
+    # the parsed part and quarantined once, by its key, with the target's reason
+    assert staged_kinds == {"extracted.native", "transformed.native"}
+    bad = _quarantined(driver, mid)
+    refused = {f"[{i}]" for i in range(100, ROWS + 1, 100)}
+    if write == "insert":
+        refused.add("[7]")
+        assert bad.pop("[7]") == "key already in the target (write: insert)"
+    assert set(bad) == refused - {"[7]"}
+    assert all("check constraint" in why for why in bad.values())
+    if write == "upsert":
+        assert_migrated(driver.rt.db, mid, spec, expected_bad={"things": len(refused)})
+    if cut:  # every load cut after one part: at a part's last key, or a bisected row's
+        with driver.rt.db.reading() as s:
+            chunks = list(s.scalars(select(Chunk).where(Chunk.migration_id == mid)))
+        assert len(chunks) > ROWS // CHUNK_ROWS + 1
+        assert max(c.rows_out or 0 for c in chunks) <= PART_ROWS
+
+
+@pytest.mark.parametrize("staging_lost", [False, True])
+def test_a_copy_text_load_killed_after_its_commit_and_replayed_loads_nothing_twice(
+    driver: Driver, pg_pair: tuple[str, str], staged_kinds: set[str], staging_lost: bool
+) -> None:
+    # Given a pass-through load that committed in the target, then its worker died
+    source, target = pg_pair
+    spec = _spec(source, target, create_target=True)
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    while (message := driver.publisher.queue.popleft())[0] != TASK_LOAD:
+        driver.deliver(*message)
+    kwargs = message[1]
+    with killed_after_target_commit(), pytest.raises(WorkerKilled):
+        driver.deliver(TASK_LOAD, kwargs)
+    engine = create_sql_engine(target)
+    with engine.connect() as conn:
+        record = ledger.read(conn, mid, "things", int(kwargs["chunk_id"]))
+    engine.dispose()
+    assert record is not None and record.rows_loaded == CHUNK_ROWS
+    # When its lease expires and the load is delivered again (its staged rows kept or lost),
+    # and every later message is delivered twice
+    expire_leases(driver.rt.db, int(kwargs["chunk_id"]))
+    if staging_lost:
+        from tests.faults import lose_staging
+
+        assert lose_staging(driver.rt, int(kwargs["chunk_id"])) > 0
+    outcome = driver.deliver(TASK_LOAD, kwargs)
+    driver.run(on_message=lambda task, kw: driver.deliver(task, kw) is not None)
+    # Then the chunk was finished from its ledger record and nothing was loaded twice
+    assert outcome == ("from_ledger" if staging_lost else "done")
+    assert "extracted.native" in staged_kinds
+    assert_migrated(driver.rt.db, mid, spec, expected_bad={"things": 0})
+
+
+def test_an_extract_of_copy_text_stops_at_its_deadline_after_a_part(
+    make_settings: Callable[..., Settings], pg_pair: tuple[str, str]
+) -> None:
+    # Given a step budget too small for even one part
+    driver = Driver(make_settings(step_budget_s=0.0001))
+    kinds: set[str] = set()
+    put = driver.rt.staging.put
+    driver.rt.staging.put = lambda c, t, k, b: (kinds.add(k), put(c, t, k, b))[1]  # type: ignore[method-assign,func-returns-value]
+    source, target = pg_pair
+    spec = _spec(source, target, create_target=True)
+    # When it migrates
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    driver.run()
+    # Then every extract stopped after its first part, cut at that part's last key, and
+    # the rest of each range became a chunk of its own: every row arrived, once
+    with driver.rt.db.reading() as s:
+        chunks = list(s.scalars(select(Chunk).where(Chunk.migration_id == mid)))
+    assert max(c.rows_in or 0 for c in chunks) <= PART_ROWS
+    assert len(chunks) >= ROWS // PART_ROWS
+    assert kinds == {"extracted.native", "transformed.native"}
+    assert_migrated(driver.rt.db, mid, spec, expected_bad={"things": 0})
+    driver.close()
