@@ -4,7 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 BATON := $(VENV)/bin/baton
 PYTEST_ARGS ?=
-TEST_WORKERS ?= 2  # pytest-xdist processes for make test; 0: one process
+# What make test leaves to the deeper targets (each runs its own share).
+DEEP := not chaos and not fidelity and not bench
+TEST_WORKERS ?= 3  # pytest-xdist processes for make test (many tests wait on processes); 0: one
 FIDELITY_EXAMPLES ?= 60
 
 .PHONY: install demo up test test-fast fidelity lint format typecheck bench bench-throughput chaos clean
@@ -23,14 +25,15 @@ demo: install  ## migrate a generated legacy DB through a rolling restart; verif
 up: install  ## embedded Redis, SQLite state DB, API on :8080 and two workers
 	$(BATON) up
 
-test: install  ## the whole suite (real Redis, PostgreSQL and worker processes)
-	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
+test: install  ## the suite (real Redis, PostgreSQL and worker processes), under 10 minutes
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal -m "$(DEEP)" $(PYTEST_ARGS)
 
 test-fast: install  ## unit tests only: no services, seconds
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 fidelity: install  ## ~10 minutes: many generated tables of every type, each dialect into each
 	BATON_TEST_FIDELITY_EXAMPLES=$(FIDELITY_EXAMPLES) $(PY) -m pytest tests/fidelity --timeout 1800 $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m fidelity $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check etl_tasks api worker ops tests
@@ -44,12 +47,14 @@ typecheck: install
 	$(VENV)/bin/mypy
 
 bench: install  ## deploy latency, rolling-deploy cost, recovery, throughput; against their goals
+	$(PY) -m pytest -m bench $(PYTEST_ARGS)
 	$(BATON) bench all
 
 bench-throughput: install  ## 1M rows beside the COPY pipe and the scripts Baton replaces; ratios
 	$(BATON) bench throughput
 
 chaos: install  ## migrations under 50+ injected faults (kills, restarts, deploys); nothing lost
+	$(PY) -m pytest -n $(TEST_WORKERS) -m chaos $(PYTEST_ARGS)
 	$(BATON) chaos --tier long
 
 clean:

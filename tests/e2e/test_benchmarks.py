@@ -16,6 +16,7 @@ from tests import services
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 @pytest.mark.timeout(180)
 def test_the_shutdown_benchmark_times_warm_shutdowns_of_busy_workers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -34,6 +35,7 @@ def test_the_shutdown_benchmark_times_warm_shutdowns_of_busy_workers(
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 @pytest.mark.timeout(240)
 def test_the_throughput_benchmark_moves_every_row_with_each_contender(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -63,6 +65,7 @@ def test_the_throughput_benchmark_moves_every_row_with_each_contender(
 
 
 @pytest.mark.slow
+@pytest.mark.bench
 @pytest.mark.timeout(180)
 def test_the_coordination_benchmark_reads_the_state_db_s_own_statistics(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -14,6 +14,7 @@ from tests import services
 
 
 @pytest.mark.slow
+@pytest.mark.chaos
 @pytest.mark.timeout(480)
 def test_short_tier_loses_nothing(tmp_path: Path) -> None:
     # Given root and PostgreSQL binaries, so the harness can run servers it may break

@@ -197,6 +197,7 @@ def test_sqlite_to_postgres_over_quorum_queues(
 
 
 @slow
+@pytest.mark.chaos  # the same fault over Redis runs in make test (test_real_workers.py)
 @pytest.mark.parametrize("quorum", [False, True], ids=["classic", "quorum"])
 def test_sigkill_in_the_middle_of_a_load(
     rabbit_cluster: Callable[..., Cluster],
@@ -209,6 +210,7 @@ def test_sigkill_in_the_middle_of_a_load(
 
 
 @slow
+@pytest.mark.chaos  # the same fault over Redis runs in make test (test_real_workers.py)
 @pytest.mark.parametrize("quorum", [False, True], ids=["classic", "quorum"])
 def test_sigterm_finishes_the_step_in_hand_and_exits_0(
     rabbit_cluster: Callable[..., Cluster],

@@ -128,6 +128,7 @@ def test_broker_flushed_mid_migration(
         own.kill()
 
 
+@pytest.mark.chaos  # a shutdown variant (REMAP_SIGTERM); the default warm shutdown runs above
 def test_soft_shutdown_cancels_a_step_that_overruns_and_loses_nothing(
     cluster_factory: Callable[[Settings], Cluster],
     make_settings: Callable[..., Settings],

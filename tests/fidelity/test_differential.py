@@ -38,7 +38,7 @@ from tests.fidelity.strategies import MOODS, SOURCES, TARGETS, Col, Table, table
 
 pytestmark = pytest.mark.slow
 
-EXAMPLES = int(os.environ.get("BATON_TEST_FIDELITY_EXAMPLES", "6"))
+EXAMPLES = int(os.environ.get("BATON_TEST_FIDELITY_EXAMPLES", "4"))
 PREFLIGHT_S = 60.0
 
 

@@ -33,7 +33,9 @@ TARGETS = {"postgresql": "pg_url", "mariadb": "mariadb_url"}
 
 
 def case(sample: str, target: str) -> object:
-    return pytest.param(sample, target, id=f"{sample}-to-{target}")
+    """Into PostgreSQL in `make test`; into MariaDB too in `make fidelity`."""
+    marks = [pytest.mark.fidelity] if target == "mariadb" else []
+    return pytest.param(sample, target, id=f"{sample}-to-{target}", marks=marks)
 
 
 CASES = [case(sample, target) for sample in SOURCES for target in TARGETS]
