@@ -6,7 +6,7 @@ BATON := $(VENV)/bin/baton
 PYTEST_ARGS ?=
 # What make test leaves to the deeper targets (each runs its own share).
 DEEP := not chaos and not fidelity and not bench
-TEST_WORKERS ?= 3  # pytest-xdist processes for make test (many tests wait on processes); 0: one
+TEST_WORKERS ?= 4  # pytest-xdist processes for make test (many tests wait on processes); 0: one
 FIDELITY_EXAMPLES ?= 60
 
 .PHONY: install demo up test test-fast fidelity lint format typecheck bench bench-throughput chaos clean
@@ -33,7 +33,7 @@ test-fast: install  ## unit tests only: no services, seconds
 
 fidelity: install  ## ~10 minutes: many generated tables of every type, each dialect into each
 	BATON_TEST_FIDELITY_EXAMPLES=$(FIDELITY_EXAMPLES) $(PY) -m pytest tests/fidelity --timeout 1800 $(PYTEST_ARGS)
-	$(PY) -m pytest -n $(TEST_WORKERS) -m fidelity $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) -m fidelity --ignore=tests/fidelity $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check etl_tasks api worker ops tests

@@ -29,7 +29,7 @@ from tests import services
 from tests.api_process import ApiProcess
 from tests.data import build_source, spec_for
 
-EXAMPLES = 25  # per operation and run
+EXAMPLES = 15  # per operation and run
 CHECKS = [
     checks.not_a_server_error,
     checks.status_code_conformance,

@@ -75,7 +75,7 @@ from tests.harness import QueuePublisher
 ROWS, BAD_EVERY = 40, 7  # every 7th row fails its transform
 REFUSED = "qty % 10 <> 3"  # and the target refuses every good row ending in 3
 SUB_BATCH = 3  # rows per sub-batch, so deadlines cut chunks of a few dozen rows
-EXAMPLES = int(os.environ.get("BATON_TEST_STATEFUL_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("BATON_TEST_STATEFUL_EXAMPLES", "8"))
 STEPS = {"extract": "_extract", "transform": "_transform", "load": "_load"}
 MODULES = {"extract": extract_module, "transform": transform_module, "load": load_module}
 TASKS = {"baton.extract": "extract", "baton.transform": "transform", "baton.load": "load"}

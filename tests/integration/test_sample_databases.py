@@ -33,8 +33,9 @@ TARGETS = {"postgresql": "pg_url", "mariadb": "mariadb_url"}
 
 
 def case(sample: str, target: str) -> object:
-    """Into PostgreSQL in `make test`; into MariaDB too in `make fidelity`."""
-    marks = [pytest.mark.fidelity] if target == "mariadb" else []
+    """The SQLite samples into PostgreSQL in `make test`; every pair in `make fidelity`."""
+    deep = target == "mariadb" or sample in ("pagila", "sakila")
+    marks = [pytest.mark.fidelity] if deep else []
     return pytest.param(sample, target, id=f"{sample}-to-{target}", marks=marks)
 
 
