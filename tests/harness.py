@@ -73,6 +73,22 @@ class Driver:
             self.deliver(task, kwargs)
         return n
 
+    def run_to_end(self, migration_id: str, timeout_s: float = 60) -> str:
+        """Deliver, and sweep as a worker's sweeper would, until the migration has ended:
+        a step that met a transient error (a connection the watchdog cut on a loaded
+        machine) waits for its ``not_before``, and only a sweep sends it again."""
+        from etl_tasks.sweeper import sweep
+
+        deadline = time.monotonic() + timeout_s
+        self.run()
+        while self.state(migration_id) in ("pending", "running"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"migration {migration_id} still running after {timeout_s}s")
+            time.sleep(0.1)
+            sweep(self.rt)
+            self.run()
+        return self.state(migration_id)
+
     def state(self, migration_id: str) -> str:
         with self.rt.db.session() as s:
             return s.scalar(select(Migration.state).where(Migration.id == migration_id)) or ""

@@ -4,10 +4,11 @@ The state DB is the one point every worker shares. To see its cost apart from mo
 rows, a migration of one-row chunks (SQLite source, PostgreSQL target: each chunk's
 data work is a few hundred microseconds) runs through real workers at shipped defaults.
 From the state DB's own statistics (``pg_stat_database`` of its database alone, so the
-target's work is not counted): transactions per chunk and the milliseconds the server
-spent executing them. One state-DB core then coordinates ``1000 / ms per chunk`` chunks
-per second; the run's own chunks/s is what two workers on this machine reach, with
-the state DB, Redis and the workers sharing its two cores.
+target's work is not counted): transactions per chunk and the milliseconds its sessions
+spent in statements, commits waiting for the WAL included. The state DB then coordinates
+``1000 / ms per chunk`` chunks per second one at a time; the run's own chunks/s is what
+two workers on this machine reach, with the state DB, Redis and the workers sharing its
+two cores (docs/architecture.md, "The state DB's capacity").
 """
 
 from __future__ import annotations

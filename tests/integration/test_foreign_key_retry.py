@@ -94,7 +94,7 @@ def test_a_row_gone_from_the_source_before_its_retry_is_marked_gone(
     conn.execute("DELETE FROM staff WHERE id = ?", (gone_key,))
     conn.commit()
     conn.close()
-    driver.run()
+    driver.run_to_end(mid)
     # Then the migration succeeds, and the row is listed as gone from the source, not
     # quarantined and not counted as a bad row
     rows = {r["key"]: r for r in list_quarantine(driver.rt.db, mid)}
