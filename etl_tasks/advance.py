@@ -215,6 +215,8 @@ def settle(rt: Runtime, migration_id: str, ready: set[int]) -> bool:
     :mod:`etl_tasks.stream_finish`) may be marked done. Returns True when a stream
     finished and others still wait to start.
     """
+    if not _may_settle(rt, migration_id):
+        return False
     finished = False
     newly_done = False
     with rt.db.session() as s:
@@ -249,6 +251,28 @@ def settle(rt: Runtime, migration_id: str, ready: set[int]) -> bool:
         rt.release(migration_id)
         return False
     return newly_done and any(st.state == StreamState.PENDING for st in streams)
+
+
+def _may_settle(rt: Runtime, migration_id: str) -> bool:
+    """Whether :func:`settle` could change anything: a stream fully planned (it may have
+    finished), a failed one, or every one done. Most chunks of a migration end while
+    their stream is still being planned; for them this read, which takes no lock and
+    writes nothing, spares the state DB a row lock on the migration and a commit. A
+    stale answer only defers the settling to the next pass (every load and every sweep
+    advances the migration)."""
+    with rt.db.reading() as s:
+        streams = list(
+            s.execute(
+                select(Stream.state, Stream.fully_planned).where(
+                    Stream.migration_id == migration_id
+                )
+            )
+        )
+    return (
+        any(state == StreamState.RUNNING and planned for state, planned in streams)
+        or any(state == StreamState.FAILED for state, _ in streams)
+        or all(state == StreamState.DONE for state, _ in streams)
+    )
 
 
 def _settle_stream(s: Session, st: Stream, now: object, ready: bool) -> None:
