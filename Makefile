@@ -6,7 +6,7 @@ BATON := $(VENV)/bin/baton
 PYTEST_ARGS ?=
 # What make test leaves to the deeper targets (each runs its own share).
 DEEP := not chaos and not fidelity and not bench
-TEST_WORKERS ?= 4  # pytest-xdist processes for make test (many tests wait on processes); 0: one
+TEST_WORKERS ?= 3  # pytest-xdist processes for make test (many tests wait on processes); 0: one
 FIDELITY_EXAMPLES ?= 60
 
 .PHONY: install demo up test test-fast fidelity lint format typecheck bench bench-throughput chaos clean
