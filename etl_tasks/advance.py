@@ -18,6 +18,7 @@ from etl_tasks.chunk_lease import fail_migration
 from etl_tasks.constants import FIRST_STEP
 from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.outbox import record_finish
+from etl_tasks.plan_requests import plan_started
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 def advance(rt: Runtime, migration_id: str) -> None:
     """Do whatever the migration (and any verification of it) needs next; safe to call any
     time, from anywhere."""
+    plan_started(rt, migration_id)  # before any read: see etl_tasks.plan_requests
     for _ in range(3):  # again when a stream finished: the streams after it may start now
         if not _advance_once(rt, migration_id):
             break

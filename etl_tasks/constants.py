@@ -158,6 +158,7 @@ def native_stage(kind: str) -> str:
 
 
 BROKER_EPOCH_KEY: Final = "broker-epoch"  # vanishes when the broker restarts empty
+PLAN_DUE_KEY: Final = "plan-due:{migration_id}"  # an advance of the migration is on its way
 
 # State DB lease names.
 SWEEPER_LEASE: Final = "sweeper"
