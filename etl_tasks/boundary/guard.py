@@ -3,9 +3,10 @@
 On connect it asks the server whether it is a Baton state DB (and closes the
 connection if so); while a connection is lent out, the watchdog bounds how
 long it may be held, so a silent server costs a transient error, never a
-stuck step or request thread. A pooled connection is pinged on checkout under
-the watchdog too (SQLAlchemy's own pre-ping runs before any event, unguarded,
-so engines on spec endpoints use this one instead).
+stuck step or request thread. A pooled connection that sat idle is pinged on
+checkout under the watchdog too (SQLAlchemy's own pre-ping runs before any event,
+unguarded, so engines on spec endpoints use this one instead; see
+:mod:`~etl_tasks.connectors.sql.idle_ping` for why only an idle one).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sqlalchemy import exc as sa_exc
 
 from etl_tasks.boundary.identity import refuse_if_marked
 from etl_tasks.boundary.watchdog import WATCHDOG
+from etl_tasks.connectors.sql.idle_ping import idle_long, mark_returned
 from etl_tasks.errors import EndpointUnavailable
 
 Limit = Callable[[], float]  # seconds a connection may be held from now
@@ -41,7 +43,7 @@ def guard_engine(engine: Engine, backend: str, limit: Limit) -> None:
     def _on_checkout(dbapi_conn: Any, _record: Any, _proxy: Any) -> None:
         allowed = limit()
         WATCHDOG.watch(dbapi_conn, allowed)
-        if backend == "sqlite" or _alive(dbapi_conn):
+        if backend == "sqlite" or not idle_long(_record) or _alive(dbapi_conn):
             return
         if WATCHDOG.release(dbapi_conn):  # silent, not gone: a new connection would wait too
             raise EndpointUnavailable(
@@ -51,6 +53,7 @@ def guard_engine(engine: Engine, backend: str, limit: Limit) -> None:
 
     @event.listens_for(engine, "checkin")
     def _on_checkin(dbapi_conn: Any, _record: Any) -> None:
+        mark_returned(_record)
         if dbapi_conn is not None:
             WATCHDOG.release(dbapi_conn)
 

@@ -21,6 +21,7 @@ from sqlalchemy.pool import NullPool
 
 from etl_tasks.boundary.guard import Limit, guard_engine
 from etl_tasks.boundary.sql_urls import SqlEndpoint, Timeouts
+from etl_tasks.connectors.sql.idle_ping import ping_idle_connections
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,17 @@ def create_sql_engine(
     connect_args: dict[str, Any] | None = None,
     pre_ping: bool = True,
 ) -> Engine:
-    """An engine with bounded pools; SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE``."""
+    """An engine with bounded pools; SQLite gets WAL, a busy timeout and ``BEGIN IMMEDIATE``.
+    ``pre_ping``: a connection that sat idle is pinged before it is lent
+    (:mod:`~etl_tasks.connectors.sql.idle_ping`)."""
     u = normalize_url(url)
     backend = u.get_backend_name()
-    kwargs: dict[str, Any] = {"pool_pre_ping": pre_ping}
+    kwargs: dict[str, Any] = {}
     connect_args = dict(connect_args or {})
     if backend == "sqlite":
         connect_args["timeout"] = SQLITE_BUSY_TIMEOUT_MS / 1000
         connect_args["check_same_thread"] = False
         kwargs["poolclass"] = NullPool
-        kwargs.pop("pool_pre_ping")
     else:
         kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800)
         if connect_timeout_s is not None:
@@ -84,6 +86,8 @@ def create_sql_engine(
     engine = create_engine(u, connect_args=connect_args, **kwargs)
     if backend == "sqlite":
         _make_sqlite_safe(engine)
+    elif pre_ping:
+        ping_idle_connections(engine)
     return engine
 
 
@@ -145,7 +149,7 @@ def create_endpoint_engine(
         endpoint.url,
         pool_size=pool_size,
         connect_args=endpoint.connect_args(timeouts),
-        pre_ping=False,  # the guard pings on checkout, under its watchdog
+        pre_ping=False,  # the guard pings idle connections on checkout, under its watchdog
     )
     guard_engine(engine, endpoint.backend, limit)
     return engine
