@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from etl_tasks.constants import FIRST_STEP, STEPS
@@ -120,6 +120,61 @@ def commit(rt: Runtime, c: Claim, **values: Any) -> bool:
             .values(**values)
         )
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[bool, Claim | None]:
+    """Commit ``c``'s outcome and, in the same transaction, take the chunk's lease for its
+    next ``step`` on this worker, as :func:`claim` would when that step's message arrived
+    here (a new fencing token, the attempt counted, the spec's revision followed).
+
+    Returns ``(committed, claim)``: the claim is ``None`` when the migration no longer
+    runs (paused, cancelled): the outcome is then committed as :func:`commit` does, for
+    the caller to publish the step. Nothing is committed if the token is no longer ours.
+    """
+    with rt.db.session() as s:
+        now = rt.db.now(s)
+        mig = s.execute(
+            select(Migration.state, Migration.spec, Migration.sealed).where(
+                Migration.id == c.migration_id
+            )
+        ).one_or_none()
+        values = {k: (now if v is NOW else v) for k, v in values.items()}
+        going_on = mig is not None and mig.state == MigrationState.RUNNING
+        if going_on:
+            values.update(
+                step=step,
+                state=ChunkState.RUNNING,
+                lease_token=c.token + 1,
+                lease_owner=rt.worker_name,
+                lease_expires_at=now + timedelta(seconds=rt.settings.lease_s),
+                worker=rt.worker_name,
+                attempts=1,
+                queued_at=None,
+            )
+        else:
+            values.update(step=step, lease_owner=None, lease_expires_at=None, queued_at=now)
+        result = s.execute(
+            update(Chunk)
+            .where(Chunk.id == c.chunk_id, Chunk.lease_token == c.token)
+            .values(**values)
+        )
+        if not result.rowcount:  # type: ignore[attr-defined]
+            return False, None
+    if not going_on:
+        return True, None
+    assert mig is not None
+    rt.follow_spec(c.migration_id, spec_digest(mig.spec, mig.sealed))
+    rows_in = values.get("rows_in", c.rows_in)
+    return True, replace(
+        c,
+        step=step,
+        token=c.token + 1,
+        stage_token=values.get("stage_token", c.stage_token),
+        attempts=1,
+        extracted=c.extracted or rows_in is not None,
+        timings=dict(values.get("timings", c.timings)),
+        rows_in=rows_in,
+    )
 
 
 def retry_later(

@@ -36,12 +36,13 @@ class PipelineStep:
 
     Everything else about the steps (the Celery shims and their routes, the stage names,
     the next step to publish, the queue order, ``Step.next``) is derived from
-    :data:`PIPELINE`, so adding a step is one entry here, its function, and nothing more.
+    :data:`PIPELINE`, so adding a step is one entry here, its functions, and nothing more.
     """
 
     name: str  # ``chunks.step`` while the chunk waits for or runs this step
     task: str  # Celery task name: wire protocol, only ever added
     runner: str  # ``module:function`` taking ``(runtime, chunk_id)``
+    body: str  # ``module:function`` taking ``(runtime, claim)``: the step's work once claimed
     reads: str | None  # the staged kind it consumes; None: it reads the source
     writes: str | None  # the staged kind it leaves for the next step; None: the target
     #: The ``chunks`` column older versions read this step's duration from (they may run
@@ -62,8 +63,12 @@ class PipelineStep:
 
     def function(self) -> Callable[[Any, int], str]:
         """The step itself, taking ``(runtime, chunk_id)`` (imported when first asked)."""
-        module, name = self.runner.split(":")
-        found: Callable[[Any, int], str] = getattr(importlib.import_module(module), name)
+        found: Callable[[Any, int], str] = _imported(self.runner)
+        return found
+
+    def claimed(self) -> Callable[[Any, Any], None]:
+        """The step's work on a chunk already claimed for it, taking ``(runtime, claim)``."""
+        found: Callable[[Any, Any], None] = _imported(self.body)
         return found
 
     @property
@@ -81,12 +86,18 @@ class PipelineStep:
         return self.writes
 
 
+def _imported(ref: str) -> Any:
+    module, name = ref.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 #: The chunk pipeline, in order. A chunk's step moves from one entry to the next.
 PIPELINE: Final = (
     PipelineStep(
         name="extract",
         task=TASK_EXTRACT,
         runner="etl_tasks.steps.extract:extract",
+        body="etl_tasks.steps.extract:extract_claimed",
         reads=None,
         writes="extracted",
         timing_column="extract_ms",
@@ -95,6 +106,7 @@ PIPELINE: Final = (
         name="transform",
         task=TASK_TRANSFORM,
         runner="etl_tasks.steps.transform:transform",
+        body="etl_tasks.steps.transform:transform_claimed",
         reads="extracted",
         writes="transformed",
         timing_column="transform_ms",
@@ -103,6 +115,7 @@ PIPELINE: Final = (
         name="load",
         task=TASK_LOAD,
         runner="etl_tasks.steps.load:load",
+        body="etl_tasks.steps.load:load_claimed",
         reads="transformed",
         writes=None,
         timing_column="load_ms",

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     system_max_connections: str | None = Field(None, pattern=r"^\s*([^=,]+=\d+\s*(,\s*|$))*$")
 
     worker_concurrency: int = Field(4, ge=1)  # steps one worker runs at once
+    # A worker that finishes a chunk's step runs the chunk's next step itself, without a
+    # message, when it is not draining (threads and solo pools; docs/architecture.md).
+    chain_steps: bool = True
     # Celery pool. threads: fastest warm shutdown; prefork: steps in child processes (a
     # step that crashes its process, or the soft-shutdown variant, can then be cut off).
     # Set it here, not with `-P prefork`: Celery cannot tell that flag from its default.

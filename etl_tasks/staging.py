@@ -9,6 +9,7 @@ ledger record, any other goes back to extract. Rows are never lost, only re-read
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Collection
 from typing import Any
 
@@ -19,12 +20,18 @@ from etl_tasks.errors import TransientError
 
 
 class StagingStore:
+    """Staged rows in Redis. Each thread also holds the last blob it staged until its
+    task ends (:meth:`drop_held`): a worker that runs the chunk's next step itself reads
+    it back from memory, not from Redis, and Redis keeps the copy a retry elsewhere
+    would need."""
+
     def __init__(self, url: str, prefix: str, ttl_s: int) -> None:
         self._redis: redis.Redis = redis.Redis.from_url(
             url, socket_timeout=10, socket_connect_timeout=5, health_check_interval=30
         )
         self._prefix = prefix
         self._ttl = ttl_s
+        self._held = threading.local()  # .entry: (key, blob), the last put on this thread
 
     @property
     def client(self) -> redis.Redis:
@@ -35,24 +42,39 @@ class StagingStore:
         return self._prefix + STAGE_KEY.format(chunk_id=chunk_id, token=token, kind=kind)
 
     def put(self, chunk_id: int, token: int, kind: str, blob: bytes) -> None:
+        key = self._key(chunk_id, token, kind)
         try:
-            self._redis.set(self._key(chunk_id, token, kind), blob, ex=self._ttl)
+            self._redis.set(key, blob, ex=self._ttl)
         except redis.RedisError as exc:
             raise TransientError(f"staging store unavailable: {exc}") from exc
+        self._held.entry = (key, blob)
 
     def get(self, chunk_id: int, token: int, kind: str) -> bytes | None:
+        key = self._key(chunk_id, token, kind)
+        held = getattr(self._held, "entry", None)
+        if held is not None and held[0] == key:
+            blob: bytes = held[1]
+            return blob
         try:
-            value: Any = self._redis.get(self._key(chunk_id, token, kind))
+            value: Any = self._redis.get(key)
         except redis.RedisError as exc:
             raise TransientError(f"staging store unavailable: {exc}") from exc
         return value if isinstance(value, bytes) else None
 
     def delete(self, chunk_id: int, token: int, kind: str) -> None:
         """Best effort: the TTL removes what a failed delete leaves."""
+        key = self._key(chunk_id, token, kind)
+        held = getattr(self._held, "entry", None)
+        if held is not None and held[0] == key:
+            self._held.entry = None
         try:
-            self._redis.delete(self._key(chunk_id, token, kind))
+            self._redis.delete(key)
         except redis.RedisError:
             pass
+
+    def drop_held(self) -> None:
+        """This thread's task has ended: what it staged is read from Redis from now on."""
+        self._held.entry = None
 
     def forget(self, chunk_ids: Collection[int]) -> int:
         """Delete whatever is staged for these chunks, under any token (retention); return

@@ -21,6 +21,7 @@ from sqlalchemy import exc as sa_exc
 from etl_tasks.advance import advance
 from etl_tasks.connectors.sql.errors import classify
 from etl_tasks.constants import MESSAGE_SCHEMA, PIPELINE, TASK_PLAN, TASK_VERIFY, PipelineStep
+from etl_tasks.gate import may_start_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.verification.step import verify_range
 
@@ -30,11 +31,6 @@ T = TypeVar("T")
 _factory: Callable[[], Runtime] | None = None
 
 
-def _always_open() -> bool:
-    return True
-
-
-_gate: Callable[[], bool] = _always_open  # returns False while the worker drains
 _runtime: Runtime | None = None
 _runtime_pid = 0
 _lock = threading.Lock()
@@ -45,12 +41,6 @@ def install_runtime(factory: Callable[[], Runtime]) -> None:
     global _factory, _runtime
     with _lock:
         _factory, _runtime = factory, None
-
-
-def install_gate(gate: Callable[[], bool]) -> None:
-    """Tell the shims whether this worker may start a step (it may not while draining)."""
-    global _gate
-    _gate = gate
 
 
 def runtime() -> Runtime:
@@ -71,7 +61,7 @@ def _guarded(schema: int, body: Callable[[Runtime], T]) -> T:
     A draining worker, a message of a newer schema (it belongs to a newer worker), or a
     state DB that cannot be reached: the message goes back to the queue.
     """
-    if not _gate():
+    if not may_start_step():
         raise Reject(reason="worker draining", requeue=True)
     if schema > MESSAGE_SCHEMA:
         log.error("message schema %s is newer than this worker's %s", schema, MESSAGE_SCHEMA)

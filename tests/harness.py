@@ -46,8 +46,12 @@ class QueuePublisher:
 class Driver:
     """Delivers messages to the step functions in this process, like a one-thread worker."""
 
-    def __init__(self, settings: Settings, name: str = "driver") -> None:
+    def __init__(self, settings: Settings, name: str = "driver", *, chain: bool = False) -> None:
+        """``chain``: a step runs its chunk's next step itself, as a worker does by default;
+        off, every step goes through a message, which a test can hold, drop or repeat."""
         self.publisher = QueuePublisher()
+        if not chain:
+            settings = settings.model_copy(update={"chain_steps": False})
         self.rt = Runtime(settings, self.publisher, worker_name=name)
 
     def deliver(self, task: str, kwargs: dict[str, Any]) -> Any:

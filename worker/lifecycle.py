@@ -25,13 +25,14 @@ from celery import Celery, signals
 from celery.worker import state as celery_state
 
 from etl_tasks import __version__
+from etl_tasks.gate import install_gate
 from etl_tasks.logs import configure_logging
 from etl_tasks.metrics import process_exited, remove_multiprocess_dir, use_multiprocess_dir
 from etl_tasks.runtime import Runtime
 from etl_tasks.settings import Settings
 from etl_tasks.state.enums import WorkerState
 from etl_tasks.sweeper import sweep
-from etl_tasks.tasks import install_gate, install_runtime, runtime
+from etl_tasks.tasks import install_runtime, runtime
 from etl_tasks.workers import WorkerInfo, heartbeat, mark_stopped
 from worker.celery_app import CeleryPublisher
 from worker.probe import ProbeState, start_probe

@@ -3,14 +3,19 @@ failures, log."""
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 from etl_tasks.chunk_lease import (
+    NOW,
     Claim,
     claim,
+    commit,
+    commit_and_claim,
     fail_claimed,
     release_after_error,
     retry_later,
@@ -19,6 +24,7 @@ from etl_tasks.chunk_lease import (
 )
 from etl_tasks.constants import STEPS
 from etl_tasks.errors import LeaseLost, PermanentError, StagingMissing, TransientError
+from etl_tasks.gate import may_start_step
 from etl_tasks.metrics import STEP_OUTCOMES, STEP_RETRIES, STEP_SECONDS
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
@@ -28,14 +34,51 @@ from etl_tasks.system_slots import Busy, Slot, Waiter, holder_of, system_of
 log = logging.getLogger("etl_tasks.steps")
 
 
+_chain = threading.local()  # .next: the claim hand_on took for the chunk's next step
+
+
 def run_step(rt: Runtime, chunk_id: int, step: str, body: Callable[[Claim], None]) -> str:
-    """Claim the chunk for ``step`` and run ``body``; return what happened, for logs."""
+    """Claim the chunk for ``step`` and run ``body``, then any step :func:`hand_on` chained
+    after it; return what happened last, for logs."""
     c = claim(rt, chunk_id, step)
     if c is None:
         log.debug("nothing to do", extra={"chunk_id": chunk_id, "step": step})
         STEP_OUTCOMES.labels(step, "skipped").inc()
         return "skipped"
-    return run_claimed(rt, c, body)
+    _chain.next = None
+    try:
+        outcome = run_claimed(rt, c, body)
+        while (chained := _chain.next) is not None:
+            _chain.next = None
+            outcome = run_claimed(rt, chained, functools.partial(STEPS[chained.step].claimed(), rt))
+    finally:
+        _chain.next = None
+        rt.staging.drop_held()
+    return outcome
+
+
+def hand_on(rt: Runtime, c: Claim, step: str, **values: Any) -> bool:
+    """Commit ``c``'s outcome, which moves its chunk on to ``step``, and see that step run:
+    on this thread, once ``c``'s step has ended (its connection slot given back; the rows
+    it staged read back from memory), or by publishing it.
+
+    This thread runs it when ``chain_steps`` is on, the pool runs steps in this process
+    (a prefork child cannot see its worker's SIGTERM) and the worker is not draining: a
+    draining worker still stops after the step in hand. The next step is claimed in the
+    same transaction as this one's outcome is committed, so no message, no queue and no
+    second claim stand between the two. Returns whether the outcome was committed.
+    """
+    settings = rt.settings
+    if settings.chain_steps and settings.worker_pool != "prefork" and may_start_step():
+        committed, chained = commit_and_claim(rt, c, step, **values)
+        if chained is not None:
+            _chain.next = chained
+            return True
+    else:
+        committed = commit(rt, c, step=step, queued_at=NOW, **values)
+    if committed:
+        publish_step(rt.publisher, step, c.chunk_id)
+    return committed
 
 
 def run_claimed(rt: Runtime, c: Claim, body: Callable[[Claim], None]) -> str:

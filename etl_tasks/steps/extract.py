@@ -9,14 +9,14 @@ from __future__ import annotations
 from etl_tasks import codec, retries
 from etl_tasks import native_stage as staged_native
 from etl_tasks.budget import StepClock
-from etl_tasks.chunk_lease import NOW, Claim, commit, timed
+from etl_tasks.chunk_lease import NOW, Claim, timed
 from etl_tasks.connectors.base import Batch, Native, Source
 from etl_tasks.constants import STEPS, native_stage, step_after
 from etl_tasks.metrics import ROWS
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import StepPace, commit_split
-from etl_tasks.steps.common import elapsed_ms, run_step
+from etl_tasks.steps.common import elapsed_ms, hand_on, run_step
 from etl_tasks.steps.ledger_first import finish_from_ledger
 
 STEP = STEPS["extract"]
@@ -24,10 +24,10 @@ NEXT = step_after(STEP.name)
 
 
 def extract(rt: Runtime, chunk_id: int) -> str:
-    return run_step(rt, chunk_id, STEP.name, lambda c: _extract(rt, c))
+    return run_step(rt, chunk_id, STEP.name, lambda c: extract_claimed(rt, c))
 
 
-def _extract(rt: Runtime, c: Claim) -> None:
+def extract_claimed(rt: Runtime, c: Claim) -> None:
     if c.extracted and finish_from_ledger(rt, c):
         return  # its load committed already: a new extract could cut it elsewhere
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
@@ -49,18 +49,20 @@ def _extract(rt: Runtime, c: Claim) -> None:
         kind, blob = STEP.output_stage, codec.encode_rows(batch.columns, batch.rows, **refused)
     rt.staging.put(c.chunk_id, c.token, kind, blob)
     outcome = {
-        "step": NEXT.name,
         "stage_token": c.token,
         "rows_in": len(batch),
         "attempts": 0,
         **timed(c, elapsed_ms(clock.started)),
-        "queued_at": NOW,
     }
     cut_key = codec.encode_key(cut)
-    done = commit_split(rt, c, cut_key, **outcome) if cut_key else commit(rt, c, **outcome)
+    if cut_key:  # the rest of the range is a new chunk: this one goes on by message
+        done = commit_split(rt, c, cut_key, step=NEXT.name, queued_at=NOW, **outcome)
+        if done:
+            publish_step(rt.publisher, NEXT.name, c.chunk_id)
+    else:
+        done = hand_on(rt, c, NEXT.name, **outcome)
     if done:
         ROWS.labels("extracted").inc(len(batch))
-        publish_step(rt.publisher, NEXT.name, c.chunk_id)
 
 
 def _read_keys(rt: Runtime, c: Claim, source: Source) -> Batch:

@@ -43,10 +43,10 @@ STEP = STEPS["load"]
 
 
 def load(rt: Runtime, chunk_id: int) -> str:
-    return run_step(rt, chunk_id, STEP.name, lambda c: _load(rt, c))
+    return run_step(rt, chunk_id, STEP.name, lambda c: load_claimed(rt, c))
 
 
-def _load(rt: Runtime, c: Claim) -> None:
+def load_claimed(rt: Runtime, c: Claim) -> None:
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
     if c.stage_token is None:
         raise StagingMissing()

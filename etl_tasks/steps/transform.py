@@ -16,15 +16,14 @@ from typing import Any
 from etl_tasks import codec
 from etl_tasks import native_stage as staged_native
 from etl_tasks.budget import StepClock
-from etl_tasks.chunk_lease import NOW, Claim, commit, timed
+from etl_tasks.chunk_lease import Claim, timed
 from etl_tasks.connectors.base import QuarantineEntry
 from etl_tasks.constants import STEPS, native_stage, step_after
 from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.metrics import ROWS
-from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import renew
-from etl_tasks.steps.common import elapsed_ms, run_step
+from etl_tasks.steps.common import elapsed_ms, hand_on, run_step
 from etl_tasks.values.path import ValuePath
 
 STEP = STEPS["transform"]
@@ -33,10 +32,10 @@ RENEW_CHECK_ROWS = 64  # rows between two looks at the lease clock (a slow plugi
 
 
 def transform(rt: Runtime, chunk_id: int) -> str:
-    return run_step(rt, chunk_id, STEP.name, lambda c: _transform(rt, c))
+    return run_step(rt, chunk_id, STEP.name, lambda c: transform_claimed(rt, c))
 
 
-def _transform(rt: Runtime, c: Claim) -> None:
+def transform_claimed(rt: Runtime, c: Claim) -> None:
     started = time.monotonic()
     if c.stage_token is None:
         raise StagingMissing()
@@ -60,18 +59,9 @@ def _transform(rt: Runtime, c: Claim) -> None:
             out, rows = _mapped(rt, c, blob, path, binding.key_width)
     assert out is not None
     rt.staging.put(c.chunk_id, c.token, output_kind, out)
-    if commit(
-        rt,
-        c,
-        step=NEXT.name,
-        stage_token=c.token,
-        attempts=0,
-        **timed(c, elapsed_ms(started)),
-        queued_at=NOW,
-    ):
+    if hand_on(rt, c, NEXT.name, stage_token=c.token, attempts=0, **timed(c, elapsed_ms(started))):
         ROWS.labels("transformed").inc(rows)
         rt.staging.delete(c.chunk_id, c.stage_token, input_kind)
-        publish_step(rt.publisher, NEXT.name, c.chunk_id)
 
 
 def _mapped(
