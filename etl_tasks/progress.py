@@ -18,17 +18,18 @@ slow target), so one migration-wide rows/s runs long or short as soon as the
 streams ahead differ from those running now. The ETA therefore counts work:
 
 - a chunk records how long each of its steps took, so a stream's cost is step
-  milliseconds per row: over the chunks of it that finished in the window (costs
-  drift as target tables grow and the machine gets busier), else over all its
-  done chunks; pulled towards the usual cost as much as :data:`PRIOR_CHUNKS`
-  chunks of rows weigh, so its first chunks (cold caches, an empty table) do not
-  swing the ETA;
+  milliseconds per row over its chunks that finished in the window (costs drift
+  as target tables grow and the machine gets busier), weighed against its earlier
+  chunks' cost as if that were :data:`PRIOR_CHUNKS` more chunks, and that in turn
+  against the usual cost: a few chunks (its first, with cold caches and an empty
+  table; the first after a pause) do not swing the ETA, many soon outweigh the
+  rest;
 - a stream with no done chunk yet (one whose ``after`` holds it back) costs the
   usual: step milliseconds per row over every done chunk of the migration. A
   row's width would have been the other guess; measured on the demo migration it
-  predicts nothing (69-byte customer rows and 20-byte invoice lines cost about
-  the same 0.12 ms), since most of a row's cost is per row and per value, not
-  per byte;
+  predicts badly (69-byte customer rows cost 0.12 ms on a quiet run, 26-byte
+  invoices 0.09 and 20-byte invoice lines 0.12), since most of a row's cost is
+  per row and per value (parsing an invoice's date), not per byte;
 - the pace is the step milliseconds of the window's chunks over its running
   seconds: in effect, how many steps the workers run at once, with their share
   of the machine, queue waits and other migrations all in it;
@@ -105,17 +106,23 @@ class StreamFigures:
         return max(self.expected_rows() - self.rows, 0)
 
     def ms_per_row(self, usual: float) -> float:
-        """Step milliseconds one of its rows will cost: its own, over the chunks that
-        finished in the window if it had any there, else over all its done chunks, weighed
-        against ``usual`` as if that were :data:`PRIOR_CHUNKS` more chunks of it; ``usual``
-        alone before its first chunk is done."""
-        rows, work = self.recent_rows, self.recent_work_ms
-        if rows <= 0 or work <= 0:
-            rows, work = self.rows, self.work_ms
-        if rows <= 0 or work <= 0:
-            return usual
+        """Step milliseconds one of its rows will cost: over its chunks that finished in
+        the window, weighed against its earlier chunks' cost as if that were
+        :data:`PRIOR_CHUNKS` more chunks, which is weighed against ``usual`` the same way;
+        ``usual`` alone before its first chunk is done."""
         prior = PRIOR_CHUNKS * self.chunk_rows
-        return (work + usual * prior) / (rows + prior)
+        earlier = _weighed(
+            self.work_ms - self.recent_work_ms, self.rows - self.recent_rows, usual, prior
+        )
+        return _weighed(self.recent_work_ms, self.recent_rows, earlier, prior)
+
+
+def _weighed(work: float, rows: int, towards: float, weight: float) -> float:
+    """``work`` per row over ``rows``, weighed against ``towards`` as if that were the cost
+    of ``weight`` more rows; ``towards`` without rows or work."""
+    if rows <= 0 or work <= 0:
+        return towards
+    return (work + towards * weight) / (rows + weight)
 
 
 def pause_overlap(

@@ -196,3 +196,20 @@ def test_without_step_timings_the_eta_is_rows_over_the_rate() -> None:
     stream = _stream(estimate=10_000, rows=2000, recent_rows=1000)
     figures = Figures("running", started_at=at(0), finished_at=None, streams=[stream])
     assert figures.eta_s(at(100)) == pytest.approx(8000 / (1000 / RATE_WINDOW_S), abs=0.1)
+
+
+def test_a_few_recent_chunks_weigh_against_the_streams_own_past_not_the_usual() -> None:
+    # Given a stream with 50 chunks done at 2 ms a row before the window, and one in it at
+    # 1 ms a row, beside a cheap stream that sets the usual cost low
+    cheap = _stream("done", rows=100_000, work_ms=10_000)
+    old = _stream(estimate=100_000, rows=5100, recent_rows=100, work_ms=10_100, recent_work_ms=100)
+    usual = (10_000 + 10_100) / (100_000 + 5100)
+    prior = PRIOR_CHUNKS * 100
+    earlier = (10_000 + usual * prior) / (5000 + prior)
+    # Then its cost stays near its own past, not the usual 0.19 ms a row
+    assert old.ms_per_row(usual) == pytest.approx((100 + earlier * prior) / (100 + prior))
+    assert 1.6 < old.ms_per_row(usual) < 2.0  # the usual alone would give 0.19
+    figures = Figures("running", started_at=at(0), finished_at=None, streams=[cheap, old])
+    assert figures.eta_s(at(100)) == pytest.approx(
+        old.rows_left() * old.ms_per_row(usual) / (100 / RATE_WINDOW_S), abs=0.1
+    )
