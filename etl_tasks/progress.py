@@ -68,7 +68,7 @@ from etl_tasks.state.models import Chunk, Migration, Stream
 _TIMING_COLUMNS = [step.timing_column for step in PIPELINE if step.timing_column is not None]
 
 RATE_WINDOW_S = 30.0  # rows/s is measured over this many seconds of running
-PRIOR_CHUNKS = 4  # a stream's own cost weighs against the usual one after this many chunks
+PRIOR_CHUNKS = 4  # the earlier cost a stream's recent chunks are weighed against: as many chunks
 UNFINISHED_CAP = 99.0  # the most percent a migration that has not succeeded shows
 
 
