@@ -147,8 +147,9 @@ class MigrationView(MigrationSummary):
         "average over the running time"
     )
     eta_s: float | None = Field(
-        description="seconds left at the recent rate, from the rows still expected; null "
-        "until chunks finish, and unless running"
+        description="seconds left: each stream's rows still expected times its own recent "
+        "cost per row (step time), over the workers' recent pace; null until chunks finish, "
+        "and unless running"
     )
     rows_expected: int = Field(
         0,

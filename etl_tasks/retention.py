@@ -10,10 +10,11 @@ and ``pruned_at``: ``baton status`` then says the details were pruned. Deletes
 go in batches of :data:`BATCH` rows, one short transaction each, never one long
 lock; a pass that stops half-way is finished by the next one.
 
-``baton quarantine ID --purge`` (:func:`purge_quarantine`) removes a finished
-migration's quarantined values at once: each row's values and key, and the
-values its reason quotes (masked as a viewer sees them); the counts and the
-masked reasons stay, and an event names who purged.
+``baton quarantine ID --purge`` and the dashboard's admin control
+(:func:`purge_quarantine`) remove a finished migration's quarantined values at
+once: each row's values and key, and the values its reason quotes (masked as a
+viewer sees them); the counts and the masked reasons stay, and an event names
+who purged.
 """
 
 from __future__ import annotations
@@ -180,6 +181,22 @@ def _delete_all(db: StateDB, id_column: InstrumentedAttribute[Any], *where: Any)
                 return deleted
             s.execute(delete(id_column.class_).where(id_column.in_(ids)))
             deleted += len(ids)
+
+
+def quarantine_holds_values(db: StateDB, migration_id: str) -> bool:
+    """Whether a quarantined row of the migration still holds values or a key that
+    :func:`purge_quarantine` would remove (the dashboard offers the purge only then)."""
+    with db.reading() as s:
+        # a purge sets the key with the values, and a JSON null row is not SQL NULL
+        held = (QuarantinedRow.key != PURGED_KEY) | QuarantinedRow.source_key.is_not(None)
+        return (
+            s.scalar(
+                select(QuarantinedRow.id)
+                .where(QuarantinedRow.migration_id == migration_id, held)
+                .limit(1)
+            )
+            is not None
+        )
 
 
 def purge_quarantine(db: StateDB, migration_id: str, actor: str) -> int:

@@ -37,7 +37,9 @@ from api.headers import page_policy
 from etl_tasks import control, dashboard_views, replay, views
 from etl_tasks.errors import Conflict, NotFound
 from etl_tasks.masking import mask_quarantined, mask_reason
+from etl_tasks.outbox import NOTIFY_ALL
 from etl_tasks.publisher import publish_plan
+from etl_tasks.retention import purge_quarantine, quarantine_holds_values
 from etl_tasks.state.enums import MigrationState
 from etl_tasks.tokens import allows, authenticate
 from etl_tasks.verification.report import latest_report
@@ -95,6 +97,7 @@ def _page_context() -> dict[str, Any]:
     return {
         "principal": principal,
         "can_control": principal is not None and allows(principal.role, "operator"),
+        "can_purge": principal is not None and allows(principal.role, "admin"),
         "csrf_token": csrf_token,
         "live_url": live_url,
         "auth_off": _ext().settings.auth == "off",
@@ -195,8 +198,15 @@ def _detail(migration_id: str) -> dict[str, Any]:
         report: dict[str, Any] | None = latest_report(db, migration_id, masked=not operator)
     except NotFound:
         report = None
+    # Purging is for admins, once the migration can quarantine no more rows
+    purgeable = (
+        allows(g.principal.role, "admin")
+        and view["state"] in NOTIFY_ALL
+        and quarantine_holds_values(db, migration_id)
+    )
     return {
         "m": view,
+        "purgeable": purgeable,
         "chunks": chunks,
         "errors": errors[:50],
         "quarantine": quarantine,
@@ -271,6 +281,28 @@ def replay_quarantine(migration_id: str) -> ResponseReturnValue:
     else:
         publish_plan(ext.publisher, migration_id)
         flash(f"replay: {started.rows} quarantined rows are read again", "notice")
+    return redirect(url_for("dashboard.migration", migration_id=migration_id))
+
+
+PURGE_CONFIRMATION = "purge"  # the form's ``confirm`` value: the box was ticked
+
+
+@bp.post("/migrations/<id:migration_id>/quarantine/purge")
+@page("admin")
+def purge_quarantined_values(migration_id: str) -> ResponseReturnValue:
+    """Remove a finished migration's quarantined values and keys for good
+    (:func:`etl_tasks.retention.purge_quarantine`), once the form confirms it."""
+    if request.form.get("confirm") != PURGE_CONFIRMATION:
+        flash("purge: nothing removed; tick the box to confirm", "error")
+        return redirect(url_for("dashboard.migration", migration_id=migration_id))
+    try:
+        purged = purge_quarantine(_ext().db, migration_id, g.principal.actor)
+    except Conflict as exc:
+        flash(str(exc), "error")
+    except NotFound:
+        return render_template("not_found.html", what=f"migration {migration_id}"), 404
+    else:
+        flash(f"purge: the values of {purged} quarantined rows were removed", "notice")
     return redirect(url_for("dashboard.migration", migration_id=migration_id))
 
 

@@ -1,5 +1,6 @@
 """Quarantined rows on a migration's page: downloaded as CSV, then replayed once the source
-is fixed, until the page shows the quarantine empty and the deleted row gone at source."""
+is fixed, until the page shows the quarantine empty and the deleted row gone at source;
+their values purged by an admin, once confirmed."""
 
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
 
+from etl_tasks.retention import PURGED_KEY
+from etl_tasks.state.models import QuarantinedRow
 from tests.browser.conftest import System, screenshot, sign_in
 from tests.data import bad_lines, build_source, spec_for, sqlite_url
 
@@ -71,6 +75,7 @@ def test_download_then_replay_from_the_page(system: System, page: Any, tmp_path:
     expect(page.get_by_test_id("gone-order_lines")).to_have_text("1")
     expect(page.get_by_test_id("quarantine")).to_contain_text("gone")
     expect(page.get_by_role("button", name="Replay quarantined rows")).to_have_count(0)
+    expect(page.get_by_test_id("purge")).to_have_count(0)  # admins only
     screenshot(page, "migration-replayed.png")
 
 
@@ -95,3 +100,62 @@ def test_a_viewer_downloads_masked_rows_and_cannot_replay(
     # and a replay posted without the operator role is refused
     answer = page.request.post(f"{system.api.url}/migrations/{mid}/quarantine/replay")
     assert answer.status == 403
+    # and a viewer is not offered the purge, and a purge posted is refused
+    expect(page.get_by_test_id("purge")).to_have_count(0)
+    answer = page.request.post(
+        f"{system.api.url}/migrations/{mid}/quarantine/purge", form={"confirm": "purge"}
+    )
+    assert answer.status == 403
+    assert _values_held(system, mid) == bad_lines(ORDERS, LINES, BAD_EVERY)
+
+
+def _values_held(system: System, mid: str) -> int:
+    """Quarantined rows of ``mid`` that still hold values or a key, in the state DB."""
+    with system.driver.rt.db.reading() as s:
+        rows = list(s.scalars(select(QuarantinedRow).where(QuarantinedRow.migration_id == mid)))
+    return sum(1 for q in rows if q.row is not None or q.key != PURGED_KEY)
+
+
+def test_an_admin_purges_the_quarantined_values_once_confirmed(
+    system: System, page: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    # Given a finished migration with quarantined order lines, on an admin's page
+    source = tmp_path / "legacy.db"
+    build_source(sqlite_url(source), customers=5, orders=ORDERS, bad_every=BAD_EVERY)
+    mid = system.submit(spec_for(sqlite_url(source), sqlite_url(tmp_path / "t.db")))
+    system.driver.run()
+    bad = bad_lines(ORDERS, LINES, BAD_EVERY)
+    sign_in(page, system, "admin")
+    page.goto(f"{system.api.url}/migrations/{mid}")
+    expect(page.get_by_test_id("state")).to_have_text("succeeded")
+    expect(page.get_by_test_id("quarantine")).to_contain_text("Qty=many")
+    # When the admin opens the purge control and submits it without ticking the box
+    page.get_by_text("Purge quarantined values…").click()
+    purge = page.get_by_role("button", name="Purge quarantined values")
+    purge.click()
+    # Then the browser keeps the form, and a post without the confirmation removes nothing
+    expect(page.get_by_label("Yes, remove them for good")).to_be_visible()
+    csrf = page.locator("details.purge input[name=csrf]").get_attribute("value")
+    answer = page.request.post(
+        f"{system.api.url}/migrations/{mid}/quarantine/purge", form={"csrf": csrf or ""}
+    )
+    assert answer.ok and "nothing removed" in answer.text()
+    assert _values_held(system, mid) == bad
+    # When it is confirmed
+    page.reload()
+    page.get_by_text("Purge quarantined values…").click()
+    page.get_by_label("Yes, remove them for good").check()
+    page.get_by_role("button", name="Purge quarantined values").click()
+    # Then every value and key is gone, the counts stay, and the event names the admin
+    expect(page.locator(".flash")).to_have_text(
+        f"purge: the values of {bad} quarantined rows were removed"
+    )
+    assert _values_held(system, mid) == 0
+    expect(page.get_by_test_id("quarantine")).not_to_contain_text("many")
+    expect(page.get_by_test_id("quarantined-order_lines")).to_have_text(str(bad))
+    expect(page.get_by_test_id("events")).to_contain_text("purged by")
+    expect(page.get_by_test_id("purge")).to_have_count(0)  # nothing left to purge
+    text = page.request.get(f"{system.api.url}/migrations/{mid}/quarantine.jsonl").text()
+    assert len(text.splitlines()) == bad and "many" not in text

@@ -139,6 +139,43 @@ def test_a_viewer_sees_no_controls_and_masked_rows(secured: Api, spec: Spec) -> 
     assert secured.client.post(f"/migrations/{mid}/pause", data={"csrf": csrf}).status_code == 403
 
 
+def test_only_an_admin_purges_quarantined_values_with_the_token_and_the_box_ticked(
+    secured: Api, spec: Spec
+) -> None:
+    # Given a cancelled migration with two quarantined rows
+    operator = bearer(secured.token("operator"))
+    mid = secured.created(spec, operator)
+    _quarantine_two_rows(secured, mid)
+    assert secured.client.post(f"{MIGRATIONS}/{mid}/cancel", headers=operator).status_code == 200
+    path = f"/migrations/{mid}/quarantine/purge"
+
+    def rows_held() -> int:
+        quarantine = secured.client.get(f"{MIGRATIONS}/{mid}/quarantine", headers=operator)
+        return sum(1 for item in quarantine.get_json()["items"] if item["row"])
+
+    # Then an operator is not offered the purge, and a purge posted anyway is refused
+    csrf = _sign_in(secured, "operator")
+    assert 'data-testid="purge"' not in secured.client.get(f"/migrations/{mid}").get_data(
+        as_text=True
+    )
+    assert secured.client.post(path, data={"csrf": csrf, "confirm": "purge"}).status_code == 403
+    # And an admin is offered it, but a post without the CSRF token or the box ticked fails
+    assert secured.client.post("/sign-out", data={"csrf": csrf}).status_code == 302
+    csrf = _sign_in(secured, "admin")
+    assert 'data-testid="purge"' in secured.client.get(f"/migrations/{mid}").get_data(as_text=True)
+    assert secured.client.post(path, data={"csrf": "forged", "confirm": "purge"}).status_code == 403
+    resp = secured.client.post(path, data={"csrf": csrf}, follow_redirects=True)
+    assert "nothing removed" in resp.get_data(as_text=True)
+    assert rows_held() == 2
+    # When the admin confirms, the values go and the page no longer offers the purge
+    resp = secured.client.post(path, data={"csrf": csrf, "confirm": "purge"}, follow_redirects=True)
+    assert "purge: the values of 2 quarantined rows were removed" in resp.get_data(as_text=True)
+    assert rows_held() == 0
+    assert 'data-testid="purge"' not in secured.client.get(f"/migrations/{mid}").get_data(
+        as_text=True
+    )
+
+
 def test_an_operator_sees_quarantined_values(secured: Api, spec: Spec) -> None:
     mid = secured.created(spec, bearer(secured.token("operator")))
     _quarantine_two_rows(secured, mid)
