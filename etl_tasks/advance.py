@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from etl_tasks import planning
@@ -23,9 +25,10 @@ from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
-from etl_tasks.state.models import Chunk, Event, Migration, Stream
+from etl_tasks.state.models import Chunk, Event, Migration, Stream, Verification
 from etl_tasks.stream_finish import finish_streams
 from etl_tasks.verification.progress import advance_verifications
+from etl_tasks.verification.requests import ACTIVE
 
 log = logging.getLogger(__name__)
 
@@ -34,28 +37,81 @@ def advance(rt: Runtime, migration_id: str) -> None:
     """Do whatever the migration (and any verification of it) needs next; safe to call any
     time, from anywhere."""
     plan_started(rt, migration_id)  # before any read: see etl_tasks.plan_requests
+    verifying = True
     for _ in range(3):  # again when a stream finished: the streams after it may start now
-        if not _advance_once(rt, migration_id):
+        snap = _snapshot(rt, migration_id)
+        verifying = snap.verifying or snap.state == MigrationState.SUCCEEDED
+        if not _advance_once(rt, migration_id, snap):
             break
-    advance_verifications(rt, migration_id)  # plans "verify": true once the migration succeeded
+    if verifying:  # plans "verify": true once the migration succeeded
+        advance_verifications(rt, migration_id)
 
 
-def _advance_once(rt: Runtime, migration_id: str) -> bool:
-    if not _start(rt, migration_id):
+@dataclass(frozen=True)
+class _Snapshot:
+    """What one read tells of a migration: enough to skip every part of an advance that
+    has nothing to do (most advances, while chunks flow, only plan and publish)."""
+
+    state: str | None  # the migration's; None: it does not exist
+    streams: list[Any]  # rows of (id, state, rows_estimate, fully_planned)
+    verifying: bool  # a verification of it is pending or running
+
+    def any_stream(self, test: Callable[[Any], bool]) -> bool:
+        return any(test(st) for st in self.streams)
+
+
+def _snapshot(rt: Runtime, migration_id: str) -> _Snapshot:
+    with rt.db.reading() as s:
+        state = s.scalar(select(Migration.state).where(Migration.id == migration_id))
+        streams = list(
+            s.execute(
+                select(Stream.id, Stream.state, Stream.rows_estimate, Stream.fully_planned)
+                .where(Stream.migration_id == migration_id)
+                .order_by(Stream.position)
+            )
+        )
+        verifying = bool(
+            s.scalar(
+                select(
+                    exists().where(
+                        Verification.migration_id == migration_id,
+                        Verification.state.in_(ACTIVE),
+                    )
+                )
+            )
+        )
+    return _Snapshot(state, streams, verifying)
+
+
+def _advance_once(rt: Runtime, migration_id: str, snap: _Snapshot) -> bool:
+    if snap.state != MigrationState.RUNNING and not _start(rt, migration_id):
         return False
-    if not _guarded(rt, migration_id, lambda: _prepare_and_plan(rt, migration_id)):
+    if not _guarded(rt, migration_id, lambda: _prepare_and_plan(rt, migration_id, snap)):
         return False
     finished: set[int] = set()
-    if not _guarded(rt, migration_id, lambda: finished.update(finish_streams(rt, migration_id))):
+
+    def finish() -> None:
+        finished.update(finish_streams(rt, migration_id))
+
+    may_finish = snap.any_stream(lambda st: st.state == StreamState.RUNNING and st.fully_planned)
+    if may_finish and not _guarded(rt, migration_id, finish):
         return False
     publish_ready(rt, migration_id)
     return settle(rt, migration_id, finished)
 
 
-def _prepare_and_plan(rt: Runtime, migration_id: str) -> None:
-    _estimate_streams(rt, migration_id)
-    _prepare_ready_streams(rt, migration_id)
-    for stream_id in _streams_to_plan(rt, migration_id):
+def _prepare_and_plan(rt: Runtime, migration_id: str, snap: _Snapshot) -> None:
+    """Estimate, prepare and plan, each only when the snapshot shows it has work."""
+    live = (StreamState.PENDING, StreamState.RUNNING)
+    if snap.any_stream(lambda st: st.rows_estimate is None and st.state in live):
+        _estimate_streams(rt, migration_id)
+    to_plan = [
+        st.id for st in snap.streams if st.state == StreamState.RUNNING and not st.fully_planned
+    ]
+    if snap.any_stream(lambda st: st.state == StreamState.PENDING):
+        _prepare_ready_streams(rt, migration_id)
+        to_plan = _streams_to_plan(rt, migration_id)  # with the streams that just started
+    for stream_id in to_plan:
         planning.plan_more(rt, migration_id, stream_id)
 
 

@@ -107,5 +107,8 @@ class SnapshotStaging:
     def delete(self, chunk_id: int, token: int, kind: str) -> None:
         self._store.delete(chunk_id, token, kind)
 
+    def drop_held(self) -> None:
+        self._store.drop_held()
+
     def close(self) -> None:
         self._store.close()

@@ -76,7 +76,7 @@ ROWS, BAD_EVERY = 40, 7  # every 7th row fails its transform
 REFUSED = "qty % 10 <> 3"  # and the target refuses every good row ending in 3
 SUB_BATCH = 3  # rows per sub-batch, so deadlines cut chunks of a few dozen rows
 EXAMPLES = int(os.environ.get("BATON_TEST_STATEFUL_EXAMPLES", "8"))
-STEPS = {"extract": "_extract", "transform": "_transform", "load": "_load"}
+STEPS = {"extract": "extract_claimed", "transform": "transform_claimed", "load": "load_claimed"}
 MODULES = {"extract": extract_module, "transform": transform_module, "load": load_module}
 TASKS = {"baton.extract": "extract", "baton.transform": "transform", "baton.load": "load"}
 
@@ -107,6 +107,9 @@ class World:
             **FAST_TIMINGS,
             "max_attempts": 10_000,  # crashes are injected at will: never fail a chunk for them
             "requeue_after_s": 0.001,  # a sweep re-sends every queued chunk: duplicates
+            # every step is a message the machine may hold, drop or repeat (chained
+            # steps have tests of their own: test_chained_steps.py)
+            "chain_steps": False,
         }
         values.update(overrides)
         return Settings(**values)

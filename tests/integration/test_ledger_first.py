@@ -233,7 +233,7 @@ def test_a_stalled_load_cannot_commit_once_its_chunk_was_taken_over(
     for task in ("baton.extract", "baton.transform"):
         assert hurried.deliver(task, {"chunk_id": chunk_id}) == "done"
     # And the stalled worker wakes up and writes its rows
-    late = run_claimed(stalled, held, lambda c: load_module._load(stalled, c))
+    late = run_claimed(stalled, held, lambda c: load_module.load_claimed(stalled, c))
     _finish(hurried, mid)
     # Then it committed nothing: its lease was gone when it came to commit
     assert late == "lease_lost"
