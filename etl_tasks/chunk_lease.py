@@ -125,7 +125,9 @@ def commit(rt: Runtime, c: Claim, **values: Any) -> bool:
 def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[bool, Claim | None]:
     """Commit ``c``'s outcome and, in the same transaction, take the chunk's lease for its
     next ``step`` on this worker, as :func:`claim` would when that step's message arrived
-    here (a new fencing token, the attempt counted, the spec's revision followed).
+    here (a new fencing token, the attempt counted). The chunk keeps the spec revision its
+    first step followed (a replay's amended columns apply from the chunks claimed after it):
+    the migration's row is read for its state alone, not for the spec it holds.
 
     Returns ``(committed, claim)``: the claim is ``None`` when the migration no longer
     runs (paused, cancelled): the outcome is then committed as :func:`commit` does, for
@@ -133,13 +135,9 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
     """
     with rt.db.session() as s:
         now = rt.db.now(s)
-        mig = s.execute(
-            select(Migration.state, Migration.spec, Migration.sealed).where(
-                Migration.id == c.migration_id
-            )
-        ).one_or_none()
+        state = s.scalar(select(Migration.state).where(Migration.id == c.migration_id))
         values = {k: (now if v is NOW else v) for k, v in values.items()}
-        going_on = mig is not None and mig.state == MigrationState.RUNNING
+        going_on = state == MigrationState.RUNNING
         if going_on:
             values.update(
                 step=step,
@@ -162,8 +160,6 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
             return False, None
     if not going_on:
         return True, None
-    assert mig is not None
-    rt.follow_spec(c.migration_id, spec_digest(mig.spec, mig.sealed))
     rows_in = values.get("rows_in", c.rows_in)
     return True, replace(
         c,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from etl_tasks.budget import next_chunk_rows
@@ -45,11 +45,15 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> 
             split(s, chunk, record.cut, now)
         _mark_done(chunk, record, load_ms, now)
         _adapt_chunk_rows(rt, s, chunk)
-        mig = s.get(Migration, c.migration_id)
-        if mig is not None and mig.waiting_reason:
-            mig.waiting_reason = None
+        s.execute(  # no longer waiting: not read first (the row holds the whole spec)
+            update(Migration)
+            .where(Migration.id == c.migration_id, Migration.waiting_reason.is_not(None))
+            .values(waiting_reason=None)
+            .execution_options(synchronize_session=False)
+        )
         s.flush()
-        _enforce_max_bad_rows(rt, s, c.migration_id, now)
+        if quarantined:  # the count only grows with new quarantined rows
+            _enforce_max_bad_rows(rt, s, c.migration_id, now)
     # Counted once recorded: a chunk is finished once (its claim's token), whoever learns it.
     ROWS.labels("loaded").inc(record.rows_loaded)
     ROWS.labels("quarantined").inc(quarantined)
@@ -58,6 +62,8 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> 
 def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: datetime) -> int:
     """Copy the record's quarantined rows, each once (a replay finds them there); return
     how many were new."""
+    if not record.quarantine:
+        return 0
     known = set(
         s.scalars(
             select(QuarantinedRow.key).where(
