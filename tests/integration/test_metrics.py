@@ -19,7 +19,7 @@ from etl_tasks.errors import TransientError
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk
 from etl_tasks.steps.common import run_claimed
-from etl_tasks.steps.extract import _extract
+from etl_tasks.steps.extract import extract_claimed
 from etl_tasks.sweeper import sweep
 from tests.data import bad_lines, build_source, spec_for, sqlite_url, submit
 from tests.harness import Driver
@@ -67,7 +67,7 @@ def test_a_migration_counts_each_row_once_per_stage_and_the_probe_serves_the_cou
     timed_before = _value("baton_step_seconds_count", step="load")
     # When the driver runs the migration to its end
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     assert driver.state(mid) == "succeeded"
     # Then every row was counted once at each stage it passed
     assert _delta(rows_before) == {
@@ -114,7 +114,7 @@ def test_a_step_whose_commit_lost_its_lease_counts_no_row(driver: Driver, tmp_pa
         # When another worker takes the chunk over before this extract commits
         with driver.rt.db.session() as s:
             s.execute(update(Chunk).where(Chunk.id == chunk_id).values(lease_token=c.token + 1))
-        _extract(driver.rt, claimed)
+        extract_claimed(driver.rt, claimed)
 
     run_claimed(driver.rt, c, taken_over_then_extract)
     # Then its commit changed nothing, and no row was counted
