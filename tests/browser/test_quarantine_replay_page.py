@@ -41,7 +41,7 @@ def test_download_then_replay_from_the_page(system: System, page: Any, tmp_path:
     build_source(sqlite_url(source), customers=5, orders=ORDERS, bad_every=BAD_EVERY)
     spec = spec_for(sqlite_url(source), sqlite_url(tmp_path / "target.db"), chunk_rows=20)
     mid = system.submit(spec)
-    system.driver.run()
+    system.driver.run_to_end(mid)
     bad = bad_lines(ORDERS, LINES, BAD_EVERY)
     assert bad >= 3
     sign_in(page, system, "operator")
@@ -67,7 +67,7 @@ def test_download_then_replay_from_the_page(system: System, page: Any, tmp_path:
     expect(page.locator(".flash")).to_have_text(f"replay: {bad} quarantined rows are read again")
     expect(page.get_by_test_id("state")).to_have_text("running")
     system.driver.publisher.queue.append(("baton.plan", {"migration_id": mid}))
-    system.driver.run()
+    system.driver.run_to_end(mid)
     # Then the page shows the quarantine empty but for the line gone at source
     page.reload()
     expect(page.get_by_test_id("state")).to_have_text("succeeded")
@@ -87,7 +87,7 @@ def test_a_viewer_downloads_masked_rows_and_cannot_replay(
     source = tmp_path / "legacy.db"
     build_source(sqlite_url(source), customers=5, orders=ORDERS, bad_every=BAD_EVERY)
     mid = system.submit(spec_for(sqlite_url(source), sqlite_url(tmp_path / "t.db")))
-    system.driver.run()
+    system.driver.run_to_end(mid)
     sign_in(page, system, "viewer")
     page.goto(f"{system.api.url}/migrations/{mid}")
     expect(page.get_by_test_id("download-csv")).to_be_visible()

@@ -77,7 +77,7 @@ def one_stream(source: str, target: str, **stream: Any) -> dict[str, Any]:
 def migrate(driver: Driver, spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
     """Submit (preflight included) and run to the end; the migration's id and view."""
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     return mid, migration_view(driver.rt.db, mid)
 
 

@@ -53,7 +53,7 @@ def migrated(driver: Driver, tmp_path: Path, pg_url: str) -> tuple[str, dict[str
     pg_exec(pg_url, TARGET)
     spec = _spec(source, pg_url)
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     view = migration_view(driver.rt.db, mid)
     assert (view["state"], view["rows_quarantined"]) == ("succeeded", len(WORDS)), view
     return mid, spec
@@ -107,7 +107,7 @@ def test_amended_columns_fix_a_cast_failure_and_are_kept_as_a_revision(
     }
     # and once the workers ran it, the three rows loaded through the amended columns
     driver.deliver(TASK_PLAN, {"migration_id": mid})
-    driver.run()
+    driver.run_to_end(mid)
     view = migration_view(driver.rt.db, mid)
     assert (view["state"], view["rows_loaded"], view["rows_quarantined"]) == (
         "succeeded",
@@ -187,7 +187,7 @@ def test_a_revision_of_a_sealed_spec_stays_sealed(
     spec = spec_for(legacy, pg_url.replace("postgres@", f"postgres:{CANARY}@"), chunk_rows=20)
     mid = api.created(spec)
     driver.deliver(TASK_PLAN, {"migration_id": mid})
-    driver.run()
+    driver.run_to_end(mid)
     assert migration_view(driver.rt.db, mid)["rows_quarantined"] == bad_lines(10, 3, 7)
     # When the replay revises the order lines' quantity (a constant, for the test)
     lines = dict(spec["streams"][1]["columns"], qty={"value": 0})
@@ -200,7 +200,7 @@ def test_a_revision_of_a_sealed_spec_stays_sealed(
         assert CANARY not in orjson.dumps(mig.spec).decode()
         assert mig.spec["streams"][1]["columns"]["qty"] == {"value": 0}
     driver.deliver(TASK_PLAN, {"migration_id": mid})
-    driver.run()
+    driver.run_to_end(mid)
     view = migration_view(driver.rt.db, mid)
     assert (view["state"], view["rows_quarantined"]) == ("succeeded", 0), view
     driver.close()

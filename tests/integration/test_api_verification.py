@@ -36,7 +36,7 @@ def succeeded(api: Api, driver: Driver, spec: Spec) -> tuple[str, dict[str, str]
     operator = bearer(api.token("operator", "ops"))
     mid = api.created(spec, operator)
     run_published(api, driver)
-    assert driver.state(mid) == "succeeded"
+    assert driver.run_to_end(mid) == "succeeded"
     return mid, operator
 
 

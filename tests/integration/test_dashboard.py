@@ -226,7 +226,7 @@ def test_the_list_filters_by_state_and_pages(
 def test_a_finished_migration_reads_100_percent(api: Api, driver: Driver, spec: Spec) -> None:
     mid = api.created(spec)
     driver.publisher.queue.append(("baton.plan", {"migration_id": mid}))
-    driver.run()
+    driver.run_to_end(mid)
     assert driver.state(mid) == "succeeded"
     page = api.client.get(f"/migrations/{mid}").get_data(as_text=True)
     assert re.search(r'data-testid="percent">100 %', page), page

@@ -17,7 +17,7 @@ def test_sqlite_to_postgres_end_to_end(driver: Driver, tmp_path: Path, pg_url: s
     build_source(source, customers=1200, orders=300, bad_every=37)
     spec = spec_for(source, pg_url, chunk_rows=250)
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     assert_migrated(
         driver.rt.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(300, 3, 37)}
     )

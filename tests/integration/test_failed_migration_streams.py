@@ -38,7 +38,7 @@ def test_a_migration_that_fails_while_preparing_fails_its_streams(
     mid = submit(driver.rt.db, driver.publisher, spec)
     _rename(source, "Customer", "Customer_elsewhere")
     # When the migration starts: order lines are prepared, customers fail to prepare
-    driver.run()
+    driver.run_to_end(mid)
     # Then the migration failed, and so did both streams, the one that never started too
     view = migration_view(driver.rt.db, mid)
     assert view["state"] == "failed" and "does not exist" in view["error"]
@@ -48,7 +48,7 @@ def test_a_migration_that_fails_while_preparing_fails_its_streams(
     control.retry(driver.rt.db, mid, "test")
     assert _streams(driver, mid) == {"order_lines": "running", "Customers": "pending"}
     publish_plan(driver.publisher, mid)
-    driver.run()
+    driver.run_to_end(mid)
     assert_migrated(driver.rt.db, mid, spec)
 
 
@@ -63,7 +63,7 @@ def test_a_migration_failed_by_max_bad_rows_fails_its_unfinished_streams(
     spec["streams"][1]["after"] = ["order_lines"]
     mid = submit(driver.rt.db, driver.publisher, spec)
     # When it runs
-    driver.run()
+    driver.run_to_end(mid)
     # Then no stream is left running or pending
     view = migration_view(driver.rt.db, mid)
     assert view["state"] == "failed" and "max_bad_rows" in view["error"]

@@ -36,7 +36,7 @@ def _target(tmp_path: Path) -> str:
 def test_quarantined_rows_keep_their_reason(driver: Driver, source: str, tmp_path: Path) -> None:
     spec = spec_for(source, _target(tmp_path), chunk_rows=100)
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     assert_migrated(
         driver.rt.db, mid, spec, expected_bad={"Customers": 0, "order_lines": bad_lines(200, 3, 9)}
     )
@@ -51,7 +51,7 @@ def test_on_bad_row_fail_stops_at_the_first_bad_row(
 ) -> None:
     spec = spec_for(source, _target(tmp_path), chunk_rows=100, on_bad_row="fail")
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     view = migration_view(driver.rt.db, mid)
     assert view["state"] == "failed"
     assert "not an integer: 'many'" in view["error"]
@@ -63,7 +63,7 @@ def test_more_bad_rows_than_max_bad_rows_fails_the_migration(
 ) -> None:
     spec = spec_for(source, _target(tmp_path), chunk_rows=100, max_bad_rows=5)
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     view = migration_view(driver.rt.db, mid)
     assert view["state"] == "failed"
     assert "more than max_bad_rows (5)" in view["error"]
@@ -79,7 +79,7 @@ def test_where_filters_and_after_orders_streams(
     ]
     spec["streams"][1]["after"] = ["Customers"]
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     view = assert_migrated(driver.rt.db, mid, spec)
     customers, lines = view["streams"]
     assert customers["rows_loaded"] == sum(1 for i in range(1, 401) if i % 3 != 0)
@@ -135,7 +135,7 @@ def test_a_chunk_that_keeps_crashing_is_failed_after_max_attempts(
     # And retry runs it again from extract
     control.retry(driver.rt.db, mid, "test")
     sweep(driver.rt)
-    driver.run()
+    driver.run_to_end(mid)
     assert_migrated(driver.rt.db, mid, spec)
     driver.close()
 

@@ -111,7 +111,8 @@ def test_a_folder_of_windows_1252_csv_and_a_json_lines_file_migrate_equal_into_p
     )
     first = submit(driver.rt.db, driver.publisher, csv_spec)
     second = submit(driver.rt.db, driver.publisher, jsonl_spec)
-    driver.run()
+    driver.run_to_end(first)
+    driver.run_to_end(second)
     # Then both succeeded, chunked by file: 70 records make 25 + 25 + 20
     for mid, loaded in ((first, 210), (second, 120)):
         view = migration_view(driver.rt.db, mid)
@@ -161,7 +162,7 @@ def test_every_encoding_loads_the_same_text(
             folder, target, [CUSTOMERS], chunk_rows=5, encoding=encoding, delimiter=";"
         )
         mid = submit(driver.rt.db, driver.publisher, spec)
-        driver.run()
+        driver.run_to_end(mid)
         assert driver.state(mid) == "succeeded", (written, bom, migration_view(driver.rt.db, mid))
         assert _customers(target) == _expected(rows), (written, bom)
         if given == "auto":
@@ -200,7 +201,7 @@ def test_a_malformed_record_is_quarantined_with_its_line_number(
     spec = file_spec(folder, target, [stream], chunk_rows=4, encoding="cp1252", delimiter=";")
     # When it migrates
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then the good records loaded, as the target's types
     assert driver.state(mid) == "succeeded"
     got = _rows(target, "SELECT id, name, qty FROM items ORDER BY id")
@@ -232,7 +233,7 @@ def test_a_file_changed_during_the_migration_fails_it(driver: Driver, tmp_path: 
     data = path.read_bytes()
     path.write_bytes(data[:-3] + b"X" + data[-2:])
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns + 10**9))
-    driver.run()
+    driver.run_to_end(mid)
     # Then the migration failed, saying which file changed and why it stopped
     view = migration_view(driver.rt.db, mid)
     assert view["state"] == "failed", view
@@ -288,7 +289,7 @@ def test_steps_cut_at_their_deadline_resume_exactly(
                      encoding="cp1252", delimiter=";")  # fmt: skip
     # When it runs
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then the steps stopped after a sub-batch and split their chunks, and every row arrived once
     assert driver.state(mid) == "succeeded", migration_view(driver.rt.db, mid)
     with driver.rt.db.reading() as s:
@@ -313,7 +314,7 @@ def test_a_load_cut_at_its_deadline_resumes_from_a_row_key(
     spec = file_spec(folder, pg_url, [stream], chunk_rows=3000, encoding="cp1252", delimiter=";")
     # When it runs
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then a load was cut, its rest read from a bound that is only a row's key, and every
     # row arrived once
     assert driver.state(mid) == "succeeded", migration_view(driver.rt.db, mid)

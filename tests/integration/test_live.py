@@ -229,7 +229,7 @@ def test_the_snapshot_is_one_statement(
         token = api.token("viewer")
         mid = api.created(spec)
         driver.publisher.queue.append(("baton.plan", {"migration_id": mid}))
-        driver.run()
+        driver.run_to_end(mid)
         info = WorkerInfo(name="w1@h", version="1.2.3", host="h", pid=1, probe_url=None)
         heartbeat(db, info, state="draining", in_flight=2, steps_done=5)
         counter = QueryCounter(db)

@@ -106,7 +106,7 @@ def test_a_stream_mapped_column_for_column_travels_as_copy_text(
     spec = _spec(source, target, create_target=True)
     # When it migrates
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then every chunk went as COPY text (no row staged as values) and every value arrived
     assert driver.rt.native_copy(mid, "things")
     assert staged_kinds == {"extracted.native", "transformed.native"}
@@ -158,7 +158,7 @@ def test_pass_through_is_chosen_only_for_a_stream_that_asks_nothing_of_its_value
     spec = _spec(source, target, **stream)
     # When it migrates
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then its chunks went as COPY text exactly when nothing is asked of any value
     assert driver.rt.native_copy(mid, "things") is native
     with driver.rt.db.reading() as s:
@@ -199,7 +199,7 @@ def test_a_row_the_target_refuses_in_a_copy_text_chunk_is_quarantined_by_its_key
     # When it migrates (every load stopping at its deadline after its first part, or not)
     mid = submit(driver.rt.db, driver.publisher, spec)
     with loads_out_of_time() if cut else nullcontext():
-        driver.run()
+        driver.run_to_end(mid)
     # Then the chunks travelled as COPY text, and each refused row was found by bisecting
     # the parsed part and quarantined once, by its key, with the target's reason
     assert staged_kinds == {"extracted.native", "transformed.native"}
@@ -264,7 +264,7 @@ def test_an_extract_of_copy_text_stops_at_its_deadline_after_a_part(
     spec = _spec(source, target, create_target=True)
     # When it migrates
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then every extract stopped after its first part, cut at that part's last key, and
     # the rest of each range became a chunk of its own: every row arrived, once
     with driver.rt.db.reading() as s:

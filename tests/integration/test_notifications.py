@@ -57,7 +57,7 @@ def _finish(api: Api, driver: Driver, spec: Spec) -> str:
     for task, _, kwargs in api.publisher.sent:
         driver.publisher.queue.append((task, dict(kwargs)))
     api.publisher.sent.clear()
-    driver.run()
+    driver.run_to_end(mid)
     assert driver.state(mid) == "succeeded"
     return mid
 

@@ -68,7 +68,7 @@ def test_percent_and_eta_show_before_the_stream_is_fully_planned(
         assert mig is not None and mig.paused_at is not None and mig.resumed_at is not None
         assert mig.paused_s is not None and mig.paused_s >= 0
     # And it runs to the end: 100 %, no ETA
-    driver.run()
+    driver.run_to_end(mid)
     done = migration_view(driver.rt.db, mid)
     assert done["state"] == "succeeded" and done["percent"] == 100.0 and done["eta_s"] is None
     assert done["rows_expected"] == CUSTOMERS == done["rows_loaded"] + done["rows_quarantined"]

@@ -64,7 +64,7 @@ def _source_sql(path: Path, *statements: str) -> None:
 def _replay(driver: Driver, mid: str) -> replay.Replay:
     started = replay.replay(driver.rt.db, mid, "test")
     publish_plan(driver.publisher, mid)
-    driver.run()
+    driver.run_to_end(mid)
     return started
 
 
@@ -80,7 +80,7 @@ def migrated(driver: Driver, tmp_path: Path, pg_url: str) -> tuple[str, dict[str
     pg_exec(pg_url, TARGET)
     spec = _spec(source, pg_url)
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     view = migration_view(driver.rt.db, mid)
     assert view["state"] == "succeeded", view
     assert (view["rows_loaded"], view["rows_quarantined"]) == (ROWS - 5, 5), view
@@ -143,7 +143,7 @@ def test_replaying_twice_loads_nothing_twice(
     with pytest.raises(NotFound):
         replay.replay(driver.rt.db, "0" * 32, "test")
     publish_plan(driver.publisher, mid)
-    driver.run()
+    driver.run_to_end(mid)
     first = migration_view(driver.rt.db, mid)
     assert (first["rows_loaded"], first["rows_quarantined"]) == (36, 4), first
     # When the quarantine is replayed again with nothing changed at the source
@@ -209,7 +209,7 @@ def test_a_replay_whose_worker_died_after_the_target_commit_loads_once(
     driver.deliver(TASK_LOAD, loads[0])
     driver.deliver(TASK_LOAD, loads[0])
     driver.deliver(TASK_PLAN, {"migration_id": mid})
-    driver.run()
+    driver.run_to_end(mid)
     # Then the fixed row loaded once, and the counts are right
     view = migration_view(driver.rt.db, mid)
     assert (view["state"], view["rows_loaded"], view["rows_quarantined"], view["rows_gone"]) == (
@@ -230,7 +230,7 @@ def test_a_failed_migration_replays_and_succeeds(
     pg_exec(pg_url, TARGET)
     spec = {**_spec(source, pg_url), "max_bad_rows": 3}
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     assert driver.state(mid) == "failed"
     # When the source is fixed and the quarantine replayed
     _source_sql(tmp_path / "legacy.db", "UPDATE items SET qty = id, note = 'n' || id")
@@ -264,7 +264,7 @@ def test_a_file_sources_malformed_records_replay_as_they_are_and_a_changed_file_
               "exclude": ["_file", "_record"]}  # fmt: skip
     spec = file_spec(folder, target, [stream], chunk_rows=2, delimiter=";")
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     first = {r["key"]: r["reason"] for r in list_quarantine(driver.rt.db, mid)}
     assert set(first) == {'["items.csv",3]', '["items.csv",6]'}, first
     # When they are replayed with the file unchanged
@@ -299,7 +299,7 @@ def test_a_running_migration_replays_what_it_quarantined_so_far(
     _source_sql(tmp_path / "legacy.db", "UPDATE items SET qty = id, note = 'n' || id")
     started = replay.replay(driver.rt.db, mid, "test")
     assert started.rows >= 1
-    driver.run()
+    driver.run_to_end(mid)
     # Then it finishes with every row loaded once and nothing left in the quarantine
     view = migration_view(driver.rt.db, mid)
     assert (view["state"], view["rows_loaded"], view["rows_quarantined"]) == ("succeeded", 40, 0)

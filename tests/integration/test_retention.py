@@ -41,7 +41,7 @@ def _run(api: Api, driver: Driver, spec: Spec, operator: dict[str, str]) -> str:
     for task, _, kwargs in api.publisher.sent:
         driver.publisher.queue.append((task, dict(kwargs)))
     api.publisher.sent.clear()
-    driver.run()
+    driver.run_to_end(mid)
     assert driver.state(mid) == "succeeded"
     return mid
 

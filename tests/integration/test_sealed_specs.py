@@ -57,7 +57,7 @@ def test_a_sealed_spec_runs_and_its_password_is_nowhere_in_the_state_db(
     migration_id = _record(driver.rt.db, _spec_with_password(tmp_path, pg_url), driver.rt.sealer)
     # When a worker runs it
     driver.publisher.send("baton.plan", "", {"migration_id": migration_id})
-    driver.run()
+    driver.run_to_end(migration_id)
     # Then it succeeds, and the state DB file holds no trace of the password
     assert driver.state(migration_id) == "succeeded"
     driver.close()
@@ -78,7 +78,7 @@ def test_a_worker_without_the_key_fails_the_migration_with_the_reason(
     driver = Driver(make_settings(secret_keys=new_key()))  # another key
     migration_id = _record(driver.rt.db, _spec_with_password(tmp_path, pg_url), sealed_with)
     driver.publisher.send("baton.plan", "", {"migration_id": migration_id})
-    driver.run()
+    driver.run_to_end(migration_id)
     with driver.rt.db.reading() as s:
         mig = s.get(Migration, migration_id)
         assert mig is not None and mig.state == "failed"

@@ -46,7 +46,7 @@ def _migrate(
     spec["streams"][0].update(create_target=False, **stream)
     driver = Driver(make_settings())
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     assert_migrated(driver.rt.db, mid, spec)
     driver.close()
 

@@ -33,7 +33,7 @@ def test_extract_stops_at_its_deadline_and_splits_the_chunk(
     spec = spec_for(source, f"sqlite:///{tmp_path / 'cloud.db'}", chunk_rows=5000)
     # When it runs
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then extracts stopped after a sub-batch, the chunks were split, and everything arrived
     chunks = _chunks(driver, mid)
     assert max(c.rows_in or 0 for c in chunks) <= 1000
@@ -73,7 +73,7 @@ def test_a_slow_target_makes_loads_stop_and_split(
     spec["streams"][0]["create_target"] = False
     # When it runs
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then loads were cut at their deadline (the ledger says where), and nothing was lost
     engine = create_sql_engine(pg_url)
     with engine.connect() as c:
@@ -101,7 +101,7 @@ def test_a_load_stops_at_its_deadline_inside_a_bisection(
     spec["streams"][0]["create_target"] = False
     # When it runs
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then no load overran, every refused row was quarantined once, and the rest arrived
     assert all((c.load_ms or 0) < 1500 for c in _chunks(driver, mid))
     refused = sum(1 for o in range(1, 201) for n in range(1, 4) if (o * 10 + n) % 97 == 13)
@@ -147,7 +147,7 @@ def test_a_load_cut_never_splits_keys_the_source_finds_equal(
     }
     # When it runs
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then every row arrived: a load that overran did not cut between 'm' and 'M' (the rest
     # of the chunk would start after 'm', where the source puts every 'M' too)
     target = create_sql_engine(pg_url)

@@ -163,7 +163,7 @@ def test_a_step_with_no_free_slot_waits_uncounted_and_is_woken(
         driver.publisher.queue.clear()
         driver.deliver(TASK_EXTRACT, {"chunk_id": woken.chunk_id})
         # Then each step freeing the slot wakes the next: the migration finishes by itself
-        driver.run()
+        driver.run_to_end(mid)
         assert_migrated(driver.rt.db, mid, spec, expected_bad={"Customers": 0, "order_lines": 0})
     finally:
         driver.close()

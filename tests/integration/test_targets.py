@@ -33,7 +33,7 @@ def source_url(tmp_path: Path) -> str:
 
 def _run(driver: Driver, spec: dict[str, Any]) -> str:
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     return mid
 
 

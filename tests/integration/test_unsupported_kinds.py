@@ -95,7 +95,7 @@ def test_a_kind_this_worker_lacks_waits_for_a_worker_that_has_it(
         )
     new = Driver(settings, name="new")
     new.publisher.queue.extend(_carried(mid, _chunks(new, mid)))
-    new.run()
+    new.run_to_end(mid)
     assert_migrated(new.rt.db, mid, spec)
     old.close()
     new.close()

@@ -39,7 +39,7 @@ def migrate(driver: Driver, tmp_path: Path, target: str, **extra: Any) -> tuple[
     build_source(source, customers=1200, orders=300, bad_every=37)
     spec = spec_for(source, target, chunk_rows=250, **extra)
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     assert driver.state(mid) == "succeeded"
     return mid, spec
 
@@ -177,7 +177,7 @@ def test_verify_true_in_the_spec_runs_once_the_migration_succeeds(
     # Then it waits while the migration has not succeeded
     assert migration_view(driver.rt.db, mid)["verification"]["state"] == "pending"
     # When the migration runs to its end
-    driver.run()
+    driver.run_to_end(mid)
     # Then the verification ran on its own, and the migration shows it
     view = migration_view(driver.rt.db, mid)
     assert view["state"] == "succeeded"
@@ -207,7 +207,7 @@ def test_a_target_that_orders_keys_otherwise_is_still_compared_row_for_row(
         "streams": [{"source_table": "codes", "target_table": "codes"}],
     }
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # When it is verified, every range's bounds cut the target differently from the source
     report = verify_now(driver, mid)
     # Then no row is reported twice, lost, or unexpected
@@ -245,7 +245,7 @@ def test_a_stream_whose_key_is_transformed_is_compared_whole(
         ],
     }
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     execute(pg_url, "INSERT INTO people VALUES (-1, 'stranger')")
     report = verify_now(driver, mid)
     (people,) = report["streams"]
@@ -376,7 +376,7 @@ def test_each_dialect_reports_a_changed_a_deleted_and_an_added_row(
     build_source(source, customers=800, orders=150, bad_every=19)
     spec = spec_for(source, target, chunk_rows=120)
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     assert verify_now(driver, mid)["state"] == "equal"
     # Given the target changed behind Baton's back, through its own dialect
     engine = create_sql_engine(target)

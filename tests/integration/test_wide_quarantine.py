@@ -58,7 +58,7 @@ def test_thousands_of_bad_rows_in_one_chunk_on_mariadb(
     driver = Driver(make_settings(**ONE_STEP))
     # When it runs into MariaDB
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then the ledger row holds them all, and the migration succeeds
     assert_migrated(driver.rt.db, mid, spec, expected_bad={"items": 2500})
     assert _ledger_types(mariadb_url)["quarantine"] == "longtext"
@@ -82,7 +82,7 @@ def test_a_ledger_an_older_version_made_is_widened(
     driver = Driver(make_settings(**ONE_STEP))
     # When a migration prepares its stream there
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then the ledger gained cut_key and both are LONGTEXT, its old rows kept
     assert_migrated(driver.rt.db, mid, spec, expected_bad={"items": 2000})
     types = _ledger_types(mariadb_url)
@@ -121,7 +121,7 @@ def test_a_bad_row_with_a_10_kb_key_on_a_postgresql_state_db(
     driver = Driver(make_settings(database_url=pg_url_factory()))
     # When it runs
     mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(mid)
     # Then the row is quarantined with its whole key, and the migration succeeds
     view = migration_view(driver.rt.db, mid)
     assert view["state"] == "succeeded", view
