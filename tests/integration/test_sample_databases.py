@@ -55,7 +55,7 @@ def test_sample_database_migrates_row_for_row(
     spec = sample_spec(source_url, target_url, sample)
     # When the in-process driver runs the migration to its end
     migration_id = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(migration_id)
     # Then it succeeded and set no row aside
     problems = migration_problems(driver.rt.db, migration_id)
     assert not problems, "\n".join(problems)
@@ -72,7 +72,7 @@ def test_northwind_loads_into_a_schema_with_foreign_keys_without_an_after(
     # Given Northwind's tables in the target, with every foreign key its SQLite file declares
     spec = sample_spec(northwind_url, pg_url, "northwind")
     schema_id = submit(driver.rt.db, driver.publisher, spec)  # a first run makes the tables
-    driver.run()
+    driver.run_to_end(schema_id)
     assert not migration_problems(driver.rt.db, schema_id)
     references = _add_foreign_keys(northwind_url, pg_url)
     assert len(references) >= 10, references
@@ -83,7 +83,7 @@ def test_northwind_loads_into_a_schema_with_foreign_keys_without_an_after(
     assert not any("after" in s for s in spec["streams"])
     # When it runs
     migration_id = submit(driver.rt.db, driver.publisher, spec)
-    driver.run()
+    driver.run_to_end(migration_id)
     # Then the order came from the target's foreign keys: nothing refused, nothing set aside
     problems = migration_problems(driver.rt.db, migration_id)
     assert not problems, "\n".join(problems)
