@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
+from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.settings import Settings
+from etl_tasks.state.db import _comment_database as comment_database
 from etl_tasks.state.db import upgrade
 from ops.timings import FAST_TIMINGS
 from tests import services
@@ -51,6 +57,41 @@ def pg_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def pg_state_template() -> Iterator[str]:
+    """A PostgreSQL state DB at this version's schema, made once per session (per xdist
+    process); the name of the template a test's PostgreSQL state DB is copied from."""
+    if not services.postgres_answers():
+        services.unavailable(f"PostgreSQL at {services.PG_ADMIN_URL}")
+    with services.pg_database("baton_tpl") as url:
+        upgrade(url)
+        yield str(make_url(url).database)
+
+
+@pytest.fixture
+def pg_state_url_factory(pg_state_template: str) -> Iterator[Callable[[], str]]:
+    """PostgreSQL state DBs of this test's own, upgraded and marked as ``baton db upgrade``
+    leaves them: copies of the template, where an Alembic run would cost each a second."""
+    with ExitStack() as stack:
+
+        def make() -> str:
+            url = stack.enter_context(services.pg_database(template=pg_state_template))
+            engine = create_sql_engine(url, pool_size=1)
+            try:
+                comment_database(engine)  # a comment is not copied with its database
+            finally:
+                engine.dispose()
+            return url
+
+        yield make
+
+
+@pytest.fixture
+def pg_state_url(pg_state_url_factory: Callable[[], str]) -> str:
+    """A PostgreSQL state DB of this test's own, at this version's schema."""
+    return pg_state_url_factory()
+
+
 @pytest.fixture
 def pg_url_factory() -> Iterator[Callable[[], str]]:
     """More PostgreSQL databases for one test (source, target, state DB)."""
@@ -69,8 +110,35 @@ def pg_url_factory() -> Iterator[Callable[[], str]]:
         cm.__exit__(None, None, None)
 
 
+@pytest.fixture(scope="session")
+def state_db_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite state DB at this version's schema, made once per session (per xdist
+    process): a test's new SQLite state DB is a copy of it, where running every Alembic
+    revision again would cost each test a few tenths of a second."""
+    path = tmp_path_factory.mktemp("state-template") / "state.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+def _ready_state_db(url: str, template: Path) -> None:
+    """A SQLite state DB not there yet becomes a copy of the template; any other (a
+    PostgreSQL one, or a file that exists) is upgraded in place, as before."""
+    u = make_url(url)
+    if u.get_backend_name() == "sqlite" and u.database and u.database != ":memory:":
+        path = Path(u.database)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            spare = path.with_name(f"{path.name}.copy")
+            shutil.copyfile(template, spare)
+            os.replace(spare, path)  # appears whole: nobody reads half a copy
+            return
+    upgrade(url)
+
+
 @pytest.fixture
-def make_settings(redis_server: str, key_prefix: str, tmp_path: Path) -> Callable[..., Settings]:
+def make_settings(
+    redis_server: str, key_prefix: str, tmp_path: Path, state_db_template: Path
+) -> Callable[..., Settings]:
     """Settings for one test: its own key prefix, fast timings; a SQLite state DB by default."""
 
     def make(**overrides: Any) -> Settings:
@@ -83,7 +151,7 @@ def make_settings(redis_server: str, key_prefix: str, tmp_path: Path) -> Callabl
         }
         values.update(overrides)
         settings = Settings(**values)
-        upgrade(settings.database_url)
+        _ready_state_db(settings.database_url, state_db_template)
         return settings
 
     return make

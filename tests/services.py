@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -65,7 +66,14 @@ def pg_database(prefix: str = "baton_t", template: str | None = None) -> Iterato
     try:
         with admin.cursor() as cur:
             copy = f' TEMPLATE "{template}"' if template else ""
-            cur.execute(f'CREATE DATABASE "{name}"{copy}')
+            for attempt in range(50):
+                try:
+                    cur.execute(f'CREATE DATABASE "{name}"{copy}')
+                    break
+                except psycopg2.errors.ObjectInUse:  # the template's last session is closing
+                    if attempt == 49:
+                        raise
+                    time.sleep(0.1)
         yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
     finally:
         with admin.cursor() as cur:

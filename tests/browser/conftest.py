@@ -75,18 +75,18 @@ def system(
     tmp_path: Path,
     redis_server: str,
     key_prefix: str,
-    pg_url: str,
+    pg_state_url: str,
     make_settings: Callable[..., Settings],
 ) -> Iterator[System]:
     api = ApiProcess(
         tmp_path,
         redis_server,
         key_prefix,
-        database_url=pg_url,
+        database_url=pg_state_url,
         BATON_LIVE_PORT=str(free_port()),
         BATON_LIVE_POLL_S="0.5",
     )
-    driver = Driver(make_settings(database_url=pg_url))
+    driver = Driver(make_settings(database_url=pg_state_url))
     try:
         api.wait_ready()
         yield System(api, driver)

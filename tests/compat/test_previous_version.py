@@ -72,12 +72,13 @@ def test_previous_workers_finish_a_migration_this_version_started(
     cluster_factory: Callable[[Settings], Cluster],
     make_settings: Callable[..., Settings],
     pg_url_factory: Callable[[], str],
+    pg_state_url_factory: Callable[[], str],
     tmp_path: Path,
     previous_tree: Path,
 ) -> None:
     # Given a PostgreSQL state DB at this version's schema, and a migration this version
     # submitted and started (a worker of this version has loaded some chunks)
-    cluster = cluster_factory(make_settings(database_url=pg_url_factory()))
+    cluster = cluster_factory(make_settings(database_url=pg_state_url_factory()))
     source, target = f"sqlite:///{tmp_path / 'legacy.db'}", pg_url_factory()
     build_source(source, customers=6000, orders=2000, bad_every=41)
     spec = spec_for(source, target, chunk_rows=150)

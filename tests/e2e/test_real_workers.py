@@ -37,8 +37,9 @@ def test_postgres_to_postgres_with_a_postgres_state_db(
     cluster_factory: Callable[[Settings], Cluster],
     make_settings: Callable[..., Settings],
     pg_url_factory: Callable[[], str],
+    pg_state_url_factory: Callable[[], str],
 ) -> None:
-    cluster = cluster_factory(make_settings(database_url=pg_url_factory()))
+    cluster = cluster_factory(make_settings(database_url=pg_state_url_factory()))
     cluster.start_worker(concurrency=3)
     source, target = pg_url_factory(), pg_url_factory()
     build_source(source, customers=3000, orders=1000, bad_every=29)
@@ -77,8 +78,9 @@ def test_sigkill_in_the_middle_of_a_load(
     make_settings: Callable[..., Settings],
     tmp_path: Path,
     pg_url_factory: Callable[[], str],
+    pg_state_url_factory: Callable[[], str],
 ) -> None:
-    cluster = cluster_factory(make_settings(database_url=pg_url_factory()))
+    cluster = cluster_factory(make_settings(database_url=pg_state_url_factory()))
     scenarios.sigkill_in_the_middle_of_a_load(cluster, tmp_path, pg_url_factory())
 
 

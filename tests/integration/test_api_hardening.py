@@ -110,8 +110,8 @@ def test_an_unsized_body_at_the_limit_is_read_whole(api: Api) -> None:
 
 
 @pytest.fixture
-def on_postgres(make_settings: Callable[..., Settings], pg_url: str) -> Api:
-    return make_api(make_settings(database_url=pg_url))
+def on_postgres(make_settings: Callable[..., Settings], pg_state_url: str) -> Api:
+    return make_api(make_settings(database_url=pg_state_url))
 
 
 def test_an_id_with_a_nul_names_nothing(on_postgres: Api) -> None:

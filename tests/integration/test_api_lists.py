@@ -50,8 +50,8 @@ MANY = 1205  # more than a default page, and more than the list once capped itse
 
 
 @pytest.fixture
-def pg_api(make_settings: Callable[..., Settings], pg_url: str) -> Api:
-    return make_api(make_settings(database_url=pg_url, auth="on"))
+def pg_api(make_settings: Callable[..., Settings], pg_state_url: str) -> Api:
+    return make_api(make_settings(database_url=pg_state_url, auth="on"))
 
 
 def _quarantine(api: Api, migration_id: str, n: int) -> None:

@@ -99,7 +99,7 @@ def test_a_ledger_an_older_version_made_is_widened(
 def test_a_bad_row_with_a_10_kb_key_on_a_postgresql_state_db(
     make_settings: Callable[..., Settings],
     tmp_path: Path,
-    pg_url_factory: Callable[[], str],
+    pg_state_url_factory: Callable[[], str],
 ) -> None:
     # Given a source whose text keys include one of 10 KB (random, so it does not
     # compress), on a row that a transform refuses
@@ -118,7 +118,7 @@ def test_a_bad_row_with_a_10_kb_key_on_a_postgresql_state_db(
         target_table="codes",
         columns={"code": "code", "qty": {"from": "qty", "transform": "int"}},
     )
-    driver = Driver(make_settings(database_url=pg_url_factory()))
+    driver = Driver(make_settings(database_url=pg_state_url_factory()))
     # When it runs
     mid = submit(driver.rt.db, driver.publisher, spec)
     driver.run_to_end(mid)

@@ -56,7 +56,9 @@ class Live:
 
 @pytest.fixture
 def live_factory(
-    make_settings: Callable[..., Settings], pg_url_factory: Callable[[], str], tmp_path: Path
+    make_settings: Callable[..., Settings],
+    pg_state_url_factory: Callable[[], str],
+    tmp_path: Path,
 ) -> Iterator[Callable[..., Live]]:
     """Start an API with auth on, a PostgreSQL state DB and secret keys (overridable)."""
     started: list[Live] = []
@@ -64,7 +66,7 @@ def live_factory(
     def start(env: dict[str, str] | None = None, **overrides: Any) -> Live:
         values: dict[str, Any] = {
             "auth": "on",
-            "database_url": pg_url_factory(),
+            "database_url": pg_state_url_factory(),
             "secret_keys": new_key(),
             "env_allowed": "LEGACY_*,TARGET_*,SILENT_*",
             "preflight_timeout_s": 3.0,
