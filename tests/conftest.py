@@ -13,9 +13,7 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.settings import Settings
-from etl_tasks.state.db import _comment_database as comment_database
 from etl_tasks.state.db import upgrade
 from ops.timings import FAST_TIMINGS
 from tests import services
@@ -70,20 +68,9 @@ def pg_state_template() -> Iterator[str]:
 
 @pytest.fixture
 def pg_state_url_factory(pg_state_template: str) -> Iterator[Callable[[], str]]:
-    """PostgreSQL state DBs of this test's own, upgraded and marked as ``baton db upgrade``
-    leaves them: copies of the template, where an Alembic run would cost each a second."""
+    """PostgreSQL state DBs of this test's own, at this version's schema (copies)."""
     with ExitStack() as stack:
-
-        def make() -> str:
-            url = stack.enter_context(services.pg_database(template=pg_state_template))
-            engine = create_sql_engine(url, pool_size=1)
-            try:
-                comment_database(engine)  # a comment is not copied with its database
-            finally:
-                engine.dispose()
-            return url
-
-        yield make
+        yield lambda: stack.enter_context(services.pg_state_database(pg_state_template))
 
 
 @pytest.fixture

@@ -21,6 +21,8 @@ import pytest
 import redis
 from sqlalchemy.engine import make_url
 
+from etl_tasks.connectors.sql.engines import create_sql_engine
+from etl_tasks.state.db import _comment_database as comment_database
 from ops.embedded import free_port, start_redis
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -79,6 +81,20 @@ def pg_database(prefix: str = "baton_t", template: str | None = None) -> Iterato
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@contextmanager
+def pg_state_database(template: str) -> Iterator[str]:
+    """A PostgreSQL state DB for one test, upgraded and marked as ``baton db upgrade``
+    leaves it: a copy of ``template`` (an upgraded one), where an Alembic run would cost
+    each test a second."""
+    with pg_database(template=template) as url:
+        engine = create_sql_engine(url, pool_size=1)
+        try:
+            comment_database(engine)  # a comment is not copied with its database
+        finally:
+            engine.dispose()
+        yield url
 
 
 def redis_answers(url: str) -> bool:

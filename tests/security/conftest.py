@@ -7,6 +7,7 @@ afterwards.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from etl_tasks.settings import Settings
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import ApiToken, Migration
 from etl_tasks.tokens import create_token
+from ops.timings import FAST_TIMINGS
+from tests import services
 from tests.api_process import ApiProcess
 
 ROLES = ("viewer", "operator", "admin")
@@ -54,6 +57,36 @@ class Live:
         return sorted(tuple(r) for r in rows)
 
 
+#: What every attacked API runs with, beyond the suite's settings.
+LIVE_SETTINGS: dict[str, Any] = {
+    "auth": "on",
+    "env_allowed": "LEGACY_*,TARGET_*,SILENT_*",
+    "preflight_timeout_s": 3.0,
+}
+
+
+def _start_live(settings: Settings, workdir: Path, env: dict[str, str] | None = None) -> Live:
+    db = StateDB(settings.database_url)
+    every = {**settings.as_env(), **(env or {})}
+    api = ApiProcess(
+        workdir, settings.broker_url, settings.key_prefix, settings.database_url, **every
+    )
+    live = Live(settings, api, db)
+    for role in ROLES:
+        live.tokens[role] = create_token(db, f"{role}-1", role)
+    try:
+        api.wait_ready()
+    except BaseException:
+        _stop_live(live)
+        raise
+    return live
+
+
+def _stop_live(live: Live) -> None:
+    live.api.close()
+    live.db.dispose()
+
+
 @pytest.fixture
 def live_factory(
     make_settings: Callable[..., Settings],
@@ -65,32 +98,45 @@ def live_factory(
 
     def start(env: dict[str, str] | None = None, **overrides: Any) -> Live:
         values: dict[str, Any] = {
-            "auth": "on",
+            **LIVE_SETTINGS,
             "database_url": pg_state_url_factory(),
             "secret_keys": new_key(),
-            "env_allowed": "LEGACY_*,TARGET_*,SILENT_*",
-            "preflight_timeout_s": 3.0,
         }
         values.update(overrides)
-        settings = make_settings(**values)
-        db = StateDB(settings.database_url)
         workdir = tmp_path / f"api-{len(started)}"
         workdir.mkdir()
-        every = {**settings.as_env(), **(env or {})}
-        api = ApiProcess(
-            workdir, settings.broker_url, settings.key_prefix, settings.database_url, **every
-        )
-        live = Live(settings, api, db)
+        live = _start_live(make_settings(**values), workdir, env)
         started.append(live)
-        for role in ROLES:
-            live.tokens[role] = create_token(db, f"{role}-1", role)
-        api.wait_ready()
         return live
 
     yield start
     for live in started:
-        live.api.close()
-        live.db.dispose()
+        _stop_live(live)
+
+
+@pytest.fixture(scope="module")
+def refusing_live(
+    redis_server: str, pg_state_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Live]:
+    """One API for a module's tests that only send what it must refuse: nothing any of
+    them sends is stored, so none can see another's, and each no longer starts an API
+    of its own (seconds each)."""
+    prefix = f"baton-test-{uuid.uuid4().hex[:10]}:"
+    with services.pg_state_database(pg_state_template) as url:
+        settings = Settings(
+            broker_url=redis_server,
+            database_url=url,
+            key_prefix=prefix,
+            secret_keys=new_key(),
+            **FAST_TIMINGS,
+            **LIVE_SETTINGS,
+        )
+        live = _start_live(settings, tmp_path_factory.mktemp("api"))
+        try:
+            yield live
+        finally:
+            _stop_live(live)
+            services.delete_prefix(redis_server, prefix)
 
 
 @pytest.fixture

@@ -98,8 +98,9 @@ CASES: dict[str, tuple[Mutation, str, str]] = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_input_is_a_located_422_and_creates_nothing(
-    live: Live, tmp_path: Path, pg_url: str, case: str
+    refusing_live: Live, tmp_path: Path, pg_url: str, case: str
 ) -> None:
+    live = refusing_live
     legacy = sqlite_url(tmp_path / "legacy.db")
     build_source(legacy, customers=5, orders=1)
     spec = _spec(legacy, sqlite_url(tmp_path / "target.db"))

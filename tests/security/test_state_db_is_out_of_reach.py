@@ -72,8 +72,9 @@ def test_the_state_db_by_url_env_is_refused_even_when_every_name_is_allowed(
 
 
 def test_the_state_db_by_any_address_is_refused_as_a_source(
-    live: Live, legacy: str, pg_url: str
+    refusing_live: Live, legacy: str, pg_url: str
 ) -> None:
+    live = refusing_live
     proxy = TcpProxy("127.0.0.1", 5432).start()
     try:
         for how, url in _variants(live, proxy).items():
@@ -91,7 +92,10 @@ def test_the_state_db_by_any_address_is_refused_as_a_source(
     engine.dispose()
 
 
-def test_the_state_db_is_refused_as_a_target_and_no_token_changes(live: Live, legacy: str) -> None:
+def test_the_state_db_is_refused_as_a_target_and_no_token_changes(
+    refusing_live: Live, legacy: str
+) -> None:
+    live = refusing_live
     before = live.token_rows()
     proxy = TcpProxy("127.0.0.1", 5432).start()
     try:
@@ -118,8 +122,9 @@ def test_the_state_db_is_refused_as_a_target_and_no_token_changes(live: Live, le
     ],
 )
 def test_url_parameters_that_would_move_the_connection_are_refused(
-    live: Live, legacy: str, query: str, why: str
+    refusing_live: Live, legacy: str, query: str, why: str
 ) -> None:
+    live = refusing_live
     state_db = make_url(live.settings.database_url).database
     url = "postgresql://postgres@127.0.0.1:5432/postgres" + query.format(db=state_db)
     errors = errors_of(live.submit(_spec({"url": legacy}, {"url": url}, create_target=True)))
@@ -127,7 +132,8 @@ def test_url_parameters_that_would_move_the_connection_are_refused(
     assert live.migrations() == 0
 
 
-def test_a_unix_socket_is_refused(live: Live, legacy: str) -> None:
+def test_a_unix_socket_is_refused(refusing_live: Live, legacy: str) -> None:
+    live = refusing_live
     state_db = make_url(live.settings.database_url).database
     for url in (f"postgresql://postgres@/{state_db}", f"postgresql:///{state_db}"):
         errors = errors_of(live.submit(_spec({"url": legacy}, {"url": url}, create_target=True)))
@@ -145,8 +151,9 @@ def test_a_unix_socket_is_refused(live: Live, legacy: str) -> None:
     ],
 )
 def test_baton_tables_are_reserved(
-    live: Live, legacy: str, pg_url: str, field: str, name: str
+    refusing_live: Live, legacy: str, pg_url: str, field: str, name: str
 ) -> None:
+    live = refusing_live
     spec = _spec({"url": legacy}, {"url": pg_url}, write="upsert")
     spec["streams"][0][field] = name
     errors = errors_of(live.submit(spec))
