@@ -125,7 +125,7 @@ def test_an_admin_purges_the_quarantined_values_once_confirmed(
     source = tmp_path / "legacy.db"
     build_source(sqlite_url(source), customers=5, orders=ORDERS, bad_every=BAD_EVERY)
     mid = system.submit(spec_for(sqlite_url(source), sqlite_url(tmp_path / "t.db")))
-    system.driver.run()
+    system.driver.run_to_end(mid)
     bad = bad_lines(ORDERS, LINES, BAD_EVERY)
     sign_in(page, system, "admin")
     page.goto(f"{system.api.url}/migrations/{mid}")
