@@ -117,8 +117,9 @@ def test_with_task_events_on_a_worker_announces_each_task_it_runs(
     make_settings: Callable[..., Settings],
     tmp_path: Path,
 ) -> None:
-    # Given a real worker and its publisher with BATON_TASK_EVENTS=on, and a listener
-    cluster = cluster_factory(make_settings(task_events="on"))
+    # Given a real worker and its publisher with BATON_TASK_EVENTS=on, and a listener (steps
+    # not chained: each step is a task of its own, so each kind is announced)
+    cluster = cluster_factory(make_settings(task_events="on", chain_steps=False))
     events = _Events(cluster)
     try:
         worker = cluster.start_worker()
