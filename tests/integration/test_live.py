@@ -166,7 +166,11 @@ def test_fifty_streams_leave_the_api_answering(
             opened.append(resp)
         for resp in opened:  # each has its first events
             assert next(resp.iter_lines(decode_unicode=True)).startswith("retry:")
-        before = requests.get(f"{live}/stats", timeout=5).json()
+        # a stream is counted once its handler has sent its first events: wait for the last
+        deadline = time.monotonic() + 5
+        while (before := requests.get(f"{live}/stats", timeout=5).json())["streams"] < STREAMS:
+            assert time.monotonic() < deadline, before
+            time.sleep(0.05)
         assert before["streams"] == STREAMS
         t0 = time.monotonic()
         for _ in range(10):
