@@ -33,15 +33,23 @@ def page(browser: Any) -> Iterator[Any]:
     context.close()
 
 
+def _finished_with_quarantine(system: System, tmp_path: Path, **spec_args: Any) -> str:
+    """A finished migration of a legacy DB whose order lines with a quantity written
+    "many" were quarantined."""
+    source = tmp_path / "legacy.db"
+    build_source(sqlite_url(source), customers=5, orders=ORDERS, bad_every=BAD_EVERY)
+    spec = spec_for(sqlite_url(source), sqlite_url(tmp_path / "target.db"), **spec_args)
+    mid = system.submit(spec)
+    system.driver.run_to_end(mid)
+    return mid
+
+
 def test_download_then_replay_from_the_page(system: System, page: Any, tmp_path: Path) -> None:
     from playwright.sync_api import expect
 
     # Given a migration whose order lines with a quantity written "many" were quarantined
+    mid = _finished_with_quarantine(system, tmp_path, chunk_rows=20)
     source = tmp_path / "legacy.db"
-    build_source(sqlite_url(source), customers=5, orders=ORDERS, bad_every=BAD_EVERY)
-    spec = spec_for(sqlite_url(source), sqlite_url(tmp_path / "target.db"), chunk_rows=20)
-    mid = system.submit(spec)
-    system.driver.run_to_end(mid)
     bad = bad_lines(ORDERS, LINES, BAD_EVERY)
     assert bad >= 3
     sign_in(page, system, "operator")
@@ -84,10 +92,7 @@ def test_a_viewer_downloads_masked_rows_and_cannot_replay(
 ) -> None:
     from playwright.sync_api import expect
 
-    source = tmp_path / "legacy.db"
-    build_source(sqlite_url(source), customers=5, orders=ORDERS, bad_every=BAD_EVERY)
-    mid = system.submit(spec_for(sqlite_url(source), sqlite_url(tmp_path / "t.db")))
-    system.driver.run_to_end(mid)
+    mid = _finished_with_quarantine(system, tmp_path)
     sign_in(page, system, "viewer")
     page.goto(f"{system.api.url}/migrations/{mid}")
     expect(page.get_by_test_id("download-csv")).to_be_visible()
@@ -122,10 +127,7 @@ def test_an_admin_purges_the_quarantined_values_once_confirmed(
     from playwright.sync_api import expect
 
     # Given a finished migration with quarantined order lines, on an admin's page
-    source = tmp_path / "legacy.db"
-    build_source(sqlite_url(source), customers=5, orders=ORDERS, bad_every=BAD_EVERY)
-    mid = system.submit(spec_for(sqlite_url(source), sqlite_url(tmp_path / "t.db")))
-    system.driver.run_to_end(mid)
+    mid = _finished_with_quarantine(system, tmp_path)
     bad = bad_lines(ORDERS, LINES, BAD_EVERY)
     sign_in(page, system, "admin")
     page.goto(f"{system.api.url}/migrations/{mid}")

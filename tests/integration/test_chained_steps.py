@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from etl_tasks import gate
-from etl_tasks.chunk_lease import claim, commit_and_claim
+from etl_tasks.chunk_lease import Claim, claim, commit_and_claim
 from etl_tasks.constants import TASK_EXTRACT, TASK_LOAD, TASK_TRANSFORM
 from etl_tasks.errors import TransientError
 from etl_tasks.settings import Settings
@@ -59,6 +59,21 @@ def _one_extract(driver: Driver, mid: str) -> int:
     raise AssertionError("no extract was sent")
 
 
+def _claimed_extract(driver: Driver, spec: dict[str, Any]) -> tuple[str, Claim]:
+    """A new migration whose first chunk is claimed for its extract (not run)."""
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    c = claim(driver.rt, _one_extract(driver, mid), "extract")
+    assert c is not None
+    return mid, c
+
+
+def _step_of(driver: Driver, chunk_id: int) -> Chunk:
+    with driver.rt.db.reading() as s:
+        chunk = s.get(Chunk, chunk_id)
+    assert chunk is not None
+    return chunk
+
+
 def test_each_chunk_goes_from_extract_to_load_on_one_message(
     chained: Driver, spec: dict[str, Any]
 ) -> None:
@@ -96,35 +111,25 @@ def test_a_draining_worker_stops_after_the_step_in_hand(
 def test_a_migration_paused_during_a_step_goes_no_further_on_that_worker(
     chained: Driver, spec: dict[str, Any]
 ) -> None:
-    mid = submit(chained.rt.db, chained.publisher, spec)
-    chunk_id = _one_extract(chained, mid)
-    c = claim(chained.rt, chunk_id, "extract")
-    assert c is not None
+    mid, c = _claimed_extract(chained, spec)
     with chained.rt.db.session() as s:
         s.execute(update(Migration).where(Migration.id == mid).values(state="paused"))
     committed, nxt = commit_and_claim(chained.rt, c, "transform", stage_token=c.token)
     # The extract's outcome stands, the lease is released, and the caller sends the
     # transform (claimed by nobody until the migration resumes)
     assert (committed, nxt) == (True, None)
-    with chained.rt.db.reading() as s:
-        chunk = s.get(Chunk, chunk_id)
-        assert chunk is not None
-        assert (chunk.step, chunk.lease_owner, chunk.stage_token) == ("transform", None, c.token)
+    chunk = _step_of(chained, c.chunk_id)
+    assert (chunk.step, chunk.lease_owner, chunk.stage_token) == ("transform", None, c.token)
 
 
 def test_a_step_whose_lease_was_taken_over_neither_commits_nor_goes_on(
     chained: Driver, spec: dict[str, Any]
 ) -> None:
-    mid = submit(chained.rt.db, chained.publisher, spec)
-    chunk_id = _one_extract(chained, mid)
-    c = claim(chained.rt, chunk_id, "extract")
-    assert c is not None
+    _, c = _claimed_extract(chained, spec)
     with chained.rt.db.session() as s:  # another worker took the chunk over
-        s.execute(update(Chunk).where(Chunk.id == chunk_id).values(lease_token=c.token + 1))
+        s.execute(update(Chunk).where(Chunk.id == c.chunk_id).values(lease_token=c.token + 1))
     assert commit_and_claim(chained.rt, c, "transform", stage_token=c.token) == (False, None)
-    with chained.rt.db.reading() as s:
-        chunk = s.get(Chunk, chunk_id)
-        assert chunk is not None and chunk.step == "extract"
+    assert _step_of(chained, c.chunk_id).step == "extract"
 
 
 def test_a_chained_load_that_must_retry_finds_its_rows_staged(
