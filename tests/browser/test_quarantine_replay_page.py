@@ -121,6 +121,66 @@ def _values_held(system: System, mid: str) -> int:
     return sum(1 for q in rows if q.row is not None or q.key != PURGED_KEY)
 
 
+def _live_update(page: Any, mid: str) -> None:
+    """Deliver the live event ``m-<mid>`` to every element listening for it, as the page's
+    SSE extension does with each event the stream brings."""
+    page.evaluate(
+        """(name) => document.querySelectorAll(`[hx-trigger*="${name}"]`)
+                      .forEach((el) => htmx.trigger(el, name))""",
+        f"sse:m-{mid}",
+    )
+
+
+def _detail_refresh(page: Any, system: System, mid: str) -> Any:
+    fragment = f"{system.api.url}/migrations/{mid}/fragments/detail"
+    return page.expect_response(lambda r: r.url.startswith(fragment), timeout=15_000)
+
+
+def test_the_details_catch_up_with_the_last_change_of_a_burst(
+    system: System, page: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    # Given an admin on a finished migration's page, just refreshed by its first live event
+    mid = _finished_with_quarantine(system, tmp_path)
+    sign_in(page, system, "admin")
+    with _detail_refresh(page, system, mid):
+        page.goto(f"{system.api.url}/migrations/{mid}")
+    expect(page.get_by_test_id("quarantine")).to_contain_text("Qty=many")
+    # When the migration changes and its next live event comes within the 3 s throttle
+    csrf = page.locator("details.purge input[name=csrf]").get_attribute("value")
+    answer = page.request.post(
+        f"{system.api.url}/migrations/{mid}/quarantine/purge",
+        form={"csrf": csrf or "", "confirm": "purge"},
+    )
+    assert answer.ok
+    _live_update(page, mid)
+    # Then the details still show the change, a few seconds on, without a reload
+    expect(page.get_by_test_id("quarantine")).not_to_contain_text("many", timeout=10_000)
+
+
+def test_an_open_purge_form_outlives_the_pages_live_refresh(
+    system: System, page: Any, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    # Given an admin on a finished migration's page, the purge form open and its box ticked
+    mid = _finished_with_quarantine(system, tmp_path)
+    sign_in(page, system, "admin")
+    with _detail_refresh(page, system, mid):
+        page.goto(f"{system.api.url}/migrations/{mid}")
+    page.get_by_text("Purge quarantined values…").click()
+    page.get_by_label("Yes, remove them for good").check()
+    # When the page's details are refreshed by a live update
+    with _detail_refresh(page, system, mid) as refresh:
+        _live_update(page, mid)
+    assert refresh.value.ok
+    page.wait_for_timeout(300)  # the swap settles after the response
+    # Then the form is still open and still ticked: the admin's half-done action stays
+    expect(page.get_by_label("Yes, remove them for good")).to_be_visible()
+    expect(page.get_by_label("Yes, remove them for good")).to_be_checked()
+
+
 def test_an_admin_purges_the_quarantined_values_once_confirmed(
     system: System, page: Any, tmp_path: Path
 ) -> None:
