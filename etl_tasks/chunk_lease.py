@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from etl_tasks.constants import FIRST_STEP, STEPS
@@ -24,7 +24,17 @@ from etl_tasks.outbox import record_finish
 from etl_tasks.runtime import Runtime, spec_digest
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
-from etl_tasks.state.models import Chunk, Event, Migration, Stream, VerificationRange
+from etl_tasks.state.models import (
+    CHUNKS,
+    MIGRATIONS,
+    STREAMS,
+    Chunk,
+    Event,
+    Migration,
+    Stream,
+    VerificationRange,
+    step_timings,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,61 +60,107 @@ class Claim:
     rows_in: int | None = None  # rows its extract staged, once it has
 
 
+#: A chunk with what a claim needs of its migration and stream, locked. Statements are
+#: built once: a claim is the state DB's busiest transaction, and the ORM's unit of work
+#: would cost more than the statements themselves.
+_CLAIM_READ = (
+    select(
+        *(
+            CHUNKS.c[name]
+            for name in (
+                "migration_id stream_id step state lease_owner lease_expires_at not_before "
+                "attempts lease_token stage_token lower upper keys rows_in started_at "
+                "last_error timings extract_ms transform_ms load_ms"
+            ).split()
+        ),
+        MIGRATIONS.c.state.label("migration_state"),
+        MIGRATIONS.c.updated_at.label("migration_updated_at"),
+        STREAMS.c.name.label("stream"),
+    )
+    .select_from(
+        CHUNKS.join(MIGRATIONS, MIGRATIONS.c.id == CHUNKS.c.migration_id).join(
+            STREAMS, STREAMS.c.id == CHUNKS.c.stream_id
+        )
+    )
+    .where(CHUNKS.c.id == bindparam("chunk"))
+    .with_for_update(of=CHUNKS, **ROW_LOCK)
+)
+_SPEC_READ = select(MIGRATIONS.c.spec, MIGRATIONS.c.sealed).where(
+    MIGRATIONS.c.id == bindparam("migration")
+)
+_MIGRATION_STATE = select(MIGRATIONS.c.state).where(MIGRATIONS.c.id == bindparam("migration"))
+_BY_ID = update(CHUNKS).where(CHUNKS.c.id == bindparam("chunk"))
+_FENCED = _BY_ID.where(CHUNKS.c.lease_token == bindparam("token"))
+
+
 def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
     """Take the chunk's lease for ``step``; ``None`` when this message has nothing to do."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        chunk = s.get(Chunk, chunk_id, with_for_update=ROW_LOCK)
-        if chunk is None or chunk.step != step:
+        conn = s.connection()
+        row = conn.execute(_CLAIM_READ, {"chunk": chunk_id}).one_or_none()
+        if row is None or row.step != step or not _claimable(row, now):
             return None
-        mig = s.get(Migration, chunk.migration_id)
-        if not _claimable(chunk, mig, now):
+        if rt.spec_may_have_changed(row.migration_id, row.migration_updated_at):
+            stored, sealed = conn.execute(_SPEC_READ, {"migration": row.migration_id}).one()
+            # a replay may have revised it
+            rt.follow_spec(row.migration_id, spec_digest(stored, sealed), row.migration_updated_at)
+        if row.attempts >= rt.settings.max_attempts:
+            reason = f"{step} did not finish after {row.attempts} attempts"
+            chunk = s.get(Chunk, chunk_id)
+            assert chunk is not None
+            fail_chunk(s, chunk, now, row.last_error or reason)
             return None
-        assert mig is not None
-        rt.follow_spec(mig.id, spec_digest(mig.spec, mig.sealed))  # a replay may revise it
-        if chunk.attempts >= rt.settings.max_attempts:
-            reason = f"{step} did not finish after {chunk.attempts} attempts"
-            fail_chunk(s, chunk, now, chunk.last_error or reason)
-            return None
-        expired = chunk.lease_owner is not None  # its holder never released it
-        chunk.attempts += 1
-        chunk.lease_token += 1
-        chunk.lease_owner = rt.worker_name
-        chunk.lease_expires_at = now + timedelta(seconds=rt.settings.lease_s)
-        chunk.state = ChunkState.RUNNING
-        chunk.worker = rt.worker_name
-        chunk.queued_at = None
-        chunk.started_at = chunk.started_at or now
-        stream = s.get(Stream, chunk.stream_id)
-        assert stream is not None
+        expired = row.lease_owner is not None  # its holder never released it
         taken = Claim(
-            chunk.id,
-            chunk.migration_id,
-            stream.name,
+            chunk_id,
+            row.migration_id,
+            row.stream,
             step,
-            chunk.lease_token,
-            chunk.stage_token,
-            chunk.lower,
-            chunk.upper,
-            chunk.attempts,
-            chunk.rows_in is not None,
-            chunk.keys,
-            chunk.step_timings(),
-            chunk.rows_in,
+            row.lease_token + 1,
+            row.stage_token,
+            row.lower,
+            row.upper,
+            row.attempts + 1,
+            row.rows_in is not None,
+            row.keys,
+            step_timings(row),
+            row.rows_in,
+        )
+        conn.execute(
+            _BY_ID,
+            {
+                "chunk": chunk_id,
+                "attempts": taken.attempts,
+                "lease_token": taken.token,
+                "lease_owner": rt.worker_name,
+                "lease_expires_at": now + timedelta(seconds=rt.settings.lease_s),
+                "state": ChunkState.RUNNING,
+                "worker": rt.worker_name,
+                "queued_at": None,
+                "started_at": row.started_at or now,
+            },
         )
     if expired:  # counted once the claim is committed
         LEASE_EXPIRIES.labels("chunk").inc()
     return taken
 
 
-def _claimable(chunk: Chunk, mig: Migration | None, now: datetime) -> bool:
-    if mig is None or mig.state != MigrationState.RUNNING:
+def _claimable(row: Any, now: datetime) -> bool:
+    if row.migration_state != MigrationState.RUNNING:
         return False
-    if chunk.state not in (ChunkState.PENDING, ChunkState.RUNNING):
+    if row.state not in (ChunkState.PENDING, ChunkState.RUNNING):
         return False
-    if chunk.lease_owner and chunk.lease_expires_at and chunk.lease_expires_at > now:
+    if row.lease_owner and row.lease_expires_at and row.lease_expires_at > now:
         return False  # another step holds it and is alive
-    return not (chunk.not_before and chunk.not_before > now)
+    return not (row.not_before and row.not_before > now)
+
+
+def fenced_update(s: Session, c: Claim, values: dict[str, Any]) -> bool:
+    """Set ``values`` on ``c``'s chunk if ``c``'s token is still the chunk's; say whether
+    it was. One Core statement, compiled once per set of columns."""
+    result = s.connection().execute(_FENCED, {"chunk": c.chunk_id, "token": c.token, **values})
+    return bool(result.rowcount)
 
 
 def commit(rt: Runtime, c: Claim, **values: Any) -> bool:
@@ -113,13 +169,7 @@ def commit(rt: Runtime, c: Claim, **values: Any) -> bool:
         now = rt.db.now(s)
         values.setdefault("lease_owner", None)
         values.setdefault("lease_expires_at", None)
-        values = {k: (now if v is NOW else v) for k, v in values.items()}
-        result = s.execute(
-            update(Chunk)
-            .where(Chunk.id == c.chunk_id, Chunk.lease_token == c.token)
-            .values(**values)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+        return fenced_update(s, c, {k: (now if v is NOW else v) for k, v in values.items()})
 
 
 def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[bool, Claim | None]:
@@ -135,7 +185,7 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
     """
     with rt.db.session() as s:
         now = rt.db.now(s)
-        state = s.scalar(select(Migration.state).where(Migration.id == c.migration_id))
+        state = s.connection().scalar(_MIGRATION_STATE, {"migration": c.migration_id})
         values = {k: (now if v is NOW else v) for k, v in values.items()}
         going_on = state == MigrationState.RUNNING
         if going_on:
@@ -151,12 +201,7 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
             )
         else:
             values.update(step=step, lease_owner=None, lease_expires_at=None, queued_at=now)
-        result = s.execute(
-            update(Chunk)
-            .where(Chunk.id == c.chunk_id, Chunk.lease_token == c.token)
-            .values(**values)
-        )
-        if not result.rowcount:  # type: ignore[attr-defined]
+        if not fenced_update(s, c, values):
             return False, None
     if not going_on:
         return True, None

@@ -2,9 +2,10 @@
 
 Built once per worker process (after any fork) and passed to every step.
 What is derived from a migration's spec is cached. A spec changes only when a
-quarantine replay amends a stream's columns (a spec revision): each claim hands
-the stored spec's digest to :meth:`Runtime.follow_spec`, which forgets what was
-derived from an older revision.
+quarantine replay amends a stream's columns (a spec revision), which also moves
+the migration's ``updated_at``: a claim that sees it moved since this process last
+looked hands the stored spec's digest to :meth:`Runtime.follow_spec`, which forgets
+what was derived from an older revision.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ class Runtime:
         self._lock = threading.RLock()
         self._specs: dict[str, MigrationSpec] = {}
         self._digests: dict[str, str] = {}  # the revision each cached spec was read from
+        self._looked: dict[str, Any] = {}  # updated_at when the spec was last compared
         self._endpoints: dict[tuple[str, str], SqlEndpoint] = {}
         self._bindings: dict[tuple[str, str], StreamBinding] = {}
         self._paths: dict[tuple[str, str], ValuePath] = {}
@@ -116,10 +118,18 @@ class Runtime:
             self._digests[migration_id] = digest
         return spec
 
-    def follow_spec(self, migration_id: str, digest: str) -> None:
-        """Forget what was derived from an older revision of the migration's spec (its
-        endpoints stay: a revision changes a stream's columns, never where they are)."""
+    def spec_may_have_changed(self, migration_id: str, updated_at: Any) -> bool:
+        """Whether the migration's row changed since its spec was last compared here (a
+        revision moves ``updated_at``; so do pauses and waits, which change no spec)."""
         with self._lock:
+            return migration_id not in self._looked or self._looked[migration_id] != updated_at
+
+    def follow_spec(self, migration_id: str, digest: str, updated_at: Any = None) -> None:
+        """Forget what was derived from an older revision of the migration's spec (its
+        endpoints stay: a revision changes a stream's columns, never where they are);
+        ``updated_at`` is the migration's, read with the spec."""
+        with self._lock:
+            self._looked[migration_id] = updated_at
             known = self._digests.get(migration_id)
             if known is None or known == digest:
                 return

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import update
 from sqlalchemy.orm import Session
 
 from etl_tasks.budget import StepClock
-from etl_tasks.chunk_lease import NOW, Claim
+from etl_tasks.chunk_lease import NOW, Claim, fenced_update
 from etl_tasks.errors import LeaseLost
 from etl_tasks.planning import add_chunks
 from etl_tasks.runtime import Runtime
@@ -54,11 +53,9 @@ def renew(rt: Runtime, c: Claim) -> None:
     """Extend the lease while a step works; a step whose token is stale must stop."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        done = s.execute(
-            update(Chunk)
-            .where(Chunk.id == c.chunk_id, Chunk.lease_token == c.token)
-            .values(lease_expires_at=now + timedelta(seconds=rt.settings.lease_s))
-        ).rowcount  # type: ignore[attr-defined]
+        done = fenced_update(
+            s, c, {"lease_expires_at": now + timedelta(seconds=rt.settings.lease_s)}
+        )
     if not done:
         raise LeaseLost()
 

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -135,19 +136,32 @@ class Chunk(Base):
 
     def step_timings(self) -> dict[str, int]:
         """Milliseconds per step, including what an older version recorded in its columns."""
-        out: dict[str, int] = {}
-        for step in PIPELINE:
-            legacy = getattr(self, step.timing_column) if step.timing_column else None
-            if legacy is not None:
-                out[step.name] = legacy
-        out.update(self.timings or {})
-        return out
+        return step_timings(self)
 
     def record_timing(self, step: str, ms: int) -> None:
         self.timings = {**(self.timings or {}), step: ms}
         legacy = STEPS[step].timing_column
         if legacy:
             setattr(self, legacy, ms)
+
+
+#: The tables behind the models, for the hot paths' Core statements (built once, run
+#: without the ORM's unit of work).
+MIGRATIONS: Table = Migration.__table__  # type: ignore[assignment]
+STREAMS: Table = Stream.__table__  # type: ignore[assignment]
+CHUNKS: Table = Chunk.__table__  # type: ignore[assignment]
+
+
+def step_timings(chunk: Any) -> dict[str, int]:
+    """Milliseconds per step of ``chunk`` (a :class:`Chunk` or a row of its columns),
+    including what an older version recorded in its per-step columns."""
+    out: dict[str, int] = {}
+    for step in PIPELINE:
+        legacy = getattr(chunk, step.timing_column) if step.timing_column else None
+        if legacy is not None:
+            out[step.name] = legacy
+    out.update(chunk.timings or {})
+    return out
 
 
 def quarantine_key_hash(key: str) -> str:

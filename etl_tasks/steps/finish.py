@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from etl_tasks.budget import next_chunk_rows
@@ -23,7 +23,16 @@ from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import split
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, Step
-from etl_tasks.state.models import Chunk, Migration, QuarantinedRow, Stream
+from etl_tasks.state.models import MIGRATIONS, STREAMS, Chunk, QuarantinedRow
+
+# Built once: every chunk's finish runs them.
+_NOT_WAITING = (
+    update(MIGRATIONS)
+    .where(MIGRATIONS.c.id == bindparam("migration"), MIGRATIONS.c.waiting_reason.is_not(None))
+    .values(waiting_reason=None)
+)
+_CHUNK_ROWS = select(STREAMS.c.chunk_rows).where(STREAMS.c.id == bindparam("stream"))
+_SET_CHUNK_ROWS = update(STREAMS).where(STREAMS.c.id == bindparam("stream"))
 
 
 def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> None:
@@ -45,12 +54,8 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> 
             split(s, chunk, record.cut, now)
         _mark_done(chunk, record, load_ms, now)
         _adapt_chunk_rows(rt, s, chunk)
-        s.execute(  # no longer waiting: not read first (the row holds the whole spec)
-            update(Migration)
-            .where(Migration.id == c.migration_id, Migration.waiting_reason.is_not(None))
-            .values(waiting_reason=None)
-            .execution_options(synchronize_session=False)
-        )
+        # No longer waiting: not read first (the row holds the whole spec).
+        s.connection().execute(_NOT_WAITING, {"migration": c.migration_id})
         s.flush()
         if quarantined:  # the count only grows with new quarantined rows
             _enforce_max_bad_rows(rt, s, c.migration_id, now)
@@ -124,13 +129,14 @@ def _enforce_max_bad_rows(rt: Runtime, s: Session, migration_id: str, now: datet
 
 def _adapt_chunk_rows(rt: Runtime, s: Session, chunk: Chunk) -> None:
     """Size the stream's next chunks so its slowest step fits the step budget."""
-    stream = s.get(Stream, chunk.stream_id)
     slowest = max(chunk.step_timings().values(), default=0)
     # A load cut at its deadline handled fewer rows than were extracted: count those.
     rows = min(chunk.rows_in or 0, (chunk.rows_out or 0) + (chunk.rows_quarantined or 0))
-    if stream is None or not rows:
+    conn = s.connection()
+    current = conn.scalar(_CHUNK_ROWS, {"stream": chunk.stream_id})
+    if current is None or not rows:
         return
     ceiling = rt.spec(chunk.migration_id).chunk_rows
-    stream.chunk_rows = next_chunk_rows(
-        stream.chunk_rows, rows, slowest, rt.settings.step_budget_s, ceiling
-    )
+    wanted = next_chunk_rows(current, rows, slowest, rt.settings.step_budget_s, ceiling)
+    if wanted != current:
+        conn.execute(_SET_CHUNK_ROWS, {"stream": chunk.stream_id, "chunk_rows": wanted})
