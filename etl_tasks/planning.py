@@ -12,7 +12,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from etl_tasks import codec
@@ -20,26 +20,37 @@ from etl_tasks.codec import NULL_KEYS
 from etl_tasks.connectors.base import Range
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.enums import ChunkState, Step
-from etl_tasks.state.models import Chunk, Stream
+from etl_tasks.state.models import CHUNKS, STREAMS, Chunk
 
 log = logging.getLogger(__name__)
 
 
+# Built once: planning runs at every advance of every running stream.
+_PLAN_STATE = select(
+    STREAMS.c.fully_planned,
+    STREAMS.c.plan_seq,
+    STREAMS.c.name,
+    STREAMS.c.chunk_rows,
+    STREAMS.c.planned_until,
+).where(STREAMS.c.id == bindparam("stream"))
+_WAITING = (
+    select(func.count())
+    .select_from(CHUNKS)
+    .where(CHUNKS.c.stream_id == bindparam("stream"), CHUNKS.c.state == ChunkState.PENDING)
+)
+_PLANNED = update(STREAMS).where(
+    STREAMS.c.id == bindparam("stream"), STREAMS.c.plan_seq == bindparam("seen_seq")
+)
+
+
 def plan_more(rt: Runtime, migration_id: str, stream_id: int) -> int:
     """Plan chunks until ``plan_ahead`` wait unstarted; return how many were added."""
-    with rt.db.session() as s:
-        stream = s.get(Stream, stream_id)
+    with rt.db.reading() as s:
+        conn = s.connection()
+        stream = conn.execute(_PLAN_STATE, {"stream": stream_id}).one_or_none()
         if stream is None or stream.fully_planned:
             return 0
-        waiting = (
-            s.scalar(
-                select(func.count())
-                .select_from(Chunk)
-                .where(Chunk.stream_id == stream_id, Chunk.state == ChunkState.PENDING)
-            )
-            or 0
-        )
-        room = rt.settings.plan_ahead - waiting
+        room = rt.settings.plan_ahead - (conn.scalar(_WAITING, {"stream": stream_id}) or 0)
         if room <= 0:
             return 0
         seen_seq, name, rows = stream.plan_seq, stream.name, stream.chunk_rows
@@ -74,15 +85,20 @@ def _record(
         return 0
     with rt.db.session() as s:
         now = rt.db.now(s)
-        won = s.execute(
-            update(Stream)
-            .where(Stream.id == stream_id, Stream.plan_seq == seen_seq)
-            .values(
-                plan_seq=seen_seq + 1,
-                fully_planned=complete,
-                planned_until=_encode(ranges[-1][1]),
+        won = (
+            s.connection()
+            .execute(
+                _PLANNED,
+                {
+                    "stream": stream_id,
+                    "seen_seq": seen_seq,
+                    "plan_seq": seen_seq + 1,
+                    "fully_planned": complete,
+                    "planned_until": _encode(ranges[-1][1]),
+                },
             )
-        ).rowcount  # type: ignore[attr-defined]
+            .rowcount
+        )
         if not won:
             return 0  # another planner got there first; its chunks stand
         add_chunks(
