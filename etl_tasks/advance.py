@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, or_, select, update
+from sqlalchemy import exists, func, select
 from sqlalchemy.orm import Session
 
 from etl_tasks import planning
@@ -22,10 +22,11 @@ from etl_tasks.errors import PermanentError, TransientError
 from etl_tasks.outbox import record_finish
 from etl_tasks.plan_requests import plan_started
 from etl_tasks.publisher import publish_step
+from etl_tasks.ready_chunks import queue_ready
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
-from etl_tasks.state.models import CHUNKS, Chunk, Event, Migration, Stream, Verification
+from etl_tasks.state.models import Chunk, Event, Migration, Stream, Verification
 from etl_tasks.stream_finish import finish_streams
 from etl_tasks.verification.progress import advance_verifications
 from etl_tasks.verification.requests import ACTIVE
@@ -223,45 +224,10 @@ def _streams_to_plan(rt: Runtime, migration_id: str) -> list[int]:
         )
 
 
-_BUSY = (
-    select(func.count())
-    .select_from(CHUNKS)
-    .where(
-        CHUNKS.c.migration_id == bindparam("migration"),
-        or_(
-            CHUNKS.c.state == ChunkState.RUNNING,
-            and_(CHUNKS.c.state == ChunkState.PENDING, CHUNKS.c.queued_at.is_not(None)),
-        ),
-    )
-)
-_READY = (
-    select(CHUNKS.c.id)
-    .where(
-        CHUNKS.c.migration_id == bindparam("migration"),
-        CHUNKS.c.state == ChunkState.PENDING,
-        CHUNKS.c.queued_at.is_(None),
-        or_(CHUNKS.c.not_before.is_(None), CHUNKS.c.not_before <= bindparam("now")),
-    )
-    .order_by(CHUNKS.c.id)
-    .limit(bindparam("room"))
-    .with_for_update(skip_locked=True, key_share=True)  # as ROW_LOCK
-)
-_QUEUED = update(CHUNKS).where(CHUNKS.c.id.in_(bindparam("ids", expanding=True)))
-
-
 def publish_ready(rt: Runtime, migration_id: str) -> int:
-    """Publish pending chunks, keeping at most ``max_queued_chunks`` queued or running.
-    Prebuilt Core statements: it runs at every advance, for every running migration."""
+    """Publish pending chunks, keeping at most ``max_queued_chunks`` queued or running."""
     with rt.db.session() as s:
-        now = rt.db.now(s)
-        conn = s.connection()
-        busy = conn.scalar(_BUSY, {"migration": migration_id}) or 0
-        room = rt.settings.max_queued_chunks - busy
-        if room <= 0:
-            return 0
-        ids = list(conn.scalars(_READY, {"migration": migration_id, "now": now, "room": room}))
-        if ids:
-            conn.execute(_QUEUED, {"ids": ids, "queued_at": now})
+        ids = queue_ready(s.connection(), rt.settings, migration_id, rt.db.now(s)).ids
     for chunk_id in ids:
         publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
     return len(ids)

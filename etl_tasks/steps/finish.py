@@ -17,7 +17,11 @@ from sqlalchemy.orm import Session
 from etl_tasks.budget import next_chunk_rows
 from etl_tasks.chunk_lease import Claim, fail_migration
 from etl_tasks.connectors.base import LedgerRecord
+from etl_tasks.constants import FIRST_STEP
 from etl_tasks.metrics import ROWS
+from etl_tasks.plan_requests import request_plan
+from etl_tasks.publisher import publish_step
+from etl_tasks.ready_chunks import Queued, queue_ready
 from etl_tasks.retries import record_deferred, settle_retry
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import split
@@ -36,15 +40,26 @@ _SET_CHUNK_ROWS = update(STREAMS).where(STREAMS.c.id == bindparam("stream"))
 
 
 def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> None:
-    """Record the committed chunk in the state DB, if ``c`` still holds it.
+    """Record the committed chunk in the state DB, if ``c`` still holds it, and queue the
+    migration's next chunks in its place (:mod:`etl_tasks.ready_chunks`); ask for an
+    advance when the ready chunks run low.
 
     ``load_ms`` is None when the load that committed is not the one reporting it.
     """
+    queued = _record(rt, c, record, load_ms)
+    for chunk_id in queued.ids:
+        publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
+    if queued.running_low:
+        request_plan(rt, c.migration_id)
+
+
+def _record(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> Queued:
     with rt.db.session() as s:
         now = rt.db.now(s)
         chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.lease_token != c.token:
-            return  # a newer claim will find the same ledger row and finish the chunk
+            # A newer claim will find the same ledger row and finish the chunk.
+            return Queued([], running_low=True)
         if chunk.keys is not None:  # a key-set chunk: its rows were set aside before
             quarantined = settle_retry(s, chunk, record)
         else:
@@ -59,9 +74,12 @@ def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> 
         s.flush()
         if quarantined:  # the count only grows with new quarantined rows
             _enforce_max_bad_rows(rt, s, c.migration_id, now)
+        s.flush()  # a migration failed just now queues nothing
+        queued = queue_ready(s.connection(), rt.settings, c.migration_id, now)
     # Counted once recorded: a chunk is finished once (its claim's token), whoever learns it.
     ROWS.labels("loaded").inc(record.rows_loaded)
     ROWS.labels("quarantined").inc(quarantined)
+    return queued
 
 
 def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: datetime) -> int:

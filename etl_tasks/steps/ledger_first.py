@@ -21,7 +21,6 @@ import logging
 from etl_tasks.chunk_lease import Claim, back_to_extract
 from etl_tasks.connectors.base import ChunkRef
 from etl_tasks.constants import FIRST_STEP
-from etl_tasks.plan_requests import request_plan
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.steps.finish import finish
@@ -41,7 +40,6 @@ def finish_from_ledger(rt: Runtime, c: Claim) -> bool:
         extra={"migration_id": c.migration_id, "stream": c.stream, "chunk_id": c.chunk_id},
     )
     finish(rt, c, record, load_ms=None)
-    request_plan(rt, c.migration_id)
     return True
 
 

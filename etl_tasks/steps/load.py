@@ -33,7 +33,6 @@ from etl_tasks.connectors.base import (
 )
 from etl_tasks.constants import STEPS, native_stage
 from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
-from etl_tasks.plan_requests import request_plan
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import StepPace, renew
 from etl_tasks.steps.common import elapsed_ms, run_step
@@ -96,7 +95,6 @@ def load_claimed(rt: Runtime, c: Claim) -> None:
         record = tx.committed or write_chunk(tx, c.token, job)
     finish(rt, c, record, elapsed_ms(clock.started))
     rt.staging.delete(c.chunk_id, c.stage_token, kind)
-    request_plan(rt, c.migration_id)
 
 
 @dataclass

@@ -1,0 +1,74 @@
+"""Queueing a migration's next chunks: at most ``max_queued_chunks`` queued or running.
+
+Both an advance and every finished chunk queue ready chunks. A chunk that finishes frees
+its place, and the load that finished it fills the place in the transaction that records
+it: chunks keep flowing without an advance per chunk. The load asks for an advance only
+when the ready chunks run low (the next ones must be planned), or none is left (a stream
+or the migration may be done: see :mod:`etl_tasks.plan_requests`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, and_, bindparam, exists, func, or_, select, update
+
+from etl_tasks.settings import Settings
+from etl_tasks.state.enums import ChunkState, MigrationState
+from etl_tasks.state.models import CHUNKS, MIGRATIONS
+
+# Built once: they run at every finished chunk and every advance.
+_BUSY = (
+    select(func.count())
+    .select_from(CHUNKS)
+    .where(
+        CHUNKS.c.migration_id == bindparam("migration"),
+        or_(
+            CHUNKS.c.state == ChunkState.RUNNING,
+            and_(CHUNKS.c.state == ChunkState.PENDING, CHUNKS.c.queued_at.is_not(None)),
+        ),
+    )
+)
+_READY = (
+    select(CHUNKS.c.id)
+    .where(
+        CHUNKS.c.migration_id == bindparam("migration"),
+        CHUNKS.c.state == ChunkState.PENDING,
+        CHUNKS.c.queued_at.is_(None),
+        or_(CHUNKS.c.not_before.is_(None), CHUNKS.c.not_before <= bindparam("now")),
+        # A paused or cancelled migration's chunks stay unqueued (a resume queues them).
+        exists().where(
+            MIGRATIONS.c.id == CHUNKS.c.migration_id,
+            MIGRATIONS.c.state == MigrationState.RUNNING,
+        ),
+    )
+    .order_by(CHUNKS.c.id)
+    .limit(bindparam("limit"))
+    .with_for_update(of=CHUNKS, skip_locked=True, key_share=True)  # as ROW_LOCK
+)
+_QUEUED = update(CHUNKS).where(CHUNKS.c.id.in_(bindparam("ids", expanding=True)))
+
+
+@dataclass(frozen=True)
+class Queued:
+    """The chunks just queued (to publish once committed), and whether too few ready
+    chunks are left after them."""
+
+    ids: list[int]
+    running_low: bool
+
+
+def queue_ready(conn: Connection, settings: Settings, migration_id: str, now: datetime) -> Queued:
+    """Mark the migration's next ready chunks queued, as many as there is room for. The
+    ready ones are running low when fewer than half of ``plan_ahead`` are left."""
+    busy = conn.scalar(_BUSY, {"migration": migration_id}) or 0
+    room = max(0, settings.max_queued_chunks - busy)
+    spare = max(1, settings.plan_ahead // 2)
+    ready = list(
+        conn.scalars(_READY, {"migration": migration_id, "now": now, "limit": room + spare})
+    )
+    ids = ready[:room]
+    if ids:
+        conn.execute(_QUEUED, {"ids": ids, "queued_at": now})
+    return Queued(ids, len(ready) - len(ids) < spare)
