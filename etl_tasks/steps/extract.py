@@ -40,14 +40,16 @@ def extract_claimed(rt: Runtime, c: Claim) -> None:
     # A source's refused records travel with the rows (only when there are some: a previous
     # version's transform then reads the same blob as before).
     refused = {"malformed": sorted(batch.malformed.items())} if batch.malformed else {}
+    rows: codec.Staged | None = None  # the rows as the next step reads them, kept in memory
     if isinstance(batch.native, Native):  # a pass-through chunk: its bytes, as they are
         kind, blob = (
             native_stage(STEP.output_stage),
             staged_native.encode(batch.columns, batch.native),
         )
     else:
-        kind, blob = STEP.output_stage, codec.encode_rows(batch.columns, batch.rows, **refused)
-    rt.staging.put(c.chunk_id, c.token, kind, blob)
+        kind = STEP.output_stage
+        blob, rows = codec.encode_rows_kept(batch.columns, batch.rows, **refused)
+    rt.staging.put(c.chunk_id, c.token, kind, blob, rows)
     outcome = {
         "stage_token": c.token,
         "rows_in": len(batch),

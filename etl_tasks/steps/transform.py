@@ -43,7 +43,7 @@ def transform_claimed(rt: Runtime, c: Claim) -> None:
     path = rt.value_path(c.migration_id, c.stream)
     input_kind, output_kind = STEP.input_stage, STEP.output_stage
     blob = None
-    out, rows = None, c.rows_in or 0
+    out, kept, rows = None, None, c.rows_in or 0
     if rt.native_copy(c.migration_id, c.stream):  # COPY text: only its columns are renamed
         input_kind, output_kind = native_stage(input_kind), native_stage(output_kind)
         blob = rt.staging.get(c.chunk_id, c.stage_token, input_kind)
@@ -56,20 +56,23 @@ def transform_claimed(rt: Runtime, c: Claim) -> None:
         if path.passes_through:  # the spec asks nothing of these values: no row is decoded
             out = codec.pass_through(blob, path.target_columns, binding.key_width)
         if out is None:
-            out, rows = _mapped(rt, c, blob, path, binding.key_width)
+            staged = rt.staging.held_rows(c.chunk_id, c.stage_token, input_kind)
+            out, kept = _mapped(rt, c, staged or codec.decode_rows(blob), path, binding.key_width)
+            rows = len(kept[1])
     assert out is not None
-    rt.staging.put(c.chunk_id, c.token, output_kind, out)
+    rt.staging.put(c.chunk_id, c.token, output_kind, out, kept)
     if hand_on(rt, c, NEXT.name, stage_token=c.token, attempts=0, **timed(c, elapsed_ms(started))):
         ROWS.labels("transformed").inc(rows)
         rt.staging.delete(c.chunk_id, c.stage_token, input_kind)
 
 
 def _mapped(
-    rt: Runtime, c: Claim, blob: bytes, path: ValuePath, key_width: int
-) -> tuple[bytes, int]:
+    rt: Runtime, c: Claim, staged: codec.Staged, path: ValuePath, key_width: int
+) -> tuple[bytes, codec.Staged]:
     """The staged rows through the stream's value path, the refused ones set aside (and
-    those the source itself refused, by position, with its reason); and how many mapped."""
-    columns, rows, extra = codec.decode_rows(blob)
+    those the source itself refused, by position, with its reason): the blob to stage,
+    and what the load would decode from it (it may take that from memory)."""
+    columns, rows, extra = staged
     malformed = {int(pos): str(why) for pos, why in extra.get("malformed", [])}
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
 
@@ -81,14 +84,13 @@ def _mapped(
     if mapped.bad and rt.spec(c.migration_id).on_bad_row == "fail":
         first = mapped.bad[0][1]
         raise PermanentError(f"bad row {first.key}: {first.reason}")
-    out = codec.encode_rows(
+    return codec.encode_rows_kept(
         path.target_columns,
         mapped.good,
         quarantine=[[q.key, q.reason, q.row, pos] for pos, q in mapped.bad],
         positions=mapped.positions,
         source_keys=mapped.source_keys,
     )
-    return out, len(mapped.good)
 
 
 @dataclass
