@@ -40,7 +40,7 @@ def _row(i: int) -> tuple[Any, ...]:
         ["2024-02-29", "0001-01-01", None][i % 3],
         [b"\x00\xff\n", b"", None, bytes(range(256))][i % 4],
         ['{"a": [1, 2.5, null], "b": "\u00e9"}', "[]", None, '{"n": 1e400}'][i % 4],
-        ["", "h\u00e9llo \u2603 \U0001d11e", None, "tab\t\"q\"\\"][i % 4],
+        ["", "h\u00e9llo \u2603 \U0001d11e", None, 'tab\t"q"\\'][i % 4],
         "not a number" if i % 60 == 0 else [2**62, -(2**63), None, 0][i % 4],
         [0, 1, None][i % 3],
     )
