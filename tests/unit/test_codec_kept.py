@@ -112,6 +112,24 @@ def test_extra_is_handed_on_as_decoded() -> None:
     assert kept[2]["malformed"] == [[3, "bad"]]
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        pytest.param(
+            {"positions": [0, 2, 2**64 - 1], "source_keys": [[1, "a"], [2, None]]}, id="exact"
+        ),
+        pytest.param({"source_keys": [[1.5], [float("nan")]]}, id="nan-key"),
+        pytest.param({"source_keys": [[1], [Text("a")]]}, id="str-subclass-key"),
+        pytest.param({"source_keys": [[1], [1, 2]]}, id="ragged"),
+        pytest.param({"source_keys": [[{"$": "dec", "v": "1.5"}]]}, id="tagged-key"),
+        pytest.param({"source_keys": [[(1, 2)]], "quarantine": []}, id="tuple-in-key"),
+        pytest.param({"positions": [], "source_keys": [[], []]}, id="empty"),
+    ],
+)
+def test_positions_and_source_keys_are_handed_on_as_decoded(extra: dict[str, Any]) -> None:
+    assert_kept_is_decoded(["a"], [(1,), (2,)], **extra)
+
+
 def test_column_names_of_a_str_subclass_come_back_as_str() -> None:
     kept = assert_kept_is_decoded([Text("a")], [(1,)])
     assert type(kept[0][0]) is str
