@@ -23,7 +23,7 @@ from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.metrics import ROWS
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import renew
-from etl_tasks.steps.common import elapsed_ms, hand_on, run_step
+from etl_tasks.steps.common import elapsed_ms, hand_on, may_chain, run_step
 from etl_tasks.values.path import ValuePath
 
 STEP = STEPS["transform"]
@@ -57,8 +57,8 @@ def transform_claimed(rt: Runtime, c: Claim) -> None:
             out = codec.pass_through(blob, path.target_columns, binding.key_width)
         if out is None:
             staged = rt.staging.held_rows(c.chunk_id, c.stage_token, input_kind)
-            out, kept = _mapped(rt, c, staged or codec.decode_rows(blob), path, binding.key_width)
-            rows = len(kept[1])
+            staged = staged or codec.decode_rows(blob)
+            out, kept, rows = _mapped(rt, c, staged, path, binding.key_width)
     assert out is not None
     rt.staging.put(c.chunk_id, c.token, output_kind, out, kept)
     if hand_on(rt, c, NEXT.name, stage_token=c.token, attempts=0, **timed(c, elapsed_ms(started))):
@@ -68,10 +68,11 @@ def transform_claimed(rt: Runtime, c: Claim) -> None:
 
 def _mapped(
     rt: Runtime, c: Claim, staged: codec.Staged, path: ValuePath, key_width: int
-) -> tuple[bytes, codec.Staged]:
+) -> tuple[bytes, codec.Staged | None, int]:
     """The staged rows through the stream's value path, the refused ones set aside (and
     those the source itself refused, by position, with its reason): the blob to stage,
-    and what the load would decode from it (it may take that from memory)."""
+    what the load would decode from it (kept when it may run on this thread), and how
+    many rows mapped."""
     columns, rows, extra = staged
     malformed = {int(pos): str(why) for pos, why in extra.get("malformed", [])}
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
@@ -84,13 +85,17 @@ def _mapped(
     if mapped.bad and rt.spec(c.migration_id).on_bad_row == "fail":
         first = mapped.bad[0][1]
         raise PermanentError(f"bad row {first.key}: {first.reason}")
-    return codec.encode_rows_kept(
+    columns_out, extra = (
         path.target_columns,
-        mapped.good,
-        quarantine=[[q.key, q.reason, q.row, pos] for pos, q in mapped.bad],
-        positions=mapped.positions,
-        source_keys=mapped.source_keys,
+        {
+            "quarantine": [[q.key, q.reason, q.row, pos] for pos, q in mapped.bad],
+            "positions": mapped.positions,
+            "source_keys": mapped.source_keys,
+        },
     )
+    if may_chain(rt):
+        return *codec.encode_rows_kept(columns_out, mapped.good, **extra), len(mapped.good)
+    return codec.encode_rows(columns_out, mapped.good, **extra), None, len(mapped.good)
 
 
 @dataclass

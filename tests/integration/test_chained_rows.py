@@ -260,3 +260,25 @@ def test_nothing_is_held_once_a_chained_task_has_ended(
         assert all(driver.rt.staging.held_rows(*k) is None for k in keys)
     finally:
         driver.close()
+
+
+def test_with_chaining_off_no_rows_are_kept_beside_the_blob(
+    make_settings: Callable[..., Settings], source: str, pg_url: str
+) -> None:
+    # Given a worker whose every step is a message (no step runs on the thread after it)
+    driver = Driver(make_settings(chain_steps=False), "w", chain=True)
+    put = driver.rt.staging.put
+    kept: list[object] = []
+
+    def recording(chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None) -> None:
+        kept.append(rows)
+        put(chunk_id, token, kind, blob, rows)
+
+    driver.rt.staging.put = recording  # type: ignore[method-assign]
+    try:
+        _, view = migrate(driver, _spec(source, pg_url))
+        # Then the blobs were staged and no step spent time keeping rows for another
+        assert view["state"] == "succeeded", view
+        assert kept and all(rows is None for rows in kept)
+    finally:
+        driver.close()
