@@ -12,9 +12,9 @@ import base64
 import math
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -105,8 +105,8 @@ def encode_keys(keys: Sequence[Sequence[Any]]) -> list[list[Any]]:
     """Many keys, as :func:`encode_key` each; keys of JSON-native values need no call each."""
     if not keys:
         return []
-    native = all(_all_native(col, {type(v) for v in col}) for col in zip(*keys, strict=True))
-    return [list(k) for k in keys] if native else [[encode_value(v) for v in k] for k in keys]
+    native = all(_all_native(col, set(map(type, col))) for col in zip(*keys, strict=True))
+    return list(map(list, keys)) if native else [[encode_value(v) for v in k] for k in keys]
 
 
 def decode_key(values: Sequence[Any] | None) -> tuple[Any, ...] | None:
@@ -122,25 +122,26 @@ def _all_native(values: Sequence[Any], kinds: set[type]) -> bool:
     if kinds <= _NATIVE_EXACT:
         return True
     if kinds <= _NATIVE_EXACT | {int}:
-        ints = [v for v in values if type(v) is int]
+        ints = values if kinds == {int} else [v for v in values if type(v) is int]
         return _INT_RANGE[0] <= min(ints) and max(ints) <= _INT_RANGE[1]
-    return all(_is_native(v) for v in values)
+    return all(map(_is_native, values))
 
 
-def _encode_column(values: Sequence[Any]) -> tuple[str, list[Any]]:
-    kinds = {type(v) for v in values}
+def _encode_column(values: Sequence[Any]) -> tuple[str, list[Any], set[type]]:
+    """The column's tag, its encoded values, and the exact types of its values."""
+    kinds = set(map(type, values))
     if _all_native(values, kinds):
-        return "raw", list(values)
+        return "raw", list(values), kinds
     kinds.discard(type(None))
     if len(kinds) == 1:
-        kind = kinds.pop()
+        (kind,) = kinds
         if kind in (memoryview, bytearray):
             kind = bytes
         entry = _ENCODE.get(kind)
         if entry is not None and kind not in (float, int):
             tag, enc = entry
-            return tag, [None if v is None else enc(_plain(v)) for v in values]
-    return "mixed", [encode_value(v) for v in values]
+            return tag, [None if v is None else enc(_plain(v)) for v in values], kinds
+    return "mixed", [encode_value(v) for v in values], kinds
 
 
 def _decode_column(tag: str, values: list[Any]) -> list[Any]:
@@ -152,21 +153,89 @@ def _decode_column(tag: str, values: list[Any]) -> list[Any]:
     return [None if v is None else dec(v) for v in values]
 
 
+Staged = tuple[list[str], list[tuple[Any, ...]], dict[str, Any]]  # decode_rows' answer
+
+
 def encode_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]], **extra: Any) -> bytes:
     """Rows (tuples in ``columns`` order) as compact JSON, column by column."""
-    data = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
+    return orjson.dumps(_payload(columns, rows, extra)[0])
+
+
+def encode_rows_kept(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], **extra: Any
+) -> tuple[bytes, Staged]:
+    """:func:`encode_rows`, and what :func:`decode_rows` would make of its blob, without
+    decoding it: the next step on this thread takes these rows from memory. A column
+    whose values all come back as they are (:func:`_round_trips`) is handed on as it is;
+    any other is decoded from its own encoded values, so the two are always equal."""
+    payload, data, kinds = _payload(columns, rows, extra)
+    blob = orjson.dumps(payload)
+    cols: list[Sequence[Any]] = []
+    for tag, original, encoded, types in zip(
+        payload["tags"], data, payload["data"], kinds, strict=True
+    ):
+        if _round_trips(tag, original, types):
+            cols.append(original)
+        else:
+            cols.append(_decode_column(tag, orjson.loads(orjson.dumps(encoded))))
+    kept: list[tuple[Any, ...]] = []
+    same = all(c is o for c, o in zip(cols, data, strict=True))
+    if same and set(map(type, rows)) <= {tuple}:
+        kept.extend(cast(Sequence[tuple[Any, ...]], rows))
+    elif rows:
+        kept.extend(zip(*cols, strict=True))
+    # Column names (a driver's may be a str subclass) and extra, as JSON gives them back
+    names, more = orjson.loads(orjson.dumps([payload["columns"], extra]))
+    return blob, (names, kept, more)
+
+
+def _payload(
+    columns: Sequence[str], rows: Sequence[Sequence[Any]], extra: dict[str, Any]
+) -> tuple[dict[str, Any], list[Sequence[Any]], list[set[type]]]:
+    """The staged JSON document, the rows' values column by column, and their types."""
+    data: list[Sequence[Any]] = list(zip(*rows, strict=True)) if rows else [() for _ in columns]
     encoded = [_encode_column(col) for col in data]
     payload = {
         "columns": list(columns),
         "n": len(rows),
-        "tags": [tag for tag, _ in encoded],
-        "data": [vals for _, vals in encoded],
+        "tags": [tag for tag, _, _ in encoded],
+        "data": [vals for _, vals, _ in encoded],
         "extra": extra,
     }
-    return orjson.dumps(payload)
+    return payload, data, [kinds for _, _, kinds in encoded]
 
 
-def decode_rows(blob: bytes) -> tuple[list[str], list[tuple[Any, ...]], dict[str, Any]]:
+_JSON_EXACT = frozenset({str, int, float, bool, type(None)})  # as raw, each comes back as is
+_SAME_AGAIN = {  # a typed column of one exact type whose text gives back the same value
+    "dec": Decimal,  # str() and Decimal() are inverses, exponent and sign of zero included
+    "d": date,
+    "td": timedelta,  # microseconds, exactly
+    "uuid": uuid.UUID,
+    "b": bytes,  # not memoryview or bytearray: those come back as bytes
+}
+_CLOCK = {"dt": datetime, "t": time}
+
+
+def _round_trips(tag: str, values: Sequence[Any], kinds: set[type]) -> bool:
+    """Whether :func:`_decode_column` of this column's encoding gives back these very
+    values, of these very types. ``raw`` values are finite floats, ints within orjson's
+    range, strings, booleans and None (:func:`_all_native`): JSON gives back each of
+    the exact types. A date-time or time comes back with its offset only (a named zone
+    becomes a fixed offset; ``fold`` is lost): naive and UTC ones alone round trip.
+    ``kinds``: the exact types of ``values`` (None aside, but for a raw column)."""
+    if tag == "raw":
+        return kinds <= _JSON_EXACT
+    kinds = kinds - {type(None)}
+    if tag in _SAME_AGAIN:
+        return kinds == {_SAME_AGAIN[tag]}
+    if tag in _CLOCK and kinds == {_CLOCK[tag]}:
+        return all(
+            v is None or (not v.fold and (v.tzinfo is None or v.tzinfo is UTC)) for v in values
+        )
+    return False  # json and mixed: nested values may change (tuples, NaN, datetimes)
+
+
+def decode_rows(blob: bytes) -> Staged:
     """The inverse of :func:`encode_rows`: ``(columns, rows, extra)``."""
     payload = orjson.loads(blob)
     cols = [_decode_column(t, v) for t, v in zip(payload["tags"], payload["data"], strict=True)]

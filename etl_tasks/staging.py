@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from etl_tasks.codec import Staged
 from etl_tasks.constants import STAGE_KEY
 from etl_tasks.errors import TransientError
 
@@ -23,7 +24,9 @@ class StagingStore:
     """Staged rows in Redis. Each thread also holds the last blob it staged until its
     task ends (:meth:`drop_held`): a worker that runs the chunk's next step itself reads
     it back from memory, not from Redis, and Redis keeps the copy a retry elsewhere
-    would need."""
+    would need. Beside the blob it may hold the rows themselves, as decoding the blob
+    would give them (:func:`etl_tasks.codec.encode_rows_kept`): that step then decodes
+    nothing."""
 
     def __init__(self, url: str, prefix: str, ttl_s: int) -> None:
         self._redis: redis.Redis = redis.Redis.from_url(
@@ -31,7 +34,7 @@ class StagingStore:
         )
         self._prefix = prefix
         self._ttl = ttl_s
-        self._held = threading.local()  # .entry: (key, blob), the last put on this thread
+        self._held = threading.local()  # .entry: (key, blob, rows), the last put on this thread
 
     @property
     def client(self) -> redis.Redis:
@@ -41,13 +44,16 @@ class StagingStore:
     def _key(self, chunk_id: int, token: int, kind: str) -> str:
         return self._prefix + STAGE_KEY.format(chunk_id=chunk_id, token=token, kind=kind)
 
-    def put(self, chunk_id: int, token: int, kind: str, blob: bytes) -> None:
+    def put(
+        self, chunk_id: int, token: int, kind: str, blob: bytes, rows: Staged | None = None
+    ) -> None:
+        """Stage ``blob``; ``rows``: what decoding it gives, held with it on this thread."""
         key = self._key(chunk_id, token, kind)
         try:
             self._redis.set(key, blob, ex=self._ttl)
         except redis.RedisError as exc:
             raise TransientError(f"staging store unavailable: {exc}") from exc
-        self._held.entry = (key, blob)
+        self._held.entry = (key, blob, rows)
 
     def get(self, chunk_id: int, token: int, kind: str) -> bytes | None:
         key = self._key(chunk_id, token, kind)
@@ -60,6 +66,15 @@ class StagingStore:
         except redis.RedisError as exc:
             raise TransientError(f"staging store unavailable: {exc}") from exc
         return value if isinstance(value, bytes) else None
+
+    def held_rows(self, chunk_id: int, token: int, kind: str) -> Staged | None:
+        """The rows of the blob this thread staged under this key, if it kept them: its
+        own task's (:meth:`drop_held`), never another chunk's, token's or kind's."""
+        held = getattr(self._held, "entry", None)
+        if held is None or held[0] != self._key(chunk_id, token, kind):
+            return None
+        rows: Staged | None = held[2]
+        return rows
 
     def delete(self, chunk_id: int, token: int, kind: str) -> None:
         """Best effort: the TTL removes what a failed delete leaves."""

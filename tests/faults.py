@@ -101,8 +101,14 @@ class SnapshotStaging:
         held = self._held.get((chunk_id, token, kind))
         return held if held is not None else self._store.get(chunk_id, token, kind)
 
-    def put(self, chunk_id: int, token: int, kind: str, blob: bytes) -> None:
-        self._store.put(chunk_id, token, kind, blob)
+    def put(self, chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None) -> None:
+        self._store.put(chunk_id, token, kind, blob, rows)
+
+    def held_rows(self, chunk_id: int, token: int, kind: str) -> Any:
+        """None for what was read at the claim: the step decodes that snapshot."""
+        if (chunk_id, token, kind) in self._held:
+            return None
+        return self._store.held_rows(chunk_id, token, kind)
 
     def delete(self, chunk_id: int, token: int, kind: str) -> None:
         self._store.delete(chunk_id, token, kind)

@@ -68,8 +68,7 @@ def hand_on(rt: Runtime, c: Claim, step: str, **values: Any) -> bool:
     same transaction as this one's outcome is committed, so no message, no queue and no
     second claim stand between the two. Returns whether the outcome was committed.
     """
-    settings = rt.settings
-    if settings.chain_steps and settings.worker_pool != "prefork" and may_start_step():
+    if may_chain(rt) and may_start_step():
         committed, chained = commit_and_claim(rt, c, step, **values)
         if chained is not None:
             _chain.next = chained
@@ -79,6 +78,12 @@ def hand_on(rt: Runtime, c: Claim, step: str, **values: Any) -> bool:
     if committed:
         publish_step(rt.publisher, step, c.chunk_id)
     return committed
+
+
+def may_chain(rt: Runtime) -> bool:
+    """Whether :func:`hand_on` may run the next step on this thread (unless the worker
+    drains): only then is it worth keeping the staged rows in memory for it."""
+    return rt.settings.chain_steps and rt.settings.worker_pool != "prefork"
 
 
 def run_claimed(rt: Runtime, c: Claim, body: Callable[[Claim], None]) -> str:

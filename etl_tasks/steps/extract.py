@@ -16,7 +16,7 @@ from etl_tasks.metrics import ROWS
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import StepPace, commit_split
-from etl_tasks.steps.common import elapsed_ms, hand_on, run_step
+from etl_tasks.steps.common import elapsed_ms, hand_on, may_chain, run_step
 from etl_tasks.steps.ledger_first import finish_from_ledger
 
 STEP = STEPS["extract"]
@@ -40,14 +40,18 @@ def extract_claimed(rt: Runtime, c: Claim) -> None:
     # A source's refused records travel with the rows (only when there are some: a previous
     # version's transform then reads the same blob as before).
     refused = {"malformed": sorted(batch.malformed.items())} if batch.malformed else {}
+    rows: codec.Staged | None = None  # the rows as the next step reads them, kept in memory
     if isinstance(batch.native, Native):  # a pass-through chunk: its bytes, as they are
         kind, blob = (
             native_stage(STEP.output_stage),
             staged_native.encode(batch.columns, batch.native),
         )
+    elif may_chain(rt):
+        kind = STEP.output_stage
+        blob, rows = codec.encode_rows_kept(batch.columns, batch.rows, **refused)
     else:
         kind, blob = STEP.output_stage, codec.encode_rows(batch.columns, batch.rows, **refused)
-    rt.staging.put(c.chunk_id, c.token, kind, blob)
+    rt.staging.put(c.chunk_id, c.token, kind, blob, rows)
     outcome = {
         "stage_token": c.token,
         "rows_in": len(batch),

@@ -58,8 +58,9 @@ def load_claimed(rt: Runtime, c: Claim) -> None:
         blob = rt.staging.get(c.chunk_id, c.stage_token, kind)
     if blob is None:
         raise StagingMissing()
-    if kind == STEP.input_stage:
-        columns, rows, extra = codec.decode_rows(blob)
+    if kind == STEP.input_stage:  # the transform's rows: from memory when it ran just now
+        held = rt.staging.held_rows(c.chunk_id, c.stage_token, kind)
+        columns, rows, extra = held or codec.decode_rows(blob)
         batch = Batch(columns, rows, extra["source_keys"], extra["positions"])
     else:
         columns, native = staged_native.decode(blob)

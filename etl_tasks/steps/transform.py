@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.metrics import ROWS
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import renew
-from etl_tasks.steps.common import elapsed_ms, hand_on, run_step
+from etl_tasks.steps.common import elapsed_ms, hand_on, may_chain, run_step
 from etl_tasks.values.path import ValuePath
 
 STEP = STEPS["transform"]
@@ -43,7 +43,7 @@ def transform_claimed(rt: Runtime, c: Claim) -> None:
     path = rt.value_path(c.migration_id, c.stream)
     input_kind, output_kind = STEP.input_stage, STEP.output_stage
     blob = None
-    out, rows = None, c.rows_in or 0
+    out, kept, rows = None, None, c.rows_in or 0
     if rt.native_copy(c.migration_id, c.stream):  # COPY text: only its columns are renamed
         input_kind, output_kind = native_stage(input_kind), native_stage(output_kind)
         blob = rt.staging.get(c.chunk_id, c.stage_token, input_kind)
@@ -56,20 +56,24 @@ def transform_claimed(rt: Runtime, c: Claim) -> None:
         if path.passes_through:  # the spec asks nothing of these values: no row is decoded
             out = codec.pass_through(blob, path.target_columns, binding.key_width)
         if out is None:
-            out, rows = _mapped(rt, c, blob, path, binding.key_width)
+            staged = rt.staging.held_rows(c.chunk_id, c.stage_token, input_kind)
+            staged = staged or codec.decode_rows(blob)
+            out, kept, rows = _mapped(rt, c, staged, path, binding.key_width)
     assert out is not None
-    rt.staging.put(c.chunk_id, c.token, output_kind, out)
+    rt.staging.put(c.chunk_id, c.token, output_kind, out, kept)
     if hand_on(rt, c, NEXT.name, stage_token=c.token, attempts=0, **timed(c, elapsed_ms(started))):
         ROWS.labels("transformed").inc(rows)
         rt.staging.delete(c.chunk_id, c.stage_token, input_kind)
 
 
 def _mapped(
-    rt: Runtime, c: Claim, blob: bytes, path: ValuePath, key_width: int
-) -> tuple[bytes, int]:
+    rt: Runtime, c: Claim, staged: codec.Staged, path: ValuePath, key_width: int
+) -> tuple[bytes, codec.Staged | None, int]:
     """The staged rows through the stream's value path, the refused ones set aside (and
-    those the source itself refused, by position, with its reason); and how many mapped."""
-    columns, rows, extra = codec.decode_rows(blob)
+    those the source itself refused, by position, with its reason): the blob to stage,
+    what the load would decode from it (kept when it may run on this thread), and how
+    many rows mapped."""
+    columns, rows, extra = staged
     malformed = {int(pos): str(why) for pos, why in extra.get("malformed", [])}
     clock = StepClock(rt.settings.step_budget_s, rt.settings.lease_s)
 
@@ -81,14 +85,17 @@ def _mapped(
     if mapped.bad and rt.spec(c.migration_id).on_bad_row == "fail":
         first = mapped.bad[0][1]
         raise PermanentError(f"bad row {first.key}: {first.reason}")
-    out = codec.encode_rows(
+    columns_out, extra = (
         path.target_columns,
-        mapped.good,
-        quarantine=[[q.key, q.reason, q.row, pos] for pos, q in mapped.bad],
-        positions=mapped.positions,
-        source_keys=mapped.source_keys,
+        {
+            "quarantine": [[q.key, q.reason, q.row, pos] for pos, q in mapped.bad],
+            "positions": mapped.positions,
+            "source_keys": mapped.source_keys,
+        },
     )
-    return out, len(mapped.good)
+    if may_chain(rt):
+        return *codec.encode_rows_kept(columns_out, mapped.good, **extra), len(mapped.good)
+    return codec.encode_rows(columns_out, mapped.good, **extra), None, len(mapped.good)
 
 
 @dataclass
@@ -115,6 +122,10 @@ def map_rows(
     chunk at a key the source returned. ``malformed`` holds the rows the source itself
     refused, by position, with its reason: they are quarantined as they are.
     """
+    if path.mapper.identity and not malformed:
+        by_column = _map_columns(path, rows, key_width, between)
+        if by_column is not None:
+            return by_column
     refused = malformed or {}
     out = Mapped()
     map_row = path.convert
@@ -138,6 +149,37 @@ def map_rows(
         keys.append(row[:key_width])
     out.source_keys = codec.encode_keys(keys)
     return out
+
+
+def _map_columns(
+    path: ValuePath, rows: list[tuple[Any, ...]], key_width: int, between: Callable[[], None]
+) -> Mapped | None:
+    """An identity mapping's rows (each target column a copy of the source column at its
+    place), cast column by column: no per-row work but building the target rows. None
+    when a key is NULL or a cast refuses a value: :func:`map_rows` then goes row by row
+    and sets those rows aside. Casts are pure, so casting a value again gives the same."""
+    if not rows:
+        return Mapped()
+    data = list(zip(*rows, strict=True))
+    if any(None in col for col in data[:key_width]):
+        return None
+    cast_columns: list[Sequence[Any]] = []
+    for values, cast in zip(data, path.casts, strict=True):
+        between()
+        try:
+            cast_columns.append(values if cast is None else list(map(cast, values)))
+        except BadRowError:
+            return None
+    return Mapped(
+        good=list(zip(*cast_columns, strict=True)),
+        positions=list(range(len(rows))),
+        source_keys=codec.encode_keys(_keys(data, key_width, len(rows))),
+    )
+
+
+def _keys(data: list[tuple[Any, ...]], key_width: int, n: int) -> list[tuple[Any, ...]]:
+    """Each row's source key (its first ``key_width`` values), from the columns."""
+    return list(zip(*data[:key_width], strict=True)) if key_width else [()] * n
 
 
 class _NullKeys:

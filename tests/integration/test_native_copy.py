@@ -90,9 +90,9 @@ def staged_kinds(driver: Driver) -> Iterator[set[str]]:
     kinds: set[str] = set()
     put = driver.rt.staging.put
 
-    def recording(chunk_id: int, token: int, kind: str, blob: bytes) -> None:
+    def recording(chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None) -> None:
         kinds.add(kind)
-        put(chunk_id, token, kind, blob)
+        put(chunk_id, token, kind, blob, rows)
 
     driver.rt.staging.put = recording  # type: ignore[method-assign]
     yield kinds
@@ -154,7 +154,7 @@ def test_pass_through_is_chosen_only_for_a_stream_that_asks_nothing_of_its_value
     driver = Driver(make_settings(native_copy=case != "turned_off"))
     kinds: set[str] = set()
     put = driver.rt.staging.put
-    driver.rt.staging.put = lambda c, t, k, b: (kinds.add(k), put(c, t, k, b))[1]  # type: ignore[method-assign,func-returns-value]
+    driver.rt.staging.put = lambda c, t, k, b, r=None: (kinds.add(k), put(c, t, k, b, r))[1]  # type: ignore[method-assign,func-returns-value]
     spec = _spec(source, target, **stream)
     # When it migrates
     mid = submit(driver.rt.db, driver.publisher, spec)
@@ -259,7 +259,7 @@ def test_an_extract_of_copy_text_stops_at_its_deadline_after_a_part(
     driver = Driver(make_settings(step_budget_s=0.0001))
     kinds: set[str] = set()
     put = driver.rt.staging.put
-    driver.rt.staging.put = lambda c, t, k, b: (kinds.add(k), put(c, t, k, b))[1]  # type: ignore[method-assign,func-returns-value]
+    driver.rt.staging.put = lambda c, t, k, b, r=None: (kinds.add(k), put(c, t, k, b, r))[1]  # type: ignore[method-assign,func-returns-value]
     source, target = pg_pair
     spec = _spec(source, target, create_target=True)
     # When it migrates

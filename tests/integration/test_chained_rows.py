@@ -1,0 +1,284 @@
+"""A chained step takes its chunk's rows from memory (etl_tasks/staging.held_rows): the
+rows the step before it produced, as decoding its staged blob would give them. The blob
+is still staged in Redis, for a retry elsewhere; the rows never outlive the task."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from etl_tasks import codec
+from etl_tasks.constants import TASK_EXTRACT
+from etl_tasks.errors import TransientError
+from etl_tasks.settings import Settings
+from etl_tasks.staging import StagingStore
+from etl_tasks.steps import load as load_module
+from etl_tasks.steps import transform as transform_module
+from tests.checks import assert_migrated
+from tests.faults import expire_leases
+from tests.harness import Driver
+from tests.integration.fidelity_support import migrate, one_stream, pg_exec, reasons, sqlite_db
+
+ROWS = 240
+AWKWARD = """CREATE TABLE "A" (
+    id INTEGER PRIMARY KEY, amount NUMERIC(30, 10), price REAL, at DATETIME, born DATE,
+    data BLOB, doc JSON, note TEXT, big INTEGER, ok BOOLEAN)"""
+
+
+def _row(i: int) -> tuple[Any, ...]:
+    """Values of every awkward kind, NULLs among them; every 60th row's ``big`` is text."""
+    n = i % 6
+    return (
+        i,
+        ["12345678901234567890.0123456789", "-0.0000000001", "0", None, "1.5", "-7"][n],
+        [-0.0, 0.1, 1e308, 5e-324, None, -2.5][n],
+        ["2024-01-02 03:04:05.123456", "1999-12-31 23:59:59", None, "2024-02-29 00:00:00"][i % 4],
+        ["2024-02-29", "0001-01-01", None][i % 3],
+        [b"\x00\xff\n", b"", None, bytes(range(256))][i % 4],
+        ['{"a": [1, 2.5, null], "b": "\u00e9"}', "[]", None, '{"n": 1e400}'][i % 4],
+        ["", "h\u00e9llo \u2603 \U0001d11e", None, 'tab\t"q"\\'][i % 4],
+        "not a number" if i % 60 == 0 else [2**62, -(2**63), None, 0][i % 4],
+        [0, 1, None][i % 3],
+    )
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> str:
+    return sqlite_db(tmp_path / "awkward.db", AWKWARD, {"A": [_row(i) for i in range(1, ROWS + 1)]})
+
+
+@pytest.fixture
+def decodes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many staged blobs were decoded (the real decoder runs)."""
+    calls: list[int] = []
+    real = codec.decode_rows
+
+    def counting(blob: bytes) -> codec.Staged:
+        calls.append(len(blob))
+        return real(blob)
+
+    monkeypatch.setattr(codec, "decode_rows", counting)
+    return calls
+
+
+def _spec(source: str, target: str) -> dict[str, Any]:
+    spec = one_stream(source, target, source_table="A", target_table="a", chunk_rows=100)
+    return {**spec, "max_bad_rows": 1000}
+
+
+def _target(url: str) -> list[tuple[Any, ...]]:
+    rows = pg_exec(url, "SELECT * FROM a ORDER BY id")
+    return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
+
+
+def _run(settings: Settings, spec: dict[str, Any], *, chain: bool) -> tuple[str, Driver]:
+    driver = Driver(settings, f"w-{chain}", chain=chain)
+    mid, view = migrate(driver, spec)
+    assert view["state"] == "succeeded", view
+    return mid, driver
+
+
+def test_a_chained_chunk_is_loaded_from_the_rows_in_memory_as_an_unchained_one_decodes_them(
+    make_settings: Callable[..., Settings],
+    source: str,
+    pg_url_factory: Callable[[], str],
+    decodes: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings()
+    # Given the same awkward table migrated once with every step a message (each decodes)
+    plain_url = pg_url_factory()
+    plain_mid, plain = _run(settings, _spec(source, plain_url), chain=False)
+    assert decodes, "an unchained step reads its rows from Redis"
+    # When it is migrated again with chained steps, recording what the transform kept
+    # and what each load was given
+    kept: list[object] = []
+    loaded: list[object] = []
+    real_write = load_module.write_chunk
+
+    def recording(tx: Any, token: int, job: load_module.Job) -> Any:
+        loaded.append(job.batch.rows)
+        return real_write(tx, token, job)
+
+    monkeypatch.setattr(load_module, "write_chunk", recording)
+    decodes.clear()
+    chained_url = pg_url_factory()
+    chained = Driver(settings, "w-chained", chain=True)
+    put = chained.rt.staging.put
+
+    def keeping(chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None) -> None:
+        if kind == "transformed":
+            kept.append(rows[1])
+        put(chunk_id, token, kind, blob, rows)
+
+    chained.rt.staging.put = keeping  # type: ignore[method-assign]
+    mid, view = migrate(chained, _spec(source, chained_url))
+    # Then no step decoded a blob: each load wrote the very rows its transform produced
+    assert view["state"] == "succeeded", view
+    assert decodes == []
+    assert loaded and len(loaded) == len(kept)
+    assert all(a is b for a, b in zip(loaded, kept, strict=True))
+    # and the target and the quarantine are those of the unchained run, value for value
+    assert _target(chained_url) == _target(plain_url)
+    assert reasons(chained, mid) == reasons(plain, plain_mid)
+    assert len(reasons(chained, mid)) == ROWS // 60
+    assert_migrated(chained.rt.db, mid, _spec(source, chained_url))
+    chained.close()
+    plain.close()
+
+
+def test_a_transform_retried_on_another_worker_decodes_the_chained_extract_from_redis(
+    make_settings: Callable[..., Settings],
+    source: str,
+    pg_url_factory: Callable[[], str],
+    decodes: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    settings = make_settings()
+    reference_url = pg_url_factory()
+    _, reference = _run(settings, _spec(source, reference_url), chain=False)
+    reference.close()
+    # Given worker A's chained transform fails once, after its extract staged the rows
+    failures: list[int] = []
+    real = transform_module._mapped
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if not failures:
+            failures.append(1)
+            raise TransientError("the worker is about to be replaced")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transform_module, "_mapped", flaky)
+    target = pg_url_factory()
+    a = Driver(settings, "worker-a", chain=True)
+    b = Driver(settings, "worker-b", chain=True)
+    try:
+        mid = _submit_one_extract(a, _spec(source, target))
+        assert failures == [1]
+        assert a.rt.staging.held_rows(*_staged(a, mid)) is None  # A's task ended
+        # When worker B retries the transform (and all the rest)
+        expire_leases(b.rt.db)
+        decodes.clear()
+        assert b.run_to_end(mid) == "succeeded"
+        # Then B decoded the extract's blob from Redis, and the target is the reference
+        assert decodes, "the retry read the staged rows from Redis"
+        assert _target(target) == _target(reference_url)
+        assert_migrated(b.rt.db, mid, _spec(source, target))
+    finally:
+        a.close()
+        b.close()
+
+
+def _submit_one_extract(driver: Driver, spec: dict[str, Any]) -> str:
+    """Submit; deliver messages on ``driver`` until one extract (and its chain) has run."""
+    from tests.data import submit
+
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    while driver.publisher.queue:
+        task, kwargs = driver.publisher.queue.popleft()
+        driver.deliver(task, kwargs)
+        if task == TASK_EXTRACT:
+            return mid
+    raise AssertionError("no extract was sent")
+
+
+def _staged(driver: Driver, mid: str) -> tuple[int, int, str]:
+    """The key of the rows staged for the one chunk waiting for its transform."""
+    from sqlalchemy import select
+
+    from etl_tasks.state.models import Chunk
+
+    with driver.rt.db.reading() as s:
+        chunk = s.scalars(
+            select(Chunk).where(Chunk.migration_id == mid, Chunk.step == "transform")
+        ).one()
+    assert chunk.stage_token is not None
+    return chunk.id, chunk.stage_token, "extracted"
+
+
+@pytest.fixture
+def store(make_settings: Callable[..., Settings]) -> Iterator[StagingStore]:
+    settings = make_settings()
+    s = StagingStore(settings.effective_staging_url, settings.key_prefix, 60)
+    yield s
+    s.close()
+
+
+def test_held_rows_are_only_those_of_the_same_chunk_token_and_kind(store: StagingStore) -> None:
+    # Given rows staged for chunk 1 under token 3 with the rows kept
+    blob, rows = codec.encode_rows_kept(["id"], [(1,), (2,)])
+    store.put(1, 3, "extracted", blob, rows)
+    assert store.held_rows(1, 3, "extracted") is rows
+    # Then no other chunk, token or kind sees them, nor another thread
+    assert store.held_rows(2, 3, "extracted") is None
+    assert store.held_rows(1, 4, "extracted") is None
+    assert store.held_rows(1, 3, "transformed") is None
+    seen: list[object] = []
+    other = threading.Thread(target=lambda: seen.append(store.held_rows(1, 3, "extracted")))
+    other.start()
+    other.join()
+    assert seen == [None]
+    # When another chunk is staged on this thread, the first chunk's rows are gone
+    store.put(2, 3, "extracted", blob, rows)
+    assert store.held_rows(1, 3, "extracted") is None
+    # and when the task ends, nothing is held; Redis still has the blob
+    store.drop_held()
+    assert store.held_rows(2, 3, "extracted") is None
+    assert store.get(2, 3, "extracted") == blob
+    # A put without rows (a pass-through chunk) holds none; a delete drops what is held
+    store.put(5, 1, "transformed", blob)
+    assert store.held_rows(5, 1, "transformed") is None
+    store.put(6, 1, "transformed", blob, rows)
+    store.delete(6, 1, "transformed")
+    assert store.held_rows(6, 1, "transformed") is None
+
+
+def test_nothing_is_held_once_a_chained_task_has_ended(
+    make_settings: Callable[..., Settings], source: str, pg_url: str
+) -> None:
+    # Given a chained run that records every key it staged rows under
+    driver = Driver(make_settings(), "w", chain=True)
+    put = driver.rt.staging.put
+    keys: list[tuple[int, int, str]] = []
+
+    def recording(chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None) -> None:
+        put(chunk_id, token, kind, blob, rows)
+        keys.append((chunk_id, token, kind))
+        assert driver.rt.staging.held_rows(chunk_id, token, kind) is rows
+
+    driver.rt.staging.put = recording  # type: ignore[method-assign]
+    try:
+        mid = _submit_one_extract(driver, _spec(source, pg_url))
+        # Then after the task, no chunk's rows are held for the next task on this thread
+        assert keys
+        assert all(driver.rt.staging.held_rows(*k) is None for k in keys)
+        assert driver.run_to_end(mid) == "succeeded"
+        assert all(driver.rt.staging.held_rows(*k) is None for k in keys)
+    finally:
+        driver.close()
+
+
+def test_with_chaining_off_no_rows_are_kept_beside_the_blob(
+    make_settings: Callable[..., Settings], source: str, pg_url: str
+) -> None:
+    # Given a worker whose every step is a message (no step runs on the thread after it)
+    driver = Driver(make_settings(chain_steps=False), "w", chain=True)
+    put = driver.rt.staging.put
+    kept: list[object] = []
+
+    def recording(chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None) -> None:
+        kept.append(rows)
+        put(chunk_id, token, kind, blob, rows)
+
+    driver.rt.staging.put = recording  # type: ignore[method-assign]
+    try:
+        _, view = migrate(driver, _spec(source, pg_url))
+        # Then the blobs were staged and no step spent time keeping rows for another
+        assert view["state"] == "succeeded", view
+        assert kept and all(rows is None for rows in kept)
+    finally:
+        driver.close()
