@@ -71,7 +71,11 @@ class Runtime:
         self.slots = SystemSlots(self.staging.client, settings.key_prefix, settings.lease_s)
         self.boundary = Boundary.from_settings(settings)
         self.sealer = Sealer.from_text(settings.secret_keys)
-        self.engines = EngineCache(worker_timeouts(settings), max_engines=16, pool_size=2)
+        # As many pooled connections per endpoint as steps run at once: a connection past
+        # the pool is closed when returned, and the next step pays a new server session.
+        self.engines = EngineCache(
+            worker_timeouts(settings), max_engines=16, pool_size=settings.worker_concurrency
+        )
         self._lock = threading.RLock()
         self._specs: dict[str, MigrationSpec] = {}
         self._digests: dict[str, str] = {}  # the revision each cached spec was read from
