@@ -96,54 +96,61 @@ _FENCED = _BY_ID.where(CHUNKS.c.lease_token == bindparam("token"))
 def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
     """Take the chunk's lease for ``step``; ``None`` when this message has nothing to do."""
     with rt.db.session() as s:
-        now = rt.db.now(s)
-        conn = s.connection()
-        row = conn.execute(_CLAIM_READ, {"chunk": chunk_id}).one_or_none()
-        if row is None or row.step != step or not _claimable(row, now):
-            return None
-        if rt.spec_may_have_changed(row.migration_id, row.migration_updated_at):
-            stored, sealed = conn.execute(_SPEC_READ, {"migration": row.migration_id}).one()
-            # a replay may have revised it
-            rt.follow_spec(row.migration_id, spec_digest(stored, sealed), row.migration_updated_at)
-        if row.attempts >= rt.settings.max_attempts:
-            reason = f"{step} did not finish after {row.attempts} attempts"
-            chunk = s.get(Chunk, chunk_id)
-            assert chunk is not None
-            fail_chunk(s, chunk, now, row.last_error or reason)
-            return None
-        expired = row.lease_owner is not None  # its holder never released it
-        taken = Claim(
-            chunk_id,
-            row.migration_id,
-            row.stream,
-            step,
-            row.lease_token + 1,
-            row.stage_token,
-            row.lower,
-            row.upper,
-            row.attempts + 1,
-            row.rows_in is not None,
-            row.keys,
-            step_timings(row),
-            row.rows_in,
-        )
-        conn.execute(
-            _BY_ID,
-            {
-                "chunk": chunk_id,
-                "attempts": taken.attempts,
-                "lease_token": taken.token,
-                "lease_owner": rt.worker_name,
-                "lease_expires_at": now + timedelta(seconds=rt.settings.lease_s),
-                "state": ChunkState.RUNNING,
-                "worker": rt.worker_name,
-                "queued_at": None,
-                "started_at": row.started_at or now,
-            },
-        )
+        taken, expired = claim_in(rt, s, chunk_id, step, rt.db.now(s))
     if expired:  # counted once the claim is committed
         LEASE_EXPIRIES.labels("chunk").inc()
     return taken
+
+
+def claim_in(
+    rt: Runtime, s: Session, chunk_id: int, step: str, now: datetime
+) -> tuple[Claim | None, bool]:
+    """:func:`claim` in the caller's transaction ``s``; also says whether the lease it took
+    had expired on another holder."""
+    conn = s.connection()
+    row = conn.execute(_CLAIM_READ, {"chunk": chunk_id}).one_or_none()
+    if row is None or row.step != step or not _claimable(row, now):
+        return None, False
+    if rt.spec_may_have_changed(row.migration_id, row.migration_updated_at):
+        stored, sealed = conn.execute(_SPEC_READ, {"migration": row.migration_id}).one()
+        # a replay may have revised it
+        rt.follow_spec(row.migration_id, spec_digest(stored, sealed), row.migration_updated_at)
+    if row.attempts >= rt.settings.max_attempts:
+        reason = f"{step} did not finish after {row.attempts} attempts"
+        chunk = s.get(Chunk, chunk_id)
+        assert chunk is not None
+        fail_chunk(s, chunk, now, row.last_error or reason)
+        return None, False
+    taken = Claim(
+        chunk_id,
+        row.migration_id,
+        row.stream,
+        step,
+        row.lease_token + 1,
+        row.stage_token,
+        row.lower,
+        row.upper,
+        row.attempts + 1,
+        row.rows_in is not None,
+        row.keys,
+        step_timings(row),
+        row.rows_in,
+    )
+    conn.execute(
+        _BY_ID,
+        {
+            "chunk": chunk_id,
+            "attempts": taken.attempts,
+            "lease_token": taken.token,
+            "lease_owner": rt.worker_name,
+            "lease_expires_at": now + timedelta(seconds=rt.settings.lease_s),
+            "state": ChunkState.RUNNING,
+            "worker": rt.worker_name,
+            "queued_at": None,
+            "started_at": row.started_at or now,
+        },
+    )
+    return taken, row.lease_owner is not None  # its holder never released it
 
 
 def _claimable(row: Any, now: datetime) -> bool:

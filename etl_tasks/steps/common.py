@@ -34,18 +34,26 @@ from etl_tasks.system_slots import Busy, Slot, Waiter, holder_of, system_of
 log = logging.getLogger("etl_tasks.steps")
 
 
-_chain = threading.local()  # .next: the claim hand_on took for the chunk's next step
+_chain = threading.local()  # .next: the claim to run next; .since: when the task began
+
+#: How long one task runs chunk after chunk of its migration (:func:`go_on_with`) before
+#: it publishes the next one instead and ends: the queue's other messages (other
+#: migrations' chunks, advances) get their turn, and no message stays unacknowledged for
+#: long.
+CHAIN_CHUNKS_S = 10.0
 
 
 def run_step(rt: Runtime, chunk_id: int, step: str, body: Callable[[Claim], None]) -> str:
     """Claim the chunk for ``step`` and run ``body``, then any step :func:`hand_on` chained
-    after it; return what happened last, for logs."""
+    after it, and any chunk a finished load went on with (:func:`go_on_with`); return
+    what happened last, for logs."""
     c = claim(rt, chunk_id, step)
     if c is None:
         log.debug("nothing to do", extra={"chunk_id": chunk_id, "step": step})
         STEP_OUTCOMES.labels(step, "skipped").inc()
         return "skipped"
     _chain.next = None
+    _chain.since = time.monotonic()
     try:
         outcome = run_claimed(rt, c, body)
         while (chained := _chain.next) is not None:
@@ -78,6 +86,24 @@ def hand_on(rt: Runtime, c: Claim, step: str, **values: Any) -> bool:
     if committed:
         publish_step(rt.publisher, step, c.chunk_id)
     return committed
+
+
+def may_take_next_chunk(rt: Runtime) -> bool:
+    """Whether a load that finished its chunk may claim the migration's next one and run
+    it on this thread (:func:`go_on_with`) rather than publish it: as for a chunk's next
+    step, and for :data:`CHAIN_CHUNKS_S` after its task began."""
+    since = getattr(_chain, "since", None)
+    return (
+        may_chain(rt)
+        and may_start_step()
+        and since is not None
+        and time.monotonic() - since < CHAIN_CHUNKS_S
+    )
+
+
+def go_on_with(c: Claim) -> None:
+    """Run ``c`` on this thread once the step in hand has ended (see :func:`run_step`)."""
+    _chain.next = c
 
 
 def may_chain(rt: Runtime) -> bool:

@@ -9,13 +9,14 @@ load stopped at its deadline) becomes the chunk's bound.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from etl_tasks.budget import next_chunk_rows
-from etl_tasks.chunk_lease import Claim, fail_migration
+from etl_tasks.chunk_lease import Claim, claim_in, fail_migration
 from etl_tasks.connectors.base import LedgerRecord
 from etl_tasks.constants import FIRST_STEP
 from etl_tasks.metrics import ROWS
@@ -39,27 +40,34 @@ _CHUNK_ROWS = select(STREAMS.c.chunk_rows).where(STREAMS.c.id == bindparam("stre
 _SET_CHUNK_ROWS = update(STREAMS).where(STREAMS.c.id == bindparam("stream"))
 
 
-def finish(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> None:
+def finish(
+    rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None, *, chain: bool = False
+) -> Claim | None:
     """Record the committed chunk in the state DB, if ``c`` still holds it, and queue the
     migration's next chunks in its place (:mod:`etl_tasks.ready_chunks`); ask for an
     advance when the ready chunks run low.
 
+    ``chain``: the first of those chunks is claimed for its extract in the same
+    transaction, and returned for this thread to run instead of being published.
     ``load_ms`` is None when the load that committed is not the one reporting it.
     """
-    queued = _record(rt, c, record, load_ms)
+    queued, taken = _record(rt, c, record, load_ms, chain)
     for chunk_id in queued.ids:
         publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
     if queued.running_low:
         request_plan(rt, c.migration_id)
+    return taken
 
 
-def _record(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) -> Queued:
+def _record(
+    rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None, chain: bool
+) -> tuple[Queued, Claim | None]:
     with rt.db.session() as s:
         now = rt.db.now(s)
         chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.lease_token != c.token:
             # A newer claim will find the same ledger row and finish the chunk.
-            return Queued([], running_low=True)
+            return Queued([], running_low=True), None
         if chunk.keys is not None:  # a key-set chunk: its rows were set aside before
             quarantined = settle_retry(s, chunk, record)
         else:
@@ -76,10 +84,15 @@ def _record(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None) ->
             _enforce_max_bad_rows(rt, s, c.migration_id, now)
         s.flush()  # a migration failed just now queues nothing
         queued = queue_ready(s.connection(), rt.settings, c.migration_id, now)
+        taken = None
+        if chain and queued.ids:  # just queued: no lease of another holder to expire
+            taken, _ = claim_in(rt, s, queued.ids[0], FIRST_STEP.name, now)
+            if taken is not None:
+                queued = replace(queued, ids=queued.ids[1:])
     # Counted once recorded: a chunk is finished once (its claim's token), whoever learns it.
     ROWS.labels("loaded").inc(record.rows_loaded)
     ROWS.labels("quarantined").inc(quarantined)
-    return queued
+    return queued, taken
 
 
 def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: datetime) -> int:

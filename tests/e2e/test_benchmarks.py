@@ -77,6 +77,6 @@ def test_the_coordination_benchmark_reads_the_state_db_s_own_statistics(
     report = coordination.run(tmp_path, chunks=12, out=lines.append)
     # one chunk per row (and the open-ended last one), each costing the state DB something
     assert report["chunks"] >= 12, lines
-    assert report["state_db_xacts_per_chunk"] > 3 and report["state_db_ms_per_chunk"] > 0, lines
+    assert report["state_db_xacts_per_chunk"] >= 1 and report["state_db_ms_per_chunk"] > 0, lines
     assert set(report["step_ms_per_chunk"]) == {"extract", "transform", "load"}, lines
     assert set(report["goals"]) == {"chunks_per_s_per_core", "orchestration_ms_per_chunk"}

@@ -315,11 +315,11 @@ def test_a_load_that_died_after_its_record_sends_nothing_again(
     real_finish = load_step.finish
     died: set[int] = set()
 
-    def dies_once(rt: Any, c: Any, record: Any, load_ms: Any) -> None:
+    def dies_once(rt: Any, c: Any, record: Any, load_ms: Any, **kwargs: Any) -> Any:
         if c.chunk_id not in died:
             died.add(c.chunk_id)
             raise RuntimeError("worker died")
-        real_finish(rt, c, record, load_ms)
+        return real_finish(rt, c, record, load_ms, **kwargs)
 
     monkeypatch.setattr(load_step, "finish", dies_once)
     driver = Driver(make_settings())
