@@ -60,7 +60,7 @@ def run_step(rt: Runtime, chunk_id: int, step: str, body: Callable[[Claim], None
             _chain.next = None
             outcome = run_claimed(rt, chained, functools.partial(STEPS[chained.step].claimed(), rt))
     finally:
-        _chain.next = None
+        _chain.next = _chain.since = None  # outside run_step, nothing goes on to a next chunk
         rt.staging.drop_held()
     return outcome
 
