@@ -136,16 +136,23 @@ def _detail_refresh(page: Any, system: System, mid: str) -> Any:
     return page.expect_response(lambda r: r.url.startswith(fragment), timeout=15_000)
 
 
+def _admin_on_finished_page(system: System, page: Any, tmp_path: Path) -> str:
+    """An admin on the page of a finished migration with quarantined rows, once the page's
+    first live event has refreshed its details; the migration's id."""
+    mid = _finished_with_quarantine(system, tmp_path)
+    sign_in(page, system, "admin")
+    with _detail_refresh(page, system, mid):
+        page.goto(f"{system.api.url}/migrations/{mid}")
+    return mid
+
+
 def test_the_details_catch_up_with_the_last_change_of_a_burst(
     system: System, page: Any, tmp_path: Path
 ) -> None:
     from playwright.sync_api import expect
 
     # Given an admin on a finished migration's page, just refreshed by its first live event
-    mid = _finished_with_quarantine(system, tmp_path)
-    sign_in(page, system, "admin")
-    with _detail_refresh(page, system, mid):
-        page.goto(f"{system.api.url}/migrations/{mid}")
+    mid = _admin_on_finished_page(system, page, tmp_path)
     expect(page.get_by_test_id("quarantine")).to_contain_text("Qty=many")
     # When the migration changes and its next live event comes within the 3 s throttle
     csrf = page.locator("details.purge input[name=csrf]").get_attribute("value")
@@ -165,10 +172,7 @@ def test_an_open_purge_form_outlives_the_pages_live_refresh(
     from playwright.sync_api import expect
 
     # Given an admin on a finished migration's page, the purge form open and its box ticked
-    mid = _finished_with_quarantine(system, tmp_path)
-    sign_in(page, system, "admin")
-    with _detail_refresh(page, system, mid):
-        page.goto(f"{system.api.url}/migrations/{mid}")
+    mid = _admin_on_finished_page(system, page, tmp_path)
     page.get_by_text("Purge quarantined values…").click()
     page.get_by_label("Yes, remove them for good").check()
     # When the page's details are refreshed by a live update
