@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     system_max_connections: str | None = Field(None, pattern=r"^\s*([^=,]+=\d+\s*(,\s*|$))*$")
 
     worker_concurrency: int = Field(4, ge=1)  # steps one worker runs at once
+    # Allocations between two collections of Python's youngest generation in a worker;
+    # 0 keeps Python's 700. A chunk allocates tens of thousands of short-lived tuples, and
+    # at 700 the collector ran so often that it took half a worker's CPU (docs/operations.md).
+    worker_gc_threshold: int = Field(50_000, ge=0)
     # A worker that finishes a chunk's step runs the chunk's next step itself, without a
     # message, when it is not draining (threads and solo pools; docs/architecture.md).
     chain_steps: bool = True
