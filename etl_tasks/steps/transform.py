@@ -164,10 +164,10 @@ def _map_columns(
     if any(None in col for col in data[:key_width]):
         return None
     cast_columns: list[Sequence[Any]] = []
-    for values, cast in zip(data, path.casts, strict=True):
+    for values, cast in zip(data, path.column_casts, strict=True):
         between()
         try:
-            cast_columns.append(values if cast is None else list(map(cast, values)))
+            cast_columns.append(values if cast is None else cast(values))
         except BadRowError:
             return None
     return Mapped(

@@ -15,7 +15,7 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -25,6 +25,9 @@ from etl_tasks.errors import BadRowError
 from etl_tasks.values.types import ColumnType, Kind
 
 Cast = Callable[[Any], Any]
+#: A cast over a whole column's values (the same values, or a list of the cast ones).
+ColumnCast = Callable[[Sequence[Any]], Sequence[Any]]
+_NULL = type(None)
 
 _INT = re.compile(r"[+-]?[0-9]+")
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -47,9 +50,13 @@ def _describe(target: ColumnType) -> str:
     return f"a valid {target.sql or target.kind.value}"
 
 
-def _integer(target: ColumnType) -> Cast:
+def _int_range(target: ColumnType) -> tuple[int, int]:
     bits = target.precision or 64
-    low, high = (0, 2**bits - 1) if target.unsigned else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+    return (0, 2**bits - 1) if target.unsigned else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1)
+
+
+def _integer(target: ColumnType) -> Cast:
+    low, high = _int_range(target)
 
     def cast(value: Any) -> int:
         if isinstance(value, int):  # True is 1 (a MySQL BOOLEAN is a TINYINT(1))
@@ -385,6 +392,59 @@ _BY_KIND: dict[Kind, Callable[[ColumnType], Cast]] = {
     Kind.NATIVE: _native_text,
     Kind.UNTYPED: _untyped,
 }
+
+
+def _present(values: Sequence[Any], kinds: set[type]) -> Sequence[Any]:
+    return [v for v in values if v is not None] if _NULL in kinds else values
+
+
+def _ints_unchanged(target: ColumnType, values: Sequence[Any]) -> bool:
+    """Plain ints (not bools, not subclasses) within the column's range: each is its cast."""
+    kinds = set(map(type, values))
+    if not kinds <= {int, _NULL}:
+        return False
+    present = _present(values, kinds)
+    low, high = _int_range(target)
+    return not present or (low <= min(present) and max(present) <= high)
+
+
+def _texts_unchanged(target: ColumnType, values: Sequence[Any]) -> bool:
+    """Plain strs that the column holds as they are (length, PostgreSQL's NUL)."""
+    kinds = set(map(type, values))
+    if not kinds <= {str, _NULL}:
+        return False
+    present = _present(values, kinds)
+    if not present:
+        return True
+    if target.dialect == "postgresql" and "\x00" in "".join(present):
+        return False
+    return target.length is None or max(map(len, present)) <= target.length
+
+
+_UNCHANGED: dict[Kind, Callable[[ColumnType, Sequence[Any]], bool]] = {
+    Kind.INTEGER: _ints_unchanged,
+    Kind.TEXT: _texts_unchanged,
+}
+
+
+def cast_column(target: ColumnType) -> ColumnCast:
+    """:func:`cast_to` over a column: when the values' exact types show that each would
+    come back as it is (plain ints in range, plain text that fits), the values themselves,
+    checked without a call per value; otherwise each value cast (a refused one raises)."""
+    cast = cast_to(target)
+    unchanged = _UNCHANGED.get(target.kind)
+
+    def run(values: Sequence[Any]) -> Sequence[Any]:
+        if unchanged is not None and unchanged(target, values):
+            return values
+        return list(map(cast, values))
+
+    return run
+
+
+def over_column(cast: Cast) -> ColumnCast:
+    """Any cast, value by value, over a column."""
+    return lambda values: list(map(cast, values))
 
 
 def cast_to(target: ColumnType) -> Cast:

@@ -16,7 +16,7 @@ import orjson
 
 from etl_tasks.errors import BadRowError
 from etl_tasks.transforms import RowMapper
-from etl_tasks.values.casts import Cast, cast_to
+from etl_tasks.values.casts import Cast, ColumnCast, cast_column, cast_to, over_column
 from etl_tasks.values.types import ColumnType, Kind
 
 
@@ -51,6 +51,7 @@ class ValuePath:
 
     mapper: RowMapper
     casts: tuple[Cast | None, ...]
+    column_casts: tuple[ColumnCast | None, ...]  # the same casts, each over a whole column
 
     @property
     def target_columns(self) -> tuple[str, ...]:
@@ -92,6 +93,7 @@ def build_path(
     target_types: Mapping[str, ColumnType],
 ) -> ValuePath:
     casts: list[Cast | None] = []
+    column_casts: list[ColumnCast | None] = []
     for name in mapper.target_columns:
         origin = origins[name]
         target = target_types[name]
@@ -103,13 +105,17 @@ def build_path(
             and same_type(src, target)
         ):
             casts.append(None)
+            column_casts.append(None)
             continue
         cast = cast_to(target)
         if src is not None and origin.rep is not None:
-            casts.append(_chain(_represent(origin.rep, src), cast))
+            chained = _chain(_represent(origin.rep, src), cast)
+            casts.append(chained)
+            column_casts.append(over_column(chained))
         else:
             casts.append(cast)
-    return ValuePath(mapper, tuple(casts))
+            column_casts.append(cast_column(target))
+    return ValuePath(mapper, tuple(casts), tuple(column_casts))
 
 
 def _chain(first: Cast, then: Cast) -> Cast:

@@ -11,7 +11,7 @@ import pytest
 
 from etl_tasks.steps import transform
 from etl_tasks.transforms.mapper import RowMapper
-from etl_tasks.values.casts import cast_to
+from etl_tasks.values.casts import cast_column, cast_to
 from etl_tasks.values.path import ValuePath
 from etl_tasks.values.types import ColumnType, Kind
 
@@ -26,7 +26,8 @@ TYPES = [
 
 def _path(identity: bool) -> ValuePath:
     casts = tuple(None if i == 1 else cast_to(t) for i, t in enumerate(TYPES))  # n: same type
-    return ValuePath(RowMapper(tuple(COLUMNS), tuple, identity=identity), casts)
+    columns = tuple(None if i == 1 else cast_column(t) for i, t in enumerate(TYPES))
+    return ValuePath(RowMapper(tuple(COLUMNS), tuple, identity=identity), casts, columns)
 
 
 def _rows(n: int = 200) -> list[tuple[Any, ...]]:

@@ -13,14 +13,22 @@ from typing import Any
 from etl_tasks.values.encoders import COPY_ESCAPES, pg_copy_field
 
 _NULL = type(None)
+_ESCAPED = tuple(chr(c) for c in COPY_ESCAPES)
 
 
 def _spell_column(values: Sequence[Any]) -> list[str]:
     """Each value's COPY field, as :func:`pg_copy_field` spells it; a column of plain
     integers or plain text is spelled without a call per value."""
-    kinds = {type(v) for v in values}
+    kinds = set(map(type, values))
+    if kinds == {int}:
+        return list(map(str, values))
     if kinds <= {int, _NULL}:
         return ["\\N" if v is None else str(v) for v in values]
+    if kinds == {str}:
+        joined = "".join(values)  # one scan for the four characters COPY escapes
+        if not any(c in joined for c in _ESCAPED):
+            return list(values)
+        return [v.translate(COPY_ESCAPES) for v in values]
     if kinds <= {str, _NULL}:
         return ["\\N" if v is None else v.translate(COPY_ESCAPES) for v in values]
     return [pg_copy_field(v) for v in values]
@@ -31,7 +39,7 @@ def copy_text(rows: Sequence[Sequence[Any]]) -> io.StringIO:
     if not rows:
         return io.StringIO()
     columns = [_spell_column(column) for column in zip(*rows, strict=True)]
-    lines = ["\t".join(fields) for fields in zip(*columns, strict=True)]
+    lines = list(map("\t".join, zip(*columns, strict=True)))
     lines.append("")
     return io.StringIO("\n".join(lines))
 
