@@ -365,7 +365,7 @@ def chaos(tier: str, workdir: Path | None) -> None:
 @click.argument(
     "which",
     type=click.Choice(
-        ["shutdown", "deploys", "recovery", "throughput", "coordination", "eta", "all"]
+        ["shutdown", "deploys", "recovery", "throughput", "scale", "coordination", "eta", "all"]
     ),
     default="all",
 )
@@ -395,11 +395,13 @@ def bench(
 ) -> None:
     """Measure deploy latency (busy warm shutdowns), what rolling deploys cost a migration,
     how fast the default timings recover from a SIGKILL and from a broker loss,
-    throughput beside the scripts Baton replaces, what a chunk costs the state DB, and how
-    close the ETA shown is to the time actually left."""
+    throughput beside the scripts Baton replaces, how time and memory grow from 1M to 10M
+    rows, what a chunk costs the state DB, and how close the ETA shown is to the time
+    actually left."""
     import tempfile
 
     from ops.bench import coordination, deploys, eta, recovery, shutdown, throughput
+    from ops.bench import scale as growth
 
     home = workdir or Path(tempfile.mkdtemp(prefix="baton-bench-"))
     results: dict[str, Any] = {}
@@ -415,6 +417,8 @@ def bench(
         results["throughput"] = throughput.run(
             home / "throughput", scale=rows_scale, out=click.echo
         )
+    if which in ("scale", "all"):
+        results["scale"] = growth.run(home / "scale", out=click.echo)
     if which in ("coordination", "all"):
         results["coordination"] = coordination.run(home / "coordination", out=click.echo)
     if which in ("eta", "all"):

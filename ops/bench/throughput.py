@@ -252,7 +252,7 @@ def baton(name: str, home: Path, source: str, target: str, rows: int, workers: i
     return Run(name, wall, rows, rss.max_mb(), extra)
 
 
-def _checkpoint(url: str) -> None:
+def checkpoint(url: str) -> None:
     """Write out what the contender before left dirty, so each starts from the same state
     (a checkpoint falling inside one run made its loads twice as slow)."""
     conn = psycopg2.connect(url)
@@ -303,7 +303,7 @@ def run(
         runs: list[Run] = []
 
         def settled(contender: Callable[[], Run]) -> Run:
-            _checkpoint(target)
+            checkpoint(target)
             return record(contender())
 
         def record(r: Run) -> Run:

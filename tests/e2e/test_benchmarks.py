@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ops.bench import coordination, shutdown, system, throughput
+from ops.bench import coordination, scale, shutdown, system, throughput
 from tests import services
 
 
@@ -62,6 +62,24 @@ def test_the_throughput_benchmark_moves_every_row_with_each_contender(
     assert baton["chunks"] >= 1 and baton["state_db_xacts_per_chunk"] > 0, baton
     assert set(baton["step_ms_per_chunk"]) == {"extract", "transform", "load"}, baton
     assert any(r["peak_rss_mb"] > 0 for r in report["runs"])
+
+
+@pytest.mark.slow
+@pytest.mark.bench
+@pytest.mark.timeout(240)
+def test_the_scale_benchmark_times_both_sizes_and_weighs_each_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not services.postgres_answers():
+        services.unavailable(f"PostgreSQL at {services.PG_ADMIN_URL}")
+    monkeypatch.setattr(system, "PG_URL", services.PG_ADMIN_URL)
+    lines: list[str] = []
+    report = scale.run(tmp_path, out=lines.append, rows=(2000, 20000))
+    # each size moved every row (Baton's run checks its own count, or raises)
+    assert [r["rows"] for r in report["runs"]] == [2000, 20000], lines
+    assert report["rows_ratio"] == 10 and report["time_ratio"] > 0, lines
+    assert 0 < report["peak_rss_mb"] == max(r["peak_rss_mb"] for r in report["runs"]), lines
+    assert [line.split()[0] for line in lines[-2:]] == ["time_ratio", "peak_rss_mb"], lines
 
 
 @pytest.mark.slow
