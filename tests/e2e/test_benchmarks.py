@@ -54,10 +54,17 @@ def test_the_throughput_benchmark_moves_every_row_with_each_contender(
         "Baton PG→PG, 2 workers",
         "sqlite-tuned script",
         "Baton SQLite→PG, 2 workers",
+        "Baton PG→PG, 2 workers, chunk_rows 50,000",
+        "Baton SQLite→PG, 2 workers, chunk_rows 50,000",
         "naive script",
     ], lines
     assert all(r["rows"] == 4000 and r["wall_s"] > 0 for r in report["runs"])
     assert set(report["ratios"]) == {"pg_vs_tuned", "pg_vs_pipe", "sqlite_vs_tuned", "naive_vs_pg"}
+    assert set(report["ratios_with_larger_chunks"]) == {
+        "pg_vs_tuned",
+        "pg_vs_pipe",
+        "sqlite_vs_tuned",
+    }
     baton = report["runs"][3]["extra"]
     assert baton["chunks"] >= 1 and baton["state_db_xacts_per_chunk"] > 0, baton
     assert set(baton["step_ms_per_chunk"]) == {"extract", "transform", "load"}, baton
