@@ -1,5 +1,6 @@
-"""A pass-through read compiles its COPY select once per shape, and spells each part's
-bounds into it: the very SQL that compiling the part's own select gives.
+"""A pass-through read compiles its COPY select once per shape (RangeQuery.compiled_range)
+and spells each part's bounds into it: the very SQL that compiling the part's own select
+gives.
 
 Checked against the select compiled afresh with its values (what every part used to
 cost), for each shape of bounds, a two-column key, and a stream whose filters include
@@ -50,6 +51,6 @@ def test_each_part_s_sql_is_the_select_compiled_with_its_own_values(
                         got = pg_native._part_sql(cur, query, dialect, bounds, limit)
                         assert got == expected
                         cur.execute(f"EXPLAIN {got}")  # and PostgreSQL takes it
-            assert len(pg_native._SHAPES[query]) == len(BOUNDS)
+            assert len(query._compiled) == len(BOUNDS)  # each shape compiled once
     finally:
         conn.close()

@@ -23,12 +23,11 @@ from __future__ import annotations
 import io
 import re
 import time
-import weakref
 from collections.abc import Sequence
 from typing import Any
 
 from psycopg2 import extensions
-from sqlalchemy import Connection, bindparam
+from sqlalchemy import Connection
 
 from etl_tasks import codec
 from etl_tasks.budget import SUB_BATCH_ROWS
@@ -73,40 +72,16 @@ def _literal_sql(cur: Any, stmt: Any, dialect: Any) -> str:
     return sql
 
 
-#: Each stream query's COPY selects, compiled once per shape (which bounds it has): SQL
-#: with named parameters, and the values of the parameters the bounds do not set.
-_SHAPES: weakref.WeakKeyDictionary[RangeQuery, dict[tuple[bool, bool], tuple[str, dict[str, Any]]]]
-_SHAPES = weakref.WeakKeyDictionary()
-
-
 def _part_sql(
     cur: Any, query: RangeQuery, dialect: Any, bounds: tuple[Key | None, Key | None], limit: int
 ) -> str:
-    """:func:`_literal_sql` of ``query.select_range(*bounds).limit(limit)``, the select
-    compiled once per shape and the bounds and limit spelled into it by the driver (the
-    same values, adapted the same way), instead of compiled again for every part."""
+    """:func:`_literal_sql` of ``query.select_range(*bounds).limit(limit)``: the select
+    compiled once per shape, the bounds and limit spelled into it by the driver (the same
+    values, adapted the same way), instead of compiled again for every part."""
     lower, upper = bounds
-    shape = (lower is not None, upper is not None)
-    compiled = _SHAPES.setdefault(query, {})
-    if shape not in compiled:
-        width = len(query.key_cols)
-
-        def named(side: str, bound: Key | None) -> list[Any] | None:
-            if bound is None:
-                return None
-            return [bindparam(f"baton_{side}_{i}", value=None) for i in range(width)]
-
-        stmt = query.select_range(named("lower", lower), named("upper", upper))
-        stmt = stmt.limit(bindparam("baton_limit", value=0))
-        done = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-        compiled[shape] = (str(done), dict(done.params))
-    sql, params = compiled[shape]
-    values = dict(params, baton_limit=limit)
-    for name, bound in (("lower", lower), ("upper", upper)):
-        for i, v in enumerate(bound or ()):
-            values[f"baton_{name}_{i}"] = v
+    compiled = query.compiled_range(dialect, lower is not None, upper is not None, limited=True)
     encoding = extensions.encodings[cur.connection.encoding]
-    text: str = cur.mogrify(sql, values).decode(encoding)
+    text: str = cur.mogrify(compiled.sql, compiled.params(lower, upper, limit)).decode(encoding)
     return text
 
 

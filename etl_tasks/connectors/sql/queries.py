@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    bindparam,
     cast,
     func,
     or_,
@@ -34,7 +36,7 @@ from sqlalchemy import (
     tuple_,
     type_coerce,
 )
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import SAWarning
 from sqlalchemy.sql import FromClause
 from sqlalchemy.types import Double, NullType
@@ -125,6 +127,42 @@ def range_condition(
     return and_(true(), *conds)
 
 
+@dataclass(frozen=True)
+class CompiledRange:
+    """A range select compiled for one dialect: its SQL with every parameter named (a
+    bound's ``baton_lower_0`` …, ``baton_limit``), and the values of those the stream's
+    filters fixed (an ``in`` list rendered one parameter per value)."""
+
+    sql: str
+    fixed: Mapping[str, Any]
+    order: tuple[str, ...]  # a positional dialect's parameters, in the order it takes them
+    plain: bool  # no bound value goes through a type's processing: the driver takes them
+
+    @classmethod
+    def of(cls, stmt: Select[Any], dialect: Dialect) -> CompiledRange:
+        compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        plain = not compiled.literal_execute_params and all(
+            b.type.bind_processor(dialect) is None for b in compiled.binds.values()
+        )
+        order = tuple(compiled.positiontup or ()) if compiled.positional else ()
+        return cls(str(compiled), dict(compiled.params), order, plain)
+
+    def params(
+        self, lower: Sequence[Any] | None, upper: Sequence[Any] | None, limit: int | None = None
+    ) -> dict[str, Any]:
+        values = dict(self.fixed)
+        for side, bound in (("lower", lower), ("upper", upper)):
+            for i, v in enumerate(bound or ()):
+                values[f"baton_{side}_{i}"] = v
+        if limit is not None:
+            values["baton_limit"] = limit
+        return values
+
+    def positional(self, lower: Sequence[Any] | None, upper: Sequence[Any] | None) -> list[Any]:
+        values = self.params(lower, upper)
+        return [values[name] for name in self.order]
+
+
 class RangeQuery:
     """One source table of one stream, ready to be read chunk by chunk."""
 
@@ -147,6 +185,7 @@ class RangeQuery:
         self._read = [
             self._readable(table.c[c], c in texts, texts.get(c), c in widened) for c in self.columns
         ]
+        self._compiled: dict[tuple[str, bool, bool, bool], CompiledRange] = {}
 
     @staticmethod
     def _readable(
@@ -181,6 +220,27 @@ class RangeQuery:
             .where(self.where, range_condition(self.key_cols, lower, upper))
             .order_by(*self.key_cols)
         )
+
+    def compiled_range(
+        self, dialect: Dialect, lower: bool, upper: bool, limited: bool = False
+    ) -> CompiledRange:
+        """:meth:`select_range` compiled once for this shape (which bounds it has, whether
+        it is limited), instead of once per chunk or per part: a hot path's statement."""
+        shape = (dialect.name, lower, upper, limited)
+        found = self._compiled.get(shape)
+        if found is None:
+            width = len(self.key_cols)
+
+            def named(side: str, present: bool) -> list[Any] | None:
+                if not present:
+                    return None
+                return [bindparam(f"baton_{side}_{i}", value=None) for i in range(width)]
+
+            stmt = self.select_range(named("lower", lower), named("upper", upper))
+            if limited:
+                stmt = stmt.limit(bindparam("baton_limit", value=0))
+            found = self._compiled[shape] = CompiledRange.of(stmt, dialect)
+        return found
 
     def read_range(
         self, conn: Connection, lower: Sequence[Any] | None, upper: Sequence[Any] | None

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, Select, func, select, text
+from sqlalchemy import Connection, Engine, func, select, text
 from sqlalchemy import exc as sa_exc
 
 from etl_tasks.budget import SUB_BATCH_ROWS
@@ -113,13 +113,12 @@ class SqlSource:
         width = self.key_width
         # The rows whose key has a NULL have no order, so no key to cut them at: read whole.
         may_cut = lower is None or lower[0] is not NULL_KEYS
-        stmt = self.query.select_range(lower, upper)
         with self.engine.connect() as conn:
             self.query.begin(conn)
-            cursor: Any = _driver_cursor(conn, stmt)
+            cursor: Any = _driver_cursor(conn, self.query, lower, upper)
             if cursor is None:
                 options = conn.execution_options(stream_results=True, yield_per=SUB_BATCH_ROWS)
-                cursor = options.execute(stmt)
+                cursor = options.execute(self.query.select_range(lower, upper))
             try:
                 while part := cursor.fetchmany(SUB_BATCH_ROWS):
                     rows.extend(map(tuple, part))
@@ -198,23 +197,22 @@ def _estimate(conn: Connection, query: RangeQuery) -> int | None:
     return int(conn.execute(select(func.count()).select_from(capped)).scalar() or 0)
 
 
-def _driver_cursor(conn: Connection, stmt: Select[Any]) -> _DriverRows | None:
-    """SQLite: the select run on the driver's own cursor. Every column a read selects is
-    untyped, so the driver's rows are what SQLAlchemy would hand on, without a Row object
-    per row in between (a tenth of a worker's CPU on a SQLite source). ``None``, for
-    SQLAlchemy to run it, on other databases (a PostgreSQL or MariaDB read streams through
-    a server-side cursor) and where a bound value would be expanded (a spec's ``in``
-    filter) or go through a type's processing."""
-    if conn.dialect.name != "sqlite":
+def _driver_cursor(
+    conn: Connection, query: RangeQuery, lower: Key | None, upper: Key | None
+) -> _DriverRows | None:
+    """SQLite: the range's select, compiled once per shape, run on the driver's own
+    cursor. Every column a read selects is untyped, so the driver's rows are what
+    SQLAlchemy would hand on, without a Row object per row in between (a tenth of a
+    worker's CPU on a SQLite source). ``None``, for SQLAlchemy to run it, on other
+    databases (a PostgreSQL or MariaDB read streams through a server-side cursor), for
+    the rows whose key is NULL, and where a bound value would go through a type's
+    processing."""
+    if conn.dialect.name != "sqlite" or (lower is not None and lower[0] is NULL_KEYS):
         return None
-    compiled = stmt.compile(dialect=conn.dialect)
-    if not compiled.positional or compiled.post_compile_params or compiled.literal_execute_params:
+    compiled = query.compiled_range(conn.dialect, lower is not None, upper is not None)
+    if not compiled.plain:
         return None
-    if any(b.type.bind_processor(conn.dialect) is not None for b in compiled.binds.values()):
-        return None
-    values = compiled.construct_params()
-    params = [values[name] for name in compiled.positiontup or ()]
-    return _DriverRows(conn, str(compiled), params)
+    return _DriverRows(conn, compiled.sql, compiled.positional(lower, upper))
 
 
 class _DriverRows:
