@@ -170,12 +170,15 @@ def fenced_update(s: Session, c: Claim, values: dict[str, Any]) -> bool:
     return bool(result.rowcount)
 
 
+#: A released lease: no holder, no expiry.
+_RELEASED: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+
+
 def commit(rt: Runtime, c: Claim, **values: Any) -> bool:
     """Write the step's outcome and release the lease, if the token is still ours."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        values.setdefault("lease_owner", None)
-        values.setdefault("lease_expires_at", None)
+        values = {**_RELEASED, **values}
         return fenced_update(s, c, {k: (now if v is NOW else v) for k, v in values.items()})
 
 
@@ -207,7 +210,7 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
                 queued_at=None,
             )
         else:
-            values.update(step=step, lease_owner=None, lease_expires_at=None, queued_at=now)
+            values.update(_RELEASED, step=step, queued_at=now)
         if not fenced_update(s, c, values):
             return False, None
     if not going_on:

@@ -22,7 +22,7 @@ import redis
 from sqlalchemy.engine import make_url
 
 from etl_tasks.connectors.sql.engines import create_sql_engine
-from etl_tasks.state.db import _comment_database as comment_database
+from etl_tasks.state.db import comment_database
 from ops.embedded import free_port, start_redis
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

@@ -154,12 +154,15 @@ def mark_state_db(url: str) -> None:
                 {"id": uuid.uuid4().hex, "at": datetime.now(UTC).replace(tzinfo=None)},
             )
         if engine.dialect.name == "postgresql":
-            _comment_database(engine)
+            comment_database(engine)
     finally:
         engine.dispose()
 
 
-def _comment_database(engine: Engine) -> None:
+def comment_database(engine: Engine) -> None:
+    """Mark the database itself as a Baton state DB: the security boundary refuses a spec
+    whose endpoint is one (:mod:`etl_tasks.boundary.identity`). A database made from a
+    template does not inherit the comment, so a copy is marked again."""
     with engine.connect() as conn:
         conn = conn.execution_options(isolation_level="AUTOCOMMIT")
         name = conn.execute(text("SELECT current_database()")).scalar_one()

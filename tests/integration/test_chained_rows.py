@@ -75,8 +75,24 @@ def _target(url: str) -> list[tuple[Any, ...]]:
     return [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]
 
 
-def _run(settings: Settings, spec: dict[str, Any], *, chain: bool) -> tuple[str, Driver]:
-    driver = Driver(settings, f"w-{chain}", chain=chain)
+@pytest.fixture
+def owned() -> Iterator[Callable[[Driver], Driver]]:
+    """Closes every driver the test hands it, however the test ends."""
+    drivers: list[Driver] = []
+
+    def own(driver: Driver) -> Driver:
+        drivers.append(driver)
+        return driver
+
+    yield own
+    for driver in drivers:
+        driver.close()
+
+
+def _run(
+    settings: Settings, spec: dict[str, Any], own: Callable[[Driver], Driver], *, chain: bool
+) -> tuple[str, Driver]:
+    driver = own(Driver(settings, f"w-{chain}", chain=chain))
     mid, view = migrate(driver, spec)
     assert view["state"] == "succeeded", view
     return mid, driver
@@ -88,11 +104,12 @@ def test_a_chained_chunk_is_loaded_from_the_rows_in_memory_as_an_unchained_one_d
     pg_url_factory: Callable[[], str],
     decodes: list[int],
     monkeypatch: pytest.MonkeyPatch,
+    owned: Callable[[Driver], Driver],
 ) -> None:
     settings = make_settings()
     # Given the same awkward table migrated once with every step a message (each decodes)
     plain_url = pg_url_factory()
-    plain_mid, plain = _run(settings, _spec(source, plain_url), chain=False)
+    plain_mid, plain = _run(settings, _spec(source, plain_url), owned, chain=False)
     assert decodes, "an unchained step reads its rows from Redis"
     # When it is migrated again with chained steps, recording what the transform kept
     # and what each load was given
@@ -107,7 +124,7 @@ def test_a_chained_chunk_is_loaded_from_the_rows_in_memory_as_an_unchained_one_d
     monkeypatch.setattr(load_module, "write_chunk", recording)
     decodes.clear()
     chained_url = pg_url_factory()
-    chained = Driver(settings, "w-chained", chain=True)
+    chained = owned(Driver(settings, "w-chained", chain=True))
     put = chained.rt.staging.put
 
     def keeping(chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None) -> None:
@@ -127,8 +144,6 @@ def test_a_chained_chunk_is_loaded_from_the_rows_in_memory_as_an_unchained_one_d
     assert reasons(chained, mid) == reasons(plain, plain_mid)
     assert len(reasons(chained, mid)) == ROWS // 60
     assert_migrated(chained.rt.db, mid, _spec(source, chained_url))
-    chained.close()
-    plain.close()
 
 
 def test_a_transform_retried_on_another_worker_decodes_the_chained_extract_from_redis(
@@ -137,11 +152,11 @@ def test_a_transform_retried_on_another_worker_decodes_the_chained_extract_from_
     pg_url_factory: Callable[[], str],
     decodes: list[int],
     monkeypatch: pytest.MonkeyPatch,
+    owned: Callable[[Driver], Driver],
 ) -> None:
     settings = make_settings()
     reference_url = pg_url_factory()
-    _, reference = _run(settings, _spec(source, reference_url), chain=False)
-    reference.close()
+    _run(settings, _spec(source, reference_url), owned, chain=False)
     # Given worker A's chained transform fails once, after its extract staged the rows
     failures: list[int] = []
     real = transform_module._mapped
