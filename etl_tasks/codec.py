@@ -249,6 +249,16 @@ def pass_through(blob: bytes, columns: Sequence[str], key_width: int) -> bytes |
     :func:`encode_rows` would write them, and no value decoded. ``None`` when a row's key
     is NULL or the source refused a row (those need the transform's own path, which sets
     them aside)."""
+    found = pass_through_kept(blob, columns, key_width)
+    return None if found is None else found[0]
+
+
+def pass_through_kept(
+    blob: bytes, columns: Sequence[str], key_width: int
+) -> tuple[bytes, list[str], dict[str, Any]] | None:
+    """:func:`pass_through`, with the column names and the extra that :func:`decode_rows`
+    would read back from its blob (its rows are the source rows: a caller holding them
+    hands them on as they are)."""
     payload = orjson.loads(blob)
     if payload["extra"].get("malformed"):
         return None  # rows the source refused: the transform sets them aside
@@ -266,7 +276,7 @@ def pass_through(blob: bytes, columns: Sequence[str], key_width: int) -> bytes |
         "positions": list(range(n)),
         "source_keys": [list(k) for k in zip(*key_columns, strict=True)] if n else [],
     }
-    return orjson.dumps(payload)
+    return orjson.dumps(payload), payload["columns"], payload["extra"]
 
 
 def dumps(value: Any) -> str:

@@ -58,12 +58,50 @@ def transform_claimed(rt: Runtime, c: Claim) -> None:
         if out is None:
             staged = rt.staging.held_rows(c.chunk_id, c.stage_token, input_kind)
             staged = staged or codec.decode_rows(blob)
-            out, kept, rows = _mapped(rt, c, staged, path, binding.key_width)
+            relabelled = _relabelled(rt, blob, staged, path, binding.key_width)
+            if relabelled is not None:
+                out, kept, rows = relabelled
+            else:
+                out, kept, rows = _mapped(rt, c, staged, path, binding.key_width)
     assert out is not None
     rt.staging.put(c.chunk_id, c.token, output_kind, out, kept)
     if hand_on(rt, c, NEXT.name, stage_token=c.token, attempts=0, **timed(c, elapsed_ms(started))):
         ROWS.labels("transformed").inc(rows)
         rt.staging.delete(c.chunk_id, c.stage_token, input_kind)
+
+
+def _relabelled(
+    rt: Runtime, blob: bytes, staged: codec.Staged, path: ValuePath, key_width: int
+) -> tuple[bytes, codec.Staged | None, int] | None:
+    """An identity mapping whose every value would come out of its cast as it went in
+    (plain ints in range, text that fits: the common legacy table): the extract's payload
+    under the target's column names (:func:`codec.pass_through_kept`) instead of the rows
+    mapped and encoded again. ``None`` when a value would change, a key is NULL or the
+    source refused a row: :func:`_mapped` then does what the spec asks."""
+    _, rows, _ = staged
+    if not path.mapper.identity or not rows or not _unchanged(path, rows):
+        return None
+    found = codec.pass_through_kept(blob, path.target_columns, key_width)
+    if found is None:
+        return None
+    out, columns, extra = found
+    return out, ((columns, rows, extra) if may_chain(rt) else None), len(rows)
+
+
+def _unchanged(path: ValuePath, rows: list[tuple[Any, ...]]) -> bool:
+    """Whether each column's cast gives back the very values it is given."""
+    if not any(path.column_casts):
+        return True
+    data = list(zip(*rows, strict=True))
+    for values, cast in zip(data, path.column_casts, strict=True):
+        if cast is None:
+            continue
+        try:
+            if cast(values) is not values:
+                return False
+        except BadRowError:
+            return False
+    return True
 
 
 def _mapped(
