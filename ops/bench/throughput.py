@@ -321,7 +321,7 @@ def run(
 
         def record(r: Run) -> Run:
             runs.append(r)
-            out(f"  {r.name:<28} {r.wall_s:7.2f} s  {r.rows_per_s:>10,.0f} rows/s  "
+            out(f"  {r.name:<46} {r.wall_s:7.2f} s  {r.rows_per_s:>10,.0f} rows/s  "
                 f"peak RSS {r.peak_rss_mb:6.0f} MB")  # fmt: skip
             return r
 
