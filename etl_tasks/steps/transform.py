@@ -89,19 +89,15 @@ def _relabelled(
 
 
 def _unchanged(path: ValuePath, rows: list[tuple[Any, ...]]) -> bool:
-    """Whether each column's cast gives back the very values it is given."""
+    """Whether each column's cast would give back the very values it is given (told from
+    their exact types, without casting any)."""
     if not any(path.column_casts):
         return True
     data = list(zip(*rows, strict=True))
-    for values, cast in zip(data, path.column_casts, strict=True):
-        if cast is None:
-            continue
-        try:
-            if cast(values) is not values:
-                return False
-        except BadRowError:
-            return False
-    return True
+    return all(
+        cast is None or cast.keeps(values)
+        for values, cast in zip(data, path.column_casts, strict=True)
+    )
 
 
 def _mapped(

@@ -25,8 +25,6 @@ from etl_tasks.errors import BadRowError
 from etl_tasks.values.types import ColumnType, Kind
 
 Cast = Callable[[Any], Any]
-#: A cast over a whole column's values (the same values, or a list of the cast ones).
-ColumnCast = Callable[[Sequence[Any]], Sequence[Any]]
 _NULL = type(None)
 
 _INT = re.compile(r"[+-]?[0-9]+")
@@ -427,24 +425,39 @@ _UNCHANGED: dict[Kind, Callable[[ColumnType, Sequence[Any]], bool]] = {
 }
 
 
-def cast_column(target: ColumnType) -> ColumnCast:
-    """:func:`cast_to` over a column: when the values' exact types show that each would
-    come back as it is (plain ints in range, plain text that fits), the values themselves,
-    checked without a call per value; otherwise each value cast (a refused one raises)."""
-    cast = cast_to(target)
-    unchanged = _UNCHANGED.get(target.kind)
+class ColumnCast:
+    """A cast over a whole column. When the values' exact types show that each would come
+    back from :func:`cast_to` as it is (plain ints in range, plain text that fits), the
+    values themselves, checked without a call per value; otherwise each value cast (a
+    refused one raises)."""
 
-    def run(values: Sequence[Any]) -> Sequence[Any]:
-        if unchanged is not None and unchanged(target, values):
+    def __init__(self, cast: Cast, target: ColumnType | None = None) -> None:
+        self.cast = cast
+        self.target = target
+        self._unchanged = None if target is None else _UNCHANGED.get(target.kind)
+
+    def keeps(self, values: Sequence[Any]) -> bool:
+        """Whether every value would come back as it is (told without casting any)."""
+        return (
+            self.target is not None
+            and self._unchanged is not None
+            and self._unchanged(self.target, values)
+        )
+
+    def __call__(self, values: Sequence[Any]) -> Sequence[Any]:
+        if self.keeps(values):
             return values
-        return list(map(cast, values))
+        return list(map(self.cast, values))
 
-    return run
+
+def cast_column(target: ColumnType) -> ColumnCast:
+    """:func:`cast_to` over a column (:class:`ColumnCast`)."""
+    return ColumnCast(cast_to(target), target)
 
 
 def over_column(cast: Cast) -> ColumnCast:
     """Any cast, value by value, over a column."""
-    return lambda values: list(map(cast, values))
+    return ColumnCast(cast)
 
 
 def cast_to(target: ColumnType) -> Cast:
