@@ -15,15 +15,20 @@ from ops.bench import coordination, scale, shutdown, system, throughput
 from tests import services
 
 
+@pytest.fixture(autouse=True)
+def bench_postgres(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every benchmark makes its databases on the test services' PostgreSQL."""
+    if not services.postgres_answers():
+        services.unavailable(f"PostgreSQL at {services.PG_ADMIN_URL}")
+    monkeypatch.setattr(system, "PG_URL", services.PG_ADMIN_URL)
+
+
 @pytest.mark.slow
 @pytest.mark.bench
 @pytest.mark.timeout(180)
 def test_the_shutdown_benchmark_times_warm_shutdowns_of_busy_workers(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    if not services.postgres_answers():
-        services.unavailable(f"PostgreSQL at {services.PG_ADMIN_URL}")
-    monkeypatch.setattr(system, "PG_URL", services.PG_ADMIN_URL)
     lines: list[str] = []
     report = shutdown.run(tmp_path, runs=2, out=lines.append)
     timed = [line for line in lines if line.startswith("shutdown ")]
@@ -38,11 +43,8 @@ def test_the_shutdown_benchmark_times_warm_shutdowns_of_busy_workers(
 @pytest.mark.bench
 @pytest.mark.timeout(240)
 def test_the_throughput_benchmark_moves_every_row_with_each_contender(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    if not services.postgres_answers():
-        services.unavailable(f"PostgreSQL at {services.PG_ADMIN_URL}")
-    monkeypatch.setattr(system, "PG_URL", services.PG_ADMIN_URL)
     lines: list[str] = []
     report = throughput.run(tmp_path, rows=4000, out=lines.append)
     # every contender ran, and moved every row (each one checks its own count, or raises)
@@ -75,11 +77,8 @@ def test_the_throughput_benchmark_moves_every_row_with_each_contender(
 @pytest.mark.bench
 @pytest.mark.timeout(240)
 def test_the_scale_benchmark_times_both_sizes_and_weighs_each_worker(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    if not services.postgres_answers():
-        services.unavailable(f"PostgreSQL at {services.PG_ADMIN_URL}")
-    monkeypatch.setattr(system, "PG_URL", services.PG_ADMIN_URL)
     lines: list[str] = []
     report = scale.run(tmp_path, out=lines.append, rows=(2000, 20000))
     # each size moved every row (Baton's run checks its own count, or raises)
@@ -93,11 +92,8 @@ def test_the_scale_benchmark_times_both_sizes_and_weighs_each_worker(
 @pytest.mark.bench
 @pytest.mark.timeout(180)
 def test_the_coordination_benchmark_reads_the_state_db_s_own_statistics(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
 ) -> None:
-    if not services.postgres_answers():
-        services.unavailable(f"PostgreSQL at {services.PG_ADMIN_URL}")
-    monkeypatch.setattr(system, "PG_URL", services.PG_ADMIN_URL)
     lines: list[str] = []
     report = coordination.run(tmp_path, chunks=12, out=lines.append)
     # one chunk per row (and the open-ended last one), each costing the state DB something
