@@ -40,8 +40,7 @@ def run(
         out(f"making {(rows[i] if rows else scale * ROWS_PER_SCALE):,} rows …")
         r = _one(home / f"s{scale}", scale, rows[i] if rows else None)
         runs.append(r)
-        out(f"  {r.name:<28} {r.wall_s:7.2f} s  {r.rows_per_s:>10,.0f} rows/s  "
-            f"peak RSS {r.peak_rss_mb:6.0f} MB (a worker's process tree)")  # fmt: skip
+        out(r.line(" (a worker's process tree)"))
     small, large = runs
     result = {
         "time_ratio": large.wall_s / small.wall_s,
@@ -54,16 +53,7 @@ def run(
         verdict = "MET" if met[key] else "MISSED"
         out(f"  {key:<12} {result[key]:7.2f}  (goal ≤ {goal})  {verdict}")
     return {
-        "runs": [
-            {
-                "name": r.name,
-                "rows": r.rows,
-                "wall_s": round(r.wall_s, 2),
-                "peak_rss_mb": round(r.peak_rss_mb),
-                **r.extra,
-            }
-            for r in runs
-        ],
+        "runs": [r.as_json() for r in runs],
         **{k: round(v, 2) for k, v in result.items()},
         "goals": GOALS,
         "met": all(met.values()),

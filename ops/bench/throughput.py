@@ -61,6 +61,21 @@ class Run:
     def rows_per_s(self) -> float:
         return self.rows / self.wall_s if self.wall_s else 0.0
 
+    def line(self, note: str = "") -> str:
+        """The run as the benchmarks print it."""
+        return (
+            f"  {self.name:<46} {self.wall_s:7.2f} s  {self.rows_per_s:>10,.0f} rows/s  "
+            f"peak RSS {self.peak_rss_mb:6.0f} MB{note}"
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "wall_s": round(self.wall_s, 2),
+            "peak_rss_mb": round(self.peak_rss_mb),
+            "rows_per_s": round(self.rows_per_s),
+        }
+
 
 # --- Peak memory of a process tree -----------------------------------------------------------
 
@@ -321,8 +336,7 @@ def run(
 
         def record(r: Run) -> Run:
             runs.append(r)
-            out(f"  {r.name:<46} {r.wall_s:7.2f} s  {r.rows_per_s:>10,.0f} rows/s  "
-                f"peak RSS {r.peak_rss_mb:6.0f} MB")  # fmt: skip
+            out(r.line())
             return r
 
         pipe = settled(lambda: copy_pipe(source, target, rows))
@@ -350,11 +364,15 @@ def run(
             if naive and scale <= 10
             else None
         )
-    ratios = {
-        "pg_vs_tuned": b2.wall_s / tuned.wall_s,
-        "pg_vs_pipe": b2.wall_s / pipe.wall_s,
-        "sqlite_vs_tuned": lite_b2.wall_s / lite_tuned.wall_s,
-    }
+
+    def against_baselines(pg: Run, lite: Run) -> dict[str, float]:
+        return {
+            "pg_vs_tuned": pg.wall_s / tuned.wall_s,
+            "pg_vs_pipe": pg.wall_s / pipe.wall_s,
+            "sqlite_vs_tuned": lite.wall_s / lite_tuned.wall_s,
+        }
+
+    ratios = against_baselines(b2, lite_b2)
     if naive_run is not None:
         ratios["naive_vs_pg"] = naive_run.wall_s / b2.wall_s
     met = {k: (v >= GOALS[k] if k == "naive_vs_pg" else v <= GOALS[k]) for k, v in ratios.items()}
@@ -366,18 +384,14 @@ def run(
         sense = "≥" if key == "naive_vs_pg" else "≤"
         verdict = "MET" if met[key] else "MISSED"
         out(f"  {key:<16} {value:6.2f}  (goal {sense} {GOALS[key]})  {verdict}")
-    larger = {
-        "pg_vs_tuned": big.wall_s / tuned.wall_s,
-        "pg_vs_pipe": big.wall_s / pipe.wall_s,
-        "sqlite_vs_tuned": lite_big.wall_s / lite_tuned.wall_s,
-    }
+    larger = against_baselines(big, lite_big)
     out(f"  with chunk_rows {BIG_CHUNKS:,} in the spec (not the default; no goal): "
         + ", ".join(f"{k} {v:.2f}" for k, v in larger.items()))  # fmt: skip
     for r in (b1, b2, lite_b2, big, lite_big):
         out(f"  {r.name}: {r.extra}")
     return {
         "rows": rows,
-        "runs": [{**asdict(r), "rows_per_s": round(r.rows_per_s)} for r in runs],
+        "runs": [r.as_json() for r in runs],
         "ratios": {k: round(v, 3) for k, v in ratios.items()},
         "ratios_with_larger_chunks": {k: round(v, 3) for k, v in larger.items()},
         "goals": GOALS,
