@@ -115,7 +115,8 @@ class SqlSource:
         may_cut = lower is None or lower[0] is not NULL_KEYS
         with self.engine.connect() as conn:
             self.query.begin(conn)
-            cursor: Any = _driver_cursor(conn, self.query, lower, upper)
+            # (the rows whose key is NULL are selected by another condition: SQLAlchemy's)
+            cursor: Any = _driver_cursor(conn, self.query, lower, upper) if may_cut else None
             if cursor is None:
                 options = conn.execution_options(stream_results=True, yield_per=SUB_BATCH_ROWS)
                 cursor = options.execute(self.query.select_range(lower, upper))
@@ -204,10 +205,9 @@ def _driver_cursor(
     cursor. Every column a read selects is untyped, so the driver's rows are what
     SQLAlchemy would hand on, without a Row object per row in between (a tenth of a
     worker's CPU on a SQLite source). ``None``, for SQLAlchemy to run it, on other
-    databases (a PostgreSQL or MariaDB read streams through a server-side cursor), for
-    the rows whose key is NULL, and where a bound value would go through a type's
-    processing."""
-    if conn.dialect.name != "sqlite" or (lower is not None and lower[0] is NULL_KEYS):
+    databases (a PostgreSQL or MariaDB read streams through a server-side cursor) and
+    where a bound value would go through a type's processing."""
+    if conn.dialect.name != "sqlite":
         return None
     compiled = query.compiled_range(conn.dialect, lower is not None, upper is not None)
     if not compiled.plain:
