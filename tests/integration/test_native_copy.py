@@ -85,6 +85,15 @@ def _spec(source: str, target: str, **stream: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
+def driver(make_settings: Callable[..., Settings]) -> Iterator[Driver]:
+    """A driver whose steps are never cut at a deadline (these tests count whole chunks:
+    a 2 s budget cut an extract after its first part on a loaded machine)."""
+    d = Driver(make_settings(step_budget_s=20.0, lease_s=25.0))
+    yield d
+    d.close()
+
+
+@pytest.fixture
 def staged_kinds(driver: Driver) -> Iterator[set[str]]:
     """The kinds of everything staged while the test runs."""
     kinds: set[str] = set()
