@@ -9,8 +9,10 @@ ledger record, any other goes back to extract. Rows are never lost, only re-read
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -19,14 +21,31 @@ from etl_tasks.codec import Staged
 from etl_tasks.constants import STAGE_KEY
 from etl_tasks.errors import TransientError
 
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Held:
+    """The blob a thread staged last, and whether it is in Redis too."""
+
+    key: str
+    blob: bytes
+    rows: Staged | None
+    written: bool
+
 
 class StagingStore:
     """Staged rows in Redis. Each thread also holds the last blob it staged until its
     task ends (:meth:`drop_held`): a worker that runs the chunk's next step itself reads
-    it back from memory, not from Redis, and Redis keeps the copy a retry elsewhere
-    would need. Beside the blob it may hold the rows themselves, as decoding the blob
-    would give them (:func:`etl_tasks.codec.encode_rows_kept`): that step then decodes
-    nothing."""
+    it back from memory, not from Redis. Beside the blob it may hold the rows themselves,
+    as decoding the blob would give them (:func:`etl_tasks.codec.encode_rows_kept`):
+    that step then decodes nothing.
+
+    A blob staged for a step this thread means to run next (``held_only``) stays in
+    memory alone: it reaches Redis (:meth:`write_held`) only when that step will run
+    elsewhere or later (the worker drains, the step waits or fails, the task ends
+    first). A worker killed in between loses it, as a staging Redis that restarts
+    would: the next step finds its input missing and the target ledger decides."""
 
     def __init__(self, url: str, prefix: str, ttl_s: int) -> None:
         self._redis: redis.Redis = redis.Redis.from_url(
@@ -34,7 +53,9 @@ class StagingStore:
         )
         self._prefix = prefix
         self._ttl = ttl_s
-        self._held = threading.local()  # .entry: (key, blob, rows), the last put on this thread
+        # .entry: the last put on this thread; .unwritten: the key of a held-only blob that
+        # a later put replaced before it reached Redis (its delete has nothing to delete)
+        self._held = threading.local()
 
     @property
     def client(self) -> redis.Redis:
@@ -45,22 +66,44 @@ class StagingStore:
         return self._prefix + STAGE_KEY.format(chunk_id=chunk_id, token=token, kind=kind)
 
     def put(
-        self, chunk_id: int, token: int, kind: str, blob: bytes, rows: Staged | None = None
+        self,
+        chunk_id: int,
+        token: int,
+        kind: str,
+        blob: bytes,
+        rows: Staged | None = None,
+        *,
+        held_only: bool = False,
     ) -> None:
-        """Stage ``blob``; ``rows``: what decoding it gives, held with it on this thread."""
+        """Stage ``blob``; ``rows``: what decoding it gives, held with it on this thread;
+        ``held_only``: in memory until :meth:`write_held` (the next step is meant to run
+        on this thread)."""
         key = self._key(chunk_id, token, kind)
+        held: _Held | None = getattr(self._held, "entry", None)
+        self._held.unwritten = held.key if held is not None and not held.written else None
+        if not held_only:
+            self._write(key, blob)
+        self._held.entry = _Held(key, blob, rows, written=not held_only)
+
+    def write_held(self) -> None:
+        """Put in Redis what this thread holds in memory alone: the step it feeds will run
+        on another worker, or later."""
+        held: _Held | None = getattr(self._held, "entry", None)
+        if held is not None and not held.written:
+            self._write(held.key, held.blob)
+            held.written = True
+
+    def _write(self, key: str, blob: bytes) -> None:
         try:
             self._redis.set(key, blob, ex=self._ttl)
         except redis.RedisError as exc:
             raise TransientError(f"staging store unavailable: {exc}") from exc
-        self._held.entry = (key, blob, rows)
 
     def get(self, chunk_id: int, token: int, kind: str) -> bytes | None:
         key = self._key(chunk_id, token, kind)
-        held = getattr(self._held, "entry", None)
-        if held is not None and held[0] == key:
-            blob: bytes = held[1]
-            return blob
+        held: _Held | None = getattr(self._held, "entry", None)
+        if held is not None and held.key == key:
+            return held.blob
         try:
             value: Any = self._redis.get(key)
         except redis.RedisError as exc:
@@ -70,26 +113,36 @@ class StagingStore:
     def held_rows(self, chunk_id: int, token: int, kind: str) -> Staged | None:
         """The rows of the blob this thread staged under this key, if it kept them: its
         own task's (:meth:`drop_held`), never another chunk's, token's or kind's."""
-        held = getattr(self._held, "entry", None)
-        if held is None or held[0] != self._key(chunk_id, token, kind):
+        held: _Held | None = getattr(self._held, "entry", None)
+        if held is None or held.key != self._key(chunk_id, token, kind):
             return None
-        rows: Staged | None = held[2]
-        return rows
+        return held.rows
 
     def delete(self, chunk_id: int, token: int, kind: str) -> None:
         """Best effort: the TTL removes what a failed delete leaves."""
         key = self._key(chunk_id, token, kind)
-        held = getattr(self._held, "entry", None)
-        if held is not None and held[0] == key:
+        held: _Held | None = getattr(self._held, "entry", None)
+        if held is not None and held.key == key:
             self._held.entry = None
+            if not held.written:
+                return  # it never left this thread
+        if getattr(self._held, "unwritten", None) == key:
+            self._held.unwritten = None
+            return
         try:
             self._redis.delete(key)
         except redis.RedisError:
             pass
 
     def drop_held(self) -> None:
-        """This thread's task has ended: what it staged is read from Redis from now on."""
+        """This thread's task has ended: what it staged is read from Redis from now on (a
+        blob still held alone is written there first, best effort)."""
+        try:
+            self.write_held()
+        except TransientError as exc:
+            log.warning("a staged blob stayed in memory: %s", exc)
         self._held.entry = None
+        self._held.unwritten = None
 
     def forget(self, chunk_ids: Collection[int]) -> int:
         """Delete whatever is staged for these chunks, under any token (retention); return

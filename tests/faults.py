@@ -101,8 +101,13 @@ class SnapshotStaging:
         held = self._held.get((chunk_id, token, kind))
         return held if held is not None else self._store.get(chunk_id, token, kind)
 
-    def put(self, chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None) -> None:
-        self._store.put(chunk_id, token, kind, blob, rows)
+    def put(
+        self, chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None, **kw: Any
+    ) -> None:
+        self._store.put(chunk_id, token, kind, blob, rows, **kw)
+
+    def write_held(self) -> None:
+        self._store.write_held()
 
     def held_rows(self, chunk_id: int, token: int, kind: str) -> Any:
         """None for what was read at the claim: the step decodes that snapshot."""

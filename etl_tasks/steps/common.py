@@ -74,7 +74,9 @@ def hand_on(rt: Runtime, c: Claim, step: str, **values: Any) -> bool:
     (a prefork child cannot see its worker's SIGTERM) and the worker is not draining: a
     draining worker still stops after the step in hand. The next step is claimed in the
     same transaction as this one's outcome is committed, so no message, no queue and no
-    second claim stand between the two. Returns whether the outcome was committed.
+    second claim stand between the two, and its input never goes through Redis. When the
+    step goes by message instead, its input is written to Redis first. Returns whether
+    the outcome was committed.
     """
     if may_chain(rt) and may_start_step():
         committed, chained = commit_and_claim(rt, c, step, **values)
@@ -82,8 +84,10 @@ def hand_on(rt: Runtime, c: Claim, step: str, **values: Any) -> bool:
             _chain.next = chained
             return True
     else:
+        rt.staging.write_held()  # the step's input, before the outcome that points at it
         committed = commit(rt, c, step=step, queued_at=NOW, **values)
     if committed:
+        rt.staging.write_held()
         publish_step(rt.publisher, step, c.chunk_id)
     return committed
 
@@ -208,7 +212,19 @@ def _attempt(rt: Runtime, c: Claim, body: Callable[[Claim], None], ids: dict[str
     except StagingMissing:
         log.warning("staged input missing; the target ledger decides", extra=ids)
         return recover_missing_input(rt, c)
+    except BaseException:
+        _keep_input(rt, ids)  # the step will run again, here or elsewhere: it needs its input
+        raise
     return "done"
+
+
+def _keep_input(rt: Runtime, ids: dict[str, Any]) -> None:
+    """Write to Redis the input a chained step was given from memory, before its failure
+    or wait is committed; if Redis does not answer, its retry reads the chunk again."""
+    try:
+        rt.staging.write_held()
+    except TransientError as exc:
+        log.warning("staged input kept in memory only: %s", exc, extra=ids)
 
 
 def elapsed_ms(started: float) -> int:

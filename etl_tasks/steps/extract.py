@@ -51,7 +51,7 @@ def extract_claimed(rt: Runtime, c: Claim) -> None:
         blob, rows = codec.encode_rows_kept(batch.columns, batch.rows, **refused)
     else:
         kind, blob = STEP.output_stage, codec.encode_rows(batch.columns, batch.rows, **refused)
-    rt.staging.put(c.chunk_id, c.token, kind, blob, rows)
+    rt.staging.put(c.chunk_id, c.token, kind, blob, rows, held_only=may_chain(rt))
     outcome = {
         "stage_token": c.token,
         "rows_in": len(batch),
@@ -60,6 +60,7 @@ def extract_claimed(rt: Runtime, c: Claim) -> None:
     }
     cut_key = codec.encode_key(cut)
     if cut_key:  # the rest of the range is a new chunk: this one goes on by message
+        rt.staging.write_held()
         done = commit_split(rt, c, cut_key, step=NEXT.name, queued_at=NOW, **outcome)
         if done:
             publish_step(rt.publisher, NEXT.name, c.chunk_id)

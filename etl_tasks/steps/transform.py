@@ -64,7 +64,7 @@ def transform_claimed(rt: Runtime, c: Claim) -> None:
             else:
                 out, kept, rows = _mapped(rt, c, staged, path, binding.key_width)
     assert out is not None
-    rt.staging.put(c.chunk_id, c.token, output_kind, out, kept)
+    rt.staging.put(c.chunk_id, c.token, output_kind, out, kept, held_only=may_chain(rt))
     if hand_on(rt, c, NEXT.name, stage_token=c.token, attempts=0, **timed(c, elapsed_ms(started))):
         ROWS.labels("transformed").inc(rows)
         rt.staging.delete(c.chunk_id, c.stage_token, input_kind)

@@ -1,6 +1,7 @@
 """A chained step takes its chunk's rows from memory (etl_tasks/staging.held_rows): the
 rows the step before it produced, as decoding its staged blob would give them. The blob
-is still staged in Redis, for a retry elsewhere; the rows never outlive the task."""
+reaches Redis only when the step it feeds runs elsewhere or later (a drain, a wait, a
+failure); the rows never outlive the task."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from etl_tasks.constants import TASK_EXTRACT
 from etl_tasks.errors import TransientError
 from etl_tasks.settings import Settings
 from etl_tasks.staging import StagingStore
+from etl_tasks.steps import common as common_module
 from etl_tasks.steps import load as load_module
 from etl_tasks.steps import transform as transform_module
 from tests.checks import assert_migrated
@@ -127,10 +129,12 @@ def test_a_chained_chunk_is_loaded_from_the_rows_in_memory_as_an_unchained_one_d
     chained = owned(Driver(settings, "w-chained", chain=True))
     put = chained.rt.staging.put
 
-    def keeping(chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None) -> None:
+    def keeping(
+        chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None, **kw: Any
+    ) -> None:
         if kind == "transformed":
             kept.append(rows[1])
-        put(chunk_id, token, kind, blob, rows)
+        put(chunk_id, token, kind, blob, rows, **kw)
 
     chained.rt.staging.put = keeping  # type: ignore[method-assign]
     mid, view = migrate(chained, _spec(source, chained_url))
@@ -260,8 +264,10 @@ def test_nothing_is_held_once_a_chained_task_has_ended(
     put = driver.rt.staging.put
     keys: list[tuple[int, int, str]] = []
 
-    def recording(chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None) -> None:
-        put(chunk_id, token, kind, blob, rows)
+    def recording(
+        chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None, **kw: Any
+    ) -> None:
+        put(chunk_id, token, kind, blob, rows, **kw)
         keys.append((chunk_id, token, kind))
         assert driver.rt.staging.held_rows(chunk_id, token, kind) is rows
 
@@ -285,9 +291,11 @@ def test_with_chaining_off_no_rows_are_kept_beside_the_blob(
     put = driver.rt.staging.put
     kept: list[object] = []
 
-    def recording(chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None) -> None:
+    def recording(
+        chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None, **kw: Any
+    ) -> None:
         kept.append(rows)
-        put(chunk_id, token, kind, blob, rows)
+        put(chunk_id, token, kind, blob, rows, **kw)
 
     driver.rt.staging.put = recording  # type: ignore[method-assign]
     try:
@@ -297,3 +305,123 @@ def test_with_chaining_off_no_rows_are_kept_beside_the_blob(
         assert kept and all(rows is None for rows in kept)
     finally:
         driver.close()
+
+
+def test_held_only_blobs_reach_redis_when_the_step_they_feed_will_not_run_here(
+    store: StagingStore,
+) -> None:
+    blob, rows = codec.encode_rows_kept(["id"], [(1,), (2,)])
+    # Given a blob staged for a step this thread means to run next
+    store.put(7, 1, "extracted", blob, rows, held_only=True)
+    # Then this thread reads it from memory, and Redis has none of it
+    assert store.get(7, 1, "extracted") == blob
+    assert store.client.exists(_stage_key(store, 7, 1, "extracted")) == 0
+    # When the step's output replaces it and the step commits, deleting its input asks
+    # Redis nothing; the output reaches Redis when the task ends before its step ran
+    store.put(7, 2, "transformed", blob, rows, held_only=True)
+    deletes: list[object] = []
+    real_delete = store.client.delete
+    store.client.delete = lambda *keys: deletes.append(keys) or real_delete(*keys)  # type: ignore[method-assign]
+    store.delete(7, 1, "extracted")
+    assert deletes == []
+    store.drop_held()
+    assert store.get(7, 2, "transformed") == blob
+    # and write_held writes once: a step about to be handed on
+    store.put(8, 1, "extracted", blob, held_only=True)
+    store.write_held()
+    store.write_held()
+    assert store.client.exists(_stage_key(store, 8, 1, "extracted")) == 1
+
+
+def _stage_key(store: StagingStore, chunk_id: int, token: int, kind: str) -> str:
+    return store._key(chunk_id, token, kind)
+
+
+@pytest.fixture
+def stage_writes(monkeypatch: pytest.MonkeyPatch) -> Callable[[Driver], list[str]]:
+    """The staged-row keys a driver's Redis client is asked to write."""
+
+    def watch(driver: Driver) -> list[str]:
+        written: list[str] = []
+        client = driver.rt.staging.client
+        real_set = client.set
+
+        def counting(name: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
+            if ":stage:" in str(name):
+                written.append(str(name))
+            return real_set(name, value, *args, **kwargs)
+
+        monkeypatch.setattr(client, "set", counting)
+        return written
+
+    return watch
+
+
+def test_a_chained_chunk_stages_nothing_in_redis(
+    make_settings: Callable[..., Settings],
+    source: str,
+    pg_url_factory: Callable[[], str],
+    owned: Callable[[Driver], Driver],
+    stage_writes: Callable[[Driver], list[str]],
+) -> None:
+    # Given the same migration on a chained worker and on one whose steps go by message
+    plain_url, chained_url = pg_url_factory(), pg_url_factory()
+    settings = make_settings()
+    plain = owned(Driver(settings, "w-plain", chain=False))
+    chained = owned(Driver(settings, "w-chained", chain=True))
+    by_message, in_memory = stage_writes(plain), stage_writes(chained)
+    _, plain_view = migrate(plain, _spec(source, plain_url))
+    mid, view = migrate(chained, _spec(source, chained_url))
+    # Then steps sent by message staged their rows in Redis, and chained steps never did,
+    # with the same rows in the target
+    assert plain_view["state"] == view["state"] == "succeeded", view
+    assert len(by_message) >= 2 * plain_view["chunks_done"]
+    assert in_memory == []
+    assert _target(chained_url) == _target(plain_url)
+    assert_migrated(chained.rt.db, mid, _spec(source, chained_url))
+
+
+def test_a_draining_worker_stages_the_input_of_the_step_it_hands_on(
+    make_settings: Callable[..., Settings],
+    source: str,
+    pg_url_factory: Callable[[], str],
+    decodes: list[int],
+    monkeypatch: pytest.MonkeyPatch,
+    owned: Callable[[Driver], Driver],
+) -> None:
+    settings = make_settings()
+    reference_url, target = pg_url_factory(), pg_url_factory()
+    _run(settings, _spec(source, reference_url), owned, chain=False)
+    # Given a chained worker that starts draining while its extract runs
+    a = owned(Driver(settings, "worker-a", chain=True))
+    with monkeypatch.context() as draining:
+        draining.setattr(common_module, "may_start_step", lambda: False)
+        mid = _submit_one_extract(a, _spec(source, target))
+    # Then the extract's rows are in Redis for the transform it handed on
+    key = _staged(a, mid)
+    assert a.rt.staging.held_rows(*key) is None  # A's task ended
+    assert a.rt.staging.client.exists(_stage_key(a.rt.staging, *key)) == 1
+    # and another worker carries on from them without reading the chunk again
+    b = owned(Driver(settings, "worker-b", chain=True))
+    decodes.clear()
+    extracted = _extracted_chunks(monkeypatch)
+    assert b.run_to_end(mid) == "succeeded"
+    assert decodes, "the transform decoded the staged rows from Redis"
+    assert extracted and key[0] not in extracted
+    assert _target(target) == _target(reference_url)
+    assert_migrated(b.rt.db, mid, _spec(source, target))
+
+
+def _extracted_chunks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The chunks extracted from now on."""
+    from etl_tasks.steps import extract as extract_module
+
+    chunks: list[int] = []
+    real = extract_module.extract_claimed
+
+    def recording(rt: Any, c: Any) -> None:
+        chunks.append(c.chunk_id)
+        real(rt, c)
+
+    monkeypatch.setattr(extract_module, "extract_claimed", recording)
+    return chunks

@@ -94,17 +94,24 @@ def driver(make_settings: Callable[..., Settings]) -> Iterator[Driver]:
 
 
 @pytest.fixture
-def staged_kinds(driver: Driver) -> Iterator[set[str]]:
+def staged_kinds(driver: Driver) -> set[str]:
     """The kinds of everything staged while the test runs."""
+    return _record_kinds(driver)
+
+
+def _record_kinds(driver: Driver) -> set[str]:
+    """The kinds of everything ``driver`` stages from now on."""
     kinds: set[str] = set()
     put = driver.rt.staging.put
 
-    def recording(chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None) -> None:
+    def recording(
+        chunk_id: int, token: int, kind: str, blob: bytes, rows: Any = None, **kw: Any
+    ) -> None:
         kinds.add(kind)
-        put(chunk_id, token, kind, blob, rows)
+        put(chunk_id, token, kind, blob, rows, **kw)
 
     driver.rt.staging.put = recording  # type: ignore[method-assign]
-    yield kinds
+    return kinds
 
 
 def test_a_stream_mapped_column_for_column_travels_as_copy_text(
@@ -161,9 +168,7 @@ def test_pass_through_is_chosen_only_for_a_stream_that_asks_nothing_of_its_value
     elif case == "sqlite_target":
         target = f"sqlite:///{tmp_path / 'cloud.db'}"
     driver = Driver(make_settings(native_copy=case != "turned_off"))
-    kinds: set[str] = set()
-    put = driver.rt.staging.put
-    driver.rt.staging.put = lambda c, t, k, b, r=None: (kinds.add(k), put(c, t, k, b, r))[1]  # type: ignore[method-assign,func-returns-value]
+    kinds = _record_kinds(driver)
     spec = _spec(source, target, **stream)
     # When it migrates
     mid = submit(driver.rt.db, driver.publisher, spec)
@@ -266,9 +271,7 @@ def test_an_extract_of_copy_text_stops_at_its_deadline_after_a_part(
 ) -> None:
     # Given a step budget too small for even one part
     driver = Driver(make_settings(step_budget_s=0.0001))
-    kinds: set[str] = set()
-    put = driver.rt.staging.put
-    driver.rt.staging.put = lambda c, t, k, b, r=None: (kinds.add(k), put(c, t, k, b, r))[1]  # type: ignore[method-assign,func-returns-value]
+    kinds = _record_kinds(driver)
     source, target = pg_pair
     spec = _spec(source, target, create_target=True)
     # When it migrates
