@@ -63,3 +63,19 @@ def configure_logging(settings: Settings) -> None:
         handler.setFormatter(TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
     root.setLevel(settings.log_level.upper())
+    quiet_celery_task_lines(root.level)
+
+
+#: Celery's line for each task received and each task ended: Baton logs each step with
+#: its chunk, outcome and time already.
+CELERY_TASK_LOGGERS = ("celery.worker.strategy", "celery.app.trace")
+
+
+def quiet_celery_task_lines(level: int) -> None:
+    """Leave Celery's lines per task out unless ``level`` is DEBUG: they repeat Baton's
+    line per step, and a worker chaining dozens of chunks a second paid for both. Its
+    warnings and errors (a task that raised) still show."""
+    for name in CELERY_TASK_LOGGERS:
+        logging.getLogger(name).setLevel(
+            logging.NOTSET if level <= logging.DEBUG else logging.WARNING
+        )

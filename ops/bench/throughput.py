@@ -80,8 +80,8 @@ class Run:
 # --- Peak memory of a process tree -----------------------------------------------------------
 
 
-def _tree(root: int) -> list[int]:
-    """``root`` and its descendants, from /proc."""
+def _children() -> dict[int, list[int]]:
+    """Every process's children, from one scan of /proc."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -92,6 +92,11 @@ def _tree(root: int) -> list[int]:
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
+def _tree(root: int, children: dict[int, list[int]]) -> list[int]:
+    """``root`` and its descendants."""
     out, todo = [], [root]
     while todo:
         pid = todo.pop()
@@ -132,9 +137,12 @@ class PeakRss:
         self._thread.join()
 
     def _loop(self) -> None:
+        # One scan of /proc per sample, whatever the number of trees: the sampler shares
+        # the machine with what it measures.
         while not self._stop.wait(0.1):
+            children = _children()
             for root in list(self.roots):
-                total = sum(_rss_kb(pid) for pid in _tree(root))
+                total = sum(_rss_kb(pid) for pid in _tree(root, children))
                 self.peak_kb[root] = max(self.peak_kb.get(root, 0), total)
 
     def max_mb(self) -> float:

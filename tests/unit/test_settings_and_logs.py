@@ -13,7 +13,13 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from etl_tasks.logs import JsonFormatter, TextFormatter, configure_logging
+from etl_tasks.logs import (
+    CELERY_TASK_LOGGERS,
+    JsonFormatter,
+    TextFormatter,
+    configure_logging,
+    quiet_celery_task_lines,
+)
 from etl_tasks.settings import Settings, default_home, load_settings
 
 
@@ -349,3 +355,17 @@ def test_a_newer_version_also_consumes_the_older_queues() -> None:
         "baton.v1.extract",
         "baton.v1.verify",
     )
+
+
+@pytest.mark.parametrize("name", CELERY_TASK_LOGGERS)
+def test_celery_lines_per_task_show_at_debug_only(name: str) -> None:
+    logger = logging.getLogger(name)
+    try:
+        quiet_celery_task_lines(logging.INFO)
+        assert not logger.isEnabledFor(logging.INFO)
+        assert logger.isEnabledFor(logging.ERROR)  # a task that raised still shows
+        quiet_celery_task_lines(logging.DEBUG)
+        root = logging.getLogger().level
+        assert logger.getEffectiveLevel() == root
+    finally:
+        logger.setLevel(logging.NOTSET)
