@@ -14,8 +14,8 @@ import contextlib
 import hashlib
 import logging
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import orjson
 import redis
@@ -47,6 +47,8 @@ from etl_tasks.system_slots import SystemSlots
 from etl_tasks.values.path import ValuePath, build_path
 
 ENDS = ("source", "target")
+T = TypeVar("T")
+
 PASS_THROUGH = "rows travel as PostgreSQL COPY text (pass-through)"
 
 log = logging.getLogger(__name__)
@@ -87,6 +89,7 @@ class Runtime:
         self._sources: dict[tuple[str, str], Source] = {}
         self._targets: dict[tuple[str, str], Target] = {}
         self._broker: redis.Redis | None = None
+        self._building: dict[tuple[int, tuple[str, str]], threading.Lock] = {}
 
     def broker_redis(self) -> redis.Redis | None:
         """A client of the broker, when it is Redis (the sweeper watches its epoch key)."""
@@ -167,16 +170,12 @@ class Runtime:
         return self.engines.get(self.endpoint(migration_id, "target"))
 
     def binding(self, migration_id: str, stream: str) -> StreamBinding:
-        key = (migration_id, stream)
-        with self._lock:
-            if key in self._bindings:
-                return self._bindings[key]
+        return self._once(self._bindings, (migration_id, stream), self._bind)
+
+    def _bind(self, migration_id: str, stream: str) -> StreamBinding:
         spec = self.spec(migration_id)
         if isinstance(spec.source, FileEndpoint):
-            binding = file_binding(self, migration_id, stream)
-            with self._lock:
-                self._bindings[key] = binding
-            return binding
+            return file_binding(self, migration_id, stream)
         st = spec.stream(stream)
         source = self.source_reader(migration_id)
         with self._catalog_errors(st.source_name):
@@ -185,56 +184,40 @@ class Runtime:
             if st.query is None:
                 with source.connect() as conn:
                     unique = unique_not_null(conn, table, source_key(st, table))  # type: ignore[arg-type]
-        binding = bind_stream(spec, stream, table, types, unique)
-        with self._lock:
-            self._bindings[key] = binding
-        return binding
+        return bind_stream(spec, stream, table, types, unique)
 
     def source(self, migration_id: str, stream: str) -> Source:
         """The stream's source, built by the connector of its endpoint's kind."""
-        key = (migration_id, stream)
-        with self._lock:
-            if key in self._sources:
-                return self._sources[key]
+        return self._once(self._sources, (migration_id, stream), self._build_source)
+
+    def _build_source(self, migration_id: str, stream: str) -> Source:
         kind = endpoint_kind(self.spec(migration_id).source.model_dump(exclude_none=True))
-        source = registry.source_factory(kind)(self, migration_id, stream)
-        with self._lock:
-            self._sources[key] = source
-        return source
+        return registry.source_factory(kind)(self, migration_id, stream)
 
     def target(self, migration_id: str, stream: str) -> Target:
         """The stream's target, built by the connector of its endpoint's kind."""
-        key = (migration_id, stream)
-        with self._lock:
-            if key in self._targets:
-                return self._targets[key]
+        return self._once(self._targets, (migration_id, stream), self._build_target)
+
+    def _build_target(self, migration_id: str, stream: str) -> Target:
         kind = endpoint_kind(self.spec(migration_id).target.model_dump(exclude_none=True))
-        target = registry.target_factory(kind)(self, migration_id, stream)
-        with self._lock:
-            self._targets[key] = target
-        return target
+        return registry.target_factory(kind)(self, migration_id, stream)
 
     def value_path(self, migration_id: str, stream: str) -> ValuePath:
         """Transforms, then the strict casts into the target's columns (which exist by now:
         a stream's prepare step runs before any of its chunks)."""
-        key = (migration_id, stream)
-        with self._lock:
-            if key in self._paths:
-                return self._paths[key]
+        return self._once(self._paths, (migration_id, stream), self._build_path)
+
+    def _build_path(self, migration_id: str, stream: str) -> ValuePath:
         binding = self.binding(migration_id, stream)
         target = self.target(migration_id, stream)
-        path = build_path(binding.mapper, binding.origins, binding.source_types, target.columns())
-        with self._lock:
-            self._paths[key] = path
-        return path
+        return build_path(binding.mapper, binding.origins, binding.source_types, target.columns())
 
     def native_copy(self, migration_id: str, stream: str) -> bool:
         """Whether the stream's chunks travel as PostgreSQL COPY text, unparsed (decided by
         :func:`etl_tasks.native_stage.pass_through_refusal`, once per process, and logged)."""
-        key = (migration_id, stream)
-        with self._lock:
-            if key in self._native:
-                return self._native[key]
+        return self._once(self._native, (migration_id, stream), self._decide_native)
+
+    def _decide_native(self, migration_id: str, stream: str) -> bool:
         spec = self.spec(migration_id)
         sql = isinstance(spec.source, Endpoint) and isinstance(spec.target, Endpoint)
         backends = (
@@ -254,9 +237,32 @@ class Runtime:
         path = PASS_THROUGH if refusal is None else f"rows are parsed: {refusal}"
         log.info("stream %s: %s", stream, path, extra={"migration_id": migration_id})
         self._record_path(migration_id, f"stream {stream}: {path}")
-        with self._lock:
-            self._native[key] = refusal is None
         return refusal is None
+
+    def _once(
+        self,
+        cache: dict[tuple[str, str], T],
+        key: tuple[str, str],
+        build: Callable[[str, str], T],
+    ) -> T:
+        """``cache[key]``, built by one thread: the others wait for it rather than each
+        reflecting the same tables (every thread of a worker starts on the same stream)."""
+        with self._lock:
+            if key in cache:
+                return cache[key]
+            gate = self._building.setdefault((id(cache), key), threading.Lock())
+        with gate:
+            with self._lock:
+                if key in cache:
+                    return cache[key]
+            try:
+                value = build(*key)
+                with self._lock:
+                    cache[key] = value
+            finally:
+                with self._lock:
+                    self._building.pop((id(cache), key), None)
+        return value
 
     def _record_path(self, migration_id: str, message: str) -> None:
         """The decision as the migration's event, once (each worker decides the same)."""
