@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,6 +59,9 @@ class Claim:
     keys: list[Any] | None = None  # a key-set chunk's encoded source keys (a retry)
     timings: dict[str, int] = field(default_factory=dict)  # ms per step, steps done so far
     rows_in: int | None = None  # rows its extract staged, once it has
+    # This process's monotonic clock, read before the state DB's clock the lease was
+    # reckoned from (0: not known, as if taken long ago): see splitting.confirm_lease.
+    leased_at: float = 0.0
 
 
 #: A chunk with what a claim needs of its migration and stream, locked. Statements are
@@ -96,17 +100,18 @@ _FENCED = _BY_ID.where(CHUNKS.c.lease_token == bindparam("token"))
 def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
     """Take the chunk's lease for ``step``; ``None`` when this message has nothing to do."""
     with rt.db.session() as s:
-        taken, expired = claim_in(rt, s, chunk_id, step, rt.db.now(s))
+        leased_at = time.monotonic()
+        taken, expired = claim_in(rt, s, chunk_id, step, rt.db.now(s), leased_at)
     if expired:  # counted once the claim is committed
         LEASE_EXPIRIES.labels("chunk").inc()
     return taken
 
 
 def claim_in(
-    rt: Runtime, s: Session, chunk_id: int, step: str, now: datetime
+    rt: Runtime, s: Session, chunk_id: int, step: str, now: datetime, leased_at: float = 0.0
 ) -> tuple[Claim | None, bool]:
     """:func:`claim` in the caller's transaction ``s``; also says whether the lease it took
-    had expired on another holder."""
+    had expired on another holder. ``leased_at``: the monotonic clock, read before ``now``."""
     conn = s.connection()
     row = conn.execute(_CLAIM_READ, {"chunk": chunk_id}).one_or_none()
     if row is None or row.step != step or not _claimable(row, now):
@@ -135,6 +140,7 @@ def claim_in(
         row.keys,
         step_timings(row),
         row.rows_in,
+        leased_at,
     )
     conn.execute(
         _BY_ID,
@@ -194,6 +200,7 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
     the caller to publish the step. Nothing is committed if the token is no longer ours.
     """
     with rt.db.session() as s:
+        leased_at = time.monotonic()
         now = rt.db.now(s)
         state = s.connection().scalar(_MIGRATION_STATE, {"migration": c.migration_id})
         values = {k: (now if v is NOW else v) for k, v in values.items()}
@@ -225,6 +232,7 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
         extracted=c.extracted or rows_in is not None,
         timings=dict(values.get("timings", c.timings)),
         rows_in=rows_in,
+        leased_at=leased_at,
     )
 
 

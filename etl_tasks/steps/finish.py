@@ -9,6 +9,7 @@ load stopped at its deadline) becomes the chunk's bound.
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from datetime import datetime
 
@@ -63,6 +64,7 @@ def _record(
     rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None, chain: bool
 ) -> tuple[Queued, Claim | None]:
     with rt.db.session() as s:
+        leased_at = time.monotonic()  # a chained chunk's lease starts at ``now``
         now = rt.db.now(s)
         chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.lease_token != c.token:
@@ -86,7 +88,7 @@ def _record(
         queued = queue_ready(s.connection(), rt.settings, c.migration_id, now)
         taken = None
         if chain and queued.ids:  # just queued: no lease of another holder to expire
-            taken, _ = claim_in(rt, s, queued.ids[0], FIRST_STEP.name, now)
+            taken, _ = claim_in(rt, s, queued.ids[0], FIRST_STEP.name, now, leased_at)
             if taken is not None:
                 queued = replace(queued, ids=queued.ids[1:])
     # Counted once recorded: a chunk is finished once (its claim's token), whoever learns it.

@@ -34,7 +34,7 @@ from etl_tasks.connectors.base import (
 from etl_tasks.constants import STEPS, native_stage
 from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.runtime import Runtime
-from etl_tasks.splitting import StepPace, renew
+from etl_tasks.splitting import StepPace, confirm_lease
 from etl_tasks.steps.common import elapsed_ms, go_on_with, may_take_next_chunk, run_step
 from etl_tasks.steps.finish import finish
 
@@ -88,7 +88,7 @@ def load_claimed(rt: Runtime, c: Claim) -> None:
         defer=not retry,
         # A load that stalled past its lease must not commit: the chunk may have gone back
         # to extract meanwhile (its staged rows lost, no ledger row yet) and be cut anew.
-        before_commit=lambda: renew(rt, c),
+        before_commit=lambda: confirm_lease(rt, c),
         parse=getattr(target, "parse_native", None),
     )
     with target.begin_chunk(chunk) as tx:

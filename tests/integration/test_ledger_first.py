@@ -12,21 +12,24 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
 
-from etl_tasks import control
-from etl_tasks.chunk_lease import claim
+from etl_tasks import control, splitting
+from etl_tasks.chunk_lease import Claim, claim
 from etl_tasks.connectors.base import LedgerRecord
 from etl_tasks.connectors.sql import ledger
 from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.connectors.sql.schema import ensure_ledger
 from etl_tasks.constants import TASK_LOAD
+from etl_tasks.errors import LeaseLost
 from etl_tasks.runtime import Runtime
 from etl_tasks.settings import Settings
+from etl_tasks.state.db import CLOCK_READ_S
 from etl_tasks.state.models import Chunk
 from etl_tasks.steps import load as load_module
 from etl_tasks.steps.common import run_claimed
@@ -226,6 +229,8 @@ def test_a_stalled_load_cannot_commit_once_its_chunk_was_taken_over(
     stalled = Runtime(settings, first.publisher, worker_name="stalled")
     held = claim(stalled, chunk_id, "load")
     assert held is not None
+    # the stall, as its own clock sees it: the lease was taken a whole lease ago
+    held = replace(held, leased_at=time.monotonic() - settings.lease_s)
     stalled.staging = SnapshotStaging(stalled.staging)  # type: ignore[assignment]
     stalled.staging.hold(held)
     # When, meanwhile, the staged rows are lost and another worker takes the chunk over:
@@ -279,3 +284,42 @@ def test_the_ledger_is_read_after_a_load_in_flight_ends(
         rows = conn.execute(select(ledger.LEDGER.c.chunk_id)).all()
     assert len(rows) == (1 if commits else 0)  # asking wrote nothing
     engine.dispose()
+
+
+def test_a_load_checks_its_lease_in_the_state_db_only_when_it_is_not_fresh(
+    make_settings: Callable[..., Settings], source: str, pg_url: str
+) -> None:
+    # Given a load that claimed its chunk just now, and one whose lease is older than the
+    # stretch its clock can vouch for
+    settings = make_settings()
+    driver = Driver(settings)
+    submit(driver.rt.db, driver.publisher, items_spec(source, pg_url))
+    chunk_id = int(_until_load(driver)["chunk_id"])
+    fresh = claim(driver.rt, chunk_id, "load")
+    assert fresh is not None
+    asked: list[int] = []
+    real = splitting.renew
+
+    def counting(rt: Runtime, c: Claim) -> None:
+        asked.append(c.token)
+        real(rt, c)
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(splitting, "renew", counting)
+            # Then the fresh one commits without asking the state DB
+            splitting.confirm_lease(driver.rt, fresh)
+            assert asked == []
+            # and the old one asks, and learns when the chunk was taken over meanwhile
+            old = replace(fresh, leased_at=time.monotonic() - CLOCK_READ_S)
+            splitting.confirm_lease(driver.rt, old)
+            assert asked == [fresh.token]
+            expire_leases(driver.rt.db, chunk_id)
+            assert claim(driver.rt, chunk_id, "load") is not None
+            with pytest.raises(LeaseLost):
+                splitting.confirm_lease(driver.rt, old)
+            # and a claim that does not know when it was taken always asks
+            with pytest.raises(LeaseLost):
+                splitting.confirm_lease(driver.rt, replace(fresh, leased_at=0.0))
+    finally:
+        driver.close()
