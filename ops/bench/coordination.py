@@ -21,7 +21,7 @@ from typing import Any
 
 import psycopg2
 
-from ops.bench.system import BenchSystem, pg_database
+from ops.bench.system import SHIPPED_TIMINGS, BenchSystem, pg_database
 
 CHUNKS = 1000
 GOALS = {"chunks_per_s_per_core": 300.0, "orchestration_ms_per_chunk": 5.0}
@@ -54,7 +54,7 @@ def run(home: Path, chunks: int = CHUNKS, out: Callable[[str], None] = print) ->
         "streams": [{"source_table": "ticks", "target_table": "ticks", "create_target": True}],
     }
     out(f"{chunks:,} one-row chunks, SQLite → PostgreSQL, 2 workers at shipped defaults …")
-    with pg_database() as target, BenchSystem(home / "system") as system:
+    with pg_database() as target, BenchSystem(home / "system", SHIPPED_TIMINGS) as system:
         names = [system.start_worker(concurrency=None) for _ in range(2)]
         system.wait_ready(names)
         state_url = system.settings.database_url

@@ -24,15 +24,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ops.bench.system import BenchSystem, pg_database
+from ops.bench.system import SHIPPED_TIMINGS, BenchSystem, pg_database
 from ops.demo_data import build_legacy_db, demo_spec
 
 KILL_GOAL_S = 60.0
 BROKER_GOAL_S = 30.0
 WORKERS = 2
 TIMEOUT_S = 180.0
-# The shipped timings, except the heartbeat the benchmark reads to see workers ready.
-DEFAULT_TIMINGS: dict[str, Any] = {"sweep_interval_s": 5.0, "worker_heartbeat_s": 1.0}
 
 Out = Callable[[str], None]
 T = TypeVar("T")
@@ -124,7 +122,7 @@ class Trials:
 def run(home: Path, trials: int = 3, out: Out = print) -> dict[str, Any]:
     source = home / "legacy.db"
     build_legacy_db(source, scale=8.0)
-    with pg_database() as target, BenchSystem(home / "sys", DEFAULT_TIMINGS) as system:
+    with pg_database() as target, BenchSystem(home / "sys", SHIPPED_TIMINGS) as system:
         out(
             f"default timings: lease {system.settings.lease_s:g} s, sweep every "
             f"{system.settings.sweep_interval_s:g} s, requeue after "

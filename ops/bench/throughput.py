@@ -32,7 +32,7 @@ from typing import Any
 import psycopg2
 import redis
 
-from ops.bench.system import BenchSystem, pg_database
+from ops.bench.system import SHIPPED_TIMINGS, BenchSystem, pg_database
 
 TABLE = "pgbench_accounts"
 ROWS_PER_SCALE = 100_000
@@ -262,7 +262,7 @@ def baton(
             {"source_table": TABLE, "target_table": f"{TABLE}_{home.name}", "create_target": True}
         ],
     }
-    with BenchSystem(home) as system, PeakRss() as rss:
+    with BenchSystem(home, SHIPPED_TIMINGS) as system, PeakRss() as rss:
         names = [system.start_worker(concurrency=None) for _ in range(workers)]
         for proc in system.workers.values():
             rss.watch(proc.pid)
