@@ -28,8 +28,9 @@ DONE_CHUNKS = 6
 def test_percent_and_eta_show_before_the_stream_is_fully_planned(
     make_settings: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    # Given one stream of 1,500 rows in chunks of 100, planned four chunks ahead
-    driver = Driver(make_settings(plan_ahead=4))
+    # Given one stream of 1,500 rows in chunks of 100, planned four chunks ahead, two at
+    # a time queued or running
+    driver = Driver(make_settings(plan_ahead=4, max_queued_chunks=2))
     source = f"sqlite:///{tmp_path / 'legacy.db'}"
     build_source(source, customers=CUSTOMERS, orders=0)
     spec = spec_for(source, f"sqlite:///{tmp_path / 'cloud.db'}", chunk_rows=100)
@@ -138,8 +139,9 @@ def test_the_eta_counts_each_streams_step_time(
     eta = figures.eta_s(now)
     assert eta == pytest.approx(work_left / figures.pace(now), abs=0.1)
     # shorter than rows over rows/s, which takes an order line for as costly as a customer
+    # (the ETA is rounded to a tenth of a second: on a fast machine it is under a second)
     left = customers.rows_left() + lines.rows_left()
-    assert eta is not None and eta < 0.8 * left / figures.recent_rate(now)
+    assert eta is not None and eta - 0.05 < 0.8 * left / figures.recent_rate(now)
     # And the API, the dashboard and the live process show it, the live one still in one query
     view = migration_view(db, mid)
     assert view["state"] == "running" and view["eta_s"] is not None
