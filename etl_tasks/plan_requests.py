@@ -1,9 +1,10 @@
 """Asking for a migration's advance once, however many of its chunks finish meanwhile.
 
 A finished load queues the migration's next ready chunks itself
-(:mod:`etl_tasks.ready_chunks`) and asks for an advance of its migration
-(``baton.plan``) when they run low: the next chunks are planned there, and streams
-and the migration are settled. An advance costs the state DB several transactions,
+(:mod:`etl_tasks.ready_chunks`), plans its stream's next ones when they run low, and
+asks for an advance of its migration (``baton.plan``) when there was nothing left to
+plan there: streams that come next are prepared there, and streams and the migration
+are settled. An advance costs the state DB several transactions,
 so a migration finishing dozens of chunks a second would spend most of its state DB
 on advances that each find the one before had done the work. A flag in
 the staging Redis (``plan-due:{id}``, set with NX and a short expiry) marks an advance

@@ -2,9 +2,10 @@
 
 Both an advance and every finished chunk queue ready chunks. A chunk that finishes frees
 its place, and the load that finished it fills the place in the transaction that records
-it: chunks keep flowing without an advance per chunk. The load asks for an advance only
-when the ready chunks run low (the next ones must be planned), or none is left (a stream
-or the migration may be done: see :mod:`etl_tasks.plan_requests`).
+it: chunks keep flowing without an advance per chunk. When the ready chunks run low,
+the load plans the next ones (:func:`etl_tasks.steps.finish.finish`), or asks for an
+advance when none is left to plan (a stream or the migration may be done: see
+:mod:`etl_tasks.plan_requests`).
 """
 
 from __future__ import annotations
@@ -30,22 +31,27 @@ _BUSY = (
         ),
     )
 )
+_READY_WHERE = (
+    CHUNKS.c.migration_id == bindparam("migration"),
+    CHUNKS.c.state == ChunkState.PENDING,
+    CHUNKS.c.queued_at.is_(None),
+    or_(CHUNKS.c.not_before.is_(None), CHUNKS.c.not_before <= bindparam("now")),
+    # A paused or cancelled migration's chunks stay unqueued (a resume queues them).
+    exists().where(
+        MIGRATIONS.c.id == CHUNKS.c.migration_id,
+        MIGRATIONS.c.state == MigrationState.RUNNING,
+    ),
+)
 _READY = (
     select(CHUNKS.c.id)
-    .where(
-        CHUNKS.c.migration_id == bindparam("migration"),
-        CHUNKS.c.state == ChunkState.PENDING,
-        CHUNKS.c.queued_at.is_(None),
-        or_(CHUNKS.c.not_before.is_(None), CHUNKS.c.not_before <= bindparam("now")),
-        # A paused or cancelled migration's chunks stay unqueued (a resume queues them).
-        exists().where(
-            MIGRATIONS.c.id == CHUNKS.c.migration_id,
-            MIGRATIONS.c.state == MigrationState.RUNNING,
-        ),
-    )
+    .where(*_READY_WHERE)
     .order_by(CHUNKS.c.id)
     .limit(bindparam("limit"))
     .with_for_update(of=CHUNKS, skip_locked=True, key_share=True)  # as ROW_LOCK
+)
+#: How many are ready, up to a limit, whoever holds them locked (locking none).
+_READY_LEFT = select(func.count()).select_from(
+    select(CHUNKS.c.id).where(*_READY_WHERE).limit(bindparam("limit")).subquery()
 )
 _QUEUED = update(CHUNKS).where(CHUNKS.c.id.in_(bindparam("ids", expanding=True)))
 
@@ -61,14 +67,22 @@ class Queued:
 
 def queue_ready(conn: Connection, settings: Settings, migration_id: str, now: datetime) -> Queued:
     """Mark the migration's next ready chunks queued, as many as there is room for. The
-    ready ones are running low when fewer than half of ``plan_ahead`` are left."""
+    ready ones are running low when fewer than half of ``plan_ahead`` are left.
+
+    Only the chunks to queue are locked (``SKIP LOCKED``): loads finishing at the same
+    moment each take the next free ones. Those left are counted without locks, so a
+    chunk another load holds still counts as ready (when each locked every chunk it
+    looked at, they locked the same first ones, found none, and each asked for an
+    advance and left its place to a message)."""
     busy = conn.scalar(_BUSY, {"migration": migration_id}) or 0
     room = max(0, settings.max_queued_chunks - busy)
     spare = max(1, settings.plan_ahead // 2)
-    ready = list(
-        conn.scalars(_READY, {"migration": migration_id, "now": now, "limit": room + spare})
+    ids = (
+        list(conn.scalars(_READY, {"migration": migration_id, "now": now, "limit": room}))
+        if room
+        else []
     )
-    ids = ready[:room]
     if ids:
         conn.execute(_QUEUED, {"ids": ids, "queued_at": now})
-    return Queued(ids, len(ready) - len(ids) < spare)
+    left = conn.scalar(_READY_LEFT, {"migration": migration_id, "now": now, "limit": spare}) or 0
+    return Queued(ids, left < spare)

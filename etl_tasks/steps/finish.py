@@ -9,19 +9,24 @@ load stopped at its deadline) becomes the chunk's bound.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from dataclasses import replace
 from datetime import datetime
 
 from sqlalchemy import bindparam, func, select, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from etl_tasks.budget import next_chunk_rows
 from etl_tasks.chunk_lease import Claim, claim_in, fail_migration
 from etl_tasks.connectors.base import LedgerRecord
 from etl_tasks.constants import FIRST_STEP
+from etl_tasks.errors import BatonError
 from etl_tasks.metrics import ROWS
 from etl_tasks.plan_requests import request_plan
+from etl_tasks.planning import plan_more
 from etl_tasks.publisher import publish_step
 from etl_tasks.ready_chunks import Queued, queue_ready
 from etl_tasks.retries import record_deferred, settle_retry
@@ -30,6 +35,11 @@ from etl_tasks.splitting import split
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, Step
 from etl_tasks.state.models import MIGRATIONS, STREAMS, Chunk, QuarantinedRow
+
+log = logging.getLogger(__name__)
+
+_planners: dict[int, threading.Lock] = {}  # by stream id: see _planned_here
+_planners_lock = threading.Lock()
 
 # Built once: every chunk's finish runs them.
 _NOT_WAITING = (
@@ -45,31 +55,91 @@ def finish(
     rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None, *, chain: bool = False
 ) -> Claim | None:
     """Record the committed chunk in the state DB, if ``c`` still holds it, and queue the
-    migration's next chunks in its place (:mod:`etl_tasks.ready_chunks`); ask for an
-    advance when the ready chunks run low.
+    migration's next chunks in its place (:mod:`etl_tasks.ready_chunks`); when the ready
+    chunks run low, plan the stream's next ones here, or ask for an advance.
 
     ``chain``: the first of those chunks is claimed for its extract in the same
     transaction, and returned for this thread to run instead of being published.
     ``load_ms`` is None when the load that committed is not the one reporting it.
     """
-    queued, taken = _record(rt, c, record, load_ms, chain)
+    queued, taken, stream_id = _record(rt, c, record, load_ms, chain)
     for chunk_id in queued.ids:
         publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
     if queued.running_low:
-        request_plan(rt, c.migration_id)
+        if stream_id is not None and _planned_here(rt, c, stream_id):
+            if taken is None:  # none was ready: take one of those just planned
+                taken = _queue_next(rt, c.migration_id, chain)
+        else:
+            request_plan(rt, c.migration_id)
     return taken
+
+
+def _planned_here(rt: Runtime, c: Claim, stream_id: int) -> bool:
+    """Plan the chunk's stream's next chunks on this thread; say whether any were added.
+
+    A message to plan them waits for a free thread, and every thread of a busy worker
+    goes from chunk to chunk: the ready chunks ran out while it waited, and each thread
+    that found none ended its task. Planners racing on one stream are harmless
+    (:mod:`etl_tasks.planning`). Anything else an advance does (preparing the streams
+    that come next, settling one that is done) still goes by message: when nothing was
+    left to plan here, or planning failed (the advance deals with that failure). One
+    thread of a process plans a stream at a time: another that finds it planning goes
+    on, since the chunks it would plan are on their way."""
+    with _planners_lock:
+        planner = _planners.setdefault(stream_id, threading.Lock())
+    if not planner.acquire(blocking=False):
+        return True
+    try:
+        return plan_more(rt, c.migration_id, stream_id) > 0
+    except (BatonError, SQLAlchemyError) as exc:
+        log.warning(
+            "planning after a chunk failed (%s); an advance will",
+            exc,
+            extra={"chunk_id": c.chunk_id},
+        )
+        return False
+    finally:
+        planner.release()
+
+
+def _queue_next(rt: Runtime, migration_id: str, chain: bool) -> Claim | None:
+    """Queue the migration's ready chunks in the free places; the first one is claimed for
+    this thread when ``chain``, the others published."""
+    with rt.db.session() as s:
+        leased_at = time.monotonic()
+        now = rt.db.now(s)
+        queued, taken = _queue_in(rt, s, migration_id, now, leased_at, chain)
+    for chunk_id in queued.ids:
+        publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
+    return taken
+
+
+def _queue_in(
+    rt: Runtime, s: Session, migration_id: str, now: datetime, leased_at: float, chain: bool
+) -> tuple[Queued, Claim | None]:
+    """:func:`~etl_tasks.ready_chunks.queue_ready` in ``s``, the first chunk claimed when
+    ``chain`` (just queued: no lease of another holder to expire)."""
+    queued = queue_ready(s.connection(), rt.settings, migration_id, now)
+    taken = None
+    if chain and queued.ids:
+        taken, _ = claim_in(rt, s, queued.ids[0], FIRST_STEP.name, now, leased_at)
+        if taken is not None:
+            queued = replace(queued, ids=queued.ids[1:])
+    return queued, taken
 
 
 def _record(
     rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None, chain: bool
-) -> tuple[Queued, Claim | None]:
+) -> tuple[Queued, Claim | None, int | None]:
+    """Record the chunk done; what was queued, what was claimed, and the chunk's stream
+    (None when ``c`` no longer holds it)."""
     with rt.db.session() as s:
         leased_at = time.monotonic()  # a chained chunk's lease starts at ``now``
         now = rt.db.now(s)
         chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.lease_token != c.token:
             # A newer claim will find the same ledger row and finish the chunk.
-            return Queued([], running_low=True), None
+            return Queued([], running_low=True), None, None
         if chunk.keys is not None:  # a key-set chunk: its rows were set aside before
             quarantined = settle_retry(s, chunk, record)
         else:
@@ -85,16 +155,12 @@ def _record(
         if quarantined:  # the count only grows with new quarantined rows
             _enforce_max_bad_rows(rt, s, c.migration_id, now)
         s.flush()  # a migration failed just now queues nothing
-        queued = queue_ready(s.connection(), rt.settings, c.migration_id, now)
-        taken = None
-        if chain and queued.ids:  # just queued: no lease of another holder to expire
-            taken, _ = claim_in(rt, s, queued.ids[0], FIRST_STEP.name, now, leased_at)
-            if taken is not None:
-                queued = replace(queued, ids=queued.ids[1:])
+        queued, taken = _queue_in(rt, s, c.migration_id, now, leased_at, chain)
+        stream_id = chunk.stream_id
     # Counted once recorded: a chunk is finished once (its claim's token), whoever learns it.
     ROWS.labels("loaded").inc(record.rows_loaded)
     ROWS.labels("quarantined").inc(quarantined)
-    return queued, taken
+    return queued, taken, stream_id
 
 
 def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: datetime) -> int:
