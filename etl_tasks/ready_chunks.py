@@ -49,9 +49,15 @@ _READY = (
     .limit(bindparam("limit"))
     .with_for_update(of=CHUNKS, skip_locked=True, key_share=True)  # as ROW_LOCK
 )
-#: How many are ready, up to a limit, whoever holds them locked (locking none).
-_READY_LEFT = select(func.count()).select_from(
-    select(CHUNKS.c.id).where(*_READY_WHERE).limit(bindparam("limit")).subquery()
+#: The chunks queued or running, and how many are ready up to a limit, whoever holds
+#: them locked (locking none): one round trip.
+_COUNTS = select(
+    _BUSY.scalar_subquery(),
+    select(func.count())
+    .select_from(
+        select(CHUNKS.c.id).where(*_READY_WHERE).limit(bindparam("ready_limit")).subquery()
+    )
+    .scalar_subquery(),
 )
 _QUEUED = update(CHUNKS).where(CHUNKS.c.id.in_(bindparam("ids", expanding=True)))
 
@@ -74,9 +80,14 @@ def queue_ready(conn: Connection, settings: Settings, migration_id: str, now: da
     chunk another load holds still counts as ready (when each locked every chunk it
     looked at, they locked the same first ones, found none, and each asked for an
     advance and left its place to a message)."""
-    busy = conn.scalar(_BUSY, {"migration": migration_id}) or 0
-    room = max(0, settings.max_queued_chunks - busy)
     spare = max(1, settings.plan_ahead // 2)
+    counted = {
+        "migration": migration_id,
+        "now": now,
+        "ready_limit": spare + settings.max_queued_chunks,
+    }
+    busy, ready = conn.execute(_COUNTS, counted).one()
+    room = max(0, settings.max_queued_chunks - busy)
     ids = (
         list(conn.scalars(_READY, {"migration": migration_id, "now": now, "limit": room}))
         if room
@@ -84,5 +95,6 @@ def queue_ready(conn: Connection, settings: Settings, migration_id: str, now: da
     )
     if ids:
         conn.execute(_QUEUED, {"ids": ids, "queued_at": now})
-    left = conn.scalar(_READY_LEFT, {"migration": migration_id, "now": now, "limit": spare}) or 0
-    return Queued(ids, left < spare)
+    # those just queued were among the ready ones counted (all of them, or more than
+    # room + spare were counted)
+    return Queued(ids, ready - len(ids) < spare)
