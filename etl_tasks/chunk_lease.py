@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, exists, or_, select, update
 from sqlalchemy.orm import Session
 
 from etl_tasks.constants import FIRST_STEP, STEPS
@@ -95,6 +95,12 @@ _SPEC_READ = select(MIGRATIONS.c.spec, MIGRATIONS.c.sealed).where(
 _MIGRATION_STATE = select(MIGRATIONS.c.state).where(MIGRATIONS.c.id == bindparam("migration"))
 _BY_ID = update(CHUNKS).where(CHUNKS.c.id == bindparam("chunk"))
 _FENCED = _BY_ID.where(CHUNKS.c.lease_token == bindparam("token"))
+#: As _FENCED, while the chunk's migration runs (a chained step's claim).
+_FENCED_RUNNING = _FENCED.where(
+    exists().where(
+        MIGRATIONS.c.id == CHUNKS.c.migration_id, MIGRATIONS.c.state == MigrationState.RUNNING
+    )
+)
 
 
 def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
@@ -202,26 +208,29 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
     with rt.db.session() as s:
         leased_at = time.monotonic()
         now = rt.db.now(s)
-        state = s.connection().scalar(_MIGRATION_STATE, {"migration": c.migration_id})
         values = {k: (now if v is NOW else v) for k, v in values.items()}
-        going_on = state == MigrationState.RUNNING
-        if going_on:
-            values.update(
-                step=step,
-                state=ChunkState.RUNNING,
-                lease_token=c.token + 1,
-                lease_owner=rt.worker_name,
-                lease_expires_at=now + timedelta(seconds=rt.settings.lease_s),
-                worker=rt.worker_name,
-                attempts=1,
-                queued_at=None,
-            )
-        else:
-            values.update(_RELEASED, step=step, queued_at=now)
-        if not fenced_update(s, c, values):
-            return False, None
-    if not going_on:
-        return True, None
+        claimed = {
+            **values,
+            "step": step,
+            "state": ChunkState.RUNNING,
+            "lease_token": c.token + 1,
+            "lease_owner": rt.worker_name,
+            "lease_expires_at": now + timedelta(seconds=rt.settings.lease_s),
+            "worker": rt.worker_name,
+            "attempts": 1,
+            "queued_at": None,
+        }
+        conn = s.connection()
+        fenced = {"chunk": c.chunk_id, "token": c.token}
+        # The usual case in one statement: the token still ours, the migration running.
+        if not conn.execute(_FENCED_RUNNING, {**fenced, **claimed}).rowcount:
+            if conn.scalar(_MIGRATION_STATE, {"migration": c.migration_id}) == (
+                MigrationState.RUNNING
+            ):
+                return False, None  # the token is no longer ours
+            released = {**values, **_RELEASED, "step": step, "queued_at": now}
+            return fenced_update(s, c, released), None
+        values = claimed
     rows_in = values.get("rows_in", c.rows_in)
     return True, replace(
         c,
