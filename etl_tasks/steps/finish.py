@@ -14,13 +14,14 @@ import threading
 import time
 from dataclasses import replace
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from etl_tasks.budget import next_chunk_rows
-from etl_tasks.chunk_lease import Claim, claim_in, fail_migration
+from etl_tasks.chunk_lease import Claim, claim_in, fail_migration, timed
 from etl_tasks.connectors.base import LedgerRecord
 from etl_tasks.constants import FIRST_STEP
 from etl_tasks.errors import BatonError
@@ -34,7 +35,7 @@ from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import split
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, Step
-from etl_tasks.state.models import MIGRATIONS, STREAMS, Chunk, QuarantinedRow
+from etl_tasks.state.models import CHUNKS, MIGRATIONS, STREAMS, Chunk, QuarantinedRow
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ _NOT_WAITING = (
 )
 _CHUNK_ROWS = select(STREAMS.c.chunk_rows).where(STREAMS.c.id == bindparam("stream"))
 _SET_CHUNK_ROWS = update(STREAMS).where(STREAMS.c.id == bindparam("stream"))
+_DONE = (
+    update(CHUNKS)
+    .where(CHUNKS.c.id == bindparam("chunk"), CHUNKS.c.lease_token == bindparam("token"))
+    .returning(CHUNKS.c.stream_id, CHUNKS.c.rows_in)
+)
 
 
 def finish(
@@ -136,6 +142,14 @@ def _record(
     with rt.db.session() as s:
         leased_at = time.monotonic()  # a chained chunk's lease starts at ``now``
         now = rt.db.now(s)
+        if _plain(c, record) and s.get_bind().dialect.update_returning:
+            done = _done_plain(rt, s, c, record, load_ms, now)
+            if done is None:
+                return Queued([], running_low=True), None, None
+            s.connection().execute(_NOT_WAITING, {"migration": c.migration_id})
+            queued, taken = _queue_in(rt, s, c.migration_id, now, leased_at, chain)
+            ROWS.labels("loaded").inc(record.rows_loaded)
+            return queued, taken, done
         chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.lease_token != c.token:
             # A newer claim will find the same ledger row and finish the chunk.
@@ -197,6 +211,42 @@ def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: date
     return added
 
 
+def _plain(c: Claim, record: LedgerRecord) -> bool:
+    """A range chunk loaded whole with no row set aside: the usual chunk, whose finish
+    touches nothing but its own row and its stream's size."""
+    return c.keys is None and record.cut is None and not record.quarantine and not record.deferred
+
+
+def _done_plain(
+    rt: Runtime, s: Session, c: Claim, record: LedgerRecord, load_ms: int | None, now: datetime
+) -> int | None:
+    """:func:`_mark_done` for a plain chunk, in one fenced UPDATE instead of the ORM's read
+    and flush; its stream id, or None when ``c`` no longer holds it. The timings are the
+    claim's (as every step's commit writes them, :func:`~etl_tasks.chunk_lease.timed`)."""
+    values: dict[str, Any] = {
+        "state": ChunkState.DONE,
+        "step": Step.LOAD,
+        "finished_at": now,
+        "rows_out": record.rows_loaded,
+        "rows_quarantined": 0,
+        "lease_owner": None,
+        "lease_expires_at": None,
+        "queued_at": None,
+        **(timed(c, load_ms) if load_ms is not None else {}),
+    }
+    found = (
+        s.connection()
+        .execute(_DONE, {"chunk": c.chunk_id, "token": c.token, **values})
+        .one_or_none()
+    )
+    if found is None:
+        return None
+    timings = values.get("timings", c.timings)
+    rows = min(found.rows_in or 0, record.rows_loaded)
+    _adapt_rows(rt, s, found.stream_id, c.migration_id, timings, rows)
+    return int(found.stream_id)
+
+
 def _mark_done(chunk: Chunk, record: LedgerRecord, load_ms: int | None, now: datetime) -> None:
     chunk.state = ChunkState.DONE
     chunk.step = Step.LOAD
@@ -228,14 +278,20 @@ def _enforce_max_bad_rows(rt: Runtime, s: Session, migration_id: str, now: datet
 
 def _adapt_chunk_rows(rt: Runtime, s: Session, chunk: Chunk) -> None:
     """Size the stream's next chunks so its slowest step fits the step budget."""
-    slowest = max(chunk.step_timings().values(), default=0)
     # A load cut at its deadline handled fewer rows than were extracted: count those.
     rows = min(chunk.rows_in or 0, (chunk.rows_out or 0) + (chunk.rows_quarantined or 0))
+    _adapt_rows(rt, s, chunk.stream_id, chunk.migration_id, chunk.step_timings(), rows)
+
+
+def _adapt_rows(
+    rt: Runtime, s: Session, stream_id: int, migration_id: str, timings: dict[str, int], rows: int
+) -> None:
+    slowest = max(timings.values(), default=0)
     conn = s.connection()
-    current = conn.scalar(_CHUNK_ROWS, {"stream": chunk.stream_id})
+    current = conn.scalar(_CHUNK_ROWS, {"stream": stream_id})
     if current is None or not rows:
         return
-    ceiling = rt.spec(chunk.migration_id).chunk_rows
+    ceiling = rt.spec(migration_id).chunk_rows
     wanted = next_chunk_rows(current, rows, slowest, rt.settings.step_budget_s, ceiling)
     if wanted != current:
-        conn.execute(_SET_CHUNK_ROWS, {"stream": chunk.stream_id, "chunk_rows": wanted})
+        conn.execute(_SET_CHUNK_ROWS, {"stream": stream_id, "chunk_rows": wanted})

@@ -1,0 +1,81 @@
+"""A plain chunk (a range loaded whole, no row set aside) is finished by one fenced UPDATE
+(etl_tasks/steps/finish._done_plain) instead of the ORM's read and flush: it must leave
+exactly what the ORM path leaves."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from etl_tasks.settings import Settings
+from etl_tasks.state.models import Chunk, Stream
+from etl_tasks.steps import finish as finish_module
+from tests.data import build_items, items_spec, sqlite_url, submit
+from tests.harness import Driver
+
+ROWS, CHUNK_ROWS = 1000, 100
+
+SAME = ("seq", "state", "step", "rows_in", "rows_out", "rows_quarantined", "lease_owner")
+CLEARED = ("lease_expires_at", "queued_at")
+
+
+def _migrate(settings: Settings, tmp_path: Path, name: str) -> tuple[list[Any], list[int]]:
+    source = sqlite_url(tmp_path / f"{name}-legacy.db")
+    build_items(source, ROWS, bad_every=0)
+    driver = Driver(settings, name, chain=True)
+    try:
+        spec = items_spec(source, sqlite_url(tmp_path / f"{name}-target.db"), chunk_rows=CHUNK_ROWS)
+        mid = submit(driver.rt.db, driver.publisher, spec)
+        assert driver.run_to_end(mid) == "succeeded"
+        with driver.rt.db.reading() as s:
+            chunks = list(
+                s.scalars(select(Chunk).where(Chunk.migration_id == mid).order_by(Chunk.seq))
+            )
+            sizes = list(s.scalars(select(Stream.chunk_rows).where(Stream.migration_id == mid)))
+        return chunks, sizes
+    finally:
+        driver.close()
+
+
+@pytest.mark.parametrize("state_db", ["sqlite", "postgresql"])
+def test_a_plain_chunk_is_finished_as_the_orm_path_finishes_it(
+    state_db: str,
+    make_settings: Callable[..., Settings],
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def settings() -> Settings:
+        if state_db == "sqlite":
+            return make_settings()
+        return make_settings(database_url=request.getfixturevalue("pg_state_url_factory")())
+
+    # Given the same migration finished by one UPDATE per chunk, and by the ORM
+    updates: list[int] = []
+    real = finish_module._done_plain
+
+    def counting(*args: Any, **kwargs: Any) -> int | None:
+        updates.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(finish_module, "_done_plain", counting)
+    fast, fast_sizes = _migrate(settings(), tmp_path, "fast")
+    monkeypatch.setattr(finish_module, "_plain", lambda c, record: False)
+    orm, orm_sizes = _migrate(settings(), tmp_path, "orm")
+    # Then every chunk went the one-statement way, and both left the same rows
+    assert len(updates) == len(fast) == len(orm) >= ROWS // CHUNK_ROWS
+    assert fast_sizes == orm_sizes
+    for a, b in zip(fast, orm, strict=True):
+        assert [getattr(a, k) for k in SAME] == [getattr(b, k) for k in SAME]
+        assert all(getattr(a, k) is None for k in CLEARED)
+        assert a.finished_at is not None
+        assert set(a.timings or {}) == set(b.timings or {}) == {"extract", "transform", "load"}
+        assert a.load_ms == (a.timings or {})["load"]
+        assert (a.extract_ms, a.transform_ms) == (
+            (a.timings or {})["extract"],
+            (a.timings or {})["transform"],
+        )
