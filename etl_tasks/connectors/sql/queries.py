@@ -39,6 +39,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import SAWarning
 from sqlalchemy.sql import FromClause
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.types import Double, NullType
 
 from etl_tasks.codec import NULL_KEYS
@@ -127,6 +128,21 @@ def range_condition(
     return and_(true(), *conds)
 
 
+def named_bounds(side: str, width: int) -> list[BindParameter[Any]]:
+    """A range's ``side`` ("lower", "upper") as parameters ``baton_{side}_{i}``: a range
+    statement built once, for every chunk's bounds (see :func:`bound_values`)."""
+    return [bindparam(f"baton_{side}_{i}", value=None) for i in range(width)]
+
+
+def bound_values(lower: Sequence[Any] | None, upper: Sequence[Any] | None) -> dict[str, Any]:
+    """The values of :func:`named_bounds`' parameters for these bounds."""
+    values: dict[str, Any] = {}
+    for side, bound in (("lower", lower), ("upper", upper)):
+        for i, v in enumerate(bound or ()):
+            values[f"baton_{side}_{i}"] = v
+    return values
+
+
 @dataclass(frozen=True)
 class CompiledRange:
     """A range select compiled for one dialect: its SQL with every parameter named (a
@@ -150,10 +166,7 @@ class CompiledRange:
     def params(
         self, lower: Sequence[Any] | None, upper: Sequence[Any] | None, limit: int | None = None
     ) -> dict[str, Any]:
-        values = dict(self.fixed)
-        for side, bound in (("lower", lower), ("upper", upper)):
-            for i, v in enumerate(bound or ()):
-                values[f"baton_{side}_{i}"] = v
+        values = {**self.fixed, **bound_values(lower, upper)}
         if limit is not None:
             values["baton_limit"] = limit
         return values
@@ -186,6 +199,7 @@ class RangeQuery:
             self._readable(table.c[c], c in texts, texts.get(c), c in widened) for c in self.columns
         ]
         self._compiled: dict[tuple[str, bool, bool, bool], CompiledRange] = {}
+        self._boundary: dict[bool, Select[Any]] = {}  # next_boundary's, by lower bound or not
 
     @staticmethod
     def _readable(
@@ -230,13 +244,10 @@ class RangeQuery:
         found = self._compiled.get(shape)
         if found is None:
             width = len(self.key_cols)
-
-            def named(side: str, present: bool) -> list[Any] | None:
-                if not present:
-                    return None
-                return [bindparam(f"baton_{side}_{i}", value=None) for i in range(width)]
-
-            stmt = self.select_range(named("lower", lower), named("upper", upper))
+            stmt = self.select_range(
+                named_bounds("lower", width) if lower else None,
+                named_bounds("upper", width) if upper else None,
+            )
             if limited:
                 stmt = stmt.limit(bindparam("baton_limit", value=0))
             found = self._compiled[shape] = CompiledRange.of(stmt, dialect)
@@ -253,13 +264,17 @@ class RangeQuery:
     def next_boundary(
         self, conn: Connection, lower: Sequence[Any] | None, rows: int
     ) -> tuple[Any, ...] | None:
-        """The key ``rows`` rows after ``lower``, or ``None`` when fewer remain (an index scan)."""
-        stmt = (
-            select(*self.key_cols)
-            .where(self.where, range_condition(self.key_cols, lower, None))
-            .order_by(*self.key_cols)
-            .offset(rows - 1)
-            .limit(1)
-        )
-        row = conn.execute(stmt).first()
+        """The key ``rows`` rows after ``lower``, or ``None`` when fewer remain (an index scan).
+        Its statement is built once per shape: planning runs it for every chunk."""
+        stmt = self._boundary.get(lower is not None)
+        if stmt is None:
+            named = named_bounds("lower", len(self.key_cols)) if lower is not None else None
+            stmt = self._boundary[lower is not None] = (
+                select(*self.key_cols)
+                .where(self.where, range_condition(self.key_cols, named, None))
+                .order_by(*self.key_cols)
+                .offset(bindparam("baton_offset"))
+                .limit(1)
+            )
+        row = conn.execute(stmt, {**bound_values(lower, None), "baton_offset": rows - 1}).first()
         return None if row is None else tuple(row)

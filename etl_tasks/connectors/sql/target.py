@@ -22,7 +22,7 @@ import operator
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
-from sqlalchemy import Column, Connection, Engine, MetaData, Table, exists, select, tuple_
+from sqlalchemy import Column, Connection, Engine, MetaData, Select, Table, exists, select, tuple_
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import mysql, sqlite
 from sqlalchemy.types import NullType
@@ -38,7 +38,14 @@ from etl_tasks.connectors.sql.errors import (
     is_foreign_key_error,
 )
 from etl_tasks.connectors.sql.pg_copy import copy_into
-from etl_tasks.connectors.sql.queries import RangeQuery, range_condition, raw, reflect_table
+from etl_tasks.connectors.sql.queries import (
+    RangeQuery,
+    bound_values,
+    named_bounds,
+    range_condition,
+    raw,
+    reflect_table,
+)
 from etl_tasks.connectors.sql.schema import ensure_ledger, ensure_table, target_of
 from etl_tasks.connectors.sql.sequences import advance_sequences
 from etl_tasks.errors import BadRowError, PermanentError
@@ -86,6 +93,8 @@ class SqlTarget:
         self._describe = describe
         self.dialect = engine.dialect.name
         self.encode = ENCODERS[self.dialect]
+        # range_is_empty's statements, by which bounds a range has
+        self._empty_probes: dict[tuple[bool, bool], Select[Any]] = {}
 
     # -- what the table is: read once, after prepare() made sure it exists -----------------
 
@@ -186,13 +195,23 @@ class SqlTarget:
         if any(b is not None and NULL_KEYS in b for b in key_range):
             return False  # the rows whose key is NULL: quarantined, none to write
         try:
-            bounds = [self._target_key(b) for b in key_range]
+            lower, upper = (self._target_key(b) for b in key_range)
         except BadRowError:
             return False
-        key_cols = [raw(self.table.c[k]) for k in self.key]
-        cond = range_condition(key_cols, *bounds)
-        probe = select(1).select_from(self.table).where(cond)
-        return not conn.execute(select(exists(probe))).scalar()
+        shape = (lower is not None, upper is not None)
+        stmt = self._empty_probes.get(shape)
+        if stmt is None:  # built once per shape: every chunk's load asks
+            key_cols = [raw(self.table.c[k]) for k in self.key]
+            width = len(key_cols)
+            cond = range_condition(
+                key_cols,
+                named_bounds("lower", width) if shape[0] else None,
+                named_bounds("upper", width) if shape[1] else None,
+            )
+            stmt = self._empty_probes[shape] = select(
+                exists(select(1).select_from(self.table).where(cond))
+            )
+        return not conn.execute(stmt, bound_values(lower, upper)).scalar()
 
     def _target_key(self, bound: Sequence[Any] | None) -> list[Any] | None:
         if bound is None:
