@@ -53,7 +53,14 @@ _SET_CHUNK_ROWS = update(STREAMS).where(STREAMS.c.id == bindparam("stream"))
 _DONE = (
     update(CHUNKS)
     .where(CHUNKS.c.id == bindparam("chunk"), CHUNKS.c.lease_token == bindparam("token"))
-    .returning(CHUNKS.c.stream_id, CHUNKS.c.rows_in)
+    .returning(
+        CHUNKS.c.stream_id,
+        CHUNKS.c.rows_in,
+        select(STREAMS.c.chunk_rows)
+        .where(STREAMS.c.id == CHUNKS.c.stream_id)
+        .scalar_subquery()
+        .label("chunk_rows"),
+    )
 )
 
 
@@ -221,7 +228,8 @@ def _done_plain(
     rt: Runtime, s: Session, c: Claim, record: LedgerRecord, load_ms: int | None, now: datetime
 ) -> int | None:
     """:func:`_mark_done` for a plain chunk, in one fenced UPDATE instead of the ORM's read
-    and flush; its stream id, or None when ``c`` no longer holds it. The timings are the
+    and flush (which also returns the stream's chunk size); its stream id, or None when
+    ``c`` no longer holds it. The timings are the
     claim's (as every step's commit writes them, :func:`~etl_tasks.chunk_lease.timed`)."""
     values: dict[str, Any] = {
         "state": ChunkState.DONE,
@@ -243,7 +251,7 @@ def _done_plain(
         return None
     timings = values.get("timings", c.timings)
     rows = min(found.rows_in or 0, record.rows_loaded)
-    _adapt_rows(rt, s, found.stream_id, c.migration_id, timings, rows)
+    _adapt_rows(rt, s, found.stream_id, c.migration_id, timings, rows, found.chunk_rows)
     return int(found.stream_id)
 
 
@@ -284,11 +292,20 @@ def _adapt_chunk_rows(rt: Runtime, s: Session, chunk: Chunk) -> None:
 
 
 def _adapt_rows(
-    rt: Runtime, s: Session, stream_id: int, migration_id: str, timings: dict[str, int], rows: int
+    rt: Runtime,
+    s: Session,
+    stream_id: int,
+    migration_id: str,
+    timings: dict[str, int],
+    rows: int,
+    current: int | None = None,
 ) -> None:
+    """:func:`_adapt_chunk_rows` from its parts; ``current``: the stream's chunk size, when
+    the caller read it already."""
     slowest = max(timings.values(), default=0)
     conn = s.connection()
-    current = conn.scalar(_CHUNK_ROWS, {"stream": stream_id})
+    if current is None:
+        current = conn.scalar(_CHUNK_ROWS, {"stream": stream_id})
     if current is None or not rows:
         return
     ceiling = rt.spec(migration_id).chunk_rows
