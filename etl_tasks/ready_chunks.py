@@ -71,9 +71,18 @@ class Queued:
     running_low: bool
 
 
-def queue_ready(conn: Connection, settings: Settings, migration_id: str, now: datetime) -> Queued:
+def queue_ready(
+    conn: Connection,
+    settings: Settings,
+    migration_id: str,
+    now: datetime,
+    *,
+    claiming: bool = False,
+) -> Queued:
     """Mark the migration's next ready chunks queued, as many as there is room for. The
     ready ones are running low when fewer than half of ``plan_ahead`` are left.
+    ``claiming``: the caller claims the first of them in this transaction, so it is left
+    unmarked (a claim clears the mark; :func:`mark_queued` if the claim fails).
 
     Only the chunks to queue are locked (``SKIP LOCKED``): loads finishing at the same
     moment each take the next free ones. Those left are counted without locks, so a
@@ -93,8 +102,13 @@ def queue_ready(conn: Connection, settings: Settings, migration_id: str, now: da
         if room
         else []
     )
-    if ids:
-        conn.execute(_QUEUED, {"ids": ids, "queued_at": now})
+    mark_queued(conn, ids[1:] if claiming else ids, now)
     # those just queued were among the ready ones counted (all of them, or more than
     # room + spare were counted)
     return Queued(ids, ready - len(ids) < spare)
+
+
+def mark_queued(conn: Connection, ids: list[int], now: datetime) -> None:
+    """Mark these chunks queued (their messages are sent once committed)."""
+    if ids:
+        conn.execute(_QUEUED, {"ids": ids, "queued_at": now})

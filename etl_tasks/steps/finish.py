@@ -29,7 +29,7 @@ from etl_tasks.metrics import ROWS
 from etl_tasks.plan_requests import request_plan
 from etl_tasks.planning import plan_more
 from etl_tasks.publisher import publish_step
-from etl_tasks.ready_chunks import Queued, queue_ready
+from etl_tasks.ready_chunks import Queued, mark_queued, queue_ready
 from etl_tasks.retries import record_deferred, settle_retry
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import split
@@ -131,13 +131,15 @@ def _queue_in(
     rt: Runtime, s: Session, migration_id: str, now: datetime, leased_at: float, chain: bool
 ) -> tuple[Queued, Claim | None]:
     """:func:`~etl_tasks.ready_chunks.queue_ready` in ``s``, the first chunk claimed when
-    ``chain`` (just queued: no lease of another holder to expire)."""
-    queued = queue_ready(s.connection(), rt.settings, migration_id, now)
+    ``chain`` (locked just now, ready: no lease of another holder to expire)."""
+    queued = queue_ready(s.connection(), rt.settings, migration_id, now, claiming=chain)
     taken = None
     if chain and queued.ids:
         taken, _ = claim_in(rt, s, queued.ids[0], FIRST_STEP.name, now, leased_at)
         if taken is not None:
             queued = replace(queued, ids=queued.ids[1:])
+        else:  # goes by message after all
+            mark_queued(s.connection(), queued.ids[:1], now)
     return queued, taken
 
 
