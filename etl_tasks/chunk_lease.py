@@ -41,6 +41,15 @@ log = logging.getLogger(__name__)
 
 NOW: Any = object()  # placeholder in commit(): "the DB's clock at commit time"
 
+#: The clock a worker times its leases by: Linux's boot-time clock, which keeps counting
+#: while the machine sleeps (the monotonic clock stops), else the monotonic clock.
+_LEASE_CLOCK = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)
+
+
+def lease_clock() -> float:
+    """Seconds by :data:`_LEASE_CLOCK`: a lease young by it is young by the state DB's."""
+    return time.clock_gettime(_LEASE_CLOCK)
+
 
 @dataclass(frozen=True)
 class Claim:
@@ -59,8 +68,8 @@ class Claim:
     keys: list[Any] | None = None  # a key-set chunk's encoded source keys (a retry)
     timings: dict[str, int] = field(default_factory=dict)  # ms per step, steps done so far
     rows_in: int | None = None  # rows its extract staged, once it has
-    # This process's monotonic clock, read before the state DB's clock the lease was
-    # reckoned from (0: not known, as if taken long ago): see splitting.confirm_lease.
+    # lease_clock(), read before the state DB's clock the lease was reckoned from (0: not
+    # known, as if taken long ago): see splitting.confirm_lease.
     leased_at: float = 0.0
 
 
@@ -106,7 +115,7 @@ _FENCED_RUNNING = _FENCED.where(
 def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
     """Take the chunk's lease for ``step``; ``None`` when this message has nothing to do."""
     with rt.db.session() as s:
-        leased_at = time.monotonic()
+        leased_at = lease_clock()
         taken, expired = claim_in(rt, s, chunk_id, step, rt.db.now(s), leased_at)
     if expired:  # counted once the claim is committed
         LEASE_EXPIRIES.labels("chunk").inc()
@@ -117,7 +126,7 @@ def claim_in(
     rt: Runtime, s: Session, chunk_id: int, step: str, now: datetime, leased_at: float = 0.0
 ) -> tuple[Claim | None, bool]:
     """:func:`claim` in the caller's transaction ``s``; also says whether the lease it took
-    had expired on another holder. ``leased_at``: the monotonic clock, read before ``now``."""
+    had expired on another holder. ``leased_at``: :func:`lease_clock`, read before ``now``."""
     conn = s.connection()
     row = conn.execute(_CLAIM_READ, {"chunk": chunk_id}).one_or_none()
     if row is None or row.step != step or not _claimable(row, now):
@@ -206,7 +215,7 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
     the caller to publish the step. Nothing is committed if the token is no longer ours.
     """
     with rt.db.session() as s:
-        leased_at = time.monotonic()
+        leased_at = lease_clock()
         now = rt.db.now(s)
         values = {k: (now if v is NOW else v) for k, v in values.items()}
         claimed = {

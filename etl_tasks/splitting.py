@@ -9,7 +9,6 @@ comparison is ever made outside the database (collations stay its business).
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,7 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from etl_tasks.budget import StepClock
-from etl_tasks.chunk_lease import NOW, Claim, fenced_update
+from etl_tasks.chunk_lease import NOW, Claim, fenced_update, lease_clock
 from etl_tasks.errors import LeaseLost
 from etl_tasks.planning import add_chunks
 from etl_tasks.runtime import Runtime
@@ -54,12 +53,12 @@ def confirm_lease(rt: Runtime, c: Claim) -> None:
     """Before a target commit: ``c``'s lease must still be the chunk's. Only a claim whose
     lease ran out can take a chunk over, and a lease taken less than
     :data:`~etl_tasks.state.db.CLOCK_READ_S` ago (and under a third of its length) has
-    not run out: this process's monotonic clock was read before the state DB's clock the
-    lease was reckoned from, and the state DB's clock is extrapolated by that same
-    monotonic clock over that long anyway. An older lease is renewed, which proves the
-    token is still the chunk's (:class:`LeaseLost` if not)."""
+    not run out: :func:`~etl_tasks.chunk_lease.lease_clock` was read before the state
+    DB's clock the lease was reckoned from, keeps counting while the machine sleeps, and
+    every process extrapolates the state DB's clock over that long anyway. An older lease
+    is renewed, which proves the token is still the chunk's (:class:`LeaseLost` if not)."""
     fresh_s = min(CLOCK_READ_S, rt.settings.lease_s / 3)
-    if c.leased_at and time.monotonic() - c.leased_at < fresh_s:
+    if c.leased_at and lease_clock() - c.leased_at < fresh_s:
         return
     renew(rt, c)
 

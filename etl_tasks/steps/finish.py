@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
@@ -21,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from etl_tasks.budget import next_chunk_rows
-from etl_tasks.chunk_lease import Claim, claim_in, fail_migration, timed
+from etl_tasks.chunk_lease import Claim, claim_in, fail_migration, lease_clock, timed
 from etl_tasks.connectors.base import LedgerRecord
 from etl_tasks.constants import FIRST_STEP
 from etl_tasks.errors import BatonError
@@ -119,7 +118,7 @@ def _queue_next(rt: Runtime, migration_id: str, chain: bool) -> Claim | None:
     """Queue the migration's ready chunks in the free places; the first one is claimed for
     this thread when ``chain``, the others published."""
     with rt.db.session() as s:
-        leased_at = time.monotonic()
+        leased_at = lease_clock()
         now = rt.db.now(s)
         queued, taken = _queue_in(rt, s, migration_id, now, leased_at, chain)
     for chunk_id in queued.ids:
@@ -149,7 +148,7 @@ def _record(
     """Record the chunk done; what was queued, what was claimed, and the chunk's stream
     (None when ``c`` no longer holds it)."""
     with rt.db.session() as s:
-        leased_at = time.monotonic()  # a chained chunk's lease starts at ``now``
+        leased_at = lease_clock()  # a chained chunk's lease starts at ``now``
         now = rt.db.now(s)
         if _plain(c, record) and s.get_bind().dialect.update_returning:
             done = _done_plain(rt, s, c, record, load_ms, now)

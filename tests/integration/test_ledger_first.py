@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select, update
 
 from etl_tasks import control, splitting
-from etl_tasks.chunk_lease import Claim, claim
+from etl_tasks.chunk_lease import Claim, claim, lease_clock
 from etl_tasks.connectors.base import LedgerRecord
 from etl_tasks.connectors.sql import ledger
 from etl_tasks.connectors.sql.engines import create_sql_engine
@@ -230,7 +230,7 @@ def test_a_stalled_load_cannot_commit_once_its_chunk_was_taken_over(
     held = claim(stalled, chunk_id, "load")
     assert held is not None
     # the stall, as its own clock sees it: the lease was taken a whole lease ago
-    held = replace(held, leased_at=time.monotonic() - settings.lease_s)
+    held = replace(held, leased_at=lease_clock() - settings.lease_s)
     stalled.staging = SnapshotStaging(stalled.staging)  # type: ignore[assignment]
     stalled.staging.hold(held)
     # When, meanwhile, the staged rows are lost and another worker takes the chunk over:
@@ -311,7 +311,7 @@ def test_a_load_checks_its_lease_in_the_state_db_only_when_it_is_not_fresh(
             splitting.confirm_lease(driver.rt, fresh)
             assert asked == []
             # and the old one asks, and learns when the chunk was taken over meanwhile
-            old = replace(fresh, leased_at=time.monotonic() - CLOCK_READ_S)
+            old = replace(fresh, leased_at=lease_clock() - CLOCK_READ_S)
             splitting.confirm_lease(driver.rt, old)
             assert asked == [fresh.token]
             expire_leases(driver.rt.db, chunk_id)
