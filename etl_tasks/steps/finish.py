@@ -59,6 +59,10 @@ _DONE = (
         .where(STREAMS.c.id == CHUNKS.c.stream_id)
         .scalar_subquery()
         .label("chunk_rows"),
+        select(MIGRATIONS.c.waiting_reason.is_not(None))
+        .where(MIGRATIONS.c.id == CHUNKS.c.migration_id)
+        .scalar_subquery()
+        .label("waiting"),
     )
 )
 
@@ -154,10 +158,12 @@ def _record(
             done = _done_plain(rt, s, c, record, load_ms, now)
             if done is None:
                 return Queued([], running_low=True), None, None
-            s.connection().execute(_NOT_WAITING, {"migration": c.migration_id})
+            stream_id, waiting = done
+            if waiting:  # no longer: a chunk went through
+                s.connection().execute(_NOT_WAITING, {"migration": c.migration_id})
             queued, taken = _queue_in(rt, s, c.migration_id, now, leased_at, chain)
             ROWS.labels("loaded").inc(record.rows_loaded)
-            return queued, taken, done
+            return queued, taken, stream_id
         chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
         if chunk is None or chunk.lease_token != c.token:
             # A newer claim will find the same ledger row and finish the chunk.
@@ -227,11 +233,12 @@ def _plain(c: Claim, record: LedgerRecord) -> bool:
 
 def _done_plain(
     rt: Runtime, s: Session, c: Claim, record: LedgerRecord, load_ms: int | None, now: datetime
-) -> int | None:
+) -> tuple[int, bool] | None:
     """:func:`_mark_done` for a plain chunk, in one fenced UPDATE instead of the ORM's read
-    and flush (which also returns the stream's chunk size); its stream id, or None when
-    ``c`` no longer holds it. The timings are the
-    claim's (as every step's commit writes them, :func:`~etl_tasks.chunk_lease.timed`)."""
+    and flush (which also returns the stream's chunk size, and whether the migration is
+    marked waiting); its stream id and that, or None when ``c`` no longer holds it. The
+    timings are the claim's (as every step's commit writes them,
+    :func:`~etl_tasks.chunk_lease.timed`)."""
     values: dict[str, Any] = {
         "state": ChunkState.DONE,
         "step": Step.LOAD,
@@ -253,7 +260,7 @@ def _done_plain(
     timings = values.get("timings", c.timings)
     rows = min(found.rows_in or 0, record.rows_loaded)
     _adapt_rows(rt, s, found.stream_id, c.migration_id, timings, rows, found.chunk_rows)
-    return int(found.stream_id)
+    return int(found.stream_id), bool(found.waiting)
 
 
 def _mark_done(chunk: Chunk, record: LedgerRecord, load_ms: int | None, now: datetime) -> None:

@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from etl_tasks.constants import TASK_EXTRACT, TASK_LOAD, TASK_TRANSFORM
 from etl_tasks.settings import Settings
-from etl_tasks.state.models import Chunk, Stream
+from etl_tasks.state.models import Chunk, Migration, Stream
 from etl_tasks.steps import finish as finish_module
+from etl_tasks.views import migration_view
 from tests.data import build_items, items_spec, sqlite_url, submit
 from tests.harness import Driver
 
@@ -58,7 +60,7 @@ def test_a_plain_chunk_is_finished_as_the_orm_path_finishes_it(
     updates: list[int] = []
     real = finish_module._done_plain
 
-    def counting(*args: Any, **kwargs: Any) -> int | None:
+    def counting(*args: Any, **kwargs: Any) -> tuple[int, bool] | None:
         updates.append(1)
         return real(*args, **kwargs)
 
@@ -79,3 +81,33 @@ def test_a_plain_chunk_is_finished_as_the_orm_path_finishes_it(
             (a.timings or {})["extract"],
             (a.timings or {})["transform"],
         )
+
+
+def test_a_plain_chunk_that_goes_through_clears_the_migrations_waiting_reason(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    # Given a running migration marked waiting (a step found every slot in use)
+    source = sqlite_url(tmp_path / "legacy.db")
+    build_items(source, ROWS, bad_every=0)
+    driver = Driver(make_settings())
+    try:
+        spec = items_spec(source, sqlite_url(tmp_path / "target.db"), chunk_rows=CHUNK_ROWS)
+        mid = submit(driver.rt.db, driver.publisher, spec)
+        driver.run(max_messages=1)  # the first advance: chunks planned and queued
+        with driver.rt.db.session() as s:
+            s.execute(
+                update(Migration).where(Migration.id == mid).values(waiting_reason="all slots busy")
+            )
+        # When one chunk goes through
+        for task in (TASK_EXTRACT, TASK_TRANSFORM, TASK_LOAD):
+            found = next(m for m in driver.publisher.queue if m[0] == task)
+            driver.publisher.queue.remove(found)
+            driver.deliver(*found)
+        # Then the migration runs on, no longer waiting
+        view = migration_view(driver.rt.db, mid)
+        assert view["state"] == "running" and view["chunks_done"] == 1
+        with driver.rt.db.reading() as s:
+            migration = s.get(Migration, mid)
+            assert migration is not None and migration.waiting_reason is None
+    finally:
+        driver.close()
