@@ -22,6 +22,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     func,
     insert,
     select,
@@ -63,19 +64,29 @@ def ledger_table(metadata: MetaData | None = None) -> Table:
 LEDGER = ledger_table()
 
 
+# Built once: every chunk's load runs them (one statement each, its values bound).
+_CLAIM = insert(LEDGER)
+_FINISH = update(LEDGER).where(
+    LEDGER.c.migration_id == bindparam("b_migration_id"),
+    LEDGER.c.stream == bindparam("b_stream"),
+    LEDGER.c.chunk_id == bindparam("b_chunk_id"),
+)
+
+
 def claim(conn: Connection, migration_id: str, stream: str, chunk_id: int, token: int) -> None:
     """Insert the chunk's ledger row first: a concurrent load of the same chunk waits on it."""
     conn.execute(
-        insert(LEDGER).values(
-            migration_id=migration_id,
-            stream=stream,
-            chunk_id=chunk_id,
-            fencing_token=token,
-            rows_loaded=0,
-            rows_quarantined=0,
-            quarantine="[]",
-            committed_at=datetime.now(UTC).replace(tzinfo=None),
-        )
+        _CLAIM,
+        {
+            "migration_id": migration_id,
+            "stream": stream,
+            "chunk_id": chunk_id,
+            "fencing_token": token,
+            "rows_loaded": 0,
+            "rows_quarantined": 0,
+            "quarantine": "[]",
+            "committed_at": datetime.now(UTC).replace(tzinfo=None),
+        },
     )
 
 
@@ -92,19 +103,17 @@ def finish(
     body = _entries(quarantine)
     cut_text = None if cut is None else orjson.dumps(cut).decode()
     conn.execute(
-        update(LEDGER)
-        .where(
-            LEDGER.c.migration_id == migration_id,
-            LEDGER.c.stream == stream,
-            LEDGER.c.chunk_id == chunk_id,
-        )
-        .values(
-            rows_loaded=rows_loaded,
-            rows_quarantined=len(quarantine),
-            quarantine=body,
-            cut_key=cut_text,
-            deferred=_entries(deferred) if deferred else None,
-        )
+        _FINISH,
+        {
+            "b_migration_id": migration_id,
+            "b_stream": stream,
+            "b_chunk_id": chunk_id,
+            "rows_loaded": rows_loaded,
+            "rows_quarantined": len(quarantine),
+            "quarantine": body,
+            "cut_key": cut_text,
+            "deferred": _entries(deferred) if deferred else None,
+        },
     )
 
 
