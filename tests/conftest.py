@@ -144,6 +144,18 @@ def make_settings(
     return make
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def each_state_db(
+    request: pytest.FixtureRequest, make_settings: Callable[..., Settings]
+) -> Callable[..., Settings]:
+    """:func:`make_settings` on each kind of state DB in turn (the test runs once per kind):
+    SQLite, then a PostgreSQL state DB of the test's own."""
+    if request.param == "sqlite":
+        return make_settings
+    url = request.getfixturevalue("pg_state_url")
+    return lambda **overrides: make_settings(**{"database_url": url, **overrides})
+
+
 @pytest.fixture
 def mariadb_url() -> Iterator[str]:
     """A MariaDB database of this test's own."""

@@ -288,13 +288,11 @@ def test_plain_values_of_every_tag() -> None:
     assert plain_value({"$": "x", "v": 1}) == {"$": "x", "v": 1}  # not a tag: a JSON object
 
 
-@pytest.mark.parametrize("state_db", ["sqlite", "postgresql"])
 def test_migrations_made_at_the_same_instant_page_without_gaps(
-    make_settings: Callable[..., Settings], pg_url_factory: Callable[[], str], state_db: str
+    each_state_db: Callable[..., Settings],
 ) -> None:
     # Given migrations recorded at one and the same instant (ties on created_at)
-    overrides = {"database_url": pg_url_factory()} if state_db == "postgresql" else {}
-    api = make_api(make_settings(**overrides))
+    api = make_api(each_state_db())
     db = api.app.extensions["baton"].db
     with db.session() as s:
         now = db.now(s)

@@ -173,23 +173,13 @@ def test_a_transform_retried_on_another_worker_decodes_the_chained_extract_from_
 
     monkeypatch.setattr(transform_module, "_mapped", flaky)
     target = pg_url_factory()
-    a = Driver(settings, "worker-a", chain=True)
-    b = Driver(settings, "worker-b", chain=True)
-    try:
-        mid = _submit_one_extract(a, _spec(source, target))
-        assert failures == [1]
-        assert a.rt.staging.held_rows(*_staged(a, mid)) is None  # A's task ended
-        # When worker B retries the transform (and all the rest)
-        expire_leases(b.rt.db)
-        decodes.clear()
-        assert b.run_to_end(mid) == "succeeded"
-        # Then B decoded the extract's blob from Redis, and the target is the reference
-        assert decodes, "the retry read the staged rows from Redis"
-        assert _target(target) == _target(reference_url)
-        assert_migrated(b.rt.db, mid, _spec(source, target))
-    finally:
-        a.close()
-        b.close()
+    a = owned(Driver(settings, "worker-a", chain=True))
+    mid = _submit_one_extract(a, _spec(source, target))
+    assert failures == [1]
+    assert a.rt.staging.held_rows(*_staged(a, mid)) is None  # A's task ended
+    # When worker B retries the transform (and all the rest), expired leases and all
+    # Then B decoded the extract's blob from Redis, and the target is the reference
+    _carried_on_elsewhere(settings, owned, monkeypatch, decodes, mid, source, target, reference_url)
 
 
 def _submit_one_extract(driver: Driver, spec: dict[str, Any]) -> str:
@@ -402,14 +392,34 @@ def test_a_draining_worker_stages_the_input_of_the_step_it_hands_on(
     assert a.rt.staging.held_rows(*key) is None  # A's task ended
     assert a.rt.staging.client.exists(_stage_key(a.rt.staging, *key)) == 1
     # and another worker carries on from them without reading the chunk again
+    extracted = _carried_on_elsewhere(
+        settings, owned, monkeypatch, decodes, mid, source, target, reference_url
+    )
+    assert extracted and key[0] not in extracted
+
+
+def _carried_on_elsewhere(
+    settings: Settings,
+    owned: Callable[[Driver], Driver],
+    monkeypatch: pytest.MonkeyPatch,
+    decodes: list[int],
+    mid: str,
+    source: str,
+    target: str,
+    reference_url: str,
+) -> list[int]:
+    """Worker B takes the migration over (A's leases expired) and runs it to its end: it
+    decoded staged rows from Redis, and the target holds what the reference run loaded.
+    Returns the chunks B extracted."""
     b = owned(Driver(settings, "worker-b", chain=True))
+    expire_leases(b.rt.db)
     decodes.clear()
     extracted = _extracted_chunks(monkeypatch)
     assert b.run_to_end(mid) == "succeeded"
-    assert decodes, "the transform decoded the staged rows from Redis"
-    assert extracted and key[0] not in extracted
+    assert decodes, "B read the staged rows from Redis"
     assert _target(target) == _target(reference_url)
     assert_migrated(b.rt.db, mid, _spec(source, target))
+    return extracted
 
 
 def _extracted_chunks(monkeypatch: pytest.MonkeyPatch) -> list[int]:

@@ -43,19 +43,9 @@ def _migrate(settings: Settings, tmp_path: Path, name: str) -> tuple[list[Any], 
         driver.close()
 
 
-@pytest.mark.parametrize("state_db", ["sqlite", "postgresql"])
 def test_a_plain_chunk_is_finished_as_the_orm_path_finishes_it(
-    state_db: str,
-    make_settings: Callable[..., Settings],
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    each_state_db: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def settings() -> Settings:
-        if state_db == "sqlite":
-            return make_settings()
-        return make_settings(database_url=request.getfixturevalue("pg_state_url_factory")())
-
     # Given the same migration finished by one UPDATE per chunk, and by the ORM
     updates: list[int] = []
     real = finish_module._done_plain
@@ -65,9 +55,9 @@ def test_a_plain_chunk_is_finished_as_the_orm_path_finishes_it(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(finish_module, "_done_plain", counting)
-    fast, fast_sizes = _migrate(settings(), tmp_path, "fast")
+    fast, fast_sizes = _migrate(each_state_db(), tmp_path, "fast")
     monkeypatch.setattr(finish_module, "_plain", lambda c, record: False)
-    orm, orm_sizes = _migrate(settings(), tmp_path, "orm")
+    orm, orm_sizes = _migrate(each_state_db(), tmp_path, "orm")
     # Then every chunk went the one-statement way, and both left the same rows
     assert len(updates) == len(fast) == len(orm) >= ROWS // CHUNK_ROWS
     assert fast_sizes == orm_sizes

@@ -217,15 +217,8 @@ def _wait_up(url: str, timeout_s: float = 20) -> None:
     raise AssertionError(f"{url} did not come up")
 
 
-@pytest.mark.parametrize("state_db", ["sqlite", "postgresql"])
-def test_the_snapshot_is_one_statement(
-    state_db: str,
-    make_settings: Callable[..., Settings],
-    pg_url_factory: Callable[[], str],
-    spec: Spec,
-) -> None:
-    settings = make_settings(database_url=pg_url_factory()) if state_db != "sqlite" else None
-    settings = settings or make_settings()
+def test_the_snapshot_is_one_statement(each_state_db: Callable[..., Settings], spec: Spec) -> None:
+    settings = each_state_db()
     api = make_api(settings)
     driver = Driver(settings)
     try:

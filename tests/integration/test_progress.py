@@ -76,15 +76,10 @@ def test_percent_and_eta_show_before_the_stream_is_fully_planned(
     driver.close()
 
 
-@pytest.mark.parametrize("state_db", ["sqlite", "postgresql"])
 def test_the_eta_counts_each_streams_step_time(
-    state_db: str,
-    make_settings: Callable[..., Settings],
-    request: pytest.FixtureRequest,
-    tmp_path: Path,
+    each_state_db: Callable[..., Settings], tmp_path: Path
 ) -> None:
-    overrides = {"database_url": request.getfixturevalue("pg_url")} if state_db != "sqlite" else {}
-    driver = Driver(make_settings(plan_ahead=4, **overrides))
+    driver = Driver(each_state_db(plan_ahead=4))
     db = driver.rt.db
     # Given customers (1,200 rows) and their order lines (2,400), side by side in 100-row chunks
     source = f"sqlite:///{tmp_path / 'legacy.db'}"
