@@ -26,20 +26,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class _Held:
-    """The blob a thread staged last, and whether it is in Redis too."""
+    """A blob this thread staged, and whether it is in Redis too."""
 
-    key: str
     blob: bytes
     rows: Staged | None
     written: bool
 
 
 class StagingStore:
-    """Staged rows in Redis. Each thread also holds the last blob it staged until its
-    task ends (:meth:`drop_held`): a worker that runs the chunk's next step itself reads
-    it back from memory, not from Redis. Beside the blob it may hold the rows themselves,
-    as decoding the blob would give them (:func:`etl_tasks.codec.encode_rows_kept`):
-    that step then decodes nothing.
+    """Staged rows in Redis. Each thread also holds what it staged for its task's next
+    steps until the task ends (:meth:`drop_held`): a worker that runs the chunk's next
+    step itself reads it back from memory, not from Redis. Beside the blob it may hold
+    the rows themselves, as decoding the blob would give them
+    (:func:`etl_tasks.codec.encode_rows_kept`): that step then decodes nothing.
 
     A blob staged for a step this thread means to run next (``held_only``) stays in
     memory alone: it reaches Redis (:meth:`write_held`) only when that step will run
@@ -53,9 +52,7 @@ class StagingStore:
         )
         self._prefix = prefix
         self._ttl = ttl_s
-        # .entry: the last put on this thread; .unwritten: the key of a held-only blob that
-        # a later put replaced before it reached Redis (its delete has nothing to delete)
-        self._held = threading.local()
+        self._held = threading.local()  # .entries: this thread's, by key (see _entries)
 
     @property
     def client(self) -> redis.Redis:
@@ -64,6 +61,14 @@ class StagingStore:
 
     def _key(self, chunk_id: int, token: int, kind: str) -> str:
         return self._prefix + STAGE_KEY.format(chunk_id=chunk_id, token=token, kind=kind)
+
+    def _entries(self) -> dict[str, _Held]:
+        """What this thread holds: the last blob it staged, and any held only in memory
+        (at most a step's input and its output)."""
+        entries: dict[str, _Held] | None = getattr(self._held, "entries", None)
+        if entries is None:
+            entries = self._held.entries = {}
+        return entries
 
     def put(
         self,
@@ -79,19 +84,20 @@ class StagingStore:
         ``held_only``: in memory until :meth:`write_held` (the next step is meant to run
         on this thread)."""
         key = self._key(chunk_id, token, kind)
-        held: _Held | None = getattr(self._held, "entry", None)
-        self._held.unwritten = held.key if held is not None and not held.written else None
+        entries = self._entries()
+        for written in [k for k, h in entries.items() if h.written]:
+            del entries[written]  # in Redis: read from there if it is wanted again
         if not held_only:
             self._write(key, blob)
-        self._held.entry = _Held(key, blob, rows, written=not held_only)
+        entries[key] = _Held(blob, rows, written=not held_only)
 
     def write_held(self) -> None:
         """Put in Redis what this thread holds in memory alone: the step it feeds will run
         on another worker, or later."""
-        held: _Held | None = getattr(self._held, "entry", None)
-        if held is not None and not held.written:
-            self._write(held.key, held.blob)
-            held.written = True
+        for key, held in self._entries().items():
+            if not held.written:
+                self._write(key, held.blob)
+                held.written = True
 
     def _write(self, key: str, blob: bytes) -> None:
         try:
@@ -101,8 +107,8 @@ class StagingStore:
 
     def get(self, chunk_id: int, token: int, kind: str) -> bytes | None:
         key = self._key(chunk_id, token, kind)
-        held: _Held | None = getattr(self._held, "entry", None)
-        if held is not None and held.key == key:
+        held = self._entries().get(key)
+        if held is not None:
             return held.blob
         try:
             value: Any = self._redis.get(key)
@@ -113,22 +119,15 @@ class StagingStore:
     def held_rows(self, chunk_id: int, token: int, kind: str) -> Staged | None:
         """The rows of the blob this thread staged under this key, if it kept them: its
         own task's (:meth:`drop_held`), never another chunk's, token's or kind's."""
-        held: _Held | None = getattr(self._held, "entry", None)
-        if held is None or held.key != self._key(chunk_id, token, kind):
-            return None
-        return held.rows
+        held = self._entries().get(self._key(chunk_id, token, kind))
+        return None if held is None else held.rows
 
     def delete(self, chunk_id: int, token: int, kind: str) -> None:
         """Best effort: the TTL removes what a failed delete leaves."""
         key = self._key(chunk_id, token, kind)
-        held: _Held | None = getattr(self._held, "entry", None)
-        if held is not None and held.key == key:
-            self._held.entry = None
-            if not held.written:
-                return  # it never left this thread
-        if getattr(self._held, "unwritten", None) == key:
-            self._held.unwritten = None
-            return
+        held = self._entries().pop(key, None)
+        if held is not None and not held.written:
+            return  # it never left this thread
         try:
             self._redis.delete(key)
         except redis.RedisError:
@@ -141,8 +140,7 @@ class StagingStore:
             self.write_held()
         except TransientError as exc:
             log.warning("a staged blob stayed in memory: %s", exc)
-        self._held.entry = None
-        self._held.unwritten = None
+        self._entries().clear()
 
     def forget(self, chunk_ids: Collection[int]) -> int:
         """Delete whatever is staged for these chunks, under any token (retention); return
