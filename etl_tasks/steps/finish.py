@@ -156,39 +156,45 @@ def _record(
         now = rt.db.now(s)
         if _plain(c, record) and s.get_bind().dialect.update_returning:
             done = _done_plain(rt, s, c, record, load_ms, now)
-            if done is None:
-                return Queued([], running_low=True), None, None
-            stream_id, waiting = done
-            if waiting:  # no longer: a chunk went through
-                s.connection().execute(_NOT_WAITING, {"migration": c.migration_id})
-            queued, taken = _queue_in(rt, s, c.migration_id, now, leased_at, chain)
-            ROWS.labels("loaded").inc(record.rows_loaded)
-            return queued, taken, stream_id
-        chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
-        if chunk is None or chunk.lease_token != c.token:
+            quarantined = 0
+        else:
+            done, quarantined = _done_orm(rt, s, c, record, load_ms, now)
+        if done is None:
             # A newer claim will find the same ledger row and finish the chunk.
             return Queued([], running_low=True), None, None
-        if chunk.keys is not None:  # a key-set chunk: its rows were set aside before
-            quarantined = settle_retry(s, chunk, record)
-        else:
-            quarantined = _record_quarantine(s, chunk, record, now)
-            record_deferred(s, chunk, record, now)
-        if record.cut is not None:
-            split(s, chunk, record.cut, now)
-        _mark_done(chunk, record, load_ms, now)
-        _adapt_chunk_rows(rt, s, chunk)
-        # No longer waiting: not read first (the row holds the whole spec).
-        s.connection().execute(_NOT_WAITING, {"migration": c.migration_id})
-        s.flush()
+        stream_id, waiting = done
+        if waiting:  # no longer: a chunk went through
+            s.connection().execute(_NOT_WAITING, {"migration": c.migration_id})
         if quarantined:  # the count only grows with new quarantined rows
             _enforce_max_bad_rows(rt, s, c.migration_id, now)
-        s.flush()  # a migration failed just now queues nothing
+            s.flush()  # a migration failed just now queues nothing
         queued, taken = _queue_in(rt, s, c.migration_id, now, leased_at, chain)
-        stream_id = chunk.stream_id
     # Counted once recorded: a chunk is finished once (its claim's token), whoever learns it.
     ROWS.labels("loaded").inc(record.rows_loaded)
     ROWS.labels("quarantined").inc(quarantined)
     return queued, taken, stream_id
+
+
+def _done_orm(
+    rt: Runtime, s: Session, c: Claim, record: LedgerRecord, load_ms: int | None, now: datetime
+) -> tuple[tuple[int, bool] | None, int]:
+    """Any chunk's finish through the ORM: its rows set aside, its cut, its row marked
+    done. As :func:`_done_plain`'s result (the migration taken as waiting: not read, its
+    row holds the whole spec), and how many rows were newly quarantined."""
+    chunk = s.get(Chunk, c.chunk_id, with_for_update=ROW_LOCK)
+    if chunk is None or chunk.lease_token != c.token:
+        return None, 0
+    if chunk.keys is not None:  # a key-set chunk: its rows were set aside before
+        quarantined = settle_retry(s, chunk, record)
+    else:
+        quarantined = _record_quarantine(s, chunk, record, now)
+        record_deferred(s, chunk, record, now)
+    if record.cut is not None:
+        split(s, chunk, record.cut, now)
+    _mark_done(chunk, record, load_ms, now)
+    _adapt_chunk_rows(rt, s, chunk)
+    s.flush()
+    return (chunk.stream_id, True), quarantined
 
 
 def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: datetime) -> int:
