@@ -192,14 +192,14 @@ def fenced_update(s: Session, c: Claim, values: dict[str, Any]) -> bool:
 
 
 #: A released lease: no holder, no expiry.
-_RELEASED: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+RELEASED: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
 
 
 def commit(rt: Runtime, c: Claim, **values: Any) -> bool:
     """Write the step's outcome and release the lease, if the token is still ours."""
     with rt.db.session() as s:
         now = rt.db.now(s)
-        values = {**_RELEASED, **values}
+        values = {**RELEASED, **values}
         return fenced_update(s, c, {k: (now if v is NOW else v) for k, v in values.items()})
 
 
@@ -237,7 +237,7 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
                 MigrationState.RUNNING
             ):
                 return False, None  # the token is no longer ours
-            released = {**values, **_RELEASED, "step": step, "queued_at": now}
+            released = {**values, **RELEASED, "step": step, "queued_at": now}
             return fenced_update(s, c, released), None
         values = claimed
     rows_in = values.get("rows_in", c.rows_in)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from etl_tasks.budget import StepClock
-from etl_tasks.chunk_lease import NOW, Claim, fenced_update, lease_clock
+from etl_tasks.chunk_lease import NOW, RELEASED, Claim, fenced_update, lease_clock
 from etl_tasks.errors import LeaseLost
 from etl_tasks.planning import add_chunks
 from etl_tasks.runtime import Runtime
@@ -42,9 +42,7 @@ def commit_split(rt: Runtime, c: Claim, cut: list[Any], **values: Any) -> bool:
         if chunk is None or chunk.lease_token != c.token:
             return False
         split(s, chunk, cut, now)
-        values.setdefault("lease_owner", None)
-        values.setdefault("lease_expires_at", None)
-        for key, value in values.items():
+        for key, value in {**RELEASED, **values}.items():
             setattr(chunk, key, now if value is NOW else value)
         return True
 
