@@ -128,14 +128,23 @@ def range_condition(
     return and_(true(), *conds)
 
 
-def named_bounds(side: str, width: int) -> list[BindParameter[Any]]:
-    """A range's ``side`` ("lower", "upper") as parameters ``baton_{side}_{i}``: a range
+Bound = list[BindParameter[Any]] | None
+
+
+def named_range(width: int, lower: bool, upper: bool) -> tuple[Bound, Bound]:
+    """A range's bounds, those it has, as parameters ``baton_{side}_{i}``: a range
     statement built once, for every chunk's bounds (see :func:`bound_values`)."""
-    return [bindparam(f"baton_{side}_{i}", value=None) for i in range(width)]
+
+    def side(name: str, present: bool) -> Bound:
+        if not present:
+            return None
+        return [bindparam(f"baton_{name}_{i}", value=None) for i in range(width)]
+
+    return side("lower", lower), side("upper", upper)
 
 
 def bound_values(lower: Sequence[Any] | None, upper: Sequence[Any] | None) -> dict[str, Any]:
-    """The values of :func:`named_bounds`' parameters for these bounds."""
+    """The values of :func:`named_range`'s parameters for these bounds."""
     values: dict[str, Any] = {}
     for side, bound in (("lower", lower), ("upper", upper)):
         for i, v in enumerate(bound or ()):
@@ -243,11 +252,7 @@ class RangeQuery:
         shape = (dialect.name, lower, upper, limited)
         found = self._compiled.get(shape)
         if found is None:
-            width = len(self.key_cols)
-            stmt = self.select_range(
-                named_bounds("lower", width) if lower else None,
-                named_bounds("upper", width) if upper else None,
-            )
+            stmt = self.select_range(*named_range(len(self.key_cols), lower, upper))
             if limited:
                 stmt = stmt.limit(bindparam("baton_limit", value=0))
             found = self._compiled[shape] = CompiledRange.of(stmt, dialect)
@@ -268,10 +273,10 @@ class RangeQuery:
         Its statement is built once per shape: planning runs it for every chunk."""
         stmt = self._boundary.get(lower is not None)
         if stmt is None:
-            named = named_bounds("lower", len(self.key_cols)) if lower is not None else None
+            named = named_range(len(self.key_cols), lower is not None, False)
             stmt = self._boundary[lower is not None] = (
                 select(*self.key_cols)
-                .where(self.where, range_condition(self.key_cols, named, None))
+                .where(self.where, range_condition(self.key_cols, *named))
                 .order_by(*self.key_cols)
                 .offset(bindparam("baton_offset"))
                 .limit(1)

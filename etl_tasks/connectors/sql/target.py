@@ -41,7 +41,7 @@ from etl_tasks.connectors.sql.pg_copy import copy_into
 from etl_tasks.connectors.sql.queries import (
     RangeQuery,
     bound_values,
-    named_bounds,
+    named_range,
     range_condition,
     raw,
     reflect_table,
@@ -202,12 +202,7 @@ class SqlTarget:
         stmt = self._empty_probes.get(shape)
         if stmt is None:  # built once per shape: every chunk's load asks
             key_cols = [raw(self.table.c[k]) for k in self.key]
-            width = len(key_cols)
-            cond = range_condition(
-                key_cols,
-                named_bounds("lower", width) if shape[0] else None,
-                named_bounds("upper", width) if shape[1] else None,
-            )
+            cond = range_condition(key_cols, *named_range(len(key_cols), *shape))
             stmt = self._empty_probes[shape] = select(
                 exists(select(1).select_from(self.table).where(cond))
             )
