@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, bindparam, exists, or_, select, update
+from sqlalchemy import ColumnElement, Connection, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from etl_tasks.constants import FIRST_STEP, STEPS
@@ -112,6 +112,109 @@ _FENCED_RUNNING = _FENCED.where(
 )
 
 
+#: The columns a claim reads of its chunk (step_timings' among them).
+_CLAIMED = (
+    "migration_id lease_token stage_token lower upper keys rows_in attempts "
+    "timings extract_ms transform_ms load_ms"
+).split()
+#: A fresh claim of a chunk whose lock the caller holds, read back in the same statement:
+#: free (no holder, not waiting out a retry), of the step, its migration running, and
+#: attempts to spare. Anything else goes the long way (:func:`claim_in`).
+_NOW = bindparam("now", type_=CHUNKS.c.started_at.type)
+_OWNER = bindparam("owner", type_=CHUNKS.c.lease_owner.type)
+_CLAIM_FREE = (
+    _BY_ID.where(
+        CHUNKS.c.step == bindparam("claim_step"),
+        CHUNKS.c.state == ChunkState.PENDING,
+        CHUNKS.c.lease_owner.is_(None),
+        or_(CHUNKS.c.not_before.is_(None), CHUNKS.c.not_before <= _NOW),
+        CHUNKS.c.attempts < bindparam("max_attempts"),
+        exists().where(
+            MIGRATIONS.c.id == CHUNKS.c.migration_id,
+            MIGRATIONS.c.state == MigrationState.RUNNING,
+        ),
+    )
+    .values(
+        state=ChunkState.RUNNING,
+        attempts=CHUNKS.c.attempts + 1,
+        lease_token=CHUNKS.c.lease_token + 1,
+        lease_owner=_OWNER,
+        worker=_OWNER,
+        lease_expires_at=bindparam("expires"),
+        queued_at=None,
+        started_at=func.coalesce(CHUNKS.c.started_at, _NOW),
+    )
+    .returning(
+        *(CHUNKS.c[name] for name in _CLAIMED),
+        select(STREAMS.c.name)
+        .where(STREAMS.c.id == CHUNKS.c.stream_id)
+        .scalar_subquery()
+        .label("stream"),
+        select(MIGRATIONS.c.updated_at)
+        .where(MIGRATIONS.c.id == CHUNKS.c.migration_id)
+        .scalar_subquery()
+        .label("migration_updated_at"),
+    )
+)
+
+
+def claim_locked(
+    rt: Runtime, s: Session, chunk_id: int, step: str, now: datetime, leased_at: float
+) -> Claim | None:
+    """:func:`claim_in` for a chunk whose row lock ``s`` took just now (a ready chunk a
+    finishing load goes on with): one statement where the state DB can return from an
+    UPDATE and the chunk is free, :func:`claim_in` otherwise (a lease to judge, attempts
+    used up, no migration running)."""
+    conn = s.connection()
+    if not conn.dialect.update_returning:
+        return claim_in(rt, s, chunk_id, step, now, leased_at)[0]
+    row = conn.execute(
+        _CLAIM_FREE,
+        {
+            "chunk": chunk_id,
+            "claim_step": step,
+            "now": now,
+            "max_attempts": rt.settings.max_attempts,
+            "owner": rt.worker_name,
+            "expires": now + timedelta(seconds=rt.settings.lease_s),
+        },
+    ).one_or_none()
+    if row is None:
+        return claim_in(rt, s, chunk_id, step, now, leased_at)[0]
+    _follow_spec(rt, conn, row.migration_id, row.migration_updated_at)
+    return _claim_of(row, chunk_id, step, row.lease_token, row.attempts, leased_at)
+
+
+def _follow_spec(rt: Runtime, conn: Connection, migration_id: str, updated_at: datetime) -> None:
+    """Read the migration's spec again if a replay may have revised it since this process
+    last did."""
+    if rt.spec_may_have_changed(migration_id, updated_at):
+        stored, sealed = conn.execute(_SPEC_READ, {"migration": migration_id}).one()
+        rt.follow_spec(migration_id, spec_digest(stored, sealed), updated_at)
+
+
+def _claim_of(
+    row: Any, chunk_id: int, step: str, token: int, attempts: int, leased_at: float
+) -> Claim:
+    """The claim of ``row`` (the chunk's columns of :data:`_CLAIMED` and its stream)."""
+    return Claim(
+        chunk_id,
+        row.migration_id,
+        row.stream,
+        step,
+        token,
+        row.stage_token,
+        row.lower,
+        row.upper,
+        attempts,
+        row.rows_in is not None,
+        row.keys,
+        step_timings(row),
+        row.rows_in,
+        leased_at,
+    )
+
+
 def claim(rt: Runtime, chunk_id: int, step: str) -> Claim | None:
     """Take the chunk's lease for ``step``; ``None`` when this message has nothing to do."""
     with rt.db.session() as s:
@@ -131,32 +234,14 @@ def claim_in(
     row = conn.execute(_CLAIM_READ, {"chunk": chunk_id}).one_or_none()
     if row is None or row.step != step or not _claimable(row, now):
         return None, False
-    if rt.spec_may_have_changed(row.migration_id, row.migration_updated_at):
-        stored, sealed = conn.execute(_SPEC_READ, {"migration": row.migration_id}).one()
-        # a replay may have revised it
-        rt.follow_spec(row.migration_id, spec_digest(stored, sealed), row.migration_updated_at)
+    _follow_spec(rt, conn, row.migration_id, row.migration_updated_at)
     if row.attempts >= rt.settings.max_attempts:
         reason = f"{step} did not finish after {row.attempts} attempts"
         chunk = s.get(Chunk, chunk_id)
         assert chunk is not None
         fail_chunk(s, chunk, now, row.last_error or reason)
         return None, False
-    taken = Claim(
-        chunk_id,
-        row.migration_id,
-        row.stream,
-        step,
-        row.lease_token + 1,
-        row.stage_token,
-        row.lower,
-        row.upper,
-        row.attempts + 1,
-        row.rows_in is not None,
-        row.keys,
-        step_timings(row),
-        row.rows_in,
-        leased_at,
-    )
+    taken = _claim_of(row, chunk_id, step, row.lease_token + 1, row.attempts + 1, leased_at)
     conn.execute(
         _BY_ID,
         {

@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from etl_tasks.budget import next_chunk_rows
-from etl_tasks.chunk_lease import Claim, claim_in, fail_migration, lease_clock, timed
+from etl_tasks.chunk_lease import Claim, claim_locked, fail_migration, lease_clock, timed
 from etl_tasks.connectors.base import LedgerRecord
 from etl_tasks.constants import FIRST_STEP
 from etl_tasks.errors import BatonError
@@ -138,7 +138,7 @@ def _queue_in(
     queued = queue_ready(s.connection(), rt.settings, migration_id, now, claiming=chain)
     taken = None
     if chain and queued.ids:
-        taken, _ = claim_in(rt, s, queued.ids[0], FIRST_STEP.name, now, leased_at)
+        taken = claim_locked(rt, s, queued.ids[0], FIRST_STEP.name, now, leased_at)
         if taken is not None:
             queued = replace(queued, ids=queued.ids[1:])
         else:  # goes by message after all
