@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -66,6 +67,74 @@ def pg_database(slow_s: float = 0.0) -> Iterator[str]:
         with admin.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+_CLOCK_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of a process on this machine, None if it is not here."""
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) * _CLOCK_TICK_S
+
+
+class SessionCpu:
+    """CPU seconds the server spent on one database's sessions, read from /proc: the
+    resource a state DB's server supplies per chunk. Its sessions are listed and read
+    every 250 ms, so those that open meanwhile count (from zero) and one that closes
+    keeps what it had used at its last reading. ``seconds`` is None when the server's
+    processes are not on this machine (a remote PostgreSQL): then only the statistics'
+    statement time is known."""
+
+    def __init__(self, url: str) -> None:
+        self._conn = psycopg2.connect(url)
+        self._conn.autocommit = True
+        self._start: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._first = True
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> SessionCpu:
+        self._sample()
+        self._first = False
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self._conn.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.25):
+            self._sample()
+
+    def _sample(self) -> None:
+        with self._conn.cursor() as cur:
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            pids = [pid for (pid,) in cur.fetchall()]
+        for pid in pids:
+            used = process_cpu_s(pid)
+            if used is None:
+                continue
+            if self._first:
+                self._start[pid] = used
+            self._last[pid] = used
+
+    @property
+    def seconds(self) -> float | None:
+        if not self._last:
+            return None
+        return sum(used - self._start.get(pid, 0.0) for pid, used in self._last.items())
 
 
 def _slow_writes(url: str, seconds: float) -> None:
