@@ -101,3 +101,8 @@ def test_the_coordination_benchmark_reads_the_state_db_s_own_statistics(
     assert report["state_db_xacts_per_chunk"] >= 1 and report["state_db_ms_per_chunk"] > 0, lines
     assert set(report["step_ms_per_chunk"]) == {"extract", "transform", "load"}, lines
     assert set(report["goals"]) == {"chunks_per_s_per_core", "orchestration_ms_per_chunk"}
+    # the server is local here: the capacity is reckoned from its sessions' CPU
+    cpu_ms = report["state_db_cpu_ms_per_chunk"]
+    assert cpu_ms is not None and cpu_ms > 0, lines
+    assert report["chunks_per_s_per_core"] == pytest.approx(1000 / cpu_ms, rel=0.02), lines
+    assert report["worker_cpu_ms_per_chunk"] > 0, lines
