@@ -12,8 +12,10 @@ import psycopg2
 import pytest
 from sqlalchemy import select
 
+from etl_tasks.connectors.base import Unpaced
 from etl_tasks.connectors.sql import ledger, pg_native
 from etl_tasks.connectors.sql.engines import create_sql_engine
+from etl_tasks.connectors.sql.queries import RangeQuery, reflect_table
 from etl_tasks.constants import TASK_LOAD
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk, Event, QuarantinedRow
@@ -286,3 +288,78 @@ def test_an_extract_of_copy_text_stops_at_its_deadline_after_a_part(
     assert kinds == {"extracted.native", "transformed.native"}
     assert_migrated(driver.rt.db, mid, spec, expected_bad={"things": 0})
     driver.close()
+
+
+class _Room:
+    """A step's pace with ``room_s`` seconds of work left, never expiring outright."""
+
+    def __init__(self, room_s: float) -> None:
+        self.room_s = room_s
+
+    def expired(self, ahead_s: float = 0.0) -> bool:
+        return ahead_s >= self.room_s
+
+    def tick(self) -> None:
+        return None
+
+
+def _parts(source: str, ranges: list[tuple[int, int]], pace: Any, sizes: Any) -> list[list[int]]:
+    """The rows of each COPY part of each range read, in turn, sharing ``sizes``."""
+    engine = create_sql_engine(source)
+    try:
+        table = reflect_table(engine, "things")
+        query = RangeQuery(table, ["id"], [c.name for c in table.c], [])
+        out = []
+        for lower, upper in ranges:
+            with engine.connect() as conn:
+                query.begin(conn)
+                oids = pg_native.column_oids(conn, query.select_range(None, None))
+                casters = pg_native.casters_for(conn.connection.dbapi_connection, oids[:1])
+                parts, cut = pg_native.read_parts(
+                    conn, query, ((lower,), (upper,)), pace, 1, casters, sizes
+                )
+            assert cut is None
+            out.append([p.rows for p in parts])
+        return out
+    finally:
+        engine.dispose()
+
+
+def test_a_stream_s_reads_start_at_the_part_size_its_earlier_reads_reached(
+    pg_pair: tuple[str, str],
+) -> None:
+    # Given a stream's reads of 250 rows, in parts that start at 100 and double
+    source, _ = pg_pair
+    ranges = [(0, 250), (250, 500), (0, 250)]
+    # When they read with nothing learned, and then learning as they go
+    alone = _parts(source, ranges, Unpaced(), None)
+    learning = _parts(source, ranges, Unpaced(), pg_native.PartRows())
+    # Then each starts where the reads before it got to: fewer, larger parts
+    assert alone == [[100, 150], [100, 150], [100, 150]]
+    assert learning == [[100, 150], [200, 50], [250]]
+
+
+def test_a_learned_part_size_is_used_only_while_its_time_fits_the_step(
+    pg_pair: tuple[str, str],
+) -> None:
+    source, _ = pg_pair
+    # Given a size learned from a source that was once fast, now expected to take 5 s
+    learned = pg_native.PartRows(first=400, seconds=5.0)
+    # When a step with one second left reads
+    parts = _parts(source, [(0, 250)], _Room(1.0), learned)
+    # Then it starts at the first size again, and learns anew from what this read took
+    assert parts == [[100, 150]]
+    assert learned.first == 2 * PART_ROWS and learned.seconds < 1.0
+
+
+def test_a_learned_part_size_stops_growing_where_doubling_would_not_fit(
+    pg_pair: tuple[str, str],
+) -> None:
+    # Given a learned size of 400 rows, and a step with no time to spare for twice a part
+    source, _ = pg_pair
+    learned = pg_native.PartRows(first=400)
+    # When it reads 500 rows
+    parts = _parts(source, [(0, 500)], _Room(1e-9), learned)
+    # Then it reads them as 400 and the rest, and the size stays 400
+    assert parts == [[400, 100]]
+    assert learned.first == 400 and learned.seconds > 0

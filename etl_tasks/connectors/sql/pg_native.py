@@ -24,6 +24,7 @@ import io
 import re
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from psycopg2 import extensions
@@ -93,6 +94,20 @@ def column_oids(conn: Connection, stmt: Any) -> list[int]:
         return [int(d.type_code) for d in cur.description]
 
 
+@dataclass
+class PartRows:
+    """How many rows a stream's first COPY part asks for, learned from its reads in this
+    process, and how long that is expected to take. A part's size doubles only when the
+    pace says twice its time still fits the step, so the size a read reached is one this
+    source has shown it delivers in time: the next read starts there (when that time fits
+    its own pace) instead of at ``SUB_BATCH_ROWS`` and doubling again, three queries,
+    COPYs and savepoints for a 5,000-row chunk where one does. A full part that may not
+    double sets the size back to its own."""
+
+    first: int = 0  # none learned yet: ``SUB_BATCH_ROWS``
+    seconds: float = 0.0
+
+
 def read_parts(
     conn: Connection,
     query: RangeQuery,
@@ -100,16 +115,19 @@ def read_parts(
     pace: Pace,
     key_width: int,
     casters: list[Any],
+    sizes: PartRows | None = None,
 ) -> tuple[list[NativePart], Key | None]:
     """The range as COPY text, in parts each starting after the last key of the one before.
-    The first has ``SUB_BATCH_ROWS`` rows at most, and each next one twice as many as long
-    as the pace says that would still fit (a round trip per 1,000 rows costs more than the
-    rows). Stops between parts when the pace says so; returns the parts and the cut (the
-    last key read), or ``None`` at the end. The key is unique (a pass-through condition),
-    so no run of equal keys spans two parts."""
+    The first has ``sizes.first`` rows at most (``SUB_BATCH_ROWS`` without it), and each
+    next one twice as many as long as the pace says that would still fit (a round trip per
+    1,000 rows costs more than the rows); ``sizes`` learns where that got to. Stops between
+    parts when the pace says so; returns the parts and the cut (the last key read), or
+    ``None`` at the end. The key is unique (a pass-through condition), so no run of equal
+    keys spans two parts."""
+    sizes = sizes or PartRows()
     parts: list[NativePart] = []
     after, upper = bounds
-    limit = SUB_BATCH_ROWS
+    limit = sizes.first if sizes.first and not pace.expired(sizes.seconds) else SUB_BATCH_ROWS
     with conn.connection.dbapi_connection.cursor() as cur:  # type: ignore[union-attr]
         pin_session(cur)
         while True:
@@ -118,6 +136,7 @@ def read_parts(
             buf = io.BytesIO()
             cur.copy_expert(f"COPY ({sql}) TO STDOUT", buf)
             data = buf.getvalue()
+            took = time.monotonic() - began
             rows = data.count(b"\n")
             if not rows:
                 return parts, None
@@ -129,8 +148,9 @@ def read_parts(
                 return parts, last
             pace.tick()
             after = last
-            if not pace.expired(2 * (time.monotonic() - began)):
-                limit *= 2
+            if not pace.expired(2 * took):
+                limit, took = 2 * limit, 2 * took
+            sizes.first, sizes.seconds = limit, took
 
 
 def casters_for(dbapi_conn: Any, oids: Sequence[int]) -> list[Any]:

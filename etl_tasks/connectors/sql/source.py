@@ -47,6 +47,7 @@ class SqlSource:
         # runtime decides it once, and it needs the target, which a plan does not)
         self.native = native
         self._oids: list[int] | None = None
+        self._part_rows = pg_native.PartRows()  # shared by this process's threads
 
     @property
     def key_width(self) -> int:
@@ -101,7 +102,7 @@ class SqlSource:
                 self._oids = pg_native.column_oids(conn, self.query.select_range(None, None))
             casters = pg_native.casters_for(dbapi_conn, self._oids[: self.key_width])
             parts, cut = pg_native.read_parts(
-                conn, self.query, (lower, upper), pace, self.key_width, casters
+                conn, self.query, (lower, upper), pace, self.key_width, casters, self._part_rows
             )
         native = pg_native.native(parts, self._oids, self.key_width)
         return Batch(list(self.query.columns), [], native=native), cut
