@@ -22,7 +22,7 @@ from etl_tasks.chunk_lease import (
     wait_for_slot,
     wake,
 )
-from etl_tasks.constants import STEPS
+from etl_tasks.constants import PIPELINE, STEPS
 from etl_tasks.errors import LeaseLost, PermanentError, StagingMissing, TransientError
 from etl_tasks.gate import may_start_step
 from etl_tasks.metrics import STEP_OUTCOMES, STEP_RETRIES, STEP_SECONDS
@@ -202,7 +202,11 @@ def _run(
         log.exception("step crashed", extra=ids)
         release_after_error(rt, c, f"{type(exc).__name__}: {exc}")
         return "error"
-    log.info("%s %s in %.0f ms", c.step, outcome, (time.monotonic() - started) * 1000, extra=ids)
+    # One line per chunk at INFO, its last step's; the steps before it at DEBUG (a busy
+    # worker finishes dozens of chunks a second, and every line is formatted and written).
+    level = logging.INFO if c.step == PIPELINE[-1].name else logging.DEBUG
+    ms = (time.monotonic() - started) * 1000
+    log.log(level, "%s %s in %.0f ms", c.step, outcome, ms, extra=ids)
     return outcome
 
 
