@@ -43,7 +43,7 @@ from etl_tasks.spec import Endpoint, MigrationSpec, endpoint_kind
 from etl_tasks.staging import StagingStore
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import Event, Migration
-from etl_tasks.system_slots import SystemSlots
+from etl_tasks.system_slots import System, SystemSlots, system_of
 from etl_tasks.values.path import ValuePath, build_path
 
 ENDS = ("source", "target")
@@ -88,6 +88,7 @@ class Runtime:
         self._native: dict[tuple[str, str], bool] = {}
         self._sources: dict[tuple[str, str], Source] = {}
         self._targets: dict[tuple[str, str], Target] = {}
+        self._systems: dict[tuple[str, str], System | None] = {}
         self._broker: redis.Redis | None = None
         self._building: dict[tuple[int, tuple[str, str]], threading.Lock] = {}
 
@@ -185,6 +186,15 @@ class Runtime:
                 with source.connect() as conn:
                     unique = unique_not_null(conn, table, source_key(st, table))  # type: ignore[arg-type]
         return bind_stream(spec, stream, table, types, unique)
+
+    def system(self, migration_id: str, end: str) -> System | None:
+        """The system the migration's source or target reaches (the key of its connection
+        slots), worked out once: every step asks, and a revision of the spec never moves
+        its endpoints."""
+        return self._once(self._systems, (migration_id, end), self._system_of)
+
+    def _system_of(self, migration_id: str, end: str) -> System | None:
+        return system_of(self, migration_id, "source" if end == "source" else "target")
 
     def source(self, migration_id: str, stream: str) -> Source:
         """The stream's source, built by the connector of its endpoint's kind."""
@@ -304,6 +314,8 @@ class Runtime:
             for cache in (self._bindings, self._sources, self._targets, self._paths):
                 for k in [k for k in cache if k[0] == migration_id]:
                     cache.pop(k)
+            for end in ("source", "target"):
+                self._systems.pop((migration_id, end), None)
             mine = [self._endpoints.pop(k) for k in list(self._endpoints) if k[0] == migration_id]
             still_used = {e.cache_key for e in self._endpoints.values()}
         for endpoint in mine:

@@ -20,6 +20,7 @@ Both scripts run atomically in Redis, so two workers never take the last slot to
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import logging
 import threading
@@ -137,7 +138,7 @@ class System:
     label: str
     limit: int
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
         return hashlib.sha256(self.label.encode()).hexdigest()[:24]
 

@@ -29,7 +29,7 @@ from etl_tasks.metrics import STEP_OUTCOMES, STEP_RETRIES, STEP_SECONDS
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.steps.ledger_first import recover_missing_input
-from etl_tasks.system_slots import Busy, Slot, Waiter, holder_of, system_of
+from etl_tasks.system_slots import Busy, Slot, Waiter, holder_of
 
 log = logging.getLogger("etl_tasks.steps")
 
@@ -159,7 +159,7 @@ class _Waiting(Exception):
 def _take_slot(rt: Runtime, c: Claim) -> Slot | Busy | None:
     """One of the connection slots of the system the step reaches (None: it reaches none)."""
     end = STEPS[c.step].reaches
-    system = None if end is None else system_of(rt, c.migration_id, end)
+    system = None if end is None else rt.system(c.migration_id, end)
     if system is None:
         return None
     return rt.slots.acquire(

@@ -12,6 +12,7 @@ import pytest
 
 from etl_tasks.runtime import Runtime
 from etl_tasks.settings import Settings
+from etl_tasks.system_slots import System
 from tests.harness import QueuePublisher
 
 
@@ -86,3 +87,26 @@ def test_a_build_that_fails_is_tried_again_by_the_next_caller(
     assert [g for g in got if not isinstance(g, Exception)] == ["bound", "bound"]
     assert len(attempts) == 2
     assert rt.binding("m1", "items") == "bound"
+
+
+def test_the_system_a_step_reaches_is_worked_out_once_per_migration_and_end(
+    rt: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given the system of a migration's ends (worked out from its spec and endpoints)
+    asked: list[tuple[str, str]] = []
+
+    def system_of(migration_id: str, end: str) -> System:
+        asked.append((migration_id, end))
+        return System(f"postgresql://db:5432/{end}", 4)
+
+    monkeypatch.setattr(rt, "_system_of", system_of)
+    # When every step of many chunks asks, on several threads
+    got = _at_once(4, lambda: [rt.system("m1", end) for end in ("source", "target") * 5])
+    # Then each end was worked out once, and every thread got the same
+    assert sorted(asked) == [("m1", "source"), ("m1", "target")]
+    source = got[0][0]
+    assert all(g[0] is source for g in got)
+    # And a finished migration's are forgotten with the rest of what was derived
+    rt.release("m1")
+    rt.system("m1", "source")
+    assert asked[-1] == ("m1", "source") and len(asked) == 3
