@@ -106,3 +106,14 @@ def test_the_coordination_benchmark_reads_the_state_db_s_own_statistics(
     assert cpu_ms is not None and cpu_ms > 0, lines
     assert report["chunks_per_s_per_core"] == pytest.approx(1000 / cpu_ms, rel=0.02), lines
     assert report["worker_cpu_ms_per_chunk"] > 0, lines
+
+
+def test_the_bench_help_gives_the_deploys_benchmark_s_own_default_scale() -> None:
+    from click.testing import CliRunner
+
+    from ops.bench import deploys
+    from ops.cli import main
+
+    shown = CliRunner().invoke(main, ["bench", "--help"], terminal_width=200)
+    assert shown.exit_code == 0, shown.output
+    assert f"[default: {deploys.SCALE:g}," in " ".join(shown.output.split())
