@@ -117,11 +117,11 @@ _CLAIMED = (
     "migration_id lease_token stage_token lower upper keys rows_in attempts "
     "timings extract_ms transform_ms load_ms"
 ).split()
+_NOW = bindparam("now", type_=CHUNKS.c.started_at.type)
+_OWNER = bindparam("owner", type_=CHUNKS.c.lease_owner.type)
 #: A fresh claim of a chunk whose lock the caller holds, read back in the same statement:
 #: free (no holder, not waiting out a retry), of the step, its migration running, and
 #: attempts to spare. Anything else goes the long way (:func:`claim_in`).
-_NOW = bindparam("now", type_=CHUNKS.c.started_at.type)
-_OWNER = bindparam("owner", type_=CHUNKS.c.lease_owner.type)
 _CLAIM_FREE = (
     _BY_ID.where(
         CHUNKS.c.step == bindparam("claim_step"),

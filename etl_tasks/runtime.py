@@ -15,7 +15,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 import redis
@@ -43,7 +43,7 @@ from etl_tasks.spec import Endpoint, MigrationSpec, endpoint_kind
 from etl_tasks.staging import StagingStore
 from etl_tasks.state.db import StateDB
 from etl_tasks.state.models import Event, Migration
-from etl_tasks.system_slots import System, SystemSlots, system_of
+from etl_tasks.system_slots import End, System, SystemSlots, system_of
 from etl_tasks.values.path import ValuePath, build_path
 
 ENDS = ("source", "target")
@@ -187,14 +187,14 @@ class Runtime:
                     unique = unique_not_null(conn, table, source_key(st, table))  # type: ignore[arg-type]
         return bind_stream(spec, stream, table, types, unique)
 
-    def system(self, migration_id: str, end: str) -> System | None:
+    def system(self, migration_id: str, end: End) -> System | None:
         """The system the migration's source or target reaches (the key of its connection
         slots), worked out once: every step asks, and a revision of the spec never moves
         its endpoints."""
         return self._once(self._systems, (migration_id, end), self._system_of)
 
     def _system_of(self, migration_id: str, end: str) -> System | None:
-        return system_of(self, migration_id, "source" if end == "source" else "target")
+        return system_of(self, migration_id, cast(End, end))
 
     def source(self, migration_id: str, stream: str) -> Source:
         """The stream's source, built by the connector of its endpoint's kind."""
@@ -314,7 +314,7 @@ class Runtime:
             for cache in (self._bindings, self._sources, self._targets, self._paths):
                 for k in [k for k in cache if k[0] == migration_id]:
                     cache.pop(k)
-            for end in ("source", "target"):
+            for end in ENDS:
                 self._systems.pop((migration_id, end), None)
             mine = [self._endpoints.pop(k) for k in list(self._endpoints) if k[0] == migration_id]
             still_used = {e.cache_key for e in self._endpoints.values()}

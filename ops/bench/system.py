@@ -82,6 +82,15 @@ def process_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) * _CLOCK_TICK_S
 
 
+def _is_postgres(pid: int) -> bool:
+    """Whether the process of this pid here is a PostgreSQL backend (its title says so)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().startswith(b"postgres")
+    except OSError:
+        return False
+
+
 class SessionCpu:
     """CPU seconds the server spent on one database's sessions, read from /proc: the
     resource a state DB's server supplies per chunk. Its sessions are listed and read
@@ -123,9 +132,9 @@ class SessionCpu:
             )
             pids = [pid for (pid,) in cur.fetchall()]
         for pid in pids:
-            used = process_cpu_s(pid)
+            used = process_cpu_s(pid) if _is_postgres(pid) else None
             if used is None:
-                continue
+                continue  # not on this machine (a remote server's pid, or one here by chance)
             if self._first:
                 self._start[pid] = used
             self._last[pid] = used
