@@ -41,6 +41,8 @@ from etl_tasks.connectors.sql.pg_copy import copy_into
 from etl_tasks.connectors.sql.queries import (
     RangeQuery,
     bound_values,
+    key_expr,
+    key_value,
     named_range,
     range_condition,
     raw,
@@ -201,12 +203,29 @@ class SqlTarget:
         shape = (lower is not None, upper is not None)
         stmt = self._empty_probes.get(shape)
         if stmt is None:  # built once per shape: every chunk's load asks
-            key_cols = [raw(self.table.c[k]) for k in self.key]
-            cond = range_condition(key_cols, *named_range(len(key_cols), *shape))
-            stmt = self._empty_probes[shape] = select(
-                exists(select(1).select_from(self.table).where(cond))
-            )
+            stmt = self._empty_probes[shape] = self._first_key_in(*shape)
         return not conn.execute(stmt, bound_values(lower, upper)).scalar()
+
+    def _first_key_in(self, lower: bool, upper: bool) -> Any:
+        """Whether the first key after the lower bound, in key order, is within the upper
+        one. Asked as "any key in the range", PostgreSQL planned a table whose statistics
+        predate its rows (one this migration created and is filling) with its default
+        guess for a row comparison and scanned all of it for a range that was empty: 0.3 s
+        per chunk at 3M rows, growing with the table. The first key in key order is always
+        one step down the key's index."""
+        key_cols = [raw(self.table.c[k]) for k in self.key]
+        low, high = named_range(len(key_cols), lower, upper)
+        first = (
+            select(*key_cols)
+            .where(range_condition(key_cols, low, None))
+            .order_by(*key_cols)
+            .limit(1)
+            .subquery()
+        )
+        found = select(1).select_from(first)
+        if high is not None:
+            found = found.where(key_expr(list(first.c)) <= key_value(high))
+        return select(exists(found))
 
     def _target_key(self, bound: Sequence[Any] | None) -> list[Any] | None:
         if bound is None:
