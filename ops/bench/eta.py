@@ -19,7 +19,7 @@ from ops.demo_data import build_legacy_db, demo_spec
 
 GOAL_ERROR = 0.30  # |ETA / actual remaining - 1| at most this, from 10 % of the rows on
 CHECKPOINTS = (0.10, 0.25, 0.50, 0.75)
-SCALE = 8.0  # the legacy DB's size (844,000 rows): about a minute on 2 cores
+SCALE = 40.0  # the legacy DB's size (4,220,000 rows): about a minute on 2 cores
 WORKERS = 2
 POLL_S = 0.5
 
