@@ -375,7 +375,7 @@ def chaos(tier: str, workdir: Path | None) -> None:
 @click.option(
     "--scale",
     type=float,
-    help="size of the deploys' legacy DB  [default: 44, 70 to 90 s without deploys on 2 cores]",
+    help="size of the deploys' legacy DB  [default: 75, 80 to 90 s without deploys on 2 cores]",
 )
 @click.option(
     "--rows-scale",

@@ -20,17 +20,25 @@ from ops.demo_data import build_legacy_db, demo_spec
 
 GOAL_RATIO = 1.15
 MIN_PLAIN_S = 60.0  # the goal is stated for a migration of at least a minute
-SCALE = 44.0  # the legacy DB's size: 70 to 90 s without deploys on 2 cores
+SCALE = 75.0  # the legacy DB's size (7.9M rows): 80 to 90 s without deploys on 2 cores
 WORKERS = 2
 
 
 def _migrate(
-    home: Path, source: Path, deploys: int, expected_s: float, out: Callable[[str], None]
+    home: Path,
+    source: Path,
+    dirty: int,
+    deploys: int,
+    expected_s: float,
+    out: Callable[[str], None],
 ) -> float:
+    spec = demo_spec(f"sqlite:///{source}", "", chunk_rows=5000)
+    # the demo's dirty rows are quarantined by design: as many as the scale makes
+    spec["max_bad_rows"] = max(spec["max_bad_rows"], dirty)
     with pg_database() as target, BenchSystem(home) as system:
         names = [system.start_worker() for _ in range(WORKERS)]
         system.wait_ready(names)
-        migration = system.submit(demo_spec(f"sqlite:///{source}", target, chunk_rows=5000))
+        migration = system.submit({**spec, "target": {"url": target}})
         next_deploy = [expected_s * (i + 1) / (deploys + 1) for i in range(deploys)]
         started = time.monotonic()
         while (view := system.view(migration))["state"] in ("pending", "running"):
@@ -62,13 +70,13 @@ def run(
     out: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     source = home / "legacy.db"
-    build_legacy_db(source, scale=scale)
+    dirty = sum(build_legacy_db(source, scale=scale).dirty.values())
     plain: list[float] = []
     deployed: list[float] = []
     for r in range(repeats):
-        plain.append(_migrate(home / f"plain{r}", source, 0, 0, out))
+        plain.append(_migrate(home / f"plain{r}", source, dirty, 0, 0, out))
         out(f"run {r + 1}: without deploys {plain[-1]:.1f} s")
-        deployed.append(_migrate(home / f"deploy{r}", source, deploys, plain[-1], out))
+        deployed.append(_migrate(home / f"deploy{r}", source, dirty, deploys, plain[-1], out))
         out(f"run {r + 1}: with {deploys} rolling deploys {deployed[-1]:.1f} s")
     ratio = statistics.median(deployed) / statistics.median(plain)
     long_enough = statistics.median(plain) >= MIN_PLAIN_S
