@@ -280,9 +280,17 @@ class SystemSlots:
         except redis.RedisError as exc:
             log.warning("could not renew a connection slot: %s", exc)
 
-    def release(self, slot: Slot) -> Waiter | None:
-        """Give the slot back; returns the waiting chunk to wake, if any."""
+    def held(self, holder: str) -> Slot | None:
+        """The slot ``holder`` holds in this process, if any."""
         with self._lock:
+            return self._held.get(holder)
+
+    def release(self, slot: Slot) -> Waiter | None:
+        """Give the slot back; returns the waiting chunk to wake, if any. A slot given back
+        already (a step that freed it once its work on the system was done) is left be."""
+        with self._lock:
+            if slot not in self._held.values():
+                return None
             self._held = {h: held for h, held in self._held.items() if held != slot}
         try:
             woken = self._release(keys=self._keys(slot.system), args=[slot.member, WOKEN_MS])

@@ -169,6 +169,16 @@ def _take_slot(rt: Runtime, c: Claim) -> Slot | Busy | None:
     )
 
 
+def give_back_slot(rt: Runtime, c: Claim) -> None:
+    """Free the slot ``c``'s step holds, its work on that system done (a load's target
+    transaction committed): what it does next (the finish, planning the next chunks on
+    the source) reaches other systems, and a step waiting for this one's slot need not
+    wait for that."""
+    slot = rt.slots.held(holder_of(rt.worker_name, c.chunk_id, c.token))
+    if slot is not None:
+        _give_back(rt, slot)
+
+
 def _give_back(rt: Runtime, slot: Slot) -> None:
     """Free the slot, and send the chunk it wakes (if it still waits)."""
     woken = rt.slots.release(slot)

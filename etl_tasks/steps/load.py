@@ -35,7 +35,13 @@ from etl_tasks.constants import STEPS, native_stage
 from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import StepPace, confirm_lease
-from etl_tasks.steps.common import elapsed_ms, go_on_with, may_take_next_chunk, run_step
+from etl_tasks.steps.common import (
+    elapsed_ms,
+    give_back_slot,
+    go_on_with,
+    may_take_next_chunk,
+    run_step,
+)
 from etl_tasks.steps.finish import finish
 
 STEP = STEPS["load"]
@@ -94,6 +100,7 @@ def load_claimed(rt: Runtime, c: Claim) -> None:
     with target.begin_chunk(chunk) as tx:
         job.batch_rows = lambda: _batch_rows(tx, target)
         record = tx.committed or write_chunk(tx, c.token, job)
+    give_back_slot(rt, c)
     taken = finish(rt, c, record, elapsed_ms(clock.started), chain=may_take_next_chunk(rt))
     rt.staging.delete(c.chunk_id, c.stage_token, kind)
     if taken is not None:

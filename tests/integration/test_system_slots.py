@@ -6,7 +6,9 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pytest
 import redis
 from sqlalchemy import select
 
@@ -14,6 +16,7 @@ from etl_tasks.chunk_lease import wake
 from etl_tasks.constants import TASK_EXTRACT, TASK_PLAN
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk, Migration
+from etl_tasks.steps import load as load_module
 from etl_tasks.system_slots import Busy, Slot, System, SystemSlots, Waiter, limit_for, system_of
 from tests.checks import assert_migrated
 from tests.data import build_source, spec_for, sqlite_url, submit
@@ -167,3 +170,52 @@ def test_a_step_with_no_free_slot_waits_uncounted_and_is_woken(
         assert_migrated(driver.rt.db, mid, spec, expected_bad={"Customers": 0, "order_lines": 0})
     finally:
         driver.close()
+
+
+def test_a_load_frees_its_target_slot_before_it_finishes_the_chunk(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given a migration whose loads each hold one of the target's slots
+    driver = Driver(make_settings(), chain=True)
+    try:
+        source = sqlite_url(tmp_path / "legacy.db")
+        build_source(source, customers=300, orders=40, bad_every=0)
+        spec = spec_for(source, pg_url, chunk_rows=100)
+        mid = submit(driver.rt.db, driver.publisher, spec)
+        target = system_of(driver.rt, mid, "target")
+        assert target is not None
+        # When each load finishes its chunk (records it, queues and plans the next ones)
+        seen: list[list[str]] = []
+        real = load_module.finish
+
+        def finishing(*args: Any, **kwargs: Any) -> Any:
+            seen.append(driver.rt.slots.holders(target))
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(load_module, "finish", finishing)
+        assert driver.run_to_end(mid) == "succeeded"
+        # Then its target slot was already free: those steps reach the state DB and the
+        # source, and another load may have the slot meanwhile
+        assert len(seen) >= 4 and all(holders == [] for holders in seen), seen
+        assert driver.rt.slots.holders(target) == []
+        assert_migrated(driver.rt.db, mid, spec, expected_bad={"customers": 0, "orders": 0})
+    finally:
+        driver.close()
+
+
+def test_a_slot_given_back_twice_wakes_one_waiter_once(redis_server: str, key_prefix: str) -> None:
+    # Given a system's only slot held, and a step waiting for it
+    slots = _slots(redis_server, key_prefix)
+    system = System("postgresql://target.internal:5432/app", 1)
+    held = slots.acquire(system, "w1:1:1", Waiter("m1", "load", 1))
+    assert isinstance(held, Slot)
+    assert isinstance(slots.acquire(system, "w2:2:1", Waiter("m2", "load", 2)), Busy)
+    # When its holder gives it back, and again (once its work was done, then at the end)
+    first, second = slots.release(held), slots.release(held)
+    # Then the waiting step is woken by the first alone
+    assert first == Waiter("m2", "load", 2)
+    assert second is None
+    assert slots.holders(system) == []
