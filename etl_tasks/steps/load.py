@@ -100,8 +100,9 @@ def load_claimed(rt: Runtime, c: Claim) -> None:
     with target.begin_chunk(chunk) as tx:
         job.batch_rows = lambda: _batch_rows(tx, target)
         record = tx.committed or write_chunk(tx, c.token, job)
+    load_ms = elapsed_ms(clock.started)  # the load's work: up to its target commit
     give_back_slot(rt, c)
-    taken = finish(rt, c, record, elapsed_ms(clock.started), chain=may_take_next_chunk(rt))
+    taken = finish(rt, c, record, load_ms, chain=may_take_next_chunk(rt))
     rt.staging.delete(c.chunk_id, c.stage_token, kind)
     if taken is not None:
         go_on_with(taken)
