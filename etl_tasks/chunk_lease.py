@@ -73,6 +73,11 @@ class Claim:
     leased_at: float = 0.0
 
 
+#: The columns a claim takes of its chunk (:func:`_claim_of`; step_timings' among them).
+_CLAIMED = (
+    "migration_id lease_token stage_token lower upper keys rows_in attempts "
+    "timings extract_ms transform_ms load_ms"
+).split()
 #: A chunk with what a claim needs of its migration and stream, locked. Statements are
 #: built once: a claim is the state DB's busiest transaction, and the ORM's unit of work
 #: would cost more than the statements themselves.
@@ -80,11 +85,9 @@ _CLAIM_READ = (
     select(
         *(
             CHUNKS.c[name]
-            for name in (
-                "migration_id stream_id step state lease_owner lease_expires_at not_before "
-                "attempts lease_token stage_token lower upper keys rows_in started_at "
-                "last_error timings extract_ms transform_ms load_ms"
-            ).split()
+            for name in _CLAIMED
+            + "stream_id step state lease_owner lease_expires_at not_before started_at "
+            "last_error".split()
         ),
         MIGRATIONS.c.state.label("migration_state"),
         MIGRATIONS.c.updated_at.label("migration_updated_at"),
@@ -112,11 +115,6 @@ _FENCED_RUNNING = _FENCED.where(
 )
 
 
-#: The columns a claim reads of its chunk (step_timings' among them).
-_CLAIMED = (
-    "migration_id lease_token stage_token lower upper keys rows_in attempts "
-    "timings extract_ms transform_ms load_ms"
-).split()
 _NOW = bindparam("now", type_=CHUNKS.c.started_at.type)
 _OWNER = bindparam("owner", type_=CHUNKS.c.lease_owner.type)
 #: A fresh claim of a chunk whose lock the caller holds, read back in the same statement:

@@ -289,9 +289,10 @@ class SystemSlots:
         """Give the slot back; returns the waiting chunk to wake, if any. A slot given back
         already (a step that freed it once its work on the system was done) is left be."""
         with self._lock:
-            if slot not in self._held.values():
+            kept = {h: held for h, held in self._held.items() if held != slot}
+            if len(kept) == len(self._held):
                 return None
-            self._held = {h: held for h, held in self._held.items() if held != slot}
+            self._held = kept
         try:
             woken = self._release(keys=self._keys(slot.system), args=[slot.member, WOKEN_MS])
         except redis.RedisError as exc:

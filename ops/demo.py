@@ -46,6 +46,7 @@ def run_demo(home: Path, scale: float = 1.0) -> int:
         spec = demo_spec(
             f"sqlite:///{(home / 'legacy.db').resolve()}",
             f"sqlite:///{(home / 'cloud.db').resolve()}",
+            dirty_rows=sum(stats.dirty.values()),
         )
         client = ApiClient(system.env["BATON_API_URL"])
         mig = client.submit(spec, idempotency_key="demo")

@@ -207,11 +207,14 @@ def build_legacy_db(path: str | Path, *, scale: float = 1.0, seed: int = 7) -> D
     )
 
 
-def demo_spec(source_url: str, target_url: str, *, chunk_rows: int = 2000) -> dict[str, Any]:
+def demo_spec(
+    source_url: str, target_url: str, *, chunk_rows: int = 2000, dirty_rows: int = 0
+) -> dict[str, Any]:
     """The migration spec (a JSON-able dict) that moves the demo database to the cloud schema.
 
     Its transforms are the ones the dirty rows are built to fail, so running it
-    quarantines exactly ``DemoStats.dirty`` rows.
+    quarantines exactly ``DemoStats.dirty`` rows; ``dirty_rows`` (their sum) raises its
+    ``max_bad_rows`` for a legacy DB large enough to have more than that allows.
     """
     return {
         "name": "demo-legacy-to-cloud",
@@ -219,7 +222,7 @@ def demo_spec(source_url: str, target_url: str, *, chunk_rows: int = 2000) -> di
         "target": {"url": target_url},
         "chunk_rows": chunk_rows,
         "on_bad_row": "quarantine",
-        "max_bad_rows": 10_000,
+        "max_bad_rows": max(10_000, dirty_rows),
         "streams": [
             _customers_stream(),
             _products_stream(),

@@ -32,13 +32,11 @@ def _migrate(
     expected_s: float,
     out: Callable[[str], None],
 ) -> float:
-    spec = demo_spec(f"sqlite:///{source}", "", chunk_rows=5000)
-    # the demo's dirty rows are quarantined by design: as many as the scale makes
-    spec["max_bad_rows"] = max(spec["max_bad_rows"], dirty)
     with pg_database() as target, BenchSystem(home) as system:
         names = [system.start_worker() for _ in range(WORKERS)]
         system.wait_ready(names)
-        migration = system.submit({**spec, "target": {"url": target}})
+        spec = demo_spec(f"sqlite:///{source}", target, chunk_rows=5000, dirty_rows=dirty)
+        migration = system.submit(spec)
         next_deploy = [expected_s * (i + 1) / (deploys + 1) for i in range(deploys)]
         started = time.monotonic()
         while (view := system.view(migration))["state"] in ("pending", "running"):

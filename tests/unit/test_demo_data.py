@@ -282,6 +282,9 @@ def test_spec_is_json_and_has_the_contract_shape() -> None:
         10000,
     )
     assert demo_spec("a", "b", chunk_rows=17)["chunk_rows"] == 17
+    # a legacy DB large enough to have more dirty rows than that still migrates
+    assert demo_spec("a", "b", dirty_rows=16_000)["max_bad_rows"] == 16_000
+    assert demo_spec("a", "b", dirty_rows=12)["max_bad_rows"] == 10000
     streams = {s["target_table"]: s for s in spec["streams"]}
     assert list(streams) == ["customers", "products", "invoices", "invoice_lines"]
     assert streams["invoices"]["after"] == ["customers"]

@@ -215,8 +215,7 @@ def _beyond_cap(conn: Connection, query: RangeQuery) -> int | None:
     first = query.next_boundary(conn, None, 1)
     at_cap = query.next_boundary(conn, None, COUNT_CAP)
     last = conn.execute(select(func.max(query.key_cols[0])).where(query.where)).scalar()
-    spread = [_number(first[0] if first else None), _number(at_cap[0] if at_cap else None)]
-    low, mid, high = (*spread, _number(last))
+    low, mid, high = (_number(k) for k in (first and first[0], at_cap and at_cap[0], last))
     if low is None or mid is None or high is None or not low < mid <= high:
         return None
     return max(COUNT_CAP, round(1 + (high - low) * (COUNT_CAP - 1) / (mid - low)))
