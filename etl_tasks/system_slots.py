@@ -293,14 +293,33 @@ class SystemSlots:
             if len(kept) == len(self._held):
                 return None
             self._held = kept
+        return self._free(slot.system, slot.member)
+
+    def wake_next(self, system: System) -> Waiter | None:
+        """Another waiting chunk to wake for a slot freed just now, when the one
+        :meth:`release` named no longer waited (it came back by other means): each is
+        named once, so asking again ends."""
+        return self._free(system, "")
+
+    def _free(self, system: System, member: str) -> Waiter | None:
+        """Remove ``member`` from the holders (none: ``""``) and name the waiter to wake."""
         try:
-            woken = self._release(keys=self._keys(slot.system), args=[slot.member, WOKEN_MS])
+            woken = self._release(keys=self._keys(system), args=[member, WOKEN_MS])
         except redis.RedisError as exc:
             log.warning("could not release a connection slot (its lease frees it): %s", exc)
             return None
         if not woken:
             return None
         return Waiter.parse(woken.decode() if isinstance(woken, bytes) else str(woken))
+
+    def was_woken(self, system: System, waiter: Waiter) -> bool:
+        """Whether a freed slot named ``waiter`` since it was listed (:meth:`acquire`):
+        it may have done so before the chunk was given back, when there was nothing to
+        send yet (best effort: False when Redis does not answer)."""
+        try:
+            return self._redis.zscore(self._keys(system)[2], waiter.member()) is not None
+        except redis.RedisError:
+            return False
 
     def holders(self, system: System) -> list[str]:
         """Who holds the system's slots now (for tests and diagnostics)."""

@@ -180,10 +180,24 @@ def give_back_slot(rt: Runtime, c: Claim) -> None:
 
 
 def _give_back(rt: Runtime, slot: Slot) -> None:
-    """Free the slot, and send the chunk it wakes (if it still waits)."""
+    """Free the slot, and send the first waiting chunk it wakes that still waits (one
+    named may have come back by other means meanwhile)."""
     woken = rt.slots.release(slot)
-    if woken is not None and wake(rt, woken.chunk_id, woken.step):
-        publish_step(rt.publisher, woken.step, woken.chunk_id)
+    while woken is not None:
+        if wake(rt, woken.chunk_id, woken.step):
+            publish_step(rt.publisher, woken.step, woken.chunk_id)
+            return
+        woken = rt.slots.wake_next(slot.system)
+
+
+def _wait(rt: Runtime, c: Claim, busy: Busy) -> None:
+    """Give the chunk back to wait for a slot, then send it at once if a slot freed since
+    it was listed named it: that wake found the chunk not yet given back, and sent
+    nothing (it would otherwise wait for the next freed slot, or the sweeper)."""
+    wait_for_slot(rt, c, busy.reason)
+    waiter = Waiter(c.migration_id, c.step, c.chunk_id)
+    if rt.slots.was_woken(busy.system, waiter) and wake(rt, c.chunk_id, c.step):
+        publish_step(rt.publisher, c.step, c.chunk_id)
 
 
 def _run(
@@ -192,7 +206,7 @@ def _run(
     try:
         outcome = _attempt(rt, c, body, ids)
     except _Waiting as waiting:
-        wait_for_slot(rt, c, waiting.busy.reason)
+        _wait(rt, c, waiting.busy)
         log.info("%s", waiting.busy.reason, extra=ids)
         return "waiting"
     except TransientError as exc:

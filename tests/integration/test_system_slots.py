@@ -16,6 +16,7 @@ from etl_tasks.chunk_lease import wake
 from etl_tasks.constants import TASK_EXTRACT, TASK_PLAN
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk, Migration
+from etl_tasks.steps import common
 from etl_tasks.steps import load as load_module
 from etl_tasks.system_slots import Busy, Slot, System, SystemSlots, Waiter, limit_for, system_of
 from tests.checks import assert_migrated
@@ -219,3 +220,75 @@ def test_a_slot_given_back_twice_wakes_one_waiter_once(redis_server: str, key_pr
     assert first == Waiter("m2", "load", 2)
     assert second is None
     assert slots.holders(system) == []
+
+
+def _waiting_on_the_source(
+    make_settings: Callable[..., Settings], tmp_path: Path, pg_url: str
+) -> tuple[Driver, str, System, Slot, list[int]]:
+    """A planned migration whose source's only slot another step holds, and its extracts'
+    chunk ids (not yet delivered)."""
+    driver = Driver(make_settings(max_connections=1))
+    source = sqlite_url(tmp_path / "legacy.db")
+    build_source(source, customers=300, orders=40, bad_every=0)
+    mid = submit(driver.rt.db, driver.publisher, spec_for(source, pg_url, chunk_rows=100))
+    driver.run(on_message=lambda task, _: task == TASK_PLAN)  # plan, hold the steps
+    system = system_of(driver.rt, mid, "source")
+    assert system is not None
+    other = driver.rt.slots.acquire(system, "other:1:1", Waiter("other", "extract", 1))
+    assert isinstance(other, Slot)
+    chunks = [k["chunk_id"] for t, k in driver.publisher.history if t == TASK_EXTRACT]
+    driver.publisher.queue.clear()
+    return driver, mid, system, other, chunks
+
+
+def _sent(driver: Driver) -> list[int]:
+    return [k["chunk_id"] for t, k in driver.publisher.queue if t == TASK_EXTRACT]
+
+
+def test_a_slot_freed_while_a_step_gives_its_chunk_back_still_wakes_it(
+    make_settings: Callable[..., Settings],
+    tmp_path: Path,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    driver, _, _, other, chunks = _waiting_on_the_source(make_settings, tmp_path, pg_url)
+    try:
+        # Given a step that found no free slot, and the other step freeing its slot just
+        # before this one has given its chunk back (the wake finds nothing to send yet)
+        real = common.wait_for_slot
+
+        def freed_meanwhile(*args: Any) -> None:
+            common._give_back(driver.rt, other)
+            assert _sent(driver) == []
+            real(*args)
+
+        monkeypatch.setattr(common, "wait_for_slot", freed_meanwhile)
+        # When the step has given its chunk back
+        assert driver.deliver(TASK_EXTRACT, {"chunk_id": chunks[0]}) == "waiting"
+        # Then the chunk is sent again at once, not after the sweeper's next round
+        assert _sent(driver) == [chunks[0]]
+        monkeypatch.setattr(common, "wait_for_slot", real)
+        assert driver.deliver(TASK_EXTRACT, {"chunk_id": chunks[0]}) == "done"
+    finally:
+        driver.close()
+
+
+def test_a_freed_slot_wakes_a_chunk_that_still_waits(
+    make_settings: Callable[..., Settings], tmp_path: Path, pg_url: str
+) -> None:
+    driver, _, _, other, chunks = _waiting_on_the_source(make_settings, tmp_path, pg_url)
+    try:
+        # Given two chunks waiting for the slot, the first listed sent meanwhile by other
+        # means (the sweeper's fallback, say)
+        first, second = chunks[:2]
+        assert driver.deliver(TASK_EXTRACT, {"chunk_id": first}) == "waiting"
+        time.sleep(0.005)  # listed a few milliseconds later
+        assert driver.deliver(TASK_EXTRACT, {"chunk_id": second}) == "waiting"
+        assert wake(driver.rt, first, "extract")
+        driver.publisher.queue.clear()
+        # When the other step frees the slot
+        common._give_back(driver.rt, other)
+        # Then the chunk that still waits is sent: the slot does not stay idle
+        assert _sent(driver) == [second]
+    finally:
+        driver.close()
