@@ -314,6 +314,13 @@ class MigrationSpec(_Model):
             mode="json", by_alias=True, exclude_unset=True, exclude={"verify", "notify"}
         )
 
+    @property
+    def chunk_rows_given(self) -> bool:
+        """Whether the operator set ``chunk_rows`` (the first and largest chunk size), or
+        left it to Baton (:func:`etl_tasks.budget.largest_chunk`). Only what the operator
+        wrote is stored (:meth:`to_stored`), so every worker reads the same."""
+        return "chunk_rows" in self.model_fields_set
+
     def stream(self, name: str) -> Stream:
         for s in self.streams:
             if s.stream_name == name:

@@ -19,7 +19,7 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from etl_tasks.budget import next_chunk_rows
+from etl_tasks.budget import largest_chunk, next_chunk_rows
 from etl_tasks.chunk_lease import Claim, claim_locked, fail_migration, lease_clock, timed
 from etl_tasks.connectors.base import LedgerRecord
 from etl_tasks.constants import FIRST_STEP
@@ -192,7 +192,7 @@ def _done_orm(
     if record.cut is not None:
         split(s, chunk, record.cut, now)
     _mark_done(chunk, record, load_ms, now)
-    _adapt_chunk_rows(rt, s, chunk)
+    _adapt_chunk_rows(rt, s, chunk, c.stream)
     s.flush()
     return (chunk.stream_id, True), quarantined
 
@@ -265,7 +265,7 @@ def _done_plain(
         return None
     timings = values.get("timings", c.timings)
     rows = min(found.rows_in or 0, record.rows_loaded)
-    _adapt_rows(rt, s, found.stream_id, c.migration_id, timings, rows, found.chunk_rows)
+    _adapt_rows(rt, s, (found.stream_id, c.stream), c.migration_id, timings, rows, found.chunk_rows)
     return int(found.stream_id), bool(found.waiting)
 
 
@@ -298,31 +298,34 @@ def _enforce_max_bad_rows(rt: Runtime, s: Session, migration_id: str, now: datet
         )
 
 
-def _adapt_chunk_rows(rt: Runtime, s: Session, chunk: Chunk) -> None:
+def _adapt_chunk_rows(rt: Runtime, s: Session, chunk: Chunk, stream: str) -> None:
     """Size the stream's next chunks so its slowest step fits the step budget."""
     # A load cut at its deadline handled fewer rows than were extracted: count those.
     rows = min(chunk.rows_in or 0, (chunk.rows_out or 0) + (chunk.rows_quarantined or 0))
-    _adapt_rows(rt, s, chunk.stream_id, chunk.migration_id, chunk.step_timings(), rows)
+    _adapt_rows(rt, s, (chunk.stream_id, stream), chunk.migration_id, chunk.step_timings(), rows)
 
 
 def _adapt_rows(
     rt: Runtime,
     s: Session,
-    stream_id: int,
+    stream: tuple[int, str],
     migration_id: str,
     timings: dict[str, int],
     rows: int,
     current: int | None = None,
 ) -> None:
-    """:func:`_adapt_chunk_rows` from its parts; ``current``: the stream's chunk size, when
-    the caller read it already."""
+    """:func:`_adapt_chunk_rows` from its parts: ``stream`` by id and name; ``current``:
+    its chunk size, when the caller read it already."""
+    stream_id, name = stream
     slowest = max(timings.values(), default=0)
     conn = s.connection()
     if current is None:
         current = conn.scalar(_CHUNK_ROWS, {"stream": stream_id})
     if current is None or not rows:
         return
-    ceiling = rt.spec(migration_id).chunk_rows
+    spec = rt.spec(migration_id)
+    native = rt.native_copy(migration_id, name)
+    ceiling = largest_chunk(spec.chunk_rows, spec.chunk_rows_given, native)
     wanted = next_chunk_rows(current, rows, slowest, rt.settings.step_budget_s, ceiling)
     if wanted != current:
         conn.execute(_SET_CHUNK_ROWS, {"stream": stream_id, "chunk_rows": wanted})

@@ -7,7 +7,12 @@ from pathlib import Path
 
 from sqlalchemy import func, select, text
 
-from etl_tasks.budget import next_chunk_rows
+from etl_tasks.budget import (
+    GROWN_CHUNK_ROWS,
+    GROWN_NATIVE_CHUNK_ROWS,
+    largest_chunk,
+    next_chunk_rows,
+)
 from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.connectors.sql.ledger import LEDGER
 from etl_tasks.settings import Settings
@@ -122,6 +127,14 @@ def test_next_chunk_rows_moves_towards_the_budget() -> None:
     assert next_chunk_rows(700, 0, 0, 2.0, 5000) == 700
 
 
+def test_the_largest_chunk_is_the_spec_s_or_what_the_rows_form_allows() -> None:
+    assert largest_chunk(5000, given=True, native=True) == 5000
+    assert largest_chunk(5000, given=False, native=False) == GROWN_CHUNK_ROWS
+    assert largest_chunk(5000, given=False, native=True) == GROWN_NATIVE_CHUNK_ROWS
+    # text held as it is (a pass-through chunk) may grow larger than rows held as values
+    assert GROWN_NATIVE_CHUNK_ROWS > GROWN_CHUNK_ROWS > 5000
+
+
 def test_a_load_cut_never_splits_keys_the_source_finds_equal(
     make_settings: Callable[..., Settings], mariadb_url: str, pg_url: str
 ) -> None:
@@ -159,3 +172,44 @@ def test_a_load_cut_never_splits_keys_the_source_finds_equal(
     assert migration_view(driver.rt.db, mid)["state"] == "succeeded"
     assert loaded == sorted(r["n"] for r in rows)
     driver.close()
+
+
+def _numbers(url: str, rows: int) -> None:
+    engine = create_sql_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE numbers AS SELECT n AS id, md5(n::text) AS label"
+            f" FROM generate_series(1, {rows}) AS n"
+        )
+        conn.exec_driver_sql("ALTER TABLE numbers ADD PRIMARY KEY (id)")
+    engine.dispose()
+
+
+def test_fast_chunks_grow_past_the_first_size_unless_the_spec_sets_it(
+    make_settings: Callable[..., Settings], pg_url: str, tmp_path: Path
+) -> None:
+    # Given 60,000 rows that move fast, a few chunks planned ahead at a time
+    _numbers(pg_url, 60_000)
+    driver = Driver(make_settings(plan_ahead=2))
+    sizes: dict[str, int] = {}
+    for name, extra in (("default", {}), ("given", {"chunk_rows": 5000})):
+        spec = {
+            "name": name,
+            "source": {"url": pg_url},
+            "target": {"url": f"sqlite:///{tmp_path / (name + '.db')}"},
+            "streams": [{"source_table": "numbers", "target_table": "numbers",
+                         "create_target": True}],
+            **extra,
+        }  # fmt: skip
+        # When it runs with chunk_rows left out, and with chunk_rows 5,000 given
+        mid = submit(driver.rt.db, driver.publisher, spec)
+        assert driver.run_to_end(mid) == "succeeded"
+        sizes[name] = max(c.rows_in or 0 for c in _chunks(driver, mid))
+        loaded = select(func.sum(Chunk.rows_out)).where(Chunk.migration_id == mid)
+        with driver.rt.db.session() as s:
+            assert s.scalar(loaded) == 60_000
+    driver.close()
+    # Then chunks left to Baton grew past the first 5,000 rows (each step stayed far inside
+    # its budget), and a size the spec gives is never exceeded
+    assert sizes["default"] > 5000
+    assert sizes["given"] == 5000

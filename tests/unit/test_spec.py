@@ -536,6 +536,20 @@ def test_a_diamond_is_not_a_cycle() -> None:
 # --- numbers and enums ---------------------------------------------------------------------
 
 
+def test_chunk_rows_left_out_is_known_in_every_worker() -> None:
+    parsed = parse_spec(spec())
+    assert (parsed.chunk_rows, parsed.chunk_rows_given) == (5000, False)
+    # as every worker reads it back from the state DB
+    assert parse_spec(parsed.to_stored()).chunk_rows_given is False
+
+
+@pytest.mark.parametrize("rows", [1, 5000, 200_000])
+def test_chunk_rows_given_is_known_in_every_worker(rows: int) -> None:
+    parsed = parse_spec(spec(chunk_rows=rows))
+    assert (parsed.chunk_rows, parsed.chunk_rows_given) == (rows, True)
+    assert parse_spec(parsed.to_stored()).chunk_rows_given is True
+
+
 @pytest.mark.parametrize("rows", [1, 5000, 1_000_000])
 def test_chunk_rows_within_bounds(rows: int) -> None:
     assert parse_spec(spec(chunk_rows=rows)).chunk_rows == rows
