@@ -25,10 +25,11 @@ import redis
 from etl_tasks.state.db import upgrade
 
 
-def worker_argv(*celery_args: str) -> list[str]:
-    """The command line of one worker: Celery on ``worker.app``, without mingle and gossip
-    (they only slow start-up and shutdown), then ``celery_args``."""
-    return [sys.executable, "-m", "celery", "-A", "worker", "worker", "--without-mingle",
+def worker_argv(*celery_args: str, app: str = "worker") -> list[str]:
+    """The command line of one worker: Celery on ``worker.app`` (or another module's
+    ``app``), without mingle and gossip (they only slow start-up and shutdown), then
+    ``celery_args``."""
+    return [sys.executable, "-m", "celery", "-A", app, "worker", "--without-mingle",
             "--without-gossip", *celery_args]  # fmt: skip
 
 

@@ -182,6 +182,7 @@ class BenchSystem:
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     redis: subprocess.Popen[bytes] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    worker_app: str = "worker"  # the module whose Celery app the workers run
     _n: int = 0
 
     def __enter__(self) -> BenchSystem:
@@ -221,7 +222,7 @@ class BenchSystem:
         log = open(self.home / f"{self._n}.log", "ab")
         pool = [] if concurrency is None else ["-c", str(concurrency)]
         self.workers[name] = subprocess.Popen(
-            worker_argv("-n", name, *pool, "-l", "WARNING"),
+            worker_argv("-n", name, *pool, "-l", "WARNING", app=self.worker_app),
             env=self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
