@@ -33,10 +33,17 @@ _PLAN_STATE = select(
     STREAMS.c.chunk_rows,
     STREAMS.c.planned_until,
 ).where(STREAMS.c.id == bindparam("stream"))
+#: Chunks planned and not yet sent: a queued one is on its way to a worker, so counting
+#: it would leave planning one chunk behind each finish (the ready ones run low as soon
+#: as half of ``plan_ahead`` is queued, and each plan would then add one or two).
 _WAITING = (
     select(func.count())
     .select_from(CHUNKS)
-    .where(CHUNKS.c.stream_id == bindparam("stream"), CHUNKS.c.state == ChunkState.PENDING)
+    .where(
+        CHUNKS.c.stream_id == bindparam("stream"),
+        CHUNKS.c.state == ChunkState.PENDING,
+        CHUNKS.c.queued_at.is_(None),
+    )
 )
 _PLANNED = update(STREAMS).where(
     STREAMS.c.id == bindparam("stream"), STREAMS.c.plan_seq == bindparam("seen_seq")
@@ -44,7 +51,7 @@ _PLANNED = update(STREAMS).where(
 
 
 def plan_more(rt: Runtime, migration_id: str, stream_id: int) -> int:
-    """Plan chunks until ``plan_ahead`` wait unstarted; return how many were added."""
+    """Plan chunks until ``plan_ahead`` wait unsent; return how many were added."""
     with rt.db.reading() as s:
         conn = s.connection()
         stream = conn.execute(_PLAN_STATE, {"stream": stream_id}).one_or_none()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from etl_tasks import plan_requests
+from etl_tasks import plan_requests, planning
 from etl_tasks.advance import advance
 from etl_tasks.constants import TASK_LOAD, TASK_PLAN
 from etl_tasks.plan_requests import plan_started, request_plan
@@ -90,3 +90,34 @@ def test_a_migration_finishes_with_fewer_advances_than_chunks(
     with driver.rt.db.reading() as s:
         rows = s.scalar(select(func.sum(Chunk.rows_out)).where(Chunk.migration_id == mid))
     assert rows == 1200
+
+
+def test_planning_adds_chunks_in_batches_not_one_per_finished_chunk(
+    make_settings: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a migration of 120 chunks, a chained worker, and 16 chunks planned ahead of
+    # which 8 may be queued or running at once
+    driver = Driver(make_settings(plan_ahead=16, max_queued_chunks=8), chain=True)
+    source = sqlite_url(tmp_path / "legacy.db")
+    build_items(source, 1200)
+    spec = items_spec(source, sqlite_url(tmp_path / "target.db"), chunk_rows=10)
+    mid = submit(driver.rt.db, driver.publisher, spec)
+    planned: list[int] = []
+    real = planning._record
+
+    def recording(*args: object, **kwargs: object) -> int:
+        added = real(*args, **kwargs)  # type: ignore[arg-type]
+        if added:
+            planned.append(added)
+        return added
+
+    monkeypatch.setattr(planning, "_record", recording)
+    try:
+        # When it runs to the end
+        assert driver.run_to_end(mid) == "succeeded"
+    finally:
+        driver.close()
+    # Then each round of planning added many chunks: the chunks queued for a worker do
+    # not count as waiting to be sent, so planning is not one chunk behind each finish
+    assert sum(planned) >= 120
+    assert len(planned) <= 120 / 4, planned
