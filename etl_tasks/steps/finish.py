@@ -78,7 +78,9 @@ def finish(
     transaction, and returned for this thread to run instead of being published.
     ``load_ms`` is None when the load that committed is not the one reporting it.
     """
-    queued, taken, stream_id = _record(rt, c, record, load_ms, chain)
+    # Decided before the transaction: a first decision records an event of its own.
+    ceiling = largest_chunk(*_chunk_rows_rule(rt, c))
+    queued, taken, stream_id = _record(rt, c, record, load_ms, chain, ceiling)
     for chunk_id in queued.ids:
         publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
     if queued.running_low:
@@ -146,19 +148,35 @@ def _queue_in(
     return queued, taken
 
 
+def _chunk_rows_rule(rt: Runtime, c: Claim) -> tuple[int, bool, bool]:
+    """What sets the largest chunk of ``c``'s stream (:func:`largest_chunk`): the spec's
+    ``chunk_rows``, whether it gave it, and whether the stream travels as COPY text."""
+    spec = rt.spec(c.migration_id)
+    try:  # known already after a load; a chunk finished from its ledger may ask first
+        native = rt.native_copy(c.migration_id, c.stream)
+    except (BatonError, SQLAlchemyError):  # the source's shape unknown now: the smaller size
+        native = False
+    return spec.chunk_rows, spec.chunk_rows_given, native
+
+
 def _record(
-    rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None, chain: bool
+    rt: Runtime,
+    c: Claim,
+    record: LedgerRecord,
+    load_ms: int | None,
+    chain: bool,
+    ceiling: int,
 ) -> tuple[Queued, Claim | None, int | None]:
-    """Record the chunk done; what was queued, what was claimed, and the chunk's stream
-    (None when ``c`` no longer holds it)."""
+    """Record the chunk done, its stream's next chunk size at most ``ceiling``; what was
+    queued, what was claimed, and the chunk's stream (None when ``c`` no longer holds it)."""
     with rt.db.session() as s:
         leased_at = lease_clock()  # a chained chunk's lease starts at ``now``
         now = rt.db.now(s)
         if _plain(c, record) and s.get_bind().dialect.update_returning:
-            done = _done_plain(rt, s, c, record, load_ms, now)
+            done = _done_plain(rt, s, c, record, load_ms, now, ceiling)
             quarantined = 0
         else:
-            done, quarantined = _done_orm(rt, s, c, record, load_ms, now)
+            done, quarantined = _done_orm(rt, s, c, record, load_ms, now, ceiling)
         if done is None:
             # A newer claim will find the same ledger row and finish the chunk.
             return Queued([], running_low=True), None, None
@@ -176,7 +194,13 @@ def _record(
 
 
 def _done_orm(
-    rt: Runtime, s: Session, c: Claim, record: LedgerRecord, load_ms: int | None, now: datetime
+    rt: Runtime,
+    s: Session,
+    c: Claim,
+    record: LedgerRecord,
+    load_ms: int | None,
+    now: datetime,
+    ceiling: int,
 ) -> tuple[tuple[int, bool] | None, int]:
     """Any chunk's finish through the ORM: its rows set aside, its cut, its row marked
     done. As :func:`_done_plain`'s result (the migration taken as waiting: not read, its
@@ -192,7 +216,7 @@ def _done_orm(
     if record.cut is not None:
         split(s, chunk, record.cut, now)
     _mark_done(chunk, record, load_ms, now)
-    _adapt_chunk_rows(rt, s, chunk, c.stream)
+    _adapt_chunk_rows(rt, s, chunk, ceiling)
     s.flush()
     return (chunk.stream_id, True), quarantined
 
@@ -238,7 +262,13 @@ def _plain(c: Claim, record: LedgerRecord) -> bool:
 
 
 def _done_plain(
-    rt: Runtime, s: Session, c: Claim, record: LedgerRecord, load_ms: int | None, now: datetime
+    rt: Runtime,
+    s: Session,
+    c: Claim,
+    record: LedgerRecord,
+    load_ms: int | None,
+    now: datetime,
+    ceiling: int,
 ) -> tuple[int, bool] | None:
     """:func:`_mark_done` for a plain chunk, in one fenced UPDATE instead of the ORM's read
     and flush (which also returns the stream's chunk size, and whether the migration is
@@ -265,7 +295,7 @@ def _done_plain(
         return None
     timings = values.get("timings", c.timings)
     rows = min(found.rows_in or 0, record.rows_loaded)
-    _adapt_rows(rt, s, (found.stream_id, c.stream), c.migration_id, timings, rows, found.chunk_rows)
+    _adapt_rows(rt, s, found.stream_id, timings, rows, ceiling, found.chunk_rows)
     return int(found.stream_id), bool(found.waiting)
 
 
@@ -298,34 +328,30 @@ def _enforce_max_bad_rows(rt: Runtime, s: Session, migration_id: str, now: datet
         )
 
 
-def _adapt_chunk_rows(rt: Runtime, s: Session, chunk: Chunk, stream: str) -> None:
+def _adapt_chunk_rows(rt: Runtime, s: Session, chunk: Chunk, ceiling: int) -> None:
     """Size the stream's next chunks so its slowest step fits the step budget."""
     # A load cut at its deadline handled fewer rows than were extracted: count those.
     rows = min(chunk.rows_in or 0, (chunk.rows_out or 0) + (chunk.rows_quarantined or 0))
-    _adapt_rows(rt, s, (chunk.stream_id, stream), chunk.migration_id, chunk.step_timings(), rows)
+    _adapt_rows(rt, s, chunk.stream_id, chunk.step_timings(), rows, ceiling)
 
 
 def _adapt_rows(
     rt: Runtime,
     s: Session,
-    stream: tuple[int, str],
-    migration_id: str,
+    stream_id: int,
     timings: dict[str, int],
     rows: int,
+    ceiling: int,
     current: int | None = None,
 ) -> None:
-    """:func:`_adapt_chunk_rows` from its parts: ``stream`` by id and name; ``current``:
-    its chunk size, when the caller read it already."""
-    stream_id, name = stream
+    """:func:`_adapt_chunk_rows` from its parts; ``current``: the stream's chunk size, when
+    the caller read it already."""
     slowest = max(timings.values(), default=0)
     conn = s.connection()
     if current is None:
         current = conn.scalar(_CHUNK_ROWS, {"stream": stream_id})
     if current is None or not rows:
         return
-    spec = rt.spec(migration_id)
-    native = rt.native_copy(migration_id, name)
-    ceiling = largest_chunk(spec.chunk_rows, spec.chunk_rows_given, native)
     wanted = next_chunk_rows(current, rows, slowest, rt.settings.step_budget_s, ceiling)
     if wanted != current:
         conn.execute(_SET_CHUNK_ROWS, {"stream": stream_id, "chunk_rows": wanted})
