@@ -79,7 +79,7 @@ def finish(
     ``load_ms`` is None when the load that committed is not the one reporting it.
     """
     # Decided before the transaction: a first decision records an event of its own.
-    ceiling = largest_chunk(*_chunk_rows_rule(rt, c))
+    ceiling = _largest_chunk(rt, c)
     queued, taken, stream_id = _record(rt, c, record, load_ms, chain, ceiling)
     for chunk_id in queued.ids:
         publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
@@ -148,15 +148,14 @@ def _queue_in(
     return queued, taken
 
 
-def _chunk_rows_rule(rt: Runtime, c: Claim) -> tuple[int, bool, bool]:
-    """What sets the largest chunk of ``c``'s stream (:func:`largest_chunk`): the spec's
-    ``chunk_rows``, whether it gave it, and whether the stream travels as COPY text."""
+def _largest_chunk(rt: Runtime, c: Claim) -> int:
+    """The largest chunk ``c``'s stream may grow to (:func:`largest_chunk`)."""
     spec = rt.spec(c.migration_id)
     try:  # known already after a load; a chunk finished from its ledger may ask first
         native = rt.native_copy(c.migration_id, c.stream)
     except (BatonError, SQLAlchemyError):  # the source's shape unknown now: the smaller size
         native = False
-    return spec.chunk_rows, spec.chunk_rows_given, native
+    return largest_chunk(spec.chunk_rows, spec.chunk_rows_given, native)
 
 
 def _record(
