@@ -267,10 +267,10 @@ def _claimable(row: Any, now: datetime) -> bool:
     return not (row.not_before and row.not_before > now)
 
 
-def fenced_update(s: Session, c: Claim, values: dict[str, Any]) -> bool:
+def fenced_update(conn: Connection, c: Claim, values: dict[str, Any]) -> bool:
     """Set ``values`` on ``c``'s chunk if ``c``'s token is still the chunk's; say whether
     it was. One Core statement, compiled once per set of columns."""
-    result = s.connection().execute(_FENCED, {"chunk": c.chunk_id, "token": c.token, **values})
+    result = conn.execute(_FENCED, {"chunk": c.chunk_id, "token": c.token, **values})
     return bool(result.rowcount)
 
 
@@ -280,10 +280,10 @@ RELEASED: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
 
 def commit(rt: Runtime, c: Claim, **values: Any) -> bool:
     """Write the step's outcome and release the lease, if the token is still ours."""
-    with rt.db.session() as s:
-        now = rt.db.now(s)
+    with rt.db.one_statement() as conn:
+        now = rt.db.now(conn)
         values = {**RELEASED, **values}
-        return fenced_update(s, c, {k: (now if v is NOW else v) for k, v in values.items()})
+        return fenced_update(conn, c, {k: (now if v is NOW else v) for k, v in values.items()})
 
 
 def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[bool, Claim | None]:
@@ -297,9 +297,9 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
     runs (paused, cancelled): the outcome is then committed as :func:`commit` does, for
     the caller to publish the step. Nothing is committed if the token is no longer ours.
     """
-    with rt.db.session() as s:
+    with rt.db.one_statement() as conn:
         leased_at = lease_clock()
-        now = rt.db.now(s)
+        now = rt.db.now(conn)
         values = {k: (now if v is NOW else v) for k, v in values.items()}
         claimed = {
             **values,
@@ -312,16 +312,16 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
             "attempts": 1,
             "queued_at": None,
         }
-        conn = s.connection()
         fenced = {"chunk": c.chunk_id, "token": c.token}
         # The usual case in one statement: the token still ours, the migration running.
+        # Otherwise it wrote nothing, and what follows is fenced on its own.
         if not conn.execute(_FENCED_RUNNING, {**fenced, **claimed}).rowcount:
             if conn.scalar(_MIGRATION_STATE, {"migration": c.migration_id}) == (
                 MigrationState.RUNNING
             ):
                 return False, None  # the token is no longer ours
             released = {**values, **RELEASED, "step": step, "queued_at": now}
-            return fenced_update(s, c, released), None
+            return fenced_update(conn, c, released), None
         values = claimed
     rows_in = values.get("rows_in", c.rows_in)
     return True, replace(

@@ -63,10 +63,10 @@ def confirm_lease(rt: Runtime, c: Claim) -> None:
 
 def renew(rt: Runtime, c: Claim) -> None:
     """Extend the lease while a step works; a step whose token is stale must stop."""
-    with rt.db.session() as s:
-        now = rt.db.now(s)
+    with rt.db.one_statement() as conn:
+        now = rt.db.now(conn)
         done = fenced_update(
-            s, c, {"lease_expires_at": now + timedelta(seconds=rt.settings.lease_s)}
+            conn, c, {"lease_expires_at": now + timedelta(seconds=rt.settings.lease_s)}
         )
     if not done:
         raise LeaseLost()

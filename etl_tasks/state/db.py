@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -59,12 +59,33 @@ class StateDB:
             yield s
 
     @contextlib.contextmanager
+    def one_statement(self) -> Iterator[Connection]:
+        """A connection for a transaction of one write (a fenced update): on PostgreSQL each
+        statement commits by itself, without the ``BEGIN`` and ``COMMIT`` round trips
+        around it; elsewhere an ordinary transaction. Use it only where no two writes must
+        stand or fall together."""
+        if self.dialect != "postgresql":
+            with self.engine.begin() as conn:
+                yield conn
+            return
+        with self.engine.connect() as conn:
+            raw = conn.connection.dbapi_connection
+            assert raw is not None
+            raw.autocommit = True  # the driver's own flag: nothing is sent to the server
+            try:
+                yield conn
+                conn.commit()  # the connection's bookkeeping: nothing is left to commit
+            finally:
+                if not conn.invalidated:
+                    raw.autocommit = False
+
+    @contextlib.contextmanager
     def reading(self) -> Iterator[Session]:
         """A session that only reads (rolled back at the end); on SQLite it takes no lock."""
         with self._reads() as s:
             yield s
 
-    def now(self, s: Session) -> datetime:
+    def now(self, s: Session | Connection) -> datetime:
         """The database's clock (naive UTC): leases are judged by it, never by a worker's.
         Read through ``s`` every :data:`CLOCK_READ_S`, extrapolated in between."""
         reading, at = self._clock or (None, 0.0)
@@ -85,7 +106,7 @@ class StateDB:
         self.engine.dispose()
 
 
-def db_now(s: Session, dialect: str) -> datetime:
+def db_now(s: Session | Connection, dialect: str) -> datetime:
     if dialect == "postgresql":
         value = s.execute(text("SELECT clock_timestamp() AT TIME ZONE 'UTC'")).scalar_one()
     elif dialect in ("mysql", "mariadb"):
