@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -172,15 +172,15 @@ def _record(
         leased_at = lease_clock()  # a chained chunk's lease starts at ``now``
         now = rt.db.now(s)
         if _plain(c, record) and s.get_bind().dialect.update_returning:
-            done = _done_plain(rt, s, c, record, load_ms, now, ceiling)
+            done = _done_plain(s, c, record, load_ms, now)
             quarantined = 0
         else:
-            done, quarantined = _done_orm(rt, s, c, record, load_ms, now, ceiling)
+            done, quarantined = _done_orm(s, c, record, load_ms, now)
         if done is None:
             # A newer claim will find the same ledger row and finish the chunk.
             return Queued([], running_low=True), None, None
-        stream_id, waiting = done
-        if waiting:  # no longer: a chunk went through
+        _adapt_rows(rt, s, done, ceiling)
+        if done.waiting:  # no longer: a chunk went through
             s.connection().execute(_NOT_WAITING, {"migration": c.migration_id})
         if quarantined:  # the count only grows with new quarantined rows
             _enforce_max_bad_rows(rt, s, c.migration_id, now)
@@ -189,18 +189,24 @@ def _record(
     # Counted once recorded: a chunk is finished once (its claim's token), whoever learns it.
     ROWS.labels("loaded").inc(record.rows_loaded)
     ROWS.labels("quarantined").inc(quarantined)
-    return queued, taken, stream_id
+    return queued, taken, done.stream_id
+
+
+@dataclass(frozen=True)
+class _Done:
+    """A chunk recorded done: its stream, whether its migration is marked waiting, and
+    what sizes the stream's next chunks (:func:`_adapt_rows`)."""
+
+    stream_id: int
+    waiting: bool
+    rows: int  # handled by the load (one cut at its deadline handled fewer than extracted)
+    timings: dict[str, int]
+    chunk_rows: int | None = None  # the stream's chunk size, when read already
 
 
 def _done_orm(
-    rt: Runtime,
-    s: Session,
-    c: Claim,
-    record: LedgerRecord,
-    load_ms: int | None,
-    now: datetime,
-    ceiling: int,
-) -> tuple[tuple[int, bool] | None, int]:
+    s: Session, c: Claim, record: LedgerRecord, load_ms: int | None, now: datetime
+) -> tuple[_Done | None, int]:
     """Any chunk's finish through the ORM: its rows set aside, its cut, its row marked
     done. As :func:`_done_plain`'s result (the migration taken as waiting: not read, its
     row holds the whole spec), and how many rows were newly quarantined."""
@@ -215,9 +221,9 @@ def _done_orm(
     if record.cut is not None:
         split(s, chunk, record.cut, now)
     _mark_done(chunk, record, load_ms, now)
-    _adapt_chunk_rows(rt, s, chunk, ceiling)
     s.flush()
-    return (chunk.stream_id, True), quarantined
+    rows = min(chunk.rows_in or 0, (chunk.rows_out or 0) + (chunk.rows_quarantined or 0))
+    return _Done(chunk.stream_id, True, rows, chunk.step_timings()), quarantined
 
 
 def _record_quarantine(s: Session, chunk: Chunk, record: LedgerRecord, now: datetime) -> int:
@@ -261,17 +267,11 @@ def _plain(c: Claim, record: LedgerRecord) -> bool:
 
 
 def _done_plain(
-    rt: Runtime,
-    s: Session,
-    c: Claim,
-    record: LedgerRecord,
-    load_ms: int | None,
-    now: datetime,
-    ceiling: int,
-) -> tuple[int, bool] | None:
+    s: Session, c: Claim, record: LedgerRecord, load_ms: int | None, now: datetime
+) -> _Done | None:
     """:func:`_mark_done` for a plain chunk, in one fenced UPDATE instead of the ORM's read
     and flush (which also returns the stream's chunk size, and whether the migration is
-    marked waiting); its stream id and that, or None when ``c`` no longer holds it. The
+    marked waiting); None when ``c`` no longer holds it. The
     timings are the claim's (as every step's commit writes them,
     :func:`~etl_tasks.chunk_lease.timed`)."""
     values: dict[str, Any] = {
@@ -292,10 +292,9 @@ def _done_plain(
     )
     if found is None:
         return None
-    timings = values.get("timings", c.timings)
     rows = min(found.rows_in or 0, record.rows_loaded)
-    _adapt_rows(rt, s, found.stream_id, timings, rows, ceiling, found.chunk_rows)
-    return int(found.stream_id), bool(found.waiting)
+    timings = values.get("timings", c.timings)
+    return _Done(int(found.stream_id), bool(found.waiting), rows, timings, found.chunk_rows)
 
 
 def _mark_done(chunk: Chunk, record: LedgerRecord, load_ms: int | None, now: datetime) -> None:
@@ -327,30 +326,16 @@ def _enforce_max_bad_rows(rt: Runtime, s: Session, migration_id: str, now: datet
         )
 
 
-def _adapt_chunk_rows(rt: Runtime, s: Session, chunk: Chunk, ceiling: int) -> None:
-    """Size the stream's next chunks so its slowest step fits the step budget."""
-    # A load cut at its deadline handled fewer rows than were extracted: count those.
-    rows = min(chunk.rows_in or 0, (chunk.rows_out or 0) + (chunk.rows_quarantined or 0))
-    _adapt_rows(rt, s, chunk.stream_id, chunk.step_timings(), rows, ceiling)
-
-
-def _adapt_rows(
-    rt: Runtime,
-    s: Session,
-    stream_id: int,
-    timings: dict[str, int],
-    rows: int,
-    ceiling: int,
-    current: int | None = None,
-) -> None:
-    """:func:`_adapt_chunk_rows` from its parts; ``current``: the stream's chunk size, when
-    the caller read it already."""
-    slowest = max(timings.values(), default=0)
+def _adapt_rows(rt: Runtime, s: Session, done: _Done, ceiling: int) -> None:
+    """Size the stream's next chunks so its slowest step fits the step budget, at most
+    ``ceiling`` rows."""
+    slowest = max(done.timings.values(), default=0)
     conn = s.connection()
+    current = done.chunk_rows
     if current is None:
-        current = conn.scalar(_CHUNK_ROWS, {"stream": stream_id})
-    if current is None or not rows:
+        current = conn.scalar(_CHUNK_ROWS, {"stream": done.stream_id})
+    if current is None or not done.rows:
         return
-    wanted = next_chunk_rows(current, rows, slowest, rt.settings.step_budget_s, ceiling)
+    wanted = next_chunk_rows(current, done.rows, slowest, rt.settings.step_budget_s, ceiling)
     if wanted != current:
-        conn.execute(_SET_CHUNK_ROWS, {"stream": stream_id, "chunk_rows": wanted})
+        conn.execute(_SET_CHUNK_ROWS, {"stream": done.stream_id, "chunk_rows": wanted})
