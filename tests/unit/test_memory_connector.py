@@ -65,3 +65,18 @@ def test_an_unreachable_memory_database_is_an_outage() -> None:
         source(_runtime(), "m", "s").describe()
     with pytest.raises(TransientError):
         target(_runtime(), "m", "s").prepare()
+
+
+def test_a_range_read_sees_rows_added_since_the_last_read() -> None:
+    # Given a table read once (its keys sorted then), and rows added after that read
+    table = MemoryTable(["id", "v"], ["id"])
+    table.add([(i, f"r{i}") for i in range(0, 100, 10)])
+    assert table.keys_in((10,), (40,)) == [(20,), (30,), (40,)]
+    table.add([(25, "new"), (45, "new"), (-5, "new")])
+    # Then a range's keys, bounds open or closed, are read from all of them, in order
+    assert table.keys_in((10,), (40,)) == [(20,), (25,), (30,), (40,)]
+    assert table.keys_in(None, (0,)) == [(-5,), (0,)]
+    assert table.keys_in((80,), None) == [(90,)]
+    # And rows replaced wholesale are read as they are now
+    table.rows = {(7,): (7, "only")}
+    assert table.keys_in(None, None) == [(7,)]
