@@ -1,6 +1,7 @@
-"""A transaction of one write on a PostgreSQL state DB (``StateDB.one_statement``, the
-steps' fenced hand-offs): committed by itself, and its connection back in the pool as
-transactional as any."""
+"""The state DB's statements on PostgreSQL: a transaction of one write
+(``StateDB.one_statement``, the steps' fenced hand-offs) commits by itself, its connection
+back in the pool as transactional as any; a statement run often is prepared on the
+server, and stays prepared across the sessions that only read."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
-from etl_tasks.state.db import StateDB
+from etl_tasks.state.db import PREPARE_THRESHOLD, StateDB, engine_url
 
 
 @pytest.fixture
@@ -55,3 +56,55 @@ def test_a_failed_statement_leaves_the_connection_usable(db: StateDB) -> None:
     with db.session() as s:
         s.execute(text("UPDATE counter SET n = 7 WHERE id = 1"))
     assert _n(db) == 7
+
+
+_BUMP = text("UPDATE counter SET n = n + 1 WHERE id = :id")
+
+
+def _prepared(db: StateDB) -> list[str]:
+    """The statements the pool's connection has prepared on the server."""
+    with db.engine.connect() as conn:
+        found = conn.scalars(text("SELECT statement FROM pg_prepared_statements"))
+        return [s for s in found if "counter" in s]
+
+
+def test_a_statement_run_often_is_prepared_on_the_server(db: StateDB) -> None:
+    # Given a hand-off's statement run as often as every chunk runs it
+    for _ in range(PREPARE_THRESHOLD + 1):
+        with db.one_statement() as conn:
+            conn.execute(_BUMP, {"id": 1})
+    # Then the server planned it once: it is prepared on the connection
+    assert any("UPDATE counter" in s for s in _prepared(db))
+    assert _n(db) == PREPARE_THRESHOLD + 1
+
+
+def test_sessions_that_only_read_keep_them_prepared(db: StateDB) -> None:
+    # Given a statement prepared on the pool's connection
+    for _ in range(PREPARE_THRESHOLD + 1):
+        with db.session() as s:
+            s.execute(_BUMP, {"id": 1})
+    # When sessions that only read use that connection (planning, advances, the API)
+    for _ in range(3):
+        with db.reading() as s:
+            assert s.scalar(text("SELECT n FROM counter WHERE id = 1")) == PREPARE_THRESHOLD + 1
+    # Then it is still prepared: a rollback would have made the driver forget it
+    assert any("UPDATE counter" in s for s in _prepared(db))
+
+
+def test_prepare_threshold_zero_in_the_url_prepares_none(pg_url: str) -> None:
+    # Given a state DB behind a pooler that cannot keep prepared statements
+    db = StateDB(f"{pg_url}?prepare_threshold=0", pool_size=1)
+    try:
+        with db.engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE counter (id integer PRIMARY KEY, n integer)")
+            conn.exec_driver_sql("INSERT INTO counter VALUES (1, 0)")
+        for _ in range(PREPARE_THRESHOLD * 2):
+            with db.one_statement() as conn:
+                conn.execute(_BUMP, {"id": 1})
+        # Then nothing is prepared, and the option never reaches the server as a setting
+        assert _prepared(db) == []
+        assert _n(db) == PREPARE_THRESHOLD * 2
+    finally:
+        db.dispose()
+    u, args = engine_url(f"{pg_url}?prepare_threshold=0")
+    assert "prepare_threshold" not in u.query and args == {"prepare_threshold": None}

@@ -6,6 +6,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any
 
+import psycopg
 import pymysql
 import pytest
 from sqlalchemy import exc as sa_exc
@@ -299,3 +300,20 @@ def _mysql(code: int, kind: type[Exception] = pymysql.err.OperationalError) -> E
 )
 def test_mysql_errors_are_classified_by_number(code: int, expected: str) -> None:
     assert classify(_mysql(code)) == expected
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (psycopg.errors.SerializationFailure, "transient"),
+        (psycopg.errors.UniqueViolation, "bad_row"),
+        (psycopg.errors.UndefinedTable, "fatal"),
+        (psycopg.errors.AdminShutdown, "transient"),
+    ],
+)
+def test_the_state_dbs_driver_errors_are_classified_by_their_sqlstate(
+    error: type[Exception], expected: str
+) -> None:
+    # psycopg 3 (the state DB's driver) names the code ``sqlstate``, psycopg2 ``pgcode``
+    wrapped = sa_exc.DBAPIError("x", None, error("message"))
+    assert classify(wrapped) == expected

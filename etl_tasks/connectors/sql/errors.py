@@ -53,10 +53,20 @@ def _mysql_kind(orig: BaseException) -> Kind | None:
     return "transient" if 2000 <= code < 3000 else "fatal"
 
 
+def sqlstate(orig: BaseException) -> str | None:
+    """A PostgreSQL error's SQLSTATE: ``pgcode`` in psycopg2 (the connectors' driver),
+    ``sqlstate`` in psycopg 3 (the state DB's: :mod:`etl_tasks.state.db`). Only theirs:
+    PyMySQL's errors carry a ``sqlstate`` too, and MySQL's codes are read by number."""
+    code = getattr(orig, "pgcode", None)
+    if code is None and type(orig).__module__.startswith("psycopg."):
+        code = getattr(orig, "sqlstate", None)
+    return code if isinstance(code, str) else None
+
+
 def classify(exc: BaseException) -> Kind:
     """What retrying this error would do."""
     orig = getattr(exc, "orig", None) or exc
-    pgcode = getattr(orig, "pgcode", None)
+    pgcode = sqlstate(orig)
     if isinstance(pgcode, str) and pgcode:
         return _pg_kind(pgcode)
     if type(orig).__module__.startswith("pymysql"):
@@ -89,7 +99,7 @@ def unavailable(exc: BaseException, *, timed_out: bool, timeout_s: float) -> End
     detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0][:500]
     if timed_out:
         return EndpointUnavailable("timeout", detail, timeout_s)
-    pgcode = getattr(orig, "pgcode", None)
+    pgcode = sqlstate(orig)
     code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
     if (isinstance(pgcode, str) and pgcode.startswith(_PG_CREDENTIALS)) or (
         type(orig).__module__.startswith("pymysql") and code in _MYSQL_CREDENTIALS
@@ -106,7 +116,7 @@ def on_connection(exc: BaseException) -> bool:
     """Whether a transient error is the connection's (down, gone, refused) rather than an
     answer of a working server (a deadlock, a lock timeout)."""
     orig = getattr(exc, "orig", None) or exc
-    pgcode = getattr(orig, "pgcode", None)
+    pgcode = sqlstate(orig)
     if isinstance(pgcode, str) and pgcode:
         return pgcode.startswith(_PG_CONNECTION)
     code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
@@ -142,7 +152,7 @@ _SQLITE_FOREIGN_KEY = 787
 def is_foreign_key_error(exc: BaseException) -> bool:
     """A row refused because the row it references is missing: it may load once that one has."""
     orig = getattr(exc, "orig", None) or exc
-    pgcode = getattr(orig, "pgcode", None)
+    pgcode = sqlstate(orig)
     if isinstance(pgcode, str) and pgcode:
         return pgcode == _PG_FOREIGN_KEY
     if type(orig).__module__.startswith("pymysql"):
