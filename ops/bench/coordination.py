@@ -44,10 +44,11 @@ GOALS = {"chunks_per_s_per_core": 300.0, "orchestration_ms_per_chunk": 5.0}
 
 
 def _stats(url: str) -> tuple[int, float]:
-    """Committed transactions and milliseconds spent executing statements, so far."""
+    """Transactions (committed or rolled back: one that only read may end either way) and
+    milliseconds spent executing statements, so far."""
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
         cur.execute(
-            "SELECT pg_stat_clear_snapshot(); SELECT xact_commit, active_time "
+            "SELECT pg_stat_clear_snapshot(); SELECT xact_commit + xact_rollback, active_time "
             "FROM pg_stat_database WHERE datname = current_database()"
         )
         xacts, active_ms = cur.fetchone()

@@ -301,9 +301,13 @@ def checkpoint(url: str) -> None:
 
 
 def _counters(system: BenchSystem) -> tuple[int, int]:
-    """Committed state-DB transactions and Redis commands so far."""
+    """State-DB transactions (committed or rolled back: one that only read may end either
+    way) and Redis commands so far."""
     with psycopg2.connect(system.settings.database_url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+        cur.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        )
         xacts = int(cur.fetchone()[0])
     info = redis.Redis.from_url(system.settings.broker_url).info("stats")
     return xacts, int(info["total_commands_processed"])
