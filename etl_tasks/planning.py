@@ -16,8 +16,9 @@ from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from etl_tasks import codec
+from etl_tasks.budget import SAMPLE_ROWS, row_bytes, weighed
 from etl_tasks.codec import NULL_KEYS
-from etl_tasks.connectors.base import Range
+from etl_tasks.connectors.base import Range, Unpaced
 from etl_tasks.runtime import Runtime
 from etl_tasks.state.enums import ChunkState, Step
 from etl_tasks.state.models import CHUNKS, STREAMS, Chunk
@@ -62,10 +63,27 @@ def plan_more(rt: Runtime, migration_id: str, stream_id: int) -> int:
             return 0
         seen_seq, name, rows = stream.plan_seq, stream.name, stream.chunk_rows
         lower = codec.decode_key(stream.planned_until)
-    ranges, complete = boundaries(rt, migration_id, name, lower, rows, room)
-    if seen_seq == 0 and rt.spec(migration_id).stream(name).on_null_key == "quarantine":
+    first = seen_seq == 0
+    sized = first_chunk_rows(rt, migration_id, name, rows) if first else rows
+    ranges, complete = boundaries(rt, migration_id, name, lower, sized, room)
+    if first and rt.spec(migration_id).stream(name).on_null_key == "quarantine":
         ranges.insert(0, ((NULL_KEYS,), (NULL_KEYS,)))  # planned once, with the first ranges
-    return _record(rt, migration_id, stream_id, seen_seq, ranges, complete)
+    resized = None if sized == rows else sized
+    return _record(rt, migration_id, stream_id, seen_seq, ranges, complete, resized)
+
+
+def first_chunk_rows(rt: Runtime, migration_id: str, stream: str, rows: int) -> int:
+    """The size of a stream's first chunks: ``rows``, or fewer when that many of its first
+    rows would take more than :data:`~etl_tasks.budget.CHUNK_BYTES` of a worker's memory
+    (read from its first :data:`~etl_tasks.budget.SAMPLE_ROWS`). Loads weigh their chunks
+    too, but only once the first ones are in memory: a worker's four threads each holding
+    a 5,000-row chunk of 2 KB rows took it past 250 MB whatever came after."""
+    source = rt.source(migration_id, stream)
+    ranges, _ = source.boundaries(None, SAMPLE_ROWS, 1)
+    if not ranges:
+        return rows
+    sample, _ = source.read_range(None, ranges[0][1], Unpaced())
+    return weighed(rows, row_bytes(sample))
 
 
 def boundaries(
@@ -87,25 +105,24 @@ def _record(
     seen_seq: int,
     ranges: list[Range],
     complete: bool,
+    chunk_rows: int | None = None,
 ) -> int:
+    """Add the ranges as chunks, unless another planner of the stream got there first.
+    ``chunk_rows``: the size the first ones were cut at, when not the stream's (its next
+    chunks are sized from it)."""
     if not ranges:
         return 0
     with rt.db.session() as s:
         now = rt.db.now(s)
-        won = (
-            s.connection()
-            .execute(
-                _PLANNED,
-                {
-                    "stream": stream_id,
-                    "seen_seq": seen_seq,
-                    "plan_seq": seen_seq + 1,
-                    "fully_planned": complete,
-                    "planned_until": _encode(ranges[-1][1]),
-                },
-            )
-            .rowcount
-        )
+        values = {
+            "stream": stream_id,
+            "seen_seq": seen_seq,
+            "plan_seq": seen_seq + 1,
+            "fully_planned": complete,
+            "planned_until": _encode(ranges[-1][1]),
+            **({} if chunk_rows is None else {"chunk_rows": chunk_rows}),
+        }
+        won = s.connection().execute(_PLANNED, values).rowcount
         if not won:
             return 0  # another planner got there first; its chunks stand
         add_chunks(

@@ -68,7 +68,13 @@ _DONE = (
 
 
 def finish(
-    rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int | None, *, chain: bool = False
+    rt: Runtime,
+    c: Claim,
+    record: LedgerRecord,
+    load_ms: int | None,
+    *,
+    chain: bool = False,
+    weight: float | None = None,
 ) -> Claim | None:
     """Record the committed chunk in the state DB, if ``c`` still holds it, and queue the
     migration's next chunks in its place (:mod:`etl_tasks.ready_chunks`); when the ready
@@ -77,9 +83,11 @@ def finish(
     ``chain``: the first of those chunks is claimed for its extract in the same
     transaction, and returned for this thread to run instead of being published.
     ``load_ms`` is None when the load that committed is not the one reporting it.
+    ``weight``: what one of its rows took of the worker's memory, when known (the
+    stream's chunks grow no larger than :data:`~etl_tasks.budget.CHUNK_BYTES` holds).
     """
     # Decided before the transaction: a first decision records an event of its own.
-    ceiling = _largest_chunk(rt, c)
+    ceiling = _largest_chunk(rt, c, weight)
     queued, taken, stream_id = _record(rt, c, record, load_ms, chain, ceiling)
     for chunk_id in queued.ids:
         publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
@@ -148,14 +156,14 @@ def _queue_in(
     return queued, taken
 
 
-def _largest_chunk(rt: Runtime, c: Claim) -> int:
+def _largest_chunk(rt: Runtime, c: Claim, weight: float | None) -> int:
     """The largest chunk ``c``'s stream may grow to (:func:`largest_chunk`)."""
     spec = rt.spec(c.migration_id)
     try:  # known already after a load; a chunk finished from its ledger may ask first
         native = rt.native_copy(c.migration_id, c.stream)
     except (BatonError, SQLAlchemyError):  # the source's shape unknown now: the smaller size
         native = False
-    return largest_chunk(spec.chunk_rows, spec.chunk_rows_given, native)
+    return largest_chunk(spec.chunk_rows, spec.chunk_rows_given, native, weight)
 
 
 def _record(

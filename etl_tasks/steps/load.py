@@ -18,7 +18,7 @@ from typing import Any
 
 from etl_tasks import codec
 from etl_tasks import native_stage as staged_native
-from etl_tasks.budget import SUB_BATCH_ROWS, StepClock
+from etl_tasks.budget import SUB_BATCH_ROWS, StepClock, row_bytes
 from etl_tasks.chunk_lease import Claim
 from etl_tasks.connectors.base import (
     Batch,
@@ -102,7 +102,8 @@ def load_claimed(rt: Runtime, c: Claim) -> None:
         record = tx.committed or write_chunk(tx, c.token, job)
     load_ms = elapsed_ms(clock.started)  # the load's work: up to its target commit
     give_back_slot(rt, c)
-    taken = finish(rt, c, record, load_ms, chain=may_take_next_chunk(rt))
+    chain = may_take_next_chunk(rt)
+    taken = finish(rt, c, record, load_ms, chain=chain, weight=row_bytes(batch))
     rt.staging.delete(c.chunk_id, c.stage_token, kind)
     if taken is not None:
         go_on_with(taken)

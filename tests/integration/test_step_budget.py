@@ -4,15 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select, text
 
 from etl_tasks.budget import (
+    CHUNK_BYTES,
     GROWN_CHUNK_ROWS,
     GROWN_NATIVE_CHUNK_ROWS,
+    ROW_BYTES,
+    TEXT_WEIGHT,
+    VALUE_BYTES,
     largest_chunk,
     next_chunk_rows,
+    row_bytes,
 )
+from etl_tasks.connectors.base import Batch, Native, NativePart
 from etl_tasks.connectors.sql.engines import create_sql_engine
 from etl_tasks.connectors.sql.ledger import LEDGER
 from etl_tasks.settings import Settings
@@ -133,6 +140,19 @@ def test_the_largest_chunk_is_the_spec_s_or_what_the_rows_form_allows() -> None:
     assert largest_chunk(5000, given=False, native=True) == GROWN_NATIVE_CHUNK_ROWS
     # text held as it is (a pass-through chunk) may grow larger than rows held as values
     assert GROWN_NATIVE_CHUNK_ROWS > GROWN_CHUNK_ROWS > 5000
+    # and no chunk, given or grown, weighs more than a chunk may take of a worker's memory
+    assert largest_chunk(5000, given=True, native=True, weight=4096) == CHUNK_BYTES // 4096
+    assert largest_chunk(5000, given=False, native=True, weight=10) == GROWN_NATIVE_CHUNK_ROWS
+
+
+def test_a_row_weighs_its_text_twice_and_its_values_as_python_objects() -> None:
+    native = Native(
+        "pg_copy_text", [NativePart(b"x" * 600, 3, [3]), NativePart(b"y" * 400, 2, [5])], {}
+    )
+    assert row_bytes(Batch(["id", "s"], [], native=native)) == TEXT_WEIGHT * 1000 / 5
+    parsed = Batch(["id", "s", "b"], [(1, "abc", b"xy")] * 500)
+    assert row_bytes(parsed) == ROW_BYTES + 3 * VALUE_BYTES + TEXT_WEIGHT * (3 + 2)
+    assert row_bytes(Batch(["id"], [])) is None
 
 
 def test_a_load_cut_never_splits_keys_the_source_finds_equal(
@@ -213,3 +233,42 @@ def test_fast_chunks_grow_past_the_first_size_unless_the_spec_sets_it(
     # its budget), and a size the spec gives is never exceeded
     assert sizes["default"] > 5000
     assert sizes["given"] == 5000
+
+
+def _wide(url: str, rows: int) -> None:
+    """Rows of 2 KB of text each."""
+    engine = create_sql_engine(url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE wide AS SELECT n AS id, repeat(md5(n::text), 64) AS body"
+            f" FROM generate_series(1, {rows}) AS n"
+        )
+        conn.exec_driver_sql("ALTER TABLE wide ADD PRIMARY KEY (id)")
+    engine.dispose()
+
+
+def test_wide_rows_make_small_chunks_from_the_first_one(
+    make_settings: Callable[..., Settings], pg_url: str, pg_url_factory: Callable[[], str]
+) -> None:
+    # Given 12,000 rows of 2 KB in PostgreSQL, each weighing 4 KB in a worker's memory
+    _wide(pg_url, 12_000)
+    largest = int(CHUNK_BYTES / (TEXT_WEIGHT * 2048))
+    driver = Driver(make_settings())
+    for name, columns in (
+        ("pass-through", None),
+        ("parsed", {"body": {"from": "body", "transform": "upper"}}),
+    ):
+        stream: dict[str, Any] = {"source_table": "wide", "target_table": "wide",
+                                  "create_target": True}  # fmt: skip
+        if columns:
+            stream["columns"] = {"id": "id", **columns}
+        spec = {"name": name, "source": {"url": pg_url}, "target": {"url": pg_url_factory()},
+                "streams": [stream]}  # fmt: skip
+        # When it migrates with the default chunk size (5,000 rows: 20 MB of these)
+        mid = submit(driver.rt.db, driver.publisher, spec)
+        assert driver.run_to_end(mid) == "succeeded"
+        chunks = sorted(_chunks(driver, mid), key=lambda c: c.seq)
+        # Then no chunk, the first ones included, holds more than the memory a chunk may take
+        assert max(c.rows_in or 0 for c in chunks) <= largest, name
+        assert sum(c.rows_out or 0 for c in chunks) == 12_000
+    driver.close()
