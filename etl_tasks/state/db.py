@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from sqlalchemy import URL, Connection, Engine, text
+from sqlalchemy import URL, Connection, Engine, make_url, text
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -120,16 +120,18 @@ class StateDB:
 
 
 def engine_url(url: str) -> tuple[URL, dict[str, object]]:
-    """The URL the state DB's engine connects to, and the driver's arguments: on PostgreSQL
-    psycopg 3 (:data:`STATE_DB_DRIVER`) with its ``prepare_threshold``, taken from the URL
-    (0: prepare none)."""
-    u = normalize_url(url)
-    if u.get_backend_name() != "postgresql":
-        return u, {}
-    given = u.query.get("prepare_threshold")
-    threshold = PREPARE_THRESHOLD if given is None else int(str(given))
+    """The URL the state DB's engine connects to, and the driver's arguments: a PostgreSQL
+    URL that names no driver gets psycopg 3 (:data:`STATE_DB_DRIVER`) with its
+    ``prepare_threshold``, taken from the URL (0: prepare none); one that names
+    psycopg2 keeps it, and prepares nothing."""
+    u = make_url(url)
+    if u.drivername not in ("postgresql", "postgres", STATE_DB_DRIVER):
+        return normalize_url(u), {}
+    given = str(u.query.get("prepare_threshold", PREPARE_THRESHOLD))
+    if not given.isdigit():
+        raise ValueError(f"prepare_threshold in the state DB's URL is a count, not {given!r}")
     u = u.difference_update_query(["prepare_threshold"]).set(drivername=STATE_DB_DRIVER)
-    return u, {"prepare_threshold": threshold or None}
+    return u, {"prepare_threshold": int(given) or None}
 
 
 def db_now(s: Session | Connection, dialect: str) -> datetime:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import make_url, text
 
 from etl_tasks.state.db import PREPARE_THRESHOLD, StateDB, engine_url
 
@@ -108,3 +108,15 @@ def test_prepare_threshold_zero_in_the_url_prepares_none(pg_url: str) -> None:
         db.dispose()
     u, args = engine_url(f"{pg_url}?prepare_threshold=0")
     assert "prepare_threshold" not in u.query and args == {"prepare_threshold": None}
+
+
+def test_the_state_db_url_picks_the_driver_and_its_threshold() -> None:
+    plain = "postgresql://baton@db:5432/baton"
+    assert engine_url(plain) == (make_url("postgresql+psycopg://baton@db:5432/baton"),
+                                 {"prepare_threshold": PREPARE_THRESHOLD})  # fmt: skip
+    assert engine_url(f"{plain}?prepare_threshold=20")[1] == {"prepare_threshold": 20}
+    # a URL that names psycopg2 keeps it (it prepares nothing); SQLite is SQLite
+    assert engine_url("postgresql+psycopg2://db/baton")[0].drivername == "postgresql+psycopg2"
+    assert engine_url("sqlite:///state.db") == (make_url("sqlite:///state.db"), {})
+    with pytest.raises(ValueError, match="prepare_threshold"):
+        engine_url(f"{plain}?prepare_threshold=many")
