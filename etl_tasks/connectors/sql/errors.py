@@ -67,7 +67,7 @@ def classify(exc: BaseException) -> Kind:
     """What retrying this error would do."""
     orig = getattr(exc, "orig", None) or exc
     pgcode = sqlstate(orig)
-    if isinstance(pgcode, str) and pgcode:
+    if pgcode:
         return _pg_kind(pgcode)
     if type(orig).__module__.startswith("pymysql"):
         kind = _mysql_kind(orig)
@@ -101,7 +101,7 @@ def unavailable(exc: BaseException, *, timed_out: bool, timeout_s: float) -> End
         return EndpointUnavailable("timeout", detail, timeout_s)
     pgcode = sqlstate(orig)
     code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
-    if (isinstance(pgcode, str) and pgcode.startswith(_PG_CREDENTIALS)) or (
+    if (pgcode and pgcode.startswith(_PG_CREDENTIALS)) or (
         type(orig).__module__.startswith("pymysql") and code in _MYSQL_CREDENTIALS
     ):
         return EndpointUnavailable("credentials", detail)
@@ -117,7 +117,7 @@ def on_connection(exc: BaseException) -> bool:
     answer of a working server (a deadlock, a lock timeout)."""
     orig = getattr(exc, "orig", None) or exc
     pgcode = sqlstate(orig)
-    if isinstance(pgcode, str) and pgcode:
+    if pgcode:
         return pgcode.startswith(_PG_CONNECTION)
     code = orig.args[0] if orig.args and isinstance(orig.args[0], int) else None
     if type(orig).__module__.startswith("pymysql") and code:
@@ -153,7 +153,7 @@ def is_foreign_key_error(exc: BaseException) -> bool:
     """A row refused because the row it references is missing: it may load once that one has."""
     orig = getattr(exc, "orig", None) or exc
     pgcode = sqlstate(orig)
-    if isinstance(pgcode, str) and pgcode:
+    if pgcode:
         return pgcode == _PG_FOREIGN_KEY
     if type(orig).__module__.startswith("pymysql"):
         return bool(orig.args) and orig.args[0] in _MYSQL_FOREIGN_KEY
