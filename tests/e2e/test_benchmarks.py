@@ -58,10 +58,17 @@ def test_the_throughput_benchmark_moves_every_row_with_each_contender(
         "Baton SQLite→PG, 2 workers",
         "Baton PG→PG, 2 workers, chunk_rows 50,000",
         "Baton SQLite→PG, 2 workers, chunk_rows 50,000",
+        "COPY pipe (2)",
+        "Baton PG→PG, 2 workers (2)",
+        "COPY pipe (3)",
+        "Baton PG→PG, 2 workers (3)",
         "naive script",
     ], lines
     assert all(r["rows"] == 4000 and r["wall_s"] > 0 for r in report["runs"])
     assert set(report["ratios"]) == {"pg_vs_tuned", "pg_vs_pipe", "sqlite_vs_tuned", "naive_vs_pg"}
+    # the pipe ratio is the median of the pairs run side by side
+    assert len(report["pipe_pairs"]) == 3
+    assert report["ratios"]["pg_vs_pipe"] == sorted(report["pipe_pairs"])[1]
     assert set(report["ratios_with_larger_chunks"]) == {
         "pg_vs_tuned",
         "pg_vs_pipe",
