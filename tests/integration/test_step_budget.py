@@ -194,15 +194,20 @@ def test_a_load_cut_never_splits_keys_the_source_finds_equal(
     driver.close()
 
 
-def _numbers(url: str, rows: int) -> None:
+def _generated(url: str, table: str, rows: int, column: str) -> None:
+    """A table of ``rows`` rows keyed ``id`` 1…rows, with one more column: ``column``,
+    an expression of ``n``."""
     engine = create_sql_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql(
-            "CREATE TABLE numbers AS SELECT n AS id, md5(n::text) AS label"
-            f" FROM generate_series(1, {rows}) AS n"
+            f"CREATE TABLE {table} AS SELECT n AS id, {column} FROM generate_series(1, {rows}) AS n"
         )
-        conn.exec_driver_sql("ALTER TABLE numbers ADD PRIMARY KEY (id)")
+        conn.exec_driver_sql(f"ALTER TABLE {table} ADD PRIMARY KEY (id)")
     engine.dispose()
+
+
+def _numbers(url: str, rows: int) -> None:
+    _generated(url, "numbers", rows, "md5(n::text) AS label")
 
 
 def test_fast_chunks_grow_past_the_first_size_unless_the_spec_sets_it(
@@ -237,14 +242,7 @@ def test_fast_chunks_grow_past_the_first_size_unless_the_spec_sets_it(
 
 def _wide(url: str, rows: int) -> None:
     """Rows of 2 KB of text each."""
-    engine = create_sql_engine(url)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "CREATE TABLE wide AS SELECT n AS id, repeat(md5(n::text), 64) AS body"
-            f" FROM generate_series(1, {rows}) AS n"
-        )
-        conn.exec_driver_sql("ALTER TABLE wide ADD PRIMARY KEY (id)")
-    engine.dispose()
+    _generated(url, "wide", rows, "repeat(md5(n::text), 64) AS body")
 
 
 def test_wide_rows_make_small_chunks_from_the_first_one(
