@@ -25,14 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import psycopg2
-
 from ops.bench.system import (
     SHIPPED_TIMINGS,
     BenchSystem,
     SessionCpu,
     pg_database,
     process_cpu_s,
+    xact_stats,
 )
 
 CHUNKS = 1000
@@ -41,18 +40,6 @@ TABLE = "ticks"
 ROWS_ENV = "BATON_BENCH_TICKS"
 NOOP_APP = "ops.bench.noop_worker"
 GOALS = {"chunks_per_s_per_core": 300.0, "orchestration_ms_per_chunk": 5.0}
-
-
-def _stats(url: str) -> tuple[int, float]:
-    """Transactions (committed or rolled back: one that only read may end either way) and
-    milliseconds spent executing statements, so far."""
-    with psycopg2.connect(url) as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT pg_stat_clear_snapshot(); SELECT xact_commit + xact_rollback, active_time "
-            "FROM pg_stat_database WHERE datname = current_database()"
-        )
-        xacts, active_ms = cur.fetchone()
-    return int(xacts), float(active_ms)
 
 
 def _workers_cpu_s(system: BenchSystem) -> float:
@@ -85,7 +72,7 @@ def _one(
         names = [system.start_worker(concurrency=None) for _ in range(2)]
         system.wait_ready(names)
         state_url = system.settings.database_url
-        before = _stats(state_url)
+        before = xact_stats(state_url)
         workers_before = _workers_cpu_s(system)
         assert system.redis is not None
         redis_before = process_cpu_s(system.redis.pid) or 0.0
@@ -99,7 +86,7 @@ def _one(
         assert system.redis is not None
         redis_ms = ((process_cpu_s(system.redis.pid) or 0.0) - redis_before) * 1000
         time.sleep(0.6)  # the server reports its statistics every 500 ms
-        after = _stats(state_url)
+        after = xact_stats(state_url)
         if view["state"] != "succeeded" or view["rows_loaded"] != chunks:
             raise RuntimeError(f"coordination: {view['state']}, {view['rows_loaded']} rows")
         done = int(view["chunks_done"])

@@ -69,6 +69,18 @@ def pg_database(slow_s: float = 0.0) -> Iterator[str]:
         admin.close()
 
 
+def xact_stats(url: str) -> tuple[int, float]:
+    """A database's transactions so far (committed or rolled back: one that only read may
+    end either way) and the milliseconds its sessions spent executing statements."""
+    with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "SELECT pg_stat_clear_snapshot(); SELECT xact_commit + xact_rollback, active_time "
+            "FROM pg_stat_database WHERE datname = current_database()"
+        )
+        xacts, active_ms = cur.fetchone()
+    return int(xacts), float(active_ms)
+
+
 _CLOCK_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import psycopg2
 import redis
 
-from ops.bench.system import SHIPPED_TIMINGS, BenchSystem, pg_database
+from ops.bench.system import SHIPPED_TIMINGS, BenchSystem, pg_database, xact_stats
 
 TABLE = "pgbench_accounts"
 ROWS_PER_SCALE = 100_000
@@ -309,12 +309,7 @@ def checkpoint(url: str) -> None:
 def _counters(system: BenchSystem) -> tuple[int, int]:
     """State-DB transactions (committed or rolled back: one that only read may end either
     way) and Redis commands so far."""
-    with psycopg2.connect(system.settings.database_url) as conn, conn.cursor() as cur:
-        cur.execute(
-            "SELECT xact_commit + xact_rollback FROM pg_stat_database"
-            " WHERE datname = current_database()"
-        )
-        xacts = int(cur.fetchone()[0])
+    xacts, _ = xact_stats(system.settings.database_url)
     info = redis.Redis.from_url(system.settings.broker_url).info("stats")
     return xacts, int(info["total_commands_processed"])
 
