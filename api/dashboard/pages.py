@@ -24,6 +24,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest, TooManyRequests
 from werkzeug.wrappers import Response
 
+from api.dashboard.fragments import INCLUDE, fragment, refreshed
 from api.dashboard.session import (
     check_csrf,
     csrf_token,
@@ -99,6 +100,7 @@ def _page_context() -> dict[str, Any]:
         "can_control": principal is not None and allows(principal.role, "operator"),
         "can_purge": principal is not None and allows(principal.role, "admin"),
         "csrf_token": csrf_token,
+        "shown_input": INCLUDE,
         "live_url": live_url,
         "auth_off": _ext().settings.auth == "off",
     }
@@ -168,14 +170,17 @@ def _page_number() -> int:
 @page("viewer")
 def index() -> ResponseReturnValue:
     listing = dashboard_views.migrations_page(_ext().db, _state_filter(), _page_number(), PER_PAGE)
-    return render_template("migrations.html", listing=listing, states=list(MigrationState))
+    table, _ = fragment("_migrations_table.html", listing=listing)
+    return render_template(
+        "migrations.html", listing=listing, table=table, states=list(MigrationState)
+    )
 
 
 @bp.get("/fragments/migrations")
 @page("viewer")
 def migrations_fragment() -> ResponseReturnValue:
     listing = dashboard_views.migrations_page(_ext().db, _state_filter(), _page_number(), PER_PAGE)
-    return render_template("_migrations_table.html", listing=listing)
+    return refreshed("_migrations_table.html", listing=listing)
 
 
 def _detail(migration_id: str) -> dict[str, Any]:
@@ -223,14 +228,17 @@ def migration(migration_id: str) -> ResponseReturnValue:
     except NotFound:
         return render_template("not_found.html", what=f"migration {migration_id}"), 404
     progress = dashboard_views.migration_progress(_ext().db, migration_id)
-    return render_template("migration.html", p=progress, controls=CONTROLS, **detail)
+    shown, _ = fragment("_migration_detail.html", **detail)
+    return render_template(
+        "migration.html", p=progress, controls=CONTROLS, m=detail["m"], detail=shown
+    )
 
 
 @bp.get("/migrations/<id:migration_id>/fragments/detail")
 @page("viewer")
 def migration_detail_fragment(migration_id: str) -> ResponseReturnValue:
     try:
-        return render_template("_migration_detail.html", **_detail(migration_id))
+        return refreshed("_migration_detail.html", **_detail(migration_id))
     except NotFound:
         return "", 404
 

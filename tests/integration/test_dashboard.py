@@ -264,3 +264,42 @@ def test_pages_stream_from_the_live_process_and_may_connect_only_there(api: Api)
 def test_an_unknown_migration_is_404(api: Api) -> None:
     assert api.client.get("/migrations/nope").status_code == 404
     assert api.client.get("/migrations/nope/fragments/detail").status_code == 404
+
+
+SHOWN = re.compile(r'<input type="hidden" name="shown" value="([0-9a-f]+)">')
+
+
+def _shown(html: str) -> str:
+    """The digest a page or fragment holds of the live part it shows."""
+    match = SHOWN.search(html)
+    assert match, html
+    return match.group(1)
+
+
+def test_a_migrations_details_are_sent_again_only_once_changed(api: Api, spec: Spec) -> None:
+    mid = api.created(spec)
+    shown = _shown(api.client.get(f"/migrations/{mid}").get_data(as_text=True))
+    fragment = f"/migrations/{mid}/fragments/detail"
+    # A live fetch of what the page shows answers 204: htmx leaves the page as it is
+    same = api.client.get(fragment, query_string={"shown": shown})
+    assert same.status_code == 204 and same.get_data() == b""
+    # Once the migration changed, the fetch sends the new details and their new digest
+    api.control(mid, "pause")
+    changed = api.client.get(fragment, query_string={"shown": shown})
+    assert changed.status_code == 200
+    body = changed.get_data(as_text=True)
+    assert "pause by local" in body and _shown(body) != shown
+    assert api.client.get(fragment, query_string={"shown": _shown(body)}).status_code == 204
+    # and a fetch that names no digest (or a stale one) always gets the details
+    assert api.client.get(fragment).status_code == 200
+
+
+def test_the_migrations_list_is_sent_again_only_once_changed(api: Api, spec: Spec) -> None:
+    api.created(spec)
+    shown = _shown(api.client.get("/?page=1").get_data(as_text=True))
+    fragment = "/fragments/migrations"
+    same = api.client.get(fragment, query_string={"page": 1, "shown": shown})
+    assert same.status_code == 204
+    other = api.created({**spec, "name": "another"})
+    changed = api.client.get(fragment, query_string={"page": 1, "shown": shown})
+    assert changed.status_code == 200 and other in changed.get_data(as_text=True)
