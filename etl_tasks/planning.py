@@ -51,13 +51,15 @@ _PLANNED = update(STREAMS).where(
 )
 
 
-def plan_more(rt: Runtime, migration_id: str, stream_id: int) -> int:
-    """Plan chunks until ``plan_ahead`` wait unsent; return how many were added."""
+def plan_more(rt: Runtime, migration_id: str, stream_id: int) -> int | None:
+    """Plan chunks until ``plan_ahead`` wait unsent; return how many were added here, or
+    None when the stream has nothing left to plan (fully planned, or gone). Zero: enough
+    chunks wait already, or another planner added the next ones first."""
     with rt.db.reading() as s:
         conn = s.connection()
         stream = conn.execute(_PLAN_STATE, {"stream": stream_id}).one_or_none()
         if stream is None or stream.fully_planned:
-            return 0
+            return None
         room = rt.settings.plan_ahead - (conn.scalar(_WAITING, {"stream": stream_id}) or 0)
         if room <= 0:
             return 0

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 
+from etl_tasks import planning
 from etl_tasks.constants import TASK_EXTRACT, TASK_LOAD, TASK_PLAN, TASK_TRANSFORM
 from etl_tasks.control import pause
 from etl_tasks.errors import EndpointUnavailable
@@ -114,6 +116,35 @@ def test_a_load_that_cannot_plan_asks_for_an_advance(
     assert _queued(narrow, TASK_PLAN) == 1
     monkeypatch.undo()
     assert narrow.run_to_end(mid) == "succeeded"
+
+
+def test_a_load_whose_planning_another_worker_won_asks_for_no_advance(
+    narrow: Driver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a migration whose ready chunks run low at the next load, and another worker
+    # that plans the stream while this one reads the source for its boundaries
+    mid = _submitted(narrow, tmp_path)
+    _run_one_chunk(narrow)
+    _run_one_chunk(narrow)
+    real_boundaries = planning.boundaries
+
+    def raced(*args: Any) -> Any:
+        monkeypatch.setattr(planning, "boundaries", real_boundaries)
+        assert planning.plan_more(narrow.rt, mid, _stream_id(narrow, mid))  # the other wins
+        return real_boundaries(*args)
+
+    monkeypatch.setattr(planning, "boundaries", raced)
+    # When the load that leaves them low plans, and loses to the other planner
+    _run_one_chunk(narrow)
+    # Then the other's chunks stand and no advance was asked for: nothing is left to do
+    assert _planned(narrow, mid) > 8
+    assert _queued(narrow, TASK_PLAN) == 0
+    assert narrow.run_to_end(mid) == "succeeded"
+
+
+def _stream_id(driver: Driver, mid: str) -> int:
+    with driver.rt.db.reading() as s:
+        return int(s.scalar(select(Chunk.stream_id).where(Chunk.migration_id == mid).limit(1)))
 
 
 def test_a_chained_thread_that_finds_no_ready_chunk_plans_one_and_goes_on(
