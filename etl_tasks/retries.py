@@ -137,8 +137,7 @@ def add_key_set_chunks(
     for start in range(0, len(keys), RETRY_KEYS):
         encoded = [codec.encode_key(codec.key_of(k)) for k in keys[start : start + RETRY_KEYS]]
         edge = bound if bound is not None else encoded[0]
-        (chunk,) = add_chunks(s, migration_id, stream_id, [(edge, edge)], now)
-        chunk.keys = encoded
+        add_chunks(s, migration_id, stream_id, [(edge, edge)], now, keys=[encoded])
     return -(-len(keys) // RETRY_KEYS)
 
 
