@@ -117,43 +117,56 @@ _FENCED_RUNNING = _FENCED.where(
 
 _NOW = bindparam("now", type_=CHUNKS.c.started_at.type)
 _OWNER = bindparam("owner", type_=CHUNKS.c.lease_owner.type)
-#: A fresh claim of a chunk whose lock the caller holds, read back in the same statement:
-#: free (no holder, not waiting out a retry), of the step, its migration running, and
-#: attempts to spare. Anything else goes the long way (:func:`claim_in`).
-_CLAIM_FREE = (
-    _BY_ID.where(
-        CHUNKS.c.step == bindparam("claim_step"),
-        CHUNKS.c.state == ChunkState.PENDING,
-        CHUNKS.c.lease_owner.is_(None),
-        or_(CHUNKS.c.not_before.is_(None), CHUNKS.c.not_before <= _NOW),
-        CHUNKS.c.attempts < bindparam("max_attempts"),
-        exists().where(
-            MIGRATIONS.c.id == CHUNKS.c.migration_id,
-            MIGRATIONS.c.state == MigrationState.RUNNING,
-        ),
-    )
-    .values(
-        state=ChunkState.RUNNING,
-        attempts=CHUNKS.c.attempts + 1,
-        lease_token=CHUNKS.c.lease_token + 1,
-        lease_owner=_OWNER,
-        worker=_OWNER,
-        lease_expires_at=bindparam("expires"),
-        queued_at=None,
-        started_at=func.coalesce(CHUNKS.c.started_at, _NOW),
-    )
-    .returning(
-        *(CHUNKS.c[name] for name in _CLAIMED),
-        select(STREAMS.c.name)
-        .where(STREAMS.c.id == CHUNKS.c.stream_id)
-        .scalar_subquery()
-        .label("stream"),
-        select(MIGRATIONS.c.updated_at)
-        .where(MIGRATIONS.c.id == CHUNKS.c.migration_id)
-        .scalar_subquery()
-        .label("migration_updated_at"),
-    )
+#: What makes a locked chunk free to claim at once: no holder, not waiting out a retry, of
+#: the step, its migration running, and attempts to spare (:data:`_CLAIM_FREE`).
+FREE_TO_CLAIM = (
+    CHUNKS.c.step == bindparam("claim_step"),
+    CHUNKS.c.state == ChunkState.PENDING,
+    CHUNKS.c.lease_owner.is_(None),
+    or_(CHUNKS.c.not_before.is_(None), CHUNKS.c.not_before <= _NOW),
+    CHUNKS.c.attempts < bindparam("max_attempts"),
+    exists().where(
+        MIGRATIONS.c.id == CHUNKS.c.migration_id,
+        MIGRATIONS.c.state == MigrationState.RUNNING,
+    ),
 )
+#: A fresh claim's columns, and what it reads back (:func:`taken`).
+CLAIM_VALUES: dict[str, Any] = {
+    "state": ChunkState.RUNNING,
+    "attempts": CHUNKS.c.attempts + 1,
+    "lease_token": CHUNKS.c.lease_token + 1,
+    "lease_owner": _OWNER,
+    "worker": _OWNER,
+    "lease_expires_at": bindparam("expires"),
+    "queued_at": None,
+    "started_at": func.coalesce(CHUNKS.c.started_at, _NOW),
+}
+CLAIM_RETURNING = (
+    CHUNKS.c.id,
+    *(CHUNKS.c[name] for name in _CLAIMED),
+    select(STREAMS.c.name)
+    .where(STREAMS.c.id == CHUNKS.c.stream_id)
+    .scalar_subquery()
+    .label("stream"),
+    select(MIGRATIONS.c.updated_at)
+    .where(MIGRATIONS.c.id == CHUNKS.c.migration_id)
+    .scalar_subquery()
+    .label("migration_updated_at"),
+)
+#: A fresh claim of a chunk whose lock the caller holds, read back in the same statement.
+#: Anything else goes the long way (:func:`claim_in`).
+_CLAIM_FREE = _BY_ID.where(*FREE_TO_CLAIM).values(**CLAIM_VALUES).returning(*CLAIM_RETURNING)
+
+
+def claim_params(rt: Runtime, step: str, now: datetime) -> dict[str, Any]:
+    """The parameters of :data:`FREE_TO_CLAIM` and :data:`CLAIM_VALUES`."""
+    return {
+        "claim_step": step,
+        "now": now,
+        "max_attempts": rt.settings.max_attempts,
+        "owner": rt.worker_name,
+        "expires": now + timedelta(seconds=rt.settings.lease_s),
+    }
 
 
 def claim_locked(
@@ -167,20 +180,18 @@ def claim_locked(
     if not conn.dialect.update_returning:
         return claim_in(rt, s, chunk_id, step, now, leased_at)[0]
     row = conn.execute(
-        _CLAIM_FREE,
-        {
-            "chunk": chunk_id,
-            "claim_step": step,
-            "now": now,
-            "max_attempts": rt.settings.max_attempts,
-            "owner": rt.worker_name,
-            "expires": now + timedelta(seconds=rt.settings.lease_s),
-        },
+        _CLAIM_FREE, {"chunk": chunk_id, **claim_params(rt, step, now)}
     ).one_or_none()
     if row is None:
         return claim_in(rt, s, chunk_id, step, now, leased_at)[0]
+    return taken(rt, conn, row, step, leased_at)
+
+
+def taken(rt: Runtime, conn: Connection, row: Any, step: str, leased_at: float) -> Claim:
+    """The claim a row of :data:`CLAIM_RETURNING` stands for (the spec followed first, if a
+    replay revised it)."""
     _follow_spec(rt, conn, row.migration_id, row.migration_updated_at)
-    return _claim_of(row, chunk_id, step, row.lease_token, row.attempts, leased_at)
+    return _claim_of(row, row.id, step, row.lease_token, row.attempts, leased_at)
 
 
 def _follow_spec(rt: Runtime, conn: Connection, migration_id: str, updated_at: datetime) -> None:

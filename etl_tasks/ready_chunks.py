@@ -20,7 +20,7 @@ from etl_tasks.state.enums import ChunkState, MigrationState
 from etl_tasks.state.models import CHUNKS, MIGRATIONS
 
 # Built once: they run at every finished chunk and every advance.
-_BUSY = (
+BUSY = (
     select(func.count())
     .select_from(CHUNKS)
     .where(
@@ -31,7 +31,7 @@ _BUSY = (
         ),
     )
 )
-_READY_WHERE = (
+READY_WHERE = (
     CHUNKS.c.migration_id == bindparam("migration"),
     CHUNKS.c.state == ChunkState.PENDING,
     CHUNKS.c.queued_at.is_(None),
@@ -44,21 +44,19 @@ _READY_WHERE = (
 )
 _READY = (
     select(CHUNKS.c.id)
-    .where(*_READY_WHERE)
+    .where(*READY_WHERE)
     .order_by(CHUNKS.c.id)
     .limit(bindparam("limit"))
     .with_for_update(of=CHUNKS, skip_locked=True, key_share=True)  # as ROW_LOCK
 )
 #: The chunks queued or running, and how many are ready up to a limit, whoever holds
 #: them locked (locking none): one round trip.
-_COUNTS = select(
-    _BUSY.scalar_subquery(),
+READY_COUNT = (
     select(func.count())
-    .select_from(
-        select(CHUNKS.c.id).where(*_READY_WHERE).limit(bindparam("ready_limit")).subquery()
-    )
-    .scalar_subquery(),
+    .select_from(select(CHUNKS.c.id).where(*READY_WHERE).limit(bindparam("ready_limit")).subquery())
+    .scalar_subquery()
 )
+_COUNTS = select(BUSY.scalar_subquery(), READY_COUNT)
 _QUEUED = update(CHUNKS).where(CHUNKS.c.id.in_(bindparam("ids", expanding=True)))
 
 
@@ -89,12 +87,8 @@ def queue_ready(
     chunk another load holds still counts as ready (when each locked every chunk it
     looked at, they locked the same first ones, found none, and each asked for an
     advance and left its place to a message)."""
-    spare = max(1, settings.plan_ahead // 2)
-    counted = {
-        "migration": migration_id,
-        "now": now,
-        "ready_limit": spare + settings.max_queued_chunks,
-    }
+    spare = spare_chunks(settings)
+    counted = {"migration": migration_id, "now": now, "ready_limit": ready_limit(settings)}
     busy, ready = conn.execute(_COUNTS, counted).one()
     room = max(0, settings.max_queued_chunks - busy)
     ids = (
@@ -106,6 +100,16 @@ def queue_ready(
     # those just queued were among the ready ones counted (all of them, or more than
     # room + spare were counted)
     return Queued(ids, ready - len(ids) < spare)
+
+
+def spare_chunks(settings: Settings) -> int:
+    """Ready chunks below which they run low: half of ``plan_ahead``."""
+    return max(1, settings.plan_ahead // 2)
+
+
+def ready_limit(settings: Settings) -> int:
+    """How many ready chunks are counted at most: enough to tell whether they run low."""
+    return spare_chunks(settings) + settings.max_queued_chunks
 
 
 def mark_queued(conn: Connection, ids: list[int], now: datetime) -> None:

@@ -35,6 +35,7 @@ from etl_tasks.splitting import split
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, Step
 from etl_tasks.state.models import CHUNKS, MIGRATIONS, STREAMS, Chunk, QuarantinedRow
+from etl_tasks.steps import finish_statement as statement
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,10 @@ def finish(
     """
     # Decided before the transaction: a first decision records an event of its own.
     ceiling = _largest_chunk(rt, c, weight)
-    queued, taken, stream_id = _record(rt, c, record, load_ms, chain, ceiling)
+    if chain and load_ms is not None and _plain(c, record) and statement.available(rt):
+        queued, taken, stream_id = _record_at_once(rt, c, record, load_ms, ceiling)
+    else:
+        queued, taken, stream_id = _record(rt, c, record, load_ms, chain, ceiling)
     for chunk_id in queued.ids:
         publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
     if queued.running_low:
@@ -158,6 +162,32 @@ def _queue_in(
         else:  # goes by message after all
             mark_queued(s.connection(), queued.ids[:1], now)
     return queued, taken
+
+
+def _record_at_once(
+    rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int, ceiling: int
+) -> tuple[Queued, Claim | None, int | None]:
+    """:func:`_record` for a plain chunk whose thread goes on, in one statement
+    (:mod:`etl_tasks.steps.finish_statement`), then what it leaves to do."""
+    f = statement.finish_and_claim(rt, c, record, load_ms)
+    if f.stream_id is None:
+        return Queued([], running_low=True), None, None
+    done = _Done(f.stream_id, f.waiting, f.rows, dict(timed(c, load_ms)["timings"]), f.chunk_rows)
+    wanted = _wanted_rows(rt, done, f.chunk_rows, ceiling)
+    if f.waiting or wanted is not None:
+        with rt.db.one_statement() as conn:
+            if wanted is not None:
+                conn.execute(_SET_CHUNK_ROWS, {"stream": f.stream_id, "chunk_rows": wanted})
+            if f.waiting:  # no longer: a chunk went through
+                conn.execute(_NOT_WAITING, {"migration": c.migration_id})
+    ROWS.labels("loaded").inc(record.rows_loaded)
+    taken = f.claim
+    if f.room and f.ready:  # room for more, or the ready chunk was not free to claim
+        with rt.db.session() as s:
+            leased_at = lease_clock()
+            queued, more = _queue_in(rt, s, c.migration_id, rt.db.now(s), leased_at, taken is None)
+        return queued, taken or more, f.stream_id
+    return statement.queued(f, rt), taken, f.stream_id
 
 
 def _largest_chunk(rt: Runtime, c: Claim, weight: float | None) -> int:
@@ -341,13 +371,19 @@ def _enforce_max_bad_rows(rt: Runtime, s: Session, migration_id: str, now: datet
 def _adapt_rows(rt: Runtime, s: Session, done: _Done, ceiling: int) -> None:
     """Size the stream's next chunks so its slowest step fits the step budget, at most
     ``ceiling`` rows."""
-    slowest = max(done.timings.values(), default=0)
     conn = s.connection()
     current = done.chunk_rows
     if current is None:
         current = conn.scalar(_CHUNK_ROWS, {"stream": done.stream_id})
-    if current is None or not done.rows:
-        return
-    wanted = next_chunk_rows(current, done.rows, slowest, rt.settings.step_budget_s, ceiling)
-    if wanted != current:
+    wanted = _wanted_rows(rt, done, current, ceiling)
+    if wanted is not None:
         conn.execute(_SET_CHUNK_ROWS, {"stream": done.stream_id, "chunk_rows": wanted})
+
+
+def _wanted_rows(rt: Runtime, done: _Done, current: int | None, ceiling: int) -> int | None:
+    """The stream's next chunk size, when not ``current``."""
+    if current is None or not done.rows:
+        return None
+    slowest = max(done.timings.values(), default=0)
+    wanted = next_chunk_rows(current, done.rows, slowest, rt.settings.step_budget_s, ceiling)
+    return None if wanted == current else wanted

@@ -1,6 +1,7 @@
 """A plain chunk (a range loaded whole, no row set aside) is finished by one fenced UPDATE
-(etl_tasks/steps/finish._done_plain) instead of the ORM's read and flush: it must leave
-exactly what the ORM path leaves."""
+(etl_tasks/steps/finish._done_plain), or on PostgreSQL by one statement that claims the
+next chunk too (etl_tasks/steps/finish_statement.py), instead of the ORM's read and
+flush: it must leave exactly what the ORM path leaves."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from etl_tasks.constants import TASK_EXTRACT, TASK_LOAD, TASK_TRANSFORM
 from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk, Migration, Stream
 from etl_tasks.steps import finish as finish_module
+from etl_tasks.steps import finish_statement
 from etl_tasks.views import migration_view
 from tests.data import build_items, items_spec, sqlite_url, submit
 from tests.harness import Driver
@@ -46,15 +48,21 @@ def _migrate(settings: Settings, tmp_path: Path, name: str) -> tuple[list[Any], 
 def test_a_plain_chunk_is_finished_as_the_orm_path_finishes_it(
     each_state_db: Callable[..., Settings], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # Given the same migration finished by one UPDATE per chunk, and by the ORM
+    # Given the same migration finished by one statement per chunk (on PostgreSQL, with
+    # the next chunk's claim: etl_tasks/steps/finish_statement.py), and by the ORM
     updates: list[int] = []
-    real = finish_module._done_plain
 
-    def counting(*args: Any, **kwargs: Any) -> tuple[int, bool] | None:
-        updates.append(1)
-        return real(*args, **kwargs)
+    def counting(real: Callable[..., Any]) -> Callable[..., Any]:
+        def counted(*args: Any, **kwargs: Any) -> Any:
+            updates.append(1)
+            return real(*args, **kwargs)
 
-    monkeypatch.setattr(finish_module, "_done_plain", counting)
+        return counted
+
+    monkeypatch.setattr(finish_module, "_done_plain", counting(finish_module._done_plain))
+    monkeypatch.setattr(
+        finish_statement, "finish_and_claim", counting(finish_statement.finish_and_claim)
+    )
     fast, fast_sizes = _migrate(each_state_db(), tmp_path, "fast")
     monkeypatch.setattr(finish_module, "_plain", lambda c, record: False)
     orm, orm_sizes = _migrate(each_state_db(), tmp_path, "orm")
