@@ -172,7 +172,7 @@ def _record_at_once(
     f = statement.finish_and_claim(rt, c, record, load_ms)
     if f.stream_id is None:
         return Queued([], running_low=True), None, None
-    done = _Done(f.stream_id, f.waiting, f.rows, dict(timed(c, load_ms)["timings"]), f.chunk_rows)
+    done = _Done(f.stream_id, f.waiting, f.rows, f.timings, f.chunk_rows)
     wanted = _wanted_rows(rt, done, f.chunk_rows, ceiling)
     if f.waiting or wanted is not None:
         with rt.db.one_statement() as conn:

@@ -18,11 +18,11 @@ ready chunk that was not free to claim queued by message.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, literal, select, true, update
+from sqlalchemy import bindparam, exists, select, true, update
 
 from etl_tasks.chunk_lease import (
     CLAIM_RETURNING,
@@ -53,12 +53,14 @@ from etl_tasks.state.models import CHUNKS, MIGRATIONS, STREAMS
 @dataclass(frozen=True)
 class Finished:
     """What the statement did: the chunk's stream (None: ``c`` no longer held it), the
-    migration's waiting mark, what sizes the stream's next chunks, the next chunk claimed,
-    and how many more chunks there is room for and are ready."""
+    migration's waiting mark, what sizes the stream's next chunks (the rows handled, the
+    steps' timings, the stream's size), the next chunk claimed, and how many more chunks
+    there is room for and are ready."""
 
     stream_id: int | None
     waiting: bool = False
     rows: int = 0
+    timings: dict[str, int] = field(default_factory=dict)
     chunk_rows: int | None = None
     claim: Claim | None = None
     room: int = 0
@@ -125,7 +127,7 @@ def _statement() -> Any:
         counts.c.busy.label("done_busy"),
         counts.c.ready.label("done_ready"),
         *claimed.c,
-    ).select_from(done.join(counts, literal(True)).outerjoin(claimed, true()))
+    ).select_from(done.join(counts, true()).outerjoin(claimed, true()))
 
 
 _FINISH_AND_CLAIM = _statement()
@@ -141,6 +143,7 @@ def finish_and_claim(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int) 
     with rt.db.one_statement() as conn:
         leased_at = lease_clock()
         now: datetime = rt.db.now(conn)
+        timings = timed(c, load_ms)["timings"]
         params = {
             "chunk": c.chunk_id,
             "token": c.token,
@@ -148,7 +151,7 @@ def finish_and_claim(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int) 
             # by every UPDATE of the statement
             "done_at": now,
             "done_rows": record.rows_loaded,
-            "done_timings": timed(c, load_ms)["timings"],
+            "done_timings": timings,
             "done_load_ms": load_ms,
             "migration": c.migration_id,
             "ready_limit": ready_limit(rt.settings),
@@ -168,6 +171,7 @@ def finish_and_claim(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int) 
         int(row.done_stream_id),
         bool(row.done_waiting),
         min(row.done_rows_in or 0, record.rows_loaded),
+        timings,
         row.done_chunk_rows,
         claim,
         max(0, room),
