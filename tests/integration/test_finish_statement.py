@@ -55,10 +55,10 @@ def held(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return kept
 
 
-def _submitted(driver: Driver, tmp_path: Path, **spec: Any) -> str:
+def _submitted(driver: Driver, tmp_path: Path) -> str:
     source = sqlite_url(tmp_path / "legacy.db")
     build_items(source, ROWS)
-    spec = items_spec(source, sqlite_url(tmp_path / "target.db"), chunk_rows=CHUNK_ROWS, **spec)
+    spec = items_spec(source, sqlite_url(tmp_path / "target.db"), chunk_rows=CHUNK_ROWS)
     mid = submit(driver.rt.db, driver.publisher, spec)
     driver.run(max_messages=1)  # the first advance: plans eight, queues two
     return mid
