@@ -53,18 +53,7 @@ _SET_CHUNK_ROWS = update(STREAMS).where(STREAMS.c.id == bindparam("stream"))
 _DONE = (
     update(CHUNKS)
     .where(CHUNKS.c.id == bindparam("chunk"), CHUNKS.c.lease_token == bindparam("token"))
-    .returning(
-        CHUNKS.c.stream_id,
-        CHUNKS.c.rows_in,
-        select(STREAMS.c.chunk_rows)
-        .where(STREAMS.c.id == CHUNKS.c.stream_id)
-        .scalar_subquery()
-        .label("chunk_rows"),
-        select(MIGRATIONS.c.waiting_reason.is_not(None))
-        .where(MIGRATIONS.c.id == CHUNKS.c.migration_id)
-        .scalar_subquery()
-        .label("waiting"),
-    )
+    .returning(*statement.DONE_RETURNING)
 )
 
 

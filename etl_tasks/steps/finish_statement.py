@@ -67,6 +67,22 @@ class Finished:
     ready: int = 0
 
 
+#: What a chunk marked done reads back, whichever way it is marked: its stream, its rows
+#: extracted, the stream's chunk size, and whether its migration is marked waiting.
+DONE_RETURNING = (
+    CHUNKS.c.stream_id,
+    CHUNKS.c.rows_in,
+    select(STREAMS.c.chunk_rows)
+    .where(STREAMS.c.id == CHUNKS.c.stream_id)
+    .scalar_subquery()
+    .label("chunk_rows"),
+    select(MIGRATIONS.c.waiting_reason.is_not(None))
+    .where(MIGRATIONS.c.id == CHUNKS.c.migration_id)
+    .scalar_subquery()
+    .label("waiting"),
+)
+
+
 def _statement() -> Any:
     done = (
         update(CHUNKS)
@@ -83,18 +99,7 @@ def _statement() -> Any:
             timings=bindparam("done_timings", type_=CHUNKS.c.timings.type),
             load_ms=bindparam("done_load_ms", type_=CHUNKS.c.load_ms.type),
         )
-        .returning(
-            CHUNKS.c.stream_id,
-            CHUNKS.c.rows_in,
-            select(STREAMS.c.chunk_rows)
-            .where(STREAMS.c.id == CHUNKS.c.stream_id)
-            .scalar_subquery()
-            .label("chunk_rows"),
-            select(MIGRATIONS.c.waiting_reason.is_not(None))
-            .where(MIGRATIONS.c.id == CHUNKS.c.migration_id)
-            .scalar_subquery()
-            .label("waiting"),
-        )
+        .returning(*DONE_RETURNING)
         .cte("done")
     )
     # Seen as they were before the statement, as the transaction counted them: the chunk

@@ -17,10 +17,8 @@ from etl_tasks.settings import Settings
 from etl_tasks.state.models import Chunk, Migration
 from etl_tasks.steps import finish_statement
 from etl_tasks.steps import load as load_module
-from tests.data import build_items, items_spec, sqlite_url, submit
 from tests.harness import Driver
-
-ROWS, CHUNK_ROWS = 2400, 100  # 24 chunks
+from tests.integration.test_ready_chunks import ROWS, _submitted  # 24 chunks, two queued
 
 
 @pytest.fixture
@@ -55,13 +53,15 @@ def held(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return kept
 
 
-def _submitted(driver: Driver, tmp_path: Path) -> str:
-    source = sqlite_url(tmp_path / "legacy.db")
-    build_items(source, ROWS)
-    spec = items_spec(source, sqlite_url(tmp_path / "target.db"), chunk_rows=CHUNK_ROWS)
-    mid = submit(driver.rt.db, driver.publisher, spec)
-    driver.run(max_messages=1)  # the first advance: plans eight, queues two
-    return mid
+def _before_finish(monkeypatch: pytest.MonkeyPatch, happens: Callable[[Any, Any], None]) -> None:
+    """``happens(rt, claim)`` just before each load reports its chunk finished."""
+    real = load_module.finish
+
+    def first(rt: Any, c: Any, *args: Any, **kwargs: Any) -> Any:
+        happens(rt, c)
+        return real(rt, c, *args, **kwargs)
+
+    monkeypatch.setattr(load_module, "finish", first)
 
 
 def _chunks(driver: Driver, mid: str) -> list[Any]:
@@ -125,14 +125,12 @@ def test_a_finish_whose_lease_was_taken_over_records_and_claims_nothing(
 ) -> None:
     # Given a chunk whose load is under way when another worker takes its lease over
     mid = _submitted(chained, tmp_path)
-    real = load_module.finish
 
-    def taken_over(rt: Any, c: Any, *args: Any, **kwargs: Any) -> Any:
+    def taken_over(rt: Any, c: Any) -> None:
         with rt.db.session() as s:
             s.execute(update(Chunk).where(Chunk.id == c.chunk_id).values(lease_token=c.token + 1))
-        return real(rt, c, *args, **kwargs)
 
-    monkeypatch.setattr(load_module, "finish", taken_over)
+    _before_finish(monkeypatch, taken_over)
     # When its load finishes
     chained.run(max_messages=1)
     # Then the statement found the chunk no longer its own: nothing recorded, none claimed
@@ -152,13 +150,7 @@ def test_a_paused_migrations_next_chunk_is_not_claimed(
 ) -> None:
     # Given a migration paused while a load of it is under way
     mid = _submitted(chained, tmp_path)
-    real = load_module.finish
-
-    def paused_first(rt: Any, c: Any, *args: Any, **kwargs: Any) -> Any:
-        pause(rt.db, mid, "operator")
-        return real(rt, c, *args, **kwargs)
-
-    monkeypatch.setattr(load_module, "finish", paused_first)
+    _before_finish(monkeypatch, lambda rt, c: pause(rt.db, mid, "operator"))
     # When the load finishes
     chained.run(max_messages=1)
     # Then its chunk is recorded done, and no chunk was claimed or queued in its place
