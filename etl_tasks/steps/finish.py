@@ -82,15 +82,21 @@ def finish(
         queued, taken, stream_id = _record_at_once(rt, c, record, load_ms, ceiling)
     else:
         queued, taken, stream_id = _record(rt, c, record, load_ms, chain, ceiling)
-    for chunk_id in queued.ids:
-        publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
+    _send(rt, queued)
     if queued.running_low:
         if stream_id is not None and _planned_here(rt, c, stream_id):
             if taken is None:  # none was ready: take one of those just planned
-                taken = _queue_next(rt, c.migration_id, chain)
+                more, taken = _queue_next(rt, c.migration_id, chain)
+                _send(rt, more)
         else:
             request_plan(rt, c.migration_id)
     return taken
+
+
+def _send(rt: Runtime, queued: Queued) -> None:
+    """Publish the extracts of the chunks queued just now (their transaction committed)."""
+    for chunk_id in queued.ids:
+        publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
 
 
 def _planned_here(rt: Runtime, c: Claim, stream_id: int) -> bool:
@@ -125,16 +131,14 @@ def _planned_here(rt: Runtime, c: Claim, stream_id: int) -> bool:
         planner.release()
 
 
-def _queue_next(rt: Runtime, migration_id: str, chain: bool) -> Claim | None:
-    """Queue the migration's ready chunks in the free places; the first one is claimed for
-    this thread when ``chain``, the others published."""
+def _queue_next(rt: Runtime, migration_id: str, chain: bool) -> tuple[Queued, Claim | None]:
+    """Queue the migration's ready chunks in the free places, in a transaction of its own;
+    the first one is claimed for this thread when ``chain`` (the others are for the caller
+    to publish)."""
     with rt.db.session() as s:
         leased_at = lease_clock()
         now = rt.db.now(s)
-        queued, taken = _queue_in(rt, s, migration_id, now, leased_at, chain)
-    for chunk_id in queued.ids:
-        publish_step(rt.publisher, FIRST_STEP.name, chunk_id)
-    return taken
+        return _queue_in(rt, s, migration_id, now, leased_at, chain)
 
 
 def _queue_in(
@@ -172,9 +176,7 @@ def _record_at_once(
     ROWS.labels("loaded").inc(record.rows_loaded)
     taken = f.claim
     if f.room and f.ready:  # room for more, or the ready chunk was not free to claim
-        with rt.db.session() as s:
-            leased_at = lease_clock()
-            queued, more = _queue_in(rt, s, c.migration_id, rt.db.now(s), leased_at, taken is None)
+        queued, more = _queue_next(rt, c.migration_id, taken is None)
         return queued, taken or more, f.stream_id
     return statement.queued(f, rt), taken, f.stream_id
 

@@ -102,8 +102,7 @@ def load_claimed(rt: Runtime, c: Claim) -> None:
         record = tx.committed or write_chunk(tx, c.token, job)
     load_ms = elapsed_ms(clock.started)  # the load's work: up to its target commit
     give_back_slot(rt, c)
-    chain = may_take_next_chunk(rt)
-    taken = finish(rt, c, record, load_ms, chain=chain, weight=row_bytes(batch))
+    taken = finish(rt, c, record, load_ms, chain=may_take_next_chunk(rt), weight=row_bytes(batch))
     rt.staging.delete(c.chunk_id, c.stage_token, kind)
     if taken is not None:
         go_on_with(taken)
