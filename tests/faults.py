@@ -109,6 +109,11 @@ class SnapshotStaging:
     def write_held(self) -> None:
         self._store.write_held()
 
+    @property
+    def client(self) -> Any:
+        """The store's Redis client (an advance asked for, a flag read): the real one."""
+        return self._store.client
+
     def held_rows(self, chunk_id: int, token: int, kind: str) -> Any:
         """None for what was read at the claim: the step decodes that snapshot."""
         if (chunk_id, token, kind) in self._held:
