@@ -475,13 +475,16 @@ def back_to_extract(rt: Runtime, c: Claim) -> bool:
     return commit(rt, c, step=FIRST_STEP.name, stage_token=None, queued_at=NOW, attempts=0)
 
 
-def timed(c: Claim, ms: int) -> dict[str, Any]:
-    """The columns that record that ``c``'s step took ``ms``, for :func:`commit`: its entry
-    in ``timings``, and the column older versions read it from, while they may run."""
-    values: dict[str, Any] = {"timings": {**c.timings, c.step: ms}}
-    legacy = STEPS[c.step].timing_column
-    if legacy:
-        values[legacy] = ms
+def timed(c: Claim, ms: int, skipped: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The columns that record that ``c``'s step took ``ms``, and each step it ``skipped``
+    none, for :func:`commit`: their entries in ``timings``, and the columns older versions
+    read them from, while they may run."""
+    took = {c.step: ms, **dict.fromkeys(skipped, 0)}
+    values: dict[str, Any] = {"timings": {**c.timings, **took}}
+    for step, step_ms in took.items():
+        legacy = STEPS[step].timing_column
+        if legacy:
+            values[legacy] = step_ms
     return values
 
 

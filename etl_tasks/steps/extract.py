@@ -18,6 +18,7 @@ from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import StepPace, commit_split
 from etl_tasks.steps.common import elapsed_ms, hand_on, may_chain, run_step
 from etl_tasks.steps.ledger_first import finish_from_ledger
+from etl_tasks.steps.transform import relabelling_only
 
 STEP = STEPS["extract"]
 NEXT = step_after(STEP.name)
@@ -41,33 +42,42 @@ def extract_claimed(rt: Runtime, c: Claim) -> None:
     # version's transform then reads the same blob as before).
     refused = {"malformed": sorted(batch.malformed.items())} if batch.malformed else {}
     rows: codec.Staged | None = None  # the rows as the next step reads them, kept in memory
-    if isinstance(batch.native, Native):  # a pass-through chunk: its bytes, as they are
+    native = isinstance(batch.native, Native)
+    if native:  # a pass-through chunk: its bytes, as they are
         kind, blob = (
             native_stage(STEP.output_stage),
             staged_native.encode(batch.columns, batch.native),
         )
-    elif may_chain(rt):
+    elif may_chain(rt) or rt.value_path(c.migration_id, c.stream).mapper.identity:
         kind = STEP.output_stage
         blob, rows = codec.encode_rows_kept(batch.columns, batch.rows, **refused)
     else:
         kind, blob = STEP.output_stage, codec.encode_rows(batch.columns, batch.rows, **refused)
-    rt.staging.put(c.chunk_id, c.token, kind, blob, rows, held_only=may_chain(rt))
+    # A chunk the transform would only relabel skips it: staged here as the load reads it.
+    then, skipped = NEXT, relabelling_only(rt, c, blob, rows, native)
+    if skipped is not None:
+        then, (kind, blob, rows) = step_after(NEXT.name), skipped
+    rt.staging.put(
+        c.chunk_id, c.token, kind, blob, rows if may_chain(rt) else None, held_only=may_chain(rt)
+    )
     outcome = {
         "stage_token": c.token,
         "rows_in": len(batch),
         "attempts": 0,
-        **timed(c, elapsed_ms(clock.started)),
+        **timed(c, elapsed_ms(clock.started), skipped=() if skipped is None else (NEXT.name,)),
     }
     cut_key = codec.encode_key(cut)
     if cut_key:  # the rest of the range is a new chunk: this one goes on by message
         rt.staging.write_held()
-        done = commit_split(rt, c, cut_key, step=NEXT.name, queued_at=NOW, **outcome)
+        done = commit_split(rt, c, cut_key, step=then.name, queued_at=NOW, **outcome)
         if done:
-            publish_step(rt.publisher, NEXT.name, c.chunk_id)
+            publish_step(rt.publisher, then.name, c.chunk_id)
     else:
-        done = hand_on(rt, c, NEXT.name, **outcome)
+        done = hand_on(rt, c, then.name, **outcome)
     if done:
         ROWS.labels("extracted").inc(len(batch))
+        if skipped is not None:
+            ROWS.labels("transformed").inc(len(batch))
 
 
 def _read_keys(rt: Runtime, c: Claim, source: Source) -> Batch:

@@ -70,6 +70,25 @@ def transform_claimed(rt: Runtime, c: Claim) -> None:
         rt.staging.delete(c.chunk_id, c.stage_token, input_kind)
 
 
+def relabelling_only(
+    rt: Runtime, c: Claim, blob: bytes, staged: codec.Staged | None, native: bool
+) -> tuple[str, bytes, codec.Staged | None] | None:
+    """What this step would stage for the chunk the extract has just read, when all it
+    would do is put the payload under the target's column names (a pass-through stream's
+    COPY text; rows of an identity mapping whose every value its cast keeps, none refused
+    and no key NULL): the kind, the blob and the rows to hold for the load. The extract
+    stages that itself and hands the chunk straight on to the load, a step and a state-DB
+    commit fewer. ``None``: the chunk needs this step (``staged`` None: its rows unknown)."""
+    path = rt.value_path(c.migration_id, c.stream)
+    if native:
+        out = staged_native.renamed(blob, path.target_columns)
+        return native_stage(STEP.output_stage), out, None
+    if staged is None:
+        return None
+    relabelled = _relabelled(rt, blob, staged, path, rt.binding(c.migration_id, c.stream).key_width)
+    return None if relabelled is None else (STEP.output_stage, relabelled[0], relabelled[1])
+
+
 def _relabelled(
     rt: Runtime, blob: bytes, staged: codec.Staged, path: ValuePath, key_width: int
 ) -> tuple[bytes, codec.Staged | None, int] | None:
@@ -79,7 +98,7 @@ def _relabelled(
     mapped and encoded again. ``None`` when a value would change, a key is NULL or the
     source refused a row: :func:`_mapped` then does what the spec asks."""
     _, rows, _ = staged
-    if not path.mapper.identity or not rows or not _unchanged(path, rows):
+    if not path.mapper.identity or (rows and not _unchanged(path, rows)):
         return None
     found = codec.pass_through_kept(blob, path.target_columns, key_width)
     if found is None:

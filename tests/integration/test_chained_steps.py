@@ -192,3 +192,29 @@ def test_a_prefork_worker_never_chains(
             assert s.get(Migration, mid).state == MigrationState.SUCCEEDED  # type: ignore[union-attr]
     finally:
         driver.close()
+
+
+@pytest.mark.parametrize("chain_steps", [True, False], ids=["chained", "by-message"])
+def test_a_chunk_the_transform_would_only_relabel_goes_from_extract_to_load(
+    make_settings: Callable[..., Settings], spec: dict[str, Any], chain_steps: bool
+) -> None:
+    # Given a stream that copies every column as it is (its quantities kept as text)
+    spec["streams"][0]["columns"] = {"id": "id", "name": "name", "quantity": "qty"}
+    driver = Driver(make_settings(chain_steps=chain_steps), chain=True)
+    try:
+        # When it migrates, its steps chained on one thread or each sent as a message
+        mid = submit(driver.rt.db, driver.publisher, spec)
+        assert driver.run_to_end(mid) == "succeeded"
+        chunks = _chunks(driver, mid)
+        # Then every row arrived, and no chunk went through the transform: the extract
+        # staged its rows under the target's names and handed the chunk to the load,
+        # recording no time for the step it skipped
+        assert sum(c.rows_out for c in chunks) == ROWS
+        assert sum(c.rows_quarantined for c in chunks) == 0
+        assert _sent(driver, TASK_TRANSFORM) == 0
+        assert _sent(driver, TASK_LOAD) == (0 if chain_steps else len(chunks))
+        assert all(c.step_timings()["transform"] == 0 for c in chunks)
+        assert all(c.transform_ms == 0 for c in chunks)  # what older versions read
+        assert {c.lease_token for c in chunks} == {2}  # claimed for two steps, not three
+    finally:
+        driver.close()
