@@ -23,6 +23,7 @@ from etl_tasks.constants import FIRST_STEP, STEPS
 from etl_tasks.metrics import LEASE_EXPIRIES
 from etl_tasks.outbox import record_finish
 from etl_tasks.runtime import Runtime, spec_digest
+from etl_tasks.state import driver_statements
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, MigrationState, StreamState
 from etl_tasks.state.models import (
@@ -326,7 +327,7 @@ def commit_and_claim(rt: Runtime, c: Claim, step: str, **values: Any) -> tuple[b
         fenced = {"chunk": c.chunk_id, "token": c.token}
         # The usual case in one statement: the token still ours, the migration running.
         # Otherwise it wrote nothing, and what follows is fenced on its own.
-        if not conn.execute(_FENCED_RUNNING, {**fenced, **claimed}).rowcount:
+        if not driver_statements.execute(conn, _FENCED_RUNNING, {**fenced, **claimed}).rowcount:
             if conn.scalar(_MIGRATION_STATE, {"migration": c.migration_id}) == (
                 MigrationState.RUNNING
             ):

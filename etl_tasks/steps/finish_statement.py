@@ -45,6 +45,7 @@ from etl_tasks.ready_chunks import (
     spare_chunks,
 )
 from etl_tasks.runtime import Runtime
+from etl_tasks.state import driver_statements
 from etl_tasks.state.db import ROW_LOCK
 from etl_tasks.state.enums import ChunkState, Step
 from etl_tasks.state.models import CHUNKS, MIGRATIONS, STREAMS
@@ -163,7 +164,7 @@ def finish_and_claim(rt: Runtime, c: Claim, record: LedgerRecord, load_ms: int) 
             "max_queued": rt.settings.max_queued_chunks,
             **claim_params(rt, FIRST_STEP.name, now),
         }
-        row = conn.execute(_FINISH_AND_CLAIM, params).one_or_none()
+        row = driver_statements.execute(conn, _FINISH_AND_CLAIM, params).one_or_none()
         if row is None:
             return Finished(None)
         claim = None if row.id is None else taken(rt, conn, row, FIRST_STEP.name, leased_at)
