@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     # PostgreSQL → PostgreSQL streams mapped column for column with identical types travel
     # as COPY text, unparsed; off: every stream takes the parsed path (to compare the two).
     native_copy: bool = True
+    # A PostgreSQL table a stream creates gets its primary key once its rows are loaded, as
+    # a bulk load builds indexes after the data; off: created with it, as before.
+    defer_target_keys: bool = True
     lease_s: float = Field(30.0, gt=0)  # a step's lease; renewed while it works (seconds)
     staging_ttl_s: int = Field(3600, gt=0)  # staged rows expire after this (seconds)
     visibility_timeout_s: int = Field(300, gt=0)  # Redis redelivers unacked messages after this

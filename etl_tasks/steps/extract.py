@@ -7,18 +7,17 @@ of the range becomes a new chunk in the same state-DB transaction.
 from __future__ import annotations
 
 from etl_tasks import codec, retries
-from etl_tasks import native_stage as staged_native
 from etl_tasks.budget import StepClock
 from etl_tasks.chunk_lease import NOW, Claim, timed
 from etl_tasks.connectors.base import Batch, Native, Source
-from etl_tasks.constants import STEPS, native_stage, step_after
+from etl_tasks.constants import STEPS, step_after
 from etl_tasks.metrics import ROWS
 from etl_tasks.publisher import publish_step
 from etl_tasks.runtime import Runtime
 from etl_tasks.splitting import StepPace, commit_split
 from etl_tasks.steps.common import elapsed_ms, hand_on, may_chain, run_step
 from etl_tasks.steps.ledger_first import finish_from_ledger
-from etl_tasks.steps.transform import relabelling_only
+from etl_tasks.steps.transform import relabelled_native, relabelling_only
 
 STEP = STEPS["extract"]
 NEXT = step_after(STEP.name)
@@ -41,22 +40,22 @@ def extract_claimed(rt: Runtime, c: Claim) -> None:
     # A source's refused records travel with the rows (only when there are some: a previous
     # version's transform then reads the same blob as before).
     refused = {"malformed": sorted(batch.malformed.items())} if batch.malformed else {}
-    rows: codec.Staged | None = None  # the rows as the next step reads them, kept in memory
-    native = isinstance(batch.native, Native)
-    if native:  # a pass-through chunk: its bytes, as they are
-        kind, blob = (
-            native_stage(STEP.output_stage),
-            staged_native.encode(batch.columns, batch.native),
-        )
-    elif may_chain(rt) or rt.value_path(c.migration_id, c.stream).mapper.identity:
-        kind = STEP.output_stage
-        blob, rows = codec.encode_rows_kept(batch.columns, batch.rows, **refused)
-    else:
-        kind, blob = STEP.output_stage, codec.encode_rows(batch.columns, batch.rows, **refused)
     # A chunk the transform would only relabel skips it: staged here as the load reads it.
-    then, skipped = NEXT, relabelling_only(rt, c, blob, rows, native)
-    if skipped is not None:
-        then, (kind, blob, rows) = step_after(NEXT.name), skipped
+    rows: codec.Staged | None = None  # the rows as the next step reads them, kept in memory
+    then = step_after(NEXT.name)  # the load, unless the chunk needs the transform
+    if isinstance(batch.native, Native):  # a pass-through chunk: its bytes, as they are
+        kind, blob = relabelled_native(rt, c, batch.native)
+    else:
+        if may_chain(rt) or rt.value_path(c.migration_id, c.stream).mapper.identity:
+            blob, rows = codec.encode_rows_kept(batch.columns, batch.rows, **refused)
+        else:
+            blob = codec.encode_rows(batch.columns, batch.rows, **refused)
+        relabelled = relabelling_only(rt, c, blob, rows)
+        if relabelled is None:
+            then, kind = NEXT, STEP.output_stage
+        else:
+            kind, (blob, rows) = NEXT.output_stage, relabelled
+    skipped = then is not NEXT
     rt.staging.put(
         c.chunk_id, c.token, kind, blob, rows if may_chain(rt) else None, held_only=may_chain(rt)
     )
@@ -64,7 +63,7 @@ def extract_claimed(rt: Runtime, c: Claim) -> None:
         "stage_token": c.token,
         "rows_in": len(batch),
         "attempts": 0,
-        **timed(c, elapsed_ms(clock.started), skipped=() if skipped is None else (NEXT.name,)),
+        **timed(c, elapsed_ms(clock.started), skipped=(NEXT.name,) if skipped else ()),
     }
     cut_key = codec.encode_key(cut)
     if cut_key:  # the rest of the range is a new chunk: this one goes on by message
@@ -76,7 +75,7 @@ def extract_claimed(rt: Runtime, c: Claim) -> None:
         done = hand_on(rt, c, then.name, **outcome)
     if done:
         ROWS.labels("extracted").inc(len(batch))
-        if skipped is not None:
+        if skipped:
             ROWS.labels("transformed").inc(len(batch))
 
 

@@ -17,7 +17,7 @@ from etl_tasks import codec
 from etl_tasks import native_stage as staged_native
 from etl_tasks.budget import StepClock
 from etl_tasks.chunk_lease import Claim, timed
-from etl_tasks.connectors.base import QuarantineEntry
+from etl_tasks.connectors.base import Native, QuarantineEntry
 from etl_tasks.constants import STEPS, native_stage, step_after
 from etl_tasks.errors import BadRowError, PermanentError, StagingMissing
 from etl_tasks.metrics import ROWS
@@ -71,22 +71,27 @@ def transform_claimed(rt: Runtime, c: Claim) -> None:
 
 
 def relabelling_only(
-    rt: Runtime, c: Claim, blob: bytes, staged: codec.Staged | None, native: bool
-) -> tuple[str, bytes, codec.Staged | None] | None:
-    """What this step would stage for the chunk the extract has just read, when all it
-    would do is put the payload under the target's column names (a pass-through stream's
-    COPY text; rows of an identity mapping whose every value its cast keeps, none refused
-    and no key NULL): the kind, the blob and the rows to hold for the load. The extract
-    stages that itself and hands the chunk straight on to the load, a step and a state-DB
-    commit fewer. ``None``: the chunk needs this step (``staged`` None: its rows unknown)."""
-    path = rt.value_path(c.migration_id, c.stream)
-    if native:
-        out = staged_native.renamed(blob, path.target_columns)
-        return native_stage(STEP.output_stage), out, None
+    rt: Runtime, c: Claim, blob: bytes, staged: codec.Staged | None
+) -> tuple[bytes, codec.Staged | None] | None:
+    """What this step would stage for the rows the extract has just read, when all it
+    would do is put them under the target's column names (an identity mapping whose every
+    value its cast keeps, none refused and no key NULL): the blob, and the rows to hold
+    for the load. The extract stages that itself and hands the chunk straight on to the
+    load, a step and a state-DB commit fewer. ``None``: the chunk needs this step
+    (``staged`` None: its rows unknown)."""
     if staged is None:
         return None
-    relabelled = _relabelled(rt, blob, staged, path, rt.binding(c.migration_id, c.stream).key_width)
-    return None if relabelled is None else (STEP.output_stage, relabelled[0], relabelled[1])
+    path = rt.value_path(c.migration_id, c.stream)
+    key_width = rt.binding(c.migration_id, c.stream).key_width
+    relabelled = _relabelled(rt, blob, staged, path, key_width)
+    return None if relabelled is None else relabelled[:2]
+
+
+def relabelled_native(rt: Runtime, c: Claim, native: Native) -> tuple[str, bytes]:
+    """A pass-through chunk staged as this step would leave it, for the extract to stage
+    instead (:func:`relabelling_only`): its bytes under the target's column names."""
+    columns = rt.value_path(c.migration_id, c.stream).target_columns
+    return native_stage(STEP.output_stage), staged_native.encode(columns, native)
 
 
 def _relabelled(

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
-from etl_tasks.bindings import target_columns
+from etl_tasks.bindings import StreamBinding, target_columns
 from etl_tasks.boundary.identity import refuse_marked_schema
 from etl_tasks.connectors.sql.engines import for_reading
 from etl_tasks.connectors.sql.errors import as_baton_errors
@@ -25,6 +25,7 @@ from etl_tasks.values.types import ColumnType
 
 if TYPE_CHECKING:
     from etl_tasks.runtime import Runtime
+    from etl_tasks.spec import Stream
 
 
 def source(rt: Runtime, migration_id: str, stream: str) -> SqlSource:
@@ -67,6 +68,18 @@ def target(rt: Runtime, migration_id: str, stream: str) -> SqlTarget:
         design=design,
         advance_sequences=st.advance_sequences,
         describe=_describe,
+        owner=(migration_id, stream) if _may_defer_key(rt, st, binding) else None,
+    )
+
+
+def _may_defer_key(rt: Runtime, st: Stream, binding: StreamBinding) -> bool:
+    """Whether a table the stream creates may get its primary key after the load: a key
+    the source holds unique (a table's unique index, not a query's sample), the target's."""
+    return (
+        rt.settings.defer_target_keys
+        and st.query is None
+        and binding.unique_key
+        and binding.identity_key
     )
 
 

@@ -48,9 +48,15 @@ from etl_tasks.connectors.sql.queries import (
     raw,
     reflect_table,
 )
-from etl_tasks.connectors.sql.schema import ensure_ledger, ensure_table, target_of
+from etl_tasks.connectors.sql.schema import (
+    build_deferred_key,
+    ensure_ledger,
+    ensure_table,
+    owed_key,
+    target_of,
+)
 from etl_tasks.connectors.sql.sequences import advance_sequences
-from etl_tasks.errors import BadRowError, PermanentError
+from etl_tasks.errors import BadRowError, PermanentError, TransientError
 from etl_tasks.values.casts import cast_to
 from etl_tasks.values.ddl import Target as Dialect
 from etl_tasks.values.ddl import TargetColumn
@@ -83,6 +89,7 @@ class SqlTarget:
         design: TableDesign | None = None,
         advance_sequences: bool = True,
         describe: Callable[[Engine, str], dict[str, ColumnType]] | None = None,
+        owner: tuple[str, str] | None = None,
     ) -> None:
         self.engine = engine
         self.table_name = table_name
@@ -93,6 +100,9 @@ class SqlTarget:
         self.design = design
         self.advance = advance_sequences
         self._describe = describe
+        # (migration, stream) that may load a table it creates before its primary key is
+        # built (None: a table it creates has its key from the start)
+        self.owner = owner
         self.dialect = engine.dialect.name
         self.encode = ENCODERS[self.dialect]
         # range_is_empty's statements, by which bounds a range has
@@ -138,16 +148,21 @@ class SqlTarget:
     # -- the protocol --------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """The ledger, and with ``create_target`` the table: once, under a lock."""
+        """The ledger, and with ``create_target`` the table: once, under a lock. A table
+        another stream created and still owes its primary key gets it now: only that
+        stream may load it without."""
         with as_baton_errors(UNREACHABLE, f"cannot prepare {self.table_name!r}"):
             ensure_ledger(self.engine)
-            if self.design is None:
-                return
-            with self.engine.connect() as conn:
-                dialect = target_of(conn, self.table_name)
-            columns = self.design(dialect)
-            if ensure_table(self.engine, self.table_name, columns, self._key, self.unique_key):
-                log.info("created target table %s", self.table_name)
+            if self.design is not None:
+                with self.engine.connect() as conn:
+                    dialect = target_of(conn, self.table_name)
+                columns = self.design(dialect)
+                if ensure_table(
+                    self.engine, self.table_name, columns, self._key, self.unique_key, self.owner
+                ):
+                    log.info("created target table %s", self.table_name)
+                    return
+        self.build_key(unless=self.owner)
 
     def begin_chunk(self, chunk: ChunkRef) -> SqlChunkWrite:
         self.ledger_ready  # noqa: B018 - once per process: a ledger an older version made
@@ -167,11 +182,43 @@ class SqlTarget:
         )
 
     def finish(self) -> list[str]:
-        """Move the table's key generators past the loaded keys (unless the spec says not)."""
+        """Build the primary key a table created for the load was left without, then move
+        the table's key generators past the loaded keys (unless the spec says not)."""
+        done = ["built its primary key"] if self.build_key() else []
         if not self.advance:
-            return []
+            return done
         with as_baton_errors(UNREACHABLE, f"cannot advance the sequences of {self.table_name!r}"):
-            return advance_sequences(self.engine, self.table_name)
+            return done + advance_sequences(self.engine, self.table_name)
+
+    @functools.cached_property
+    def key_settled(self) -> bool:
+        """Whether the table owes no primary key: it has one (as reflected, or built since),
+        or it was found not owing one, which it never will (only a stream that creates it
+        leaves its key for later). Until then each chunk asks (:meth:`range_is_empty`)."""
+        return bool(self.table.primary_key.columns)
+
+    def build_key(self, unless: tuple[str, str] | None = None) -> bool:
+        """Build the table's deferred primary key now, if it is still owed; whether it was
+        built here. Rows with the same key (written by something other than this
+        migration's chunks, which the ledger lets commit once) make it fail the stream."""
+        if self.dialect != "postgresql":
+            return False
+        refused = f"cannot build the primary key of {self.table_name!r}"
+        try:
+            with as_baton_errors(UNREACHABLE, refused):
+                built = build_deferred_key(self.engine, self.table_name, unless)
+        except PermanentError as exc:
+            diag = getattr(getattr(exc.__cause__, "orig", None), "diag", None)
+            detail = getattr(diag, "message_detail", None)
+            if not detail:
+                raise
+            raise PermanentError(
+                f"{refused}: {detail} (rows written into it besides this migration's)"
+            ) from exc.__cause__
+        if built:
+            self.__dict__["key_settled"] = True
+            log.info("built the primary key of %s", self.table_name)
+        return built
 
     def read_back(self, lower: Key | None, upper: Key | None) -> Iterator[Batch]:
         names = [c.name for c in self.table.c]
@@ -200,6 +247,18 @@ class SqlTarget:
             lower, upper = (self._target_key(b) for b in key_range)
         except BadRowError:
             return False
+        if not self.key_settled:
+            owed = owed_key(conn, self.table_name)  # and the table locked against its build
+            if owed is None:
+                self.__dict__["key_settled"] = True
+            elif (owed.migration, owed.stream) != self.owner:  # this stream's prepare built
+                # it, unless the table was dropped and made again since
+                raise TransientError(f"{self.table_name!r} waits for its primary key")
+            else:
+                # This stream created the table and alone loads it before its key is
+                # built, each range once (the ledger): a range not yet committed is
+                # empty, and without the key asking would scan the table.
+                return True
         shape = (lower is not None, upper is not None)
         stmt = self._empty_probes.get(shape)
         if stmt is None:  # built once per shape: every chunk's load asks
@@ -402,6 +461,8 @@ class SqlChunkWrite:
                 )
                 return self
             self.direct = self.target.range_is_empty(conn, c.key_range)
+        if not self.direct and not self.target.key_settled:
+            self.target.build_key()  # the staged path merges on the key: it is needed now
         return self
 
     def __exit__(self, *exc: object) -> None:
