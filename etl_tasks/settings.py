@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(5.0, gt=0)  # how often a worker runs the sweeper (seconds)
     requeue_after_s: float = Field(30.0, gt=0)  # a queued chunk not started by then is resent
     max_queued_chunks: int = Field(8, ge=1)  # chunks of one migration queued or running at once
-    plan_ahead: int = Field(16, ge=1)  # chunks planned and not yet sent, per stream
+    plan_ahead: int = Field(32, ge=1)  # chunks planned and not yet sent, per stream
     # Steps at once on one source or target system (a database server's database, an HTTP
     # API's origin, a folder), across every worker and migration (docs/operations.md).
     max_connections: int = Field(8, ge=1)
