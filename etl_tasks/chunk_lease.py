@@ -477,7 +477,7 @@ def back_to_extract(rt: Runtime, c: Claim) -> bool:
 
 
 def timed(c: Claim, ms: int, skipped: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The columns that record that ``c``'s step took ``ms``, and each step it ``skipped``
+    """The columns that record that ``c``'s step took ``ms`` and each step in ``skipped``
     none, for :func:`commit`: their entries in ``timings``, and the columns older versions
     read them from, while they may run."""
     took = {c.step: ms, **dict.fromkeys(skipped, 0)}

@@ -57,7 +57,8 @@ def key_problem(
 
 
 def unique_not_null(conn: Connection, table: Table, key: Sequence[str]) -> bool:
-    """Whether the database guarantees ``key`` unique and not null in ``table``."""
+    """Whether the database guarantees ``key`` unique and not null in ``table``, or will
+    once the table's owed primary key is built (:func:`owed_key`)."""
     pk = [c.name for c in table.primary_key.columns]
     if sorted(pk) == sorted(key):
         return True
