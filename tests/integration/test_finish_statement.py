@@ -64,9 +64,11 @@ def _before_finish(monkeypatch: pytest.MonkeyPatch, happens: Callable[[Any, Any]
     monkeypatch.setattr(load_module, "finish", first)
 
 
-def _chunks(driver: Driver, mid: str) -> list[Any]:
+def _chunks(driver: Driver, mid: str) -> dict[int, Chunk]:
+    """The migration's chunks by their sequence number, in order."""
     with driver.rt.db.reading() as s:
-        return list(s.execute(select(Chunk).where(Chunk.migration_id == mid).order_by(Chunk.seq)))
+        found = s.scalars(select(Chunk).where(Chunk.migration_id == mid).order_by(Chunk.seq))
+        return {chunk.seq: chunk for chunk in found}
 
 
 def test_a_chained_migration_finishes_its_chunks_in_one_statement_each(
@@ -78,7 +80,7 @@ def test_a_chained_migration_finishes_its_chunks_in_one_statement_each(
     assert chained.run_to_end(mid) == "succeeded"
     # Then every chunk was recorded done once, with its rows and its load's timing, and
     # the chunks the statements claimed ran on without a message each
-    chunks = [row.Chunk for row in _chunks(chained, mid)]
+    chunks = list(_chunks(chained, mid).values())
     assert sum(c.rows_out for c in chunks) == ROWS  # the last range is open-ended
     assert all(c.state == "done" for c in chunks)
     assert all(c.lease_owner is None and c.queued_at is None for c in chunks)
@@ -103,7 +105,7 @@ def test_the_statement_claims_the_next_ready_chunk_as_a_claim_would(
     finished = statements[0]
     assert finished.claim is not None and finished.stream_id is not None
     assert held == [finished.claim]
-    rows = {row.Chunk.seq: row.Chunk for row in _chunks(chained, mid)}
+    rows = _chunks(chained, mid)
     assert rows[1].state == "done"
     taken = rows[3]
     assert finished.claim.chunk_id == taken.id
@@ -136,7 +138,7 @@ def test_a_finish_whose_lease_was_taken_over_records_and_claims_nothing(
     # Then the statement found the chunk no longer its own: nothing recorded, none claimed
     assert statements and statements[0].stream_id is None and statements[0].claim is None
     assert held == []
-    chunks = {row.Chunk.seq: row.Chunk for row in _chunks(chained, mid)}
+    chunks = _chunks(chained, mid)
     assert chunks[1].state == "running" and chunks[1].finished_at is None
     assert all(c.state == "pending" for seq, c in chunks.items() if seq > 2)
 
@@ -156,7 +158,7 @@ def test_a_paused_migrations_next_chunk_is_not_claimed(
     # Then its chunk is recorded done, and no chunk was claimed or queued in its place
     assert statements[0].stream_id is not None and statements[0].claim is None
     assert held == []
-    chunks = {row.Chunk.seq: row.Chunk for row in _chunks(chained, mid)}
+    chunks = _chunks(chained, mid)
     assert chunks[1].state == "done"
     assert all(c.state == "pending" and c.queued_at is None for s, c in chunks.items() if s > 2)
 
@@ -173,7 +175,7 @@ def test_room_for_more_chunks_is_filled_by_message_after_the_statement(
     # four queued or running
     assert statements[0].claim is not None and statements[0].room == 2
     assert held == [statements[0].claim]
-    chunks = [row.Chunk for row in _chunks(chained, mid)]
+    chunks = list(_chunks(chained, mid).values())
     busy = [c for c in chunks if c.state == "running" or c.queued_at is not None]
     assert len(busy) == 4
     sent = [kw["chunk_id"] for t, kw in chained.publisher.queue if t == TASK_EXTRACT]
