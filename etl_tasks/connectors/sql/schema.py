@@ -72,6 +72,11 @@ class OwedKey:
     migration: str
     stream: str
 
+    @property
+    def owner(self) -> tuple[str, str]:
+        """The migration and stream that may load the table before the key is built."""
+        return (self.migration, self.stream)
+
     def comment(self) -> str:
         return DEFERRED_KEY + json.dumps(
             {"key": self.key, "migration": self.migration, "stream": self.stream}
@@ -154,7 +159,7 @@ def build_deferred_key(engine: Engine, name: str, unless: tuple[str, str] | None
         return False
     with _ddl_lock(engine, f"baton:ddl:{name}") as conn:
         owed = owed_key(conn, name)
-        if owed is None or (owed.migration, owed.stream) == unless:
+        if owed is None or owed.owner == unless:
             return False
         _build_key(conn, name, owed)
         return True

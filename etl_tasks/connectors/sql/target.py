@@ -251,7 +251,7 @@ class SqlTarget:
             owed = owed_key(conn, self.table_name)  # and the table locked against its build
             if owed is None:
                 self.__dict__["key_settled"] = True
-            elif (owed.migration, owed.stream) != self.owner:  # this stream's prepare built
+            elif owed.owner != self.owner:  # this stream's prepare built
                 # it, unless the table was dropped and made again since
                 raise TransientError(f"{self.table_name!r} waits for its primary key")
             else:
